@@ -1,0 +1,112 @@
+package weights
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Checkpoint is a read-only collection of named tensors. Opening one reads
+// only its header or index; tensor bytes are read when asked for, one
+// tensor at a time, so memory stays O(largest tensor).
+type Checkpoint interface {
+	// Path names the file or directory the checkpoint was opened from.
+	Path() string
+	// Tensors lists every tensor, sorted by NaturalLess on the name.
+	Tensors() []TensorInfo
+	// Info returns one tensor's description.
+	Info(name string) (TensorInfo, bool)
+	// Metadata is the free-form string map (safetensors __metadata__);
+	// nil when the file has none.
+	Metadata() map[string]string
+	// ReadTensor reads one tensor's bytes, contiguous, row-major and
+	// little-endian, reusing buf when its capacity suffices. The returned
+	// Data belongs to the caller.
+	ReadTensor(name string, buf []byte) (Tensor, error)
+	// Close releases the files behind the checkpoint.
+	Close() error
+}
+
+// TensorError ties an error to the file and tensor it came from, so a user
+// sees one line naming both.
+type TensorError struct {
+	File   string
+	Tensor string
+	Err    error
+}
+
+func (e *TensorError) Error() string {
+	if e.Tensor == "" {
+		return fmt.Sprintf("%s: %v", e.File, e.Err)
+	}
+	return fmt.Sprintf("%s: tensor %q: %v", e.File, e.Tensor, e.Err)
+}
+
+func (e *TensorError) Unwrap() error { return e.Err }
+
+// ErrNotFound is returned (wrapped) when a tensor name is not in a checkpoint.
+var ErrNotFound = errors.New("no such tensor")
+
+// Open opens a checkpoint of any supported format:
+//   - a directory holding model.safetensors.index.json, a single
+//     *.safetensors file, pytorch_model.bin.index.json or a single .bin/.pt;
+//   - a *.safetensors.index.json or *.bin.index.json shard index;
+//   - a .safetensors file;
+//   - a PyTorch .bin/.pt/.pth file, zip or legacy pickle.
+//
+// The format of a file is sniffed from its first bytes, not its name.
+func Open(path string) (Checkpoint, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return openDir(path)
+	}
+	if strings.HasSuffix(path, ".json") {
+		return OpenIndex(path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	var magic [8]byte
+	n, _ := io.ReadFull(f, magic[:])
+	f.Close()
+	switch {
+	case n >= 4 && bytes.Equal(magic[:4], []byte("PK\x03\x04")):
+		return OpenPyTorch(path)
+	case n >= 2 && magic[0] == 0x80 && magic[1] <= 5:
+		// A pickle stream: PyTorch's legacy (pre-1.6) format.
+		return OpenPyTorch(path)
+	default:
+		return OpenSafetensors(path)
+	}
+}
+
+func openDir(dir string) (Checkpoint, error) {
+	for _, idx := range []string{"model.safetensors.index.json", "pytorch_model.bin.index.json"} {
+		p := filepath.Join(dir, idx)
+		if _, err := os.Stat(p); err == nil {
+			return OpenIndex(p)
+		}
+	}
+	for _, pat := range []string{"*.safetensors.index.json", "*.safetensors", "*.bin.index.json", "*.bin", "*.pt", "*.pth"} {
+		m, _ := filepath.Glob(filepath.Join(dir, pat))
+		sort.Strings(m)
+		switch {
+		case len(m) == 1:
+			return Open(m[0])
+		case len(m) > 1 && pat == "*.safetensors":
+			return openShardSet(dir, m)
+		case len(m) > 1:
+			return nil, fmt.Errorf("%s: %d %s files and no index; open one of them or add an index", dir, len(m), pat)
+		}
+	}
+	return nil, fmt.Errorf("%s: no checkpoint found (looked for *.safetensors, an index, *.bin, *.pt)", dir)
+}

@@ -1,0 +1,353 @@
+package weights
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+
+	"github.com/x448/float16"
+)
+
+// Decode converts n = len(dst) elements of dtype dt stored little-endian in
+// src into float64. Integer and BOOL values convert exactly up to 2^53; NaN
+// and ±Inf are preserved.
+func Decode(dt DType, src []byte, dst []float64) error {
+	if len(src) != len(dst)*dt.Size() {
+		return fmt.Errorf("decode %s: %d bytes for %d elements", dt, len(src), len(dst))
+	}
+	le := binary.LittleEndian
+	switch dt {
+	case F64:
+		for i := range dst {
+			dst[i] = math.Float64frombits(le.Uint64(src[8*i:]))
+		}
+	case F32:
+		for i := range dst {
+			dst[i] = float64(math.Float32frombits(le.Uint32(src[4*i:])))
+		}
+	case F16:
+		for i := range dst {
+			dst[i] = float64(float16.Frombits(le.Uint16(src[2*i:])).Float32())
+		}
+	case BF16:
+		for i := range dst {
+			dst[i] = float64(math.Float32frombits(uint32(le.Uint16(src[2*i:])) << 16))
+		}
+	case F8E4M3:
+		for i := range dst {
+			dst[i] = f8e4m3ToFloat64(src[i])
+		}
+	case F8E5M2:
+		for i := range dst {
+			// E5M2 is the top byte of an IEEE half.
+			dst[i] = float64(float16.Frombits(uint16(src[i]) << 8).Float32())
+		}
+	case I64:
+		for i := range dst {
+			dst[i] = float64(int64(le.Uint64(src[8*i:])))
+		}
+	case U64:
+		for i := range dst {
+			dst[i] = float64(le.Uint64(src[8*i:]))
+		}
+	case I32:
+		for i := range dst {
+			dst[i] = float64(int32(le.Uint32(src[4*i:])))
+		}
+	case U32:
+		for i := range dst {
+			dst[i] = float64(le.Uint32(src[4*i:]))
+		}
+	case I16:
+		for i := range dst {
+			dst[i] = float64(int16(le.Uint16(src[2*i:])))
+		}
+	case U16:
+		for i := range dst {
+			dst[i] = float64(le.Uint16(src[2*i:]))
+		}
+	case I8:
+		for i := range dst {
+			dst[i] = float64(int8(src[i]))
+		}
+	case U8, Bool:
+		for i := range dst {
+			dst[i] = float64(src[i])
+		}
+	default:
+		return fmt.Errorf("decode: unsupported dtype %s", dt)
+	}
+	return nil
+}
+
+// DecodeFloat32 converts elements of dtype dt into float32, the working
+// precision of merges. F64 values round to nearest even.
+func DecodeFloat32(dt DType, src []byte, dst []float32) error {
+	if len(src) != len(dst)*dt.Size() {
+		return fmt.Errorf("decode %s: %d bytes for %d elements", dt, len(src), len(dst))
+	}
+	le := binary.LittleEndian
+	switch dt {
+	case F32:
+		for i := range dst {
+			dst[i] = math.Float32frombits(le.Uint32(src[4*i:]))
+		}
+	case BF16:
+		for i := range dst {
+			dst[i] = math.Float32frombits(uint32(le.Uint16(src[2*i:])) << 16)
+		}
+	case F16:
+		for i := range dst {
+			dst[i] = float16.Frombits(le.Uint16(src[2*i:])).Float32()
+		}
+	default:
+		// Rare paths go through float64 in chunks to avoid a second full copy.
+		var buf [256]float64
+		es := dt.Size()
+		for i := 0; i < len(dst); i += len(buf) {
+			n := min(len(buf), len(dst)-i)
+			if err := Decode(dt, src[i*es:(i+n)*es], buf[:n]); err != nil {
+				return err
+			}
+			for j := 0; j < n; j++ {
+				dst[i+j] = float32(buf[j])
+			}
+		}
+	}
+	return nil
+}
+
+// Encode converts float64 values into dtype dt, little-endian, into dst
+// (len(dst) must be len(src)*dt.Size()). Floating formats round to nearest,
+// ties to even, directly from float64 (no double rounding through float32);
+// NaN and ±Inf are preserved; values beyond a format's range become ±Inf.
+// Integer formats round to nearest even and saturate; NaN becomes 0.
+func Encode(dt DType, src []float64, dst []byte) error {
+	if len(dst) != len(src)*dt.Size() {
+		return fmt.Errorf("encode %s: %d bytes for %d elements", dt, len(dst), len(src))
+	}
+	le := binary.LittleEndian
+	switch dt {
+	case F64:
+		for i, v := range src {
+			le.PutUint64(dst[8*i:], math.Float64bits(v))
+		}
+	case F32:
+		for i, v := range src {
+			le.PutUint32(dst[4*i:], math.Float32bits(float32(v)))
+		}
+	case F16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], float16.Fromfloat32(roundToOdd32(v)).Bits())
+		}
+	case BF16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], bf16FromFloat32(roundToOdd32(v)))
+		}
+	case I64:
+		for i, v := range src {
+			le.PutUint64(dst[8*i:], uint64(toInt64(v)))
+		}
+	case U64:
+		for i, v := range src {
+			le.PutUint64(dst[8*i:], toUint64(v))
+		}
+	case I32:
+		for i, v := range src {
+			le.PutUint32(dst[4*i:], uint32(int32(saturate(v, math.MinInt32, math.MaxInt32))))
+		}
+	case U32:
+		for i, v := range src {
+			le.PutUint32(dst[4*i:], uint32(saturate(v, 0, math.MaxUint32)))
+		}
+	case I16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], uint16(int16(saturate(v, math.MinInt16, math.MaxInt16))))
+		}
+	case U16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], uint16(saturate(v, 0, math.MaxUint16)))
+		}
+	case I8:
+		for i, v := range src {
+			dst[i] = byte(int8(saturate(v, math.MinInt8, math.MaxInt8)))
+		}
+	case U8:
+		for i, v := range src {
+			dst[i] = byte(saturate(v, 0, math.MaxUint8))
+		}
+	case Bool:
+		for i, v := range src {
+			if v != 0 && !math.IsNaN(v) {
+				dst[i] = 1
+			} else {
+				dst[i] = 0
+			}
+		}
+	default:
+		return fmt.Errorf("encode: cannot write dtype %s", dt)
+	}
+	return nil
+}
+
+// EncodeFloat32 converts float32 values into dtype dt (see Encode).
+func EncodeFloat32(dt DType, src []float32, dst []byte) error {
+	if len(dst) != len(src)*dt.Size() {
+		return fmt.Errorf("encode %s: %d bytes for %d elements", dt, len(dst), len(src))
+	}
+	le := binary.LittleEndian
+	switch dt {
+	case F32:
+		for i, v := range src {
+			le.PutUint32(dst[4*i:], math.Float32bits(v))
+		}
+	case BF16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], bf16FromFloat32(v))
+		}
+	case F16:
+		for i, v := range src {
+			le.PutUint16(dst[2*i:], float16.Fromfloat32(v).Bits())
+		}
+	default:
+		var buf [256]float64
+		es := dt.Size()
+		for i := 0; i < len(src); i += len(buf) {
+			n := min(len(buf), len(src)-i)
+			for j := 0; j < n; j++ {
+				buf[j] = float64(src[i+j])
+			}
+			if err := Encode(dt, buf[:n], dst[i*es:(i+n)*es]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ConvertBytes re-encodes a whole tensor's bytes from one dtype to another.
+// Same-dtype conversion copies bytes unchanged (NaN payloads included).
+func ConvertBytes(from, to DType, src []byte) ([]byte, error) {
+	if from.Size() == 0 || len(src)%from.Size() != 0 {
+		return nil, fmt.Errorf("convert %s: %d bytes is not a whole number of elements", from, len(src))
+	}
+	n := len(src) / from.Size()
+	dst := make([]byte, n*to.Size())
+	if from == to {
+		copy(dst, src)
+		return dst, nil
+	}
+	if !to.Writable() {
+		return nil, fmt.Errorf("convert: cannot write dtype %s", to)
+	}
+	if from == F32 || from == BF16 || from == F16 {
+		if to == F32 || to == BF16 || to == F16 {
+			// Exact widening or single rounding: float32 is wide enough.
+			var buf [1024]float32
+			fs, ts := from.Size(), to.Size()
+			for i := 0; i < n; i += len(buf) {
+				k := min(len(buf), n-i)
+				if err := DecodeFloat32(from, src[i*fs:(i+k)*fs], buf[:k]); err != nil {
+					return nil, err
+				}
+				if err := EncodeFloat32(to, buf[:k], dst[i*ts:(i+k)*ts]); err != nil {
+					return nil, err
+				}
+			}
+			return dst, nil
+		}
+	}
+	var buf [1024]float64
+	fs, ts := from.Size(), to.Size()
+	for i := 0; i < n; i += len(buf) {
+		k := min(len(buf), n-i)
+		if err := Decode(from, src[i*fs:(i+k)*fs], buf[:k]); err != nil {
+			return nil, err
+		}
+		if err := Encode(to, buf[:k], dst[i*ts:(i+k)*ts]); err != nil {
+			return nil, err
+		}
+	}
+	return dst, nil
+}
+
+// bf16FromFloat32 rounds a float32 to bfloat16, nearest even. NaNs keep
+// their sign and top payload bits and are forced quiet so that truncation
+// cannot turn them into infinities.
+func bf16FromFloat32(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return uint16(b>>16) | 0x0040
+	}
+	b += 0x7fff + (b>>16)&1
+	return uint16(b >> 16)
+}
+
+// roundToOdd32 converts a float64 to float32 with round-to-odd: truncate,
+// then set the last bit if anything was lost. Rounding that result to a
+// format of at most 22 significant bits (F16: 11, BF16: 8) gives the same
+// answer as rounding the float64 directly, so F64 → F16/BF16 is correctly
+// rounded without a big-float path.
+func roundToOdd32(x float64) float32 {
+	f := float32(x)
+	if float64(f) == x || math.IsNaN(x) {
+		return f
+	}
+	if math.Abs(float64(f)) > math.Abs(x) {
+		// float32(x) rounded away from zero (possibly to Inf): step back.
+		f = math.Nextafter32(f, 0)
+	}
+	return math.Float32frombits(math.Float32bits(f) | 1)
+}
+
+// f8e4m3ToFloat64 decodes the FN variant used by PyTorch's float8_e4m3fn:
+// bias 7, no infinities, S.1111.111 is NaN.
+func f8e4m3ToFloat64(b byte) float64 {
+	sign := 1.0
+	if b&0x80 != 0 {
+		sign = -1
+	}
+	e := int(b>>3) & 0xf
+	m := float64(b & 7)
+	switch {
+	case e == 0xf && b&7 == 7:
+		return math.NaN()
+	case e == 0:
+		return sign * m / 8 * math.Ldexp(1, -6)
+	default:
+		return sign * (1 + m/8) * math.Ldexp(1, e-7)
+	}
+}
+
+// saturate rounds to nearest even and clamps to [lo, hi]; both bounds are
+// exactly representable for integer types up to 32 bits. NaN becomes 0.
+func saturate(v, lo, hi float64) float64 {
+	if math.IsNaN(v) {
+		return 0
+	}
+	return math.Max(lo, math.Min(hi, math.RoundToEven(v)))
+}
+
+// toInt64 is saturate for int64, whose maximum is not a float64.
+func toInt64(v float64) int64 {
+	switch {
+	case math.IsNaN(v):
+		return 0
+	case v >= 0x1p63:
+		return math.MaxInt64
+	case v <= -0x1p63:
+		return math.MinInt64
+	}
+	return int64(math.RoundToEven(v))
+}
+
+// toUint64 is saturate for uint64.
+func toUint64(v float64) uint64 {
+	switch {
+	case math.IsNaN(v) || v <= 0:
+		return 0
+	case v >= 0x1p64:
+		return math.MaxUint64
+	}
+	return uint64(math.RoundToEven(v))
+}

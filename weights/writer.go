@@ -1,0 +1,448 @@
+package weights
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// TensorWriter receives the bytes of tensors whose names, dtypes and shapes
+// were declared up front. Tensors may arrive in any order and from several
+// goroutines at once. Nothing appears at the output path until Commit
+// succeeds; Abort (safe to call after Commit) discards everything.
+type TensorWriter interface {
+	WriteTensor(name string, data []byte) error
+	Commit() error
+	Abort()
+}
+
+// SafetensorsOrder returns the order the official library lays tensors out
+// in: descending dtype (widest first), then ascending name by bytes.
+func SafetensorsOrder(infos []TensorInfo) []TensorInfo {
+	out := append([]TensorInfo(nil), infos...)
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].DType != out[j].DType {
+			return out[i].DType > out[j].DType
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out
+}
+
+// EncodeSafetensorsHeader builds the bytes that precede the data buffer: an
+// 8-byte little-endian length and the JSON header padded with spaces to a
+// multiple of 8, byte for byte as safetensors' Rust serializer writes it:
+// "__metadata__" first (its keys sorted), then the tensors in
+// SafetensorsOrder, each as {"dtype":…,"shape":[…],"data_offsets":[b,e]},
+// no whitespace, no HTML escaping. It also returns the tensors with their
+// byte ranges in data order.
+func EncodeSafetensorsHeader(infos []TensorInfo, metadata map[string]string) ([]byte, []HeaderTensor, error) {
+	ordered := SafetensorsOrder(infos)
+	var js bytes.Buffer
+	js.WriteByte('{')
+	first := true
+	str := func(s string) {
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		_ = enc.Encode(s) // strings always encode
+		js.Write(bytes.TrimSuffix(b.Bytes(), []byte("\n")))
+	}
+	if len(metadata) > 0 {
+		keys := make([]string, 0, len(metadata))
+		for k := range metadata {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		js.WriteString(`"__metadata__":{`)
+		for i, k := range keys {
+			if i > 0 {
+				js.WriteByte(',')
+			}
+			str(k)
+			js.WriteByte(':')
+			str(metadata[k])
+		}
+		js.WriteByte('}')
+		first = false
+	}
+	var at int64
+	seen := make(map[string]bool, len(ordered))
+	out := make([]HeaderTensor, 0, len(ordered))
+	for _, t := range ordered {
+		if t.Name == "__metadata__" || seen[t.Name] {
+			return nil, nil, fmt.Errorf("tensor %q: duplicate or reserved name", t.Name)
+		}
+		seen[t.Name] = true
+		if !t.DType.Writable() && t.DType.Size() == 0 {
+			return nil, nil, fmt.Errorf("tensor %q: unknown dtype", t.Name)
+		}
+		n, err := t.ByteSize()
+		if err != nil {
+			return nil, nil, fmt.Errorf("tensor %q: %w", t.Name, err)
+		}
+		if !first {
+			js.WriteByte(',')
+		}
+		first = false
+		str(t.Name)
+		fmt.Fprintf(&js, `:{"dtype":"%s","shape":[`, t.DType)
+		for i, d := range t.Shape {
+			if i > 0 {
+				js.WriteByte(',')
+			}
+			fmt.Fprint(&js, d)
+		}
+		fmt.Fprintf(&js, `],"data_offsets":[%d,%d]}`, at, at+n)
+		out = append(out, HeaderTensor{TensorInfo: t, Begin: at, End: at + n})
+		at += n
+	}
+	js.WriteByte('}')
+	for js.Len()%8 != 0 {
+		js.WriteByte(' ')
+	}
+	hdr := make([]byte, 8, 8+js.Len())
+	binary.LittleEndian.PutUint64(hdr, uint64(js.Len()))
+	return append(hdr, js.Bytes()...), out, nil
+}
+
+// SafetensorsWriter writes one .safetensors file through a temp file in the
+// destination directory, renamed into place by Commit.
+type SafetensorsWriter struct {
+	path      string
+	f         *os.File
+	dataStart int64
+	size      int64
+	mu        sync.Mutex
+	entries   map[string]*writeEntry
+	done      bool
+}
+
+type writeEntry struct {
+	HeaderTensor
+	written bool
+}
+
+// CreateSafetensors declares the tensors of a new file and writes its
+// header. The file's final size is reserved up front, so tensors can be
+// written in any order, concurrently, with positioned writes.
+func CreateSafetensors(path string, infos []TensorInfo, metadata map[string]string) (*SafetensorsWriter, error) {
+	hdr, tensors, err := EncodeSafetensorsHeader(infos, metadata)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	w := &SafetensorsWriter{path: path, f: f, dataStart: int64(len(hdr)), entries: make(map[string]*writeEntry, len(tensors))}
+	w.size = w.dataStart
+	for _, t := range tensors {
+		w.entries[t.Name] = &writeEntry{HeaderTensor: t}
+		w.size = w.dataStart + t.End
+	}
+	if _, err := f.Write(hdr); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if err := f.Truncate(w.size); err != nil {
+		w.Abort()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return w, nil
+}
+
+// Path is the final path the file is committed to.
+func (w *SafetensorsWriter) Path() string { return w.path }
+
+// WriteTensor writes one declared tensor's bytes at its place in the file.
+func (w *SafetensorsWriter) WriteTensor(name string, data []byte) error {
+	w.mu.Lock()
+	e, ok := w.entries[name]
+	switch {
+	case w.done:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: writer already closed", w.path, name)
+	case !ok:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: not declared", w.path, name)
+	case e.written:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: written twice", w.path, name)
+	case int64(len(data)) != e.End-e.Begin:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: %d bytes given, %d declared", w.path, name, len(data), e.End-e.Begin)
+	}
+	e.written = true
+	w.mu.Unlock()
+	if _, err := w.f.WriteAt(data, w.dataStart+e.Begin); err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	return nil
+}
+
+// Commit checks that every declared tensor was written, syncs the file and
+// renames it into place.
+func (w *SafetensorsWriter) Commit() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("%s: already committed or aborted", w.path)
+	}
+	var missing []string
+	for name, e := range w.entries {
+		if !e.written {
+			missing = append(missing, name)
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		w.abortLocked()
+		return fmt.Errorf("%s: %d tensors never written (first: %q)", w.path, len(missing), missing[0])
+	}
+	tmp := w.f.Name()
+	err := w.f.Sync()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, w.path)
+	}
+	w.done = true
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	return nil
+}
+
+// Abort discards the temp file. It does nothing after a successful Commit.
+func (w *SafetensorsWriter) Abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.abortLocked()
+}
+
+func (w *SafetensorsWriter) abortLocked() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// ShardedWriter writes a Hugging Face sharded checkpoint: files named
+// model-0000i-of-0000N.safetensors and a model.safetensors.index.json, or a
+// single model.safetensors when everything fits in one shard.
+type ShardedWriter struct {
+	dir     string
+	shards  []*SafetensorsWriter
+	owner   map[string]*SafetensorsWriter
+	index   []byte
+	indexAt string
+}
+
+// ShardName is the Hugging Face name of shard i (1-based) of n.
+func ShardName(i, n int) string { return fmt.Sprintf("model-%05d-of-%05d.safetensors", i, n) }
+
+// IndexName is the file name of a safetensors shard index.
+const IndexName = "model.safetensors.index.json"
+
+// PlanShards splits tensors, taken in NaturalLess order, greedily into
+// groups of at most maxBytes (a tensor larger than maxBytes gets a shard of
+// its own), as transformers' save_pretrained does. maxBytes <= 0 means one
+// group.
+func PlanShards(infos []TensorInfo, maxBytes int64) [][]TensorInfo {
+	sorted := append([]TensorInfo(nil), infos...)
+	SortNatural(sorted)
+	var groups [][]TensorInfo
+	var cur []TensorInfo
+	var size int64
+	for _, t := range sorted {
+		b, _ := t.ByteSize()
+		if maxBytes > 0 && len(cur) > 0 && size+b > maxBytes {
+			groups = append(groups, cur)
+			cur, size = nil, 0
+		}
+		cur = append(cur, t)
+		size += b
+	}
+	if len(cur) > 0 || len(groups) == 0 {
+		groups = append(groups, cur)
+	}
+	return groups
+}
+
+// CreateSharded prepares a sharded checkpoint in dir (created if needed).
+// Every shard carries the same metadata.
+func CreateSharded(dir string, infos []TensorInfo, metadata map[string]string, maxShardBytes int64) (*ShardedWriter, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	groups := PlanShards(infos, maxShardBytes)
+	sw := &ShardedWriter{dir: dir, owner: map[string]*SafetensorsWriter{}}
+	if len(groups) == 1 {
+		w, err := CreateSafetensors(filepath.Join(dir, "model.safetensors"), groups[0], metadata)
+		if err != nil {
+			return nil, err
+		}
+		sw.shards = []*SafetensorsWriter{w}
+		for _, t := range groups[0] {
+			sw.owner[t.Name] = w
+		}
+		return sw, nil
+	}
+	weightMap := map[string]string{}
+	var total int64
+	for i, g := range groups {
+		name := ShardName(i+1, len(groups))
+		w, err := CreateSafetensors(filepath.Join(dir, name), g, metadata)
+		if err != nil {
+			sw.Abort()
+			return nil, err
+		}
+		sw.shards = append(sw.shards, w)
+		for _, t := range g {
+			sw.owner[t.Name] = w
+			weightMap[t.Name] = name
+			b, _ := t.ByteSize()
+			total += b
+		}
+	}
+	idx, err := MarshalIndex(total, weightMap)
+	if err != nil {
+		sw.Abort()
+		return nil, err
+	}
+	sw.index, sw.indexAt = idx, filepath.Join(dir, IndexName)
+	return sw, nil
+}
+
+// MarshalIndex renders an index file as transformers writes it: sorted
+// keys, two-space indent, trailing newline.
+func MarshalIndex(totalSize int64, weightMap map[string]string) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", "  ")
+	err := enc.Encode(map[string]any{
+		"metadata":   map[string]int64{"total_size": totalSize},
+		"weight_map": weightMap,
+	})
+	return b.Bytes(), err
+}
+
+// Files lists the final paths this writer produces (shards, then index).
+func (s *ShardedWriter) Files() []string {
+	var out []string
+	for _, w := range s.shards {
+		out = append(out, w.path)
+	}
+	if s.indexAt != "" {
+		out = append(out, s.indexAt)
+	}
+	return out
+}
+
+// WriteTensor routes a tensor to its shard.
+func (s *ShardedWriter) WriteTensor(name string, data []byte) error {
+	w, ok := s.owner[name]
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: not declared", s.dir, name)
+	}
+	return w.WriteTensor(name, data)
+}
+
+// Commit commits every shard, then the index last, so a reader never sees
+// an index pointing at shards that are not there. If any step fails the
+// shards already in place are removed.
+func (s *ShardedWriter) Commit() error {
+	var done []string
+	fail := func(err error) error {
+		for _, p := range done {
+			os.Remove(p)
+		}
+		s.Abort()
+		return err
+	}
+	for _, w := range s.shards {
+		if err := w.Commit(); err != nil {
+			return fail(err)
+		}
+		done = append(done, w.path)
+	}
+	if s.indexAt != "" {
+		if err := WriteFileAtomic(s.indexAt, s.index); err != nil {
+			return fail(err)
+		}
+	}
+	return nil
+}
+
+// Abort discards every uncommitted shard.
+func (s *ShardedWriter) Abort() {
+	for _, w := range s.shards {
+		w.Abort()
+	}
+}
+
+// WriteFileAtomic writes data to a temp file beside path and renames it
+// into place, so readers see the old file or the whole new one.
+func WriteFileAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o644)
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// IsSafetensorsPath reports whether an output path names a single file.
+func IsSafetensorsPath(p string) bool { return strings.HasSuffix(p, ".safetensors") }
+
+// WriteSafetensors writes in-memory tensors to a .safetensors file in one
+// call, for small outputs and tests; large outputs stream through
+// CreateSafetensors.
+func WriteSafetensors(path string, tensors []Tensor, metadata map[string]string) error {
+	infos := make([]TensorInfo, len(tensors))
+	for i, t := range tensors {
+		infos[i] = t.TensorInfo
+	}
+	w, err := CreateSafetensors(path, infos, metadata)
+	if err != nil {
+		return err
+	}
+	for _, t := range tensors {
+		if err := w.WriteTensor(t.Name, t.Data); err != nil {
+			w.Abort()
+			return err
+		}
+	}
+	return w.Commit()
+}
