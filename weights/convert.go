@@ -228,11 +228,20 @@ func EncodeFloat32(dt DType, src []float32, dst []byte) error {
 // ConvertBytes re-encodes a whole tensor's bytes from one dtype to another.
 // Same-dtype conversion copies bytes unchanged (NaN payloads included).
 func ConvertBytes(from, to DType, src []byte) ([]byte, error) {
+	return ConvertBytesInto(from, to, src, nil)
+}
+
+// ConvertBytesInto is ConvertBytes writing into buf when its capacity
+// suffices, so a streaming loop reuses one output buffer per worker.
+func ConvertBytesInto(from, to DType, src, buf []byte) ([]byte, error) {
 	if from.Size() == 0 || len(src)%from.Size() != 0 {
 		return nil, fmt.Errorf("convert %s: %d bytes is not a whole number of elements", from, len(src))
 	}
 	n := len(src) / from.Size()
-	dst := make([]byte, n*to.Size())
+	if cap(buf) < n*to.Size() {
+		buf = make([]byte, n*to.Size())
+	}
+	dst := buf[:n*to.Size()]
 	if from == to {
 		copy(dst, src)
 		return dst, nil
@@ -240,31 +249,46 @@ func ConvertBytes(from, to DType, src []byte) ([]byte, error) {
 	if !to.Writable() {
 		return nil, fmt.Errorf("convert: cannot write dtype %s", to)
 	}
+	switch {
+	case from == BF16 && to == F32:
+		// Widening is a byte shuffle: BF16 is the top half of an F32.
+		for i := 0; i < n; i++ {
+			d := dst[4*i : 4*i+4 : 4*i+4]
+			d[0], d[1], d[2], d[3] = 0, 0, src[2*i], src[2*i+1]
+		}
+		return dst, nil
+	case from == F32 && to == BF16:
+		le := binary.LittleEndian
+		for i := 0; i < n; i++ {
+			le.PutUint16(dst[2*i:], bf16FromFloat32(math.Float32frombits(le.Uint32(src[4*i:]))))
+		}
+		return dst, nil
+	}
 	if from == F32 || from == BF16 || from == F16 {
 		if to == F32 || to == BF16 || to == F16 {
 			// Exact widening or single rounding: float32 is wide enough.
-			var buf [1024]float32
+			var f32 [1024]float32
 			fs, ts := from.Size(), to.Size()
-			for i := 0; i < n; i += len(buf) {
-				k := min(len(buf), n-i)
-				if err := DecodeFloat32(from, src[i*fs:(i+k)*fs], buf[:k]); err != nil {
+			for i := 0; i < n; i += len(f32) {
+				k := min(len(f32), n-i)
+				if err := DecodeFloat32(from, src[i*fs:(i+k)*fs], f32[:k]); err != nil {
 					return nil, err
 				}
-				if err := EncodeFloat32(to, buf[:k], dst[i*ts:(i+k)*ts]); err != nil {
+				if err := EncodeFloat32(to, f32[:k], dst[i*ts:(i+k)*ts]); err != nil {
 					return nil, err
 				}
 			}
 			return dst, nil
 		}
 	}
-	var buf [1024]float64
+	var f64 [1024]float64
 	fs, ts := from.Size(), to.Size()
-	for i := 0; i < n; i += len(buf) {
-		k := min(len(buf), n-i)
-		if err := Decode(from, src[i*fs:(i+k)*fs], buf[:k]); err != nil {
+	for i := 0; i < n; i += len(f64) {
+		k := min(len(f64), n-i)
+		if err := Decode(from, src[i*fs:(i+k)*fs], f64[:k]); err != nil {
 			return nil, err
 		}
-		if err := Encode(to, buf[:k], dst[i*ts:(i+k)*ts]); err != nil {
+		if err := Encode(to, f64[:k], dst[i*ts:(i+k)*ts]); err != nil {
 			return nil, err
 		}
 	}

@@ -147,9 +147,35 @@ func ParseSafetensorsHeader(r io.ReaderAt, size int64) (*SafetensorsHeader, erro
 }
 
 type rawTensorEntry struct {
-	DType       *string  `json:"dtype"`
-	Shape       []uint64 `json:"shape"`
-	DataOffsets []uint64 `json:"data_offsets"`
+	DType       *string
+	Shape       []uint64
+	DataOffsets []uint64
+}
+
+// decodeEntry reads one tensor entry with case-sensitive keys, as the
+// official parser does (encoding/json's struct matching ignores case).
+func decodeEntry(dec *json.Decoder) (rawTensorEntry, error) {
+	var m map[string]json.RawMessage
+	var e rawTensorEntry
+	if err := dec.Decode(&m); err != nil {
+		return e, err
+	}
+	if raw, ok := m["dtype"]; ok {
+		if err := json.Unmarshal(raw, &e.DType); err != nil {
+			return e, fmt.Errorf("dtype: %w", err)
+		}
+	}
+	if raw, ok := m["shape"]; ok {
+		if err := json.Unmarshal(raw, &e.Shape); err != nil {
+			return e, fmt.Errorf("shape: %w", err)
+		}
+	}
+	if raw, ok := m["data_offsets"]; ok {
+		if err := json.Unmarshal(raw, &e.DataOffsets); err != nil {
+			return e, fmt.Errorf("data_offsets: %w", err)
+		}
+	}
+	return e, nil
 }
 
 func parseHeaderJSON(hdr []byte) (*SafetensorsHeader, error) {
@@ -185,8 +211,8 @@ func parseHeaderJSON(hdr []byte) (*SafetensorsHeader, error) {
 			h.Metadata = md
 			continue
 		}
-		var e rawTensorEntry
-		if err := dec.Decode(&e); err != nil {
+		e, err := decodeEntry(dec)
+		if err != nil {
 			return nil, &headerTensorError{name, fmt.Errorf("invalid header entry: %w", err)}
 		}
 		if e.DType == nil || e.Shape == nil || len(e.DataOffsets) != 2 {

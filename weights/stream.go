@@ -112,6 +112,7 @@ func Convert(src Checkpoint, out string, opts ConvertOptions) ([]string, error) 
 		workers = min(runtime.GOMAXPROCS(0), 2)
 	}
 	bufs := make([][]byte, workers)
+	outBufs := make([][]byte, workers)
 	err := ForEach(infos, workers, func(wk int, t TensorInfo) error {
 		ten, err := src.ReadTensor(t.Name, bufs[wk])
 		if err != nil {
@@ -120,10 +121,11 @@ func Convert(src Checkpoint, out string, opts ConvertOptions) ([]string, error) 
 		bufs[wk] = ten.Data
 		data := ten.Data
 		if to := opts.OutputDType(t); to != t.DType {
-			data, err = ConvertBytes(t.DType, to, ten.Data)
+			data, err = ConvertBytesInto(t.DType, to, ten.Data, outBufs[wk])
 			if err != nil {
 				return &TensorError{File: src.Path(), Tensor: t.Name, Err: err}
 			}
+			outBufs[wk] = data
 		}
 		if err := w.WriteTensor(t.Name, data); err != nil {
 			return err

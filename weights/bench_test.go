@@ -1,0 +1,89 @@
+package weights
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"testing"
+)
+
+// benchFile returns a synthetic BF16 checkpoint of WEIGHTOPS_BENCH_BYTES
+// (default 1 GiB), made once and kept in the temp dir between runs since
+// making it costs more than reading it.
+var benchOnce sync.Once
+var benchPath string
+
+func benchFile(b *testing.B) string {
+	benchOnce.Do(func() {
+		size := int64(1 << 30)
+		if s := os.Getenv("WEIGHTOPS_BENCH_BYTES"); s != "" {
+			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+				size = n
+			}
+		}
+		benchPath = filepath.Join(os.TempDir(), "weightops-bench-"+strconv.FormatInt(size, 10)+".safetensors")
+		if _, err := os.Stat(benchPath); err == nil {
+			return
+		}
+		if _, err := Synthesize(benchPath, SynthOptions{Bytes: size, DType: BF16, Seed: 1}); err != nil {
+			b.Fatal(err)
+		}
+	})
+	return benchPath
+}
+
+// BenchmarkOpen measures opening a large checkpoint: header only.
+func BenchmarkOpen(b *testing.B) {
+	p := benchFile(b)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := Open(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkStreamAll reads every tensor one by one into one reused buffer;
+// MB/s compares with `cat file > /dev/null`.
+func BenchmarkStreamAll(b *testing.B) {
+	p := benchFile(b)
+	c, err := Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(TotalBytes(c.Tensors()))
+	b.ResetTimer()
+	var buf []byte
+	for i := 0; i < b.N; i++ {
+		for _, t := range c.Tensors() {
+			ten, err := c.ReadTensor(t.Name, buf)
+			if err != nil {
+				b.Fatal(err)
+			}
+			buf = ten.Data
+		}
+	}
+}
+
+// BenchmarkConvertToF32 streams the checkpoint through BF16→F32 conversion
+// into a new file with the default worker pool.
+func BenchmarkConvertToF32(b *testing.B) {
+	p := benchFile(b)
+	c, err := Open(p)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	b.SetBytes(TotalBytes(c.Tensors()))
+	out := filepath.Join(b.TempDir(), "out.safetensors")
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Convert(c, out, ConvertOptions{DType: F32, HasDType: true}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package weights
+
+import (
+	"fmt"
+	"math/rand/v2"
+)
+
+// SynthOptions describe a synthetic LLaMA-shaped checkpoint for benchmarks
+// and pipeline tests: real tensor names and shapes, seeded N(0, 0.02)
+// weights, ones for norms.
+type SynthOptions struct {
+	// Bytes is the approximate total size; layers are added until reached.
+	Bytes int64
+	// DType of every tensor (a floating dtype; default BF16).
+	DType DType
+	// Seed makes the content reproducible; tensors draw from independent
+	// streams, so the output is the same with any number of workers.
+	Seed uint64
+	// Hidden is the model width (default 1024); the MLP width is 8/3 of it
+	// rounded up to a multiple of 256, the vocabulary 32000.
+	Hidden int
+	// ShardSize > 0 writes a sharded directory.
+	ShardSize int64
+	// Workers, Progress: as in ConvertOptions.
+	Workers  int
+	Progress func(int64)
+}
+
+// SynthInfos returns the tensors of a synthetic model with the given
+// options, without data.
+func SynthInfos(o SynthOptions) []TensorInfo {
+	h := int64(o.Hidden)
+	if h <= 0 {
+		h = 1024
+	}
+	dt := o.DType
+	if !dt.IsFloat() {
+		dt = BF16
+	}
+	inter := (8*h/3 + 255) / 256 * 256
+	const vocab = 32000
+	es := int64(dt.Size())
+	infos := []TensorInfo{{"model.embed_tokens.weight", dt, []int64{vocab, h}}}
+	size := vocab * h * es * 2 // embeddings and lm_head
+	perLayer := (4*h*h + 3*h*inter + 2*h) * es
+	for l := 0; l == 0 || size+perLayer <= o.Bytes; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		infos = append(infos,
+			TensorInfo{p + "self_attn.q_proj.weight", dt, []int64{h, h}},
+			TensorInfo{p + "self_attn.k_proj.weight", dt, []int64{h, h}},
+			TensorInfo{p + "self_attn.v_proj.weight", dt, []int64{h, h}},
+			TensorInfo{p + "self_attn.o_proj.weight", dt, []int64{h, h}},
+			TensorInfo{p + "mlp.gate_proj.weight", dt, []int64{inter, h}},
+			TensorInfo{p + "mlp.up_proj.weight", dt, []int64{inter, h}},
+			TensorInfo{p + "mlp.down_proj.weight", dt, []int64{h, inter}},
+			TensorInfo{p + "input_layernorm.weight", dt, []int64{h}},
+			TensorInfo{p + "post_attention_layernorm.weight", dt, []int64{h}},
+		)
+		size += perLayer
+	}
+	infos = append(infos, TensorInfo{"model.norm.weight", dt, []int64{h}}, TensorInfo{"lm_head.weight", dt, []int64{vocab, h}})
+	SortNatural(infos)
+	return infos
+}
+
+// Synthesize writes a synthetic checkpoint to out (a .safetensors path, or
+// a directory with ShardSize) and returns the files written.
+func Synthesize(out string, o SynthOptions) ([]string, error) {
+	infos := SynthInfos(o)
+	md := map[string]string{"format": "pt", "weightops.synthetic": fmt.Sprintf("seed=%d", o.Seed)}
+	var w TensorWriter
+	var files []string
+	if o.ShardSize > 0 {
+		sw, err := CreateSharded(out, infos, md, o.ShardSize)
+		if err != nil {
+			return nil, err
+		}
+		w, files = sw, sw.Files()
+	} else {
+		sw, err := CreateSafetensors(out, infos, md)
+		if err != nil {
+			return nil, err
+		}
+		w, files = sw, []string{out}
+	}
+	index := make(map[string]uint64, len(infos))
+	for i, t := range infos {
+		index[t.Name] = uint64(i)
+	}
+	err := ForEach(infos, o.Workers, func(_ int, t TensorInfo) error {
+		n, _ := t.NumElements()
+		vals := make([]float32, n)
+		if len(t.Shape) == 1 {
+			for i := range vals {
+				vals[i] = 1
+			}
+		} else {
+			rng := rand.New(rand.NewPCG(o.Seed, index[t.Name]))
+			for i := range vals {
+				vals[i] = float32(rng.NormFloat64() * 0.02)
+			}
+		}
+		data := make([]byte, n*int64(t.DType.Size()))
+		if err := EncodeFloat32(t.DType, vals, data); err != nil {
+			return err
+		}
+		if err := w.WriteTensor(t.Name, data); err != nil {
+			return err
+		}
+		if o.Progress != nil {
+			o.Progress(int64(len(data)))
+		}
+		return nil
+	})
+	if err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return files, w.Commit()
+}
