@@ -17,8 +17,10 @@ type SynthOptions struct {
 	// streams, so the output is the same with any number of workers.
 	Seed uint64
 	// Hidden is the model width (default 1024); the MLP width is 8/3 of it
-	// rounded up to a multiple of 256, the vocabulary 32000.
+	// rounded up to a multiple of 256.
 	Hidden int
+	// Vocab is the vocabulary size (default 32000).
+	Vocab int
 	// ShardSize > 0 writes a sharded directory.
 	ShardSize int64
 	// Workers, Progress: as in ConvertOptions.
@@ -38,7 +40,10 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 		dt = BF16
 	}
 	inter := (8*h/3 + 255) / 256 * 256
-	const vocab = 32000
+	vocab := int64(o.Vocab)
+	if vocab <= 0 {
+		vocab = 32000
+	}
 	es := int64(dt.Size())
 	infos := []TensorInfo{{"model.embed_tokens.weight", dt, []int64{vocab, h}}}
 	size := vocab * h * es * 2 // embeddings and lm_head

@@ -38,7 +38,7 @@ func oneLine(err error) string { return strings.ReplaceAll(err.Error(), "\n", ";
 var quietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}
 
 func newApp() *cli.App {
-	return &cli.App{
+	app := &cli.App{
 		Name:            "weightops",
 		Usage:           "model-weight arithmetic: inspect, convert, diff, merge, patch checkpoints",
 		Version:         version,
@@ -47,8 +47,22 @@ func newApp() *cli.App {
 		Commands: []*cli.Command{
 			inspectCommand(),
 			convertCommand(),
+			synthCommand(),
 		},
 	}
+	// A usage error is one line with a pointer to help, not a help dump.
+	usage := func(c *cli.Context, err error, _ bool) error {
+		return fmt.Errorf("%s: %w (see 'weightops %s --help')", c.Command.Name, err, c.Command.Name)
+	}
+	app.OnUsageError = usage
+	for _, cmd := range app.Commands {
+		cmd.OnUsageError = usage
+	}
+	app.CommandNotFound = func(c *cli.Context, name string) {
+		fmt.Fprintf(os.Stderr, "weightops: unknown command %q (see 'weightops --help')\n", name)
+		os.Exit(2)
+	}
+	return app
 }
 
 func inspectCommand() *cli.Command {
@@ -144,6 +158,53 @@ func convertCommand() *cli.Command {
 			}
 			if c.Bool("json") {
 				return json.NewEncoder(os.Stdout).Encode(map[string]any{"files": files})
+			}
+			for _, f := range files {
+				fmt.Println(f)
+			}
+			return nil
+		},
+	}
+}
+
+func synthCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "synth",
+		Usage:     "write a synthetic LLaMA-shaped checkpoint (seeded) for benchmarks and pipeline tests",
+		ArgsUsage: "OUT  (a .safetensors file, or a directory with --shard-size)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "size", Value: "1GiB", Usage: "approximate total size"},
+			&cli.StringFlag{Name: "dtype", Value: "bf16", Usage: "bf16, f16, f32 or f64"},
+			&cli.IntFlag{Name: "hidden", Value: 1024, Usage: "model width"},
+			&cli.IntFlag{Name: "vocab", Value: 32000, Usage: "vocabulary size"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
+			&cli.StringFlag{Name: "shard-size", Usage: "write a sharded directory with shards of at most this size"},
+			quietFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("synth: expected OUT, got %d arguments", c.NArg())
+			}
+			size, err := weights.ParseBytes(c.String("size"))
+			if err != nil {
+				return fmt.Errorf("synth: --size: %w", err)
+			}
+			dt, err := weights.ParseDType(c.String("dtype"))
+			if err != nil || !dt.IsFloat() || !dt.Writable() {
+				return fmt.Errorf("synth: --dtype %q: use bf16, f16, f32 or f64", c.String("dtype"))
+			}
+			o := weights.SynthOptions{Bytes: size, DType: dt, Seed: c.Uint64("seed"), Hidden: c.Int("hidden"), Vocab: c.Int("vocab")}
+			if s := c.String("shard-size"); s != "" {
+				if o.ShardSize, err = weights.ParseBytes(s); err != nil {
+					return fmt.Errorf("synth: --shard-size: %w", err)
+				}
+			}
+			bar := progress.New(weights.TotalBytes(weights.SynthInfos(o)), "synth", c.Bool("quiet"))
+			o.Progress = bar.Func()
+			files, err := weights.Synthesize(c.Args().First(), o)
+			bar.Done()
+			if err != nil {
+				return err
 			}
 			for _, f := range files {
 				fmt.Println(f)
