@@ -36,38 +36,51 @@ func Inspect(c Checkpoint, stats bool, progress func(int64)) (*Report, error) {
 	if r.Metadata == nil {
 		r.Metadata = map[string]string{}
 	}
-	var buf []byte
-	for _, t := range c.Tensors() {
+	infos := c.Tensors()
+	r.Tensors = make([]TensorReport, len(infos))
+	pos := make(map[string]int, len(infos))
+	for i, t := range infos {
 		b, _ := t.ByteSize()
 		n, _ := t.NumElements()
 		shape := t.Shape
 		if shape == nil {
 			shape = []int64{}
 		}
-		tr := TensorReport{Name: t.Name, DType: t.DType.String(), Shape: shape, Bytes: b}
-		if stats {
-			ten, err := c.ReadTensor(t.Name, buf)
-			if err != nil {
-				return nil, err
-			}
-			buf = ten.Data
-			s, err := ComputeStats(ten)
-			if err != nil {
-				return nil, &TensorError{File: c.Path(), Tensor: t.Name, Err: err}
-			}
-			tr.Stats = &s
-			r.NaNTotal += s.NaN
-			r.InfTotal += s.Inf
-			if progress != nil {
-				progress(b)
-			}
-		}
-		r.Tensors = append(r.Tensors, tr)
+		r.Tensors[i] = TensorReport{Name: t.Name, DType: t.DType.String(), Shape: shape, Bytes: b}
+		pos[t.Name] = i
 		r.Parameters += n
 		r.Bytes += b
 		r.ByDType[t.DType.String()] += b
 	}
-	r.Count = len(r.Tensors)
+	r.Count = len(infos)
+	if !stats {
+		return r, nil
+	}
+	// Statistics are CPU-bound (decode + accumulate): one tensor per core.
+	bufs := make([][]byte, 2)
+	err := ForEach(infos, len(bufs), func(w int, t TensorInfo) error {
+		ten, err := c.ReadTensor(t.Name, bufs[w])
+		if err != nil {
+			return err
+		}
+		bufs[w] = ten.Data
+		s, err := ComputeStats(ten)
+		if err != nil {
+			return &TensorError{File: c.Path(), Tensor: t.Name, Err: err}
+		}
+		r.Tensors[pos[t.Name]].Stats = &s
+		if progress != nil {
+			progress(int64(len(ten.Data)))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range r.Tensors {
+		r.NaNTotal += t.Stats.NaN
+		r.InfTotal += t.Stats.Inf
+	}
 	return r, nil
 }
 
