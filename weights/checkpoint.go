@@ -75,10 +75,14 @@ func Open(path string) (Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	var magic [8]byte
+	var magic [9]byte
 	n, _ := io.ReadFull(f, magic[:])
 	f.Close()
 	switch {
+	case n == 9 && magic[8] == '{':
+		// A safetensors header (8-byte length, then JSON). Checked first:
+		// a header length such as 0x0280 starts with the pickle opcode.
+		return OpenSafetensors(path)
 	case n >= 4 && bytes.Equal(magic[:4], []byte("PK\x03\x04")):
 		return OpenPyTorch(path)
 	case n >= 2 && magic[0] == 0x80 && magic[1] <= 5:

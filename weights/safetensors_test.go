@@ -461,3 +461,31 @@ func TestComputeStatsAgainstTwoPass(t *testing.T) {
 		t.Errorf("stats %+v, want mean %v std %v min %v max %v", s, mean, std, mn, mx)
 	}
 }
+
+// TestOpenSniffsSafetensorsBeforePickle: a header length of 0x280 makes a
+// safetensors file start with 0x80 0x02, the opening of a pickle; Open must
+// still read it as safetensors.
+func TestOpenSniffsSafetensorsBeforePickle(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "x.safetensors")
+	for pad := 0; pad < 700; pad++ {
+		md := map[string]string{"k": strings.Repeat("x", pad)}
+		hdr, _, _ := EncodeSafetensorsHeader([]TensorInfo{{"a", U8, []int64{1}}}, md)
+		if len(hdr) != 8+0x280 {
+			continue
+		}
+		if err := WriteSafetensors(p, []Tensor{{TensorInfo{"a", U8, []int64{1}}, []byte{7}}}, md); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := os.ReadFile(p)
+		if raw[0] != 0x80 || raw[1] != 0x02 {
+			t.Fatalf("test setup: header starts %x", raw[:2])
+		}
+		c, err := Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		return
+	}
+	t.Fatal("no padding gave a 0x280 header")
+}

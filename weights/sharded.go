@@ -200,3 +200,15 @@ func (s *shardedCheckpoint) Close() error {
 	}
 	return first
 }
+
+// Files lists the index (when there is one) and every shard file.
+func (s *shardedCheckpoint) Files() []string {
+	var out []string
+	if filepath.Ext(s.path) == ".json" {
+		out = append(out, s.path)
+	}
+	for _, c := range s.shards {
+		out = append(out, c.Path())
+	}
+	return out
+}

@@ -446,3 +446,41 @@ func WriteSafetensors(path string, tensors []Tensor, metadata map[string]string)
 	}
 	return w.Commit()
 }
+
+// RewriteMetadata replaces the file's metadata before Commit. The new
+// header must encode to exactly the old length, which is how values known
+// only at the end (input hashes computed while tensors stream) are filled
+// into fixed-width placeholders without moving any tensor data.
+func (w *SafetensorsWriter) RewriteMetadata(md map[string]string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("%s: writer already closed", w.path)
+	}
+	infos := make([]TensorInfo, 0, len(w.entries))
+	for _, e := range w.entries {
+		infos = append(infos, e.TensorInfo)
+	}
+	hdr, _, err := EncodeSafetensorsHeader(infos, md)
+	if err != nil {
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	if int64(len(hdr)) != w.dataStart {
+		return fmt.Errorf("%s: rewritten header is %d bytes, was %d", w.path, len(hdr), w.dataStart)
+	}
+	if _, err := w.f.WriteAt(hdr, 0); err != nil {
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	return nil
+}
+
+// RewriteMetadata rewrites every shard's metadata (see
+// SafetensorsWriter.RewriteMetadata).
+func (s *ShardedWriter) RewriteMetadata(md map[string]string) error {
+	for _, w := range s.shards {
+		if err := w.RewriteMetadata(md); err != nil {
+			return err
+		}
+	}
+	return nil
+}

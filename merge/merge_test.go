@@ -1,0 +1,446 @@
+package merge
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weightops/weightops/weights"
+)
+
+// model writes a small F32 checkpoint of named 1-D or 2-D tensors.
+func model(t *testing.T, dir, name string, tensors map[string][]float64, shapes map[string][]int64) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.MkdirAll(p, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var ts []weights.Tensor
+	for n, v := range tensors {
+		data := make([]byte, 4*len(v))
+		_ = weights.Encode(weights.F32, v, data)
+		shape := []int64{int64(len(v))}
+		if s, ok := shapes[n]; ok {
+			shape = s
+		}
+		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: n, DType: weights.F32, Shape: shape}, Data: data})
+	}
+	if err := weights.WriteSafetensors(filepath.Join(p, "model.safetensors"), ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func runRecipe(t *testing.T, dir, yaml string, workers int) string {
+	t.Helper()
+	rp := filepath.Join(dir, fmt.Sprintf("recipe-%d.yaml", rand.IntN(1<<30)))
+	if err := os.WriteFile(rp, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ParseRecipe(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := r.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.Close()
+	out := filepath.Join(dir, fmt.Sprintf("out-%d", rand.IntN(1<<30)))
+	if _, err := plan.Merge(out, Options{Workers: workers}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func read(t *testing.T, path, name string) []float64 {
+	t.Helper()
+	c, err := weights.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ten, err := c.ReadTensor(name, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, _ := ten.Float64s()
+	return v
+}
+
+func near(t *testing.T, what string, got, want []float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		// Outputs are F32: allow the float32 rounding of the true value.
+		if math.Abs(got[i]-want[i]) > 1e-6*math.Max(1, math.Abs(want[i])) {
+			t.Fatalf("%s:\n got %v\nwant %v", what, got, want)
+		}
+	}
+}
+
+func TestTaskArithmeticHandWorked(t *testing.T) {
+	d := t.TempDir()
+	model(t, d, "base", map[string][]float64{"w": {1, 2, 3, 4}}, nil)
+	model(t, d, "m1", map[string][]float64{"w": {2, 2, 3, 5}}, nil) // τ1 = [1,0,0,1]
+	model(t, d, "m2", map[string][]float64{"w": {1, 4, 2, 4}}, nil) // τ2 = [0,2,-1,0]
+	y := `merge_method: task_arithmetic
+base_model: base
+models:
+  - model: m1
+    parameters: {weight: 0.5}
+  - model: m2
+    parameters: {weight: 1.0}
+`
+	out := runRecipe(t, d, y, 1)
+	near(t, "task_arithmetic", read(t, out, "w"), []float64{1.5, 4, 2, 4.5})
+	out = runRecipe(t, d, y+"parameters: {normalize: true, lambda: 2}\n", 1)
+	// base + 2·(0.5τ1 + τ2)/1.5
+	near(t, "normalized λ=2", read(t, out, "w"), []float64{1 + 2*0.5/1.5, 2 + 2*2/1.5, 3 - 2/1.5, 4 + 2*0.5/1.5})
+}
+
+func TestTIESHandWorked(t *testing.T) {
+	d := t.TempDir()
+	model(t, d, "base", map[string][]float64{"w": {0, 0, 0, 0}}, nil)
+	model(t, d, "m1", map[string][]float64{"w": {0.5, -0.2, 0.3, -0.1}}, nil)
+	model(t, d, "m2", map[string][]float64{"w": {-0.4, -0.3, 0.1, 0.2}}, nil)
+	// Trim to density 0.5: τ1 → [0.5, 0, 0.3, 0], τ2 → [-0.4, -0.3, 0, 0].
+	// Elected sign of the sum [0.1, -0.3, 0.3, 0]: + - + + (zero counts +).
+	// Disjoint mean over agreeing entries: [0.5, -0.3, 0.3, 0].
+	out := runRecipe(t, d, `merge_method: ties
+base_model: base
+models:
+  - model: base
+  - model: m1
+    parameters: {weight: 1, density: 0.5}
+  - model: m2
+    parameters: {weight: 1, density: 0.5}
+`, 1)
+	near(t, "ties", read(t, out, "w"), []float64{0.5, -0.3, 0.3, 0})
+}
+
+func TestBreadcrumbsSingleModelAndGradients(t *testing.T) {
+	d := t.TempDir()
+	base := []float64{0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	ft := []float64{0.1, -0.5, 0.3, 0.9, -0.2, 0, 0.7, -0.4, 0.6, 0.05}
+	model(t, d, "base", map[string][]float64{"model.layers.0.w": base, "model.layers.1.w": base, "model.layers.2.w": base}, nil)
+	model(t, d, "ft", map[string][]float64{"model.layers.0.w": ft, "model.layers.1.w": ft, "model.layers.2.w": ft}, nil)
+	// weight gradient [0, 1] over 3 layers: 0, 0.5, 1. γ = 0.1 drops 0.9;
+	// density 0.5 keeps 0.7, 0.6, -0.5, -0.4, 0.3.
+	out := runRecipe(t, d, `merge_method: breadcrumbs
+base_model: base
+models:
+  - model: ft
+    parameters:
+      weight: [0, 1]
+      density: 0.5
+      gamma: 0.1
+`, 1)
+	kept := []float64{0, -0.5, 0.3, 0, 0, 0, 0.7, -0.4, 0.6, 0}
+	for l, w := range []float64{0, 0.5, 1} {
+		want := make([]float64, len(kept))
+		for i := range kept {
+			want[i] = w * kept[i]
+		}
+		near(t, fmt.Sprintf("layer %d", l), read(t, out, fmt.Sprintf("model.layers.%d.w", l)), want)
+	}
+}
+
+func TestFilterParamsAndLinear(t *testing.T) {
+	d := t.TempDir()
+	model(t, d, "a", map[string][]float64{"mlp.w": {1, 1}, "attn.w": {1, 1}}, nil)
+	model(t, d, "b", map[string][]float64{"mlp.w": {3, 5}, "attn.w": {3, 5}}, nil)
+	out := runRecipe(t, d, `merge_method: linear
+models:
+  - model: a
+    parameters:
+      weight: [{filter: mlp, value: 3}, {value: 1}]
+  - model: b
+    parameters: {weight: 1}
+`, 1)
+	near(t, "mlp (3a+b)/4", read(t, out, "mlp.w"), []float64{1.5, 2})
+	near(t, "attn (a+b)/2", read(t, out, "attn.w"), []float64{2, 3})
+}
+
+func TestSlerpAgainstFormula(t *testing.T) {
+	d := t.TempDir()
+	a := []float64{1, 0, 0, 2}
+	b := []float64{0, 1, 1, -1}
+	model(t, d, "a", map[string][]float64{"w": a}, nil)
+	model(t, d, "b", map[string][]float64{"w": b}, nil)
+	out := runRecipe(t, d, "merge_method: slerp\nbase_model: a\nmodels: [a, b]\nparameters: {t: 0.3}\n", 1)
+	// Independent float64 derivation.
+	na, nb := math.Sqrt(5), math.Sqrt(3)
+	dot := (1*0 + 0*1 + 0*1 + 2*-1) / (na * nb)
+	th := math.Acos(dot)
+	s0, s1 := math.Sin(th*0.7)/math.Sin(th), math.Sin(th*0.3)/math.Sin(th)
+	want := make([]float64, 4)
+	for i := range want {
+		want[i] = s0*a[i] + s1*b[i]
+	}
+	near(t, "slerp", read(t, out, "w"), want)
+	// Parallel vectors fall back to lerp.
+	model(t, d, "c", map[string][]float64{"w": {2, 0, 0, 4}}, nil)
+	out = runRecipe(t, d, "merge_method: slerp\nbase_model: a\nmodels: [a, c]\nparameters: {t: 0.25}\n", 1)
+	near(t, "lerp fallback", read(t, out, "w"), []float64{1.25, 0, 0, 2.5})
+}
+
+func TestModelStockAgainstFormula(t *testing.T) {
+	d := t.TempDir()
+	w0 := []float64{0, 0, 0}
+	w1 := []float64{1, 0, 1}
+	w2 := []float64{1, 1, 0}
+	model(t, d, "base", map[string][]float64{"w": w0}, nil)
+	model(t, d, "m1", map[string][]float64{"w": w1}, nil)
+	model(t, d, "m2", map[string][]float64{"w": w2}, nil)
+	out := runRecipe(t, d, "merge_method: model_stock\nbase_model: base\nmodels: [base, m1, m2]\n", 1)
+	// cos between offsets = 1/2; N = 2: t = 2·0.5/(1+0.5) = 2/3.
+	tt := 2.0 / 3
+	near(t, "model_stock", read(t, out, "w"), []float64{tt * 1, tt * 0.5, tt * 0.5})
+}
+
+func TestDAREDeterministicAndRescaled(t *testing.T) {
+	d := t.TempDir()
+	n := 4096
+	base, ft := make([]float64, n), make([]float64, n)
+	for i := range ft {
+		ft[i] = float64(i%7) - 3
+	}
+	model(t, d, "base", map[string][]float64{"w": base}, nil)
+	model(t, d, "ft", map[string][]float64{"w": ft}, nil)
+	y := `merge_method: dare_linear
+base_model: base
+models:
+  - model: ft
+    parameters: {weight: 0.5, density: 0.25}
+parameters: {seed: 42, rescale_norm: density}
+`
+	a := read(t, runRecipe(t, d, y, 1), "w")
+	b := read(t, runRecipe(t, d, y, 2), "w")
+	kept := 0
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatal("same seed gave different masks")
+		}
+		if a[i] != 0 {
+			kept++
+			if a[i] != 0.5*ft[i]/0.25 {
+				t.Fatalf("kept entry %v, want %v", a[i], 0.5*ft[i]/0.25)
+			}
+		}
+	}
+	nonzero := n - n/7
+	if exp := 0.25 * float64(nonzero); math.Abs(float64(kept)-exp) > 5*math.Sqrt(exp*0.75) {
+		t.Errorf("kept %d of %d non-zero, expected ≈ %.0f", kept, nonzero, exp)
+	}
+	// Density 1 is plain task arithmetic.
+	c := read(t, runRecipe(t, d, strings.Replace(y, "density: 0.25", "density: 1", 1), 1), "w")
+	for i := range c {
+		if c[i] != 0.5*ft[i] {
+			t.Fatalf("density 1: %v, want %v", c[i], 0.5*ft[i])
+		}
+	}
+}
+
+// TestBitIdenticalAcrossRunsAndWorkers: a merge with sparsification over a
+// BF16 model with many tensors gives the same bytes twice and with 1 or 2
+// workers.
+func TestBitIdenticalAcrossRunsAndWorkers(t *testing.T) {
+	d := t.TempDir()
+	for i, name := range []string{"base", "m1", "m2"} {
+		if _, err := weights.Synthesize(filepath.Join(d, name+".safetensors"), weights.SynthOptions{Bytes: 600_000, Hidden: 64, Vocab: 300, Seed: uint64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	y := `merge_method: breadcrumbs_ties
+base_model: base.safetensors
+models:
+  - model: m1.safetensors
+    parameters: {weight: 0.7, density: 0.8, gamma: 0.02}
+  - model: m2.safetensors
+    parameters: {weight: [0.2, 0.9], density: 0.6}
+parameters: {normalize: true}
+`
+	var outs [][]byte
+	for _, w := range []int{1, 2, 2} {
+		out := runRecipe(t, d, y, w)
+		b, err := os.ReadFile(filepath.Join(out, "model.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		outs = append(outs, b)
+	}
+	for i := 1; i < len(outs); i++ {
+		if !bytes.Equal(outs[0], outs[i]) {
+			t.Fatalf("run %d differs from run 0", i)
+		}
+	}
+}
+
+func TestProvenanceAndModelFiles(t *testing.T) {
+	d := t.TempDir()
+	bp := model(t, d, "base", map[string][]float64{"w": {1, 2}}, nil)
+	model(t, d, "m1", map[string][]float64{"w": {2, 3}}, nil)
+	os.WriteFile(filepath.Join(bp, "config.json"), []byte(`{"model_type":"llama"}`), 0o644)
+	os.WriteFile(filepath.Join(bp, "tokenizer.json"), []byte(`{}`), 0o644)
+	out := runRecipe(t, d, "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1}\n", 2)
+	for _, f := range []string{"config.json", "tokenizer.json"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("%s not copied: %v", f, err)
+		}
+	}
+	c, _ := weights.Open(out)
+	defer c.Close()
+	md := c.Metadata()
+	if !strings.Contains(md["weightops.recipe"], "merge_method: task_arithmetic") || md["weightops.method"] != "task_arithmetic" {
+		t.Errorf("recipe not recorded: %v", md)
+	}
+	var recs []InputRecord
+	if err := json.Unmarshal([]byte(md["weightops.inputs"]), &recs); err != nil || len(recs) != 2 {
+		t.Fatalf("inputs record %q: %v", md["weightops.inputs"], err)
+	}
+	raw, _ := os.ReadFile(filepath.Join(bp, "model.safetensors"))
+	sum := sha256.Sum256(raw)
+	if recs[0].Role != "base" || recs[0].Files[0].SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("base record %+v, want sha256 %x", recs[0], sum)
+	}
+}
+
+func TestRecipeValidationErrors(t *testing.T) {
+	d := t.TempDir()
+	model(t, d, "base", map[string][]float64{"w": {1, 2}, "b": {1}}, nil)
+	model(t, d, "m1", map[string][]float64{"w": {1, 2}, "b": {1}}, nil)
+	model(t, d, "wide", map[string][]float64{"w": {1, 2, 3}, "b": {1}}, nil)
+	model(t, d, "less", map[string][]float64{"w": {1, 2}}, nil)
+	cases := []struct{ name, yaml, want string }{
+		{"unknown key", "merge_methd: ties\nmodels: [m1]\n", `unknown key "merge_methd" (did you mean "merge_method"?)`},
+		{"unknown method", "merge_method: tiez\nbase_model: base\nmodels: [m1]\n", `unknown merge_method "tiez" (did you mean "ties"?)`},
+		{"missing method", "models: [m1]\n", "merge_method is missing"},
+		{"missing base", "merge_method: ties\nmodels:\n  - model: m1\n    parameters: {weight: 1}\n", "ties needs base_model"},
+		{"missing weight", "merge_method: ties\nbase_model: base\nmodels: [m1]\n", `needs parameter "weight"`},
+		{"unknown param", "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1, densty: 0.5}\n", `unknown parameter "densty" for ties (did you mean "density"?)`},
+		{"range", "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1, density: [0.5, 1.5]}\n", "density = 1.5 is outside [0, 1]"},
+		{"type", "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: heavy}\n", "weight must be a number"},
+		{"choice", "merge_method: breadcrumbs\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1}\nparameters: {granularity: per_rows}\n", `granularity "per_rows" is not one of per_tensor, per_row (did you mean "per_row"?)`},
+		{"slices", "merge_method: ties\nslices: []\nbase_model: base\nmodels: [m1]\n", "slices are not supported"},
+		{"slerp arity", "merge_method: slerp\nbase_model: base\nmodels: [base]\nparameters: {t: 0.5}\n", "exactly two models"},
+		{"stock arity", "merge_method: model_stock\nbase_model: base\nmodels: [base, m1]\n", "at least two other models"},
+		{"bad dtype", "merge_method: linear\nmodels:\n  - model: m1\n    parameters: {weight: 1}\nout_dtype: int8\n", `out_dtype "int8"`},
+		{"not yaml", "merge_method: [\n", "invalid YAML"},
+		{"missing model", "merge_method: linear\nmodels:\n  - model: nowhere\n    parameters: {weight: 1}\n", `model "nowhere" not found`},
+		{"shape", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: wide\n    parameters: {weight: 1}\n", "shapes differ from base: w [3] vs [2]"},
+		{"missing tensor", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: less\n    parameters: {weight: 1}\n", "tensors missing from it but present in base: b"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			rp := filepath.Join(d, strings.ReplaceAll(c.name, " ", "_")+".yaml")
+			os.WriteFile(rp, []byte(c.yaml), 0o644)
+			r, err := ParseRecipe(rp)
+			if err == nil {
+				var p *Plan
+				p, err = r.Open()
+				if err == nil {
+					p.Close()
+					t.Fatal("accepted")
+				}
+			}
+			if !strings.Contains(err.Error(), c.want) || !strings.HasPrefix(err.Error(), rp) {
+				t.Errorf("error %q\nwant it to start with the recipe path and contain %q", err, c.want)
+			}
+		})
+	}
+	// Every problem at once.
+	rp := filepath.Join(d, "many.yaml")
+	os.WriteFile(rp, []byte("merge_method: ties\nbase_modle: base\nmodels:\n  - model: m1\n    parameters: {densit: 2}\n"), 0o644)
+	_, err := ParseRecipe(rp)
+	if err == nil || !strings.Contains(err.Error(), "problems") || !strings.Contains(err.Error(), "base_modle") || !strings.Contains(err.Error(), "densit") || !strings.Contains(err.Error(), "needs base_model") {
+		t.Errorf("not every problem reported: %v", err)
+	}
+}
+
+func TestDiffAddInterpolate(t *testing.T) {
+	d := t.TempDir()
+	base := filepath.Join(d, "base.safetensors")
+	ft := filepath.Join(d, "ft.safetensors")
+	mk := func(p string, w []float64, ids []byte, emb []float64, embRows int64) {
+		data := make([]byte, 4*len(w))
+		_ = weights.Encode(weights.F32, w, data)
+		e := make([]byte, 2*len(emb))
+		_ = weights.Encode(weights.BF16, emb, e)
+		if err := weights.WriteSafetensors(p, []weights.Tensor{
+			{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.F32, Shape: []int64{int64(len(w))}}, Data: data},
+			{TensorInfo: weights.TensorInfo{Name: "ids", DType: weights.U8, Shape: []int64{int64(len(ids))}}, Data: ids},
+			{TensorInfo: weights.TensorInfo{Name: "embed", DType: weights.BF16, Shape: []int64{embRows, 2}}, Data: e},
+		}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(base, []float64{1, 2, 3}, []byte{1, 2}, []float64{1, 2, 3, 4}, 2)
+	mk(ft, []float64{1.5, 2, 2}, []byte{1, 2}, []float64{1.5, 2, 3, 5, 9, 9}, 3)
+	cks, _ := openAllT(t, ft, base)
+	tv := filepath.Join(d, "tv.safetensors")
+	if _, err := Diff(cks[0], cks[1], tv, false, StreamOptions{}); err == nil || !strings.Contains(err.Error(), `tensor "embed"`) {
+		t.Fatalf("shape mismatch not reported: %v", err)
+	}
+	rep, err := Diff(cks[0], cks[1], tv, true, StreamOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Resized) != 1 {
+		t.Errorf("resized %v", rep.Resized)
+	}
+	near(t, "τ", read(t, tv, "w"), []float64{0.5, 0, -1})
+	near(t, "τ embed (first rows)", read(t, tv, "embed"), []float64{0.5, 0, 0, 1})
+	if got := read(t, tv, "ids"); got[1] != 2 {
+		t.Errorf("equal integer tensor not copied: %v", got)
+	}
+	tvc, _ := openAllT(t, tv)
+	out := filepath.Join(d, "patched.safetensors")
+	if _, err := Add(cks[1], tvc, 0.5, nil, out, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	near(t, "θ + 0.5τ", read(t, out, "w"), []float64{1.25, 2, 2.5})
+	// Interpolation endpoints are the inputs exactly; midpoints by formula.
+	a, b := filepath.Join(d, "a.safetensors"), filepath.Join(d, "b.safetensors")
+	mk(a, []float64{1, 2, 3}, []byte{1, 2}, []float64{1, 2, 3, 4}, 2)
+	mk(b, []float64{3, 2, 1}, []byte{1, 2}, []float64{5, 6, 7, 8}, 2)
+	ab, _ := openAllT(t, a, b)
+	alphas, _ := ParseAlphas("0:1:0.25")
+	if len(alphas) != 5 || alphas[4] != 1 {
+		t.Fatalf("alphas %v", alphas)
+	}
+	var outs []string
+	for i := range alphas {
+		outs = append(outs, filepath.Join(d, fmt.Sprintf("i%d.safetensors", i)))
+	}
+	if _, err := Interpolate(ab[0], ab[1], alphas, outs, StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	near(t, "α=0", read(t, outs[0], "w"), []float64{1, 2, 3})
+	near(t, "α=0.25", read(t, outs[1], "w"), []float64{1.5, 2, 2.5})
+	near(t, "α=1", read(t, outs[4], "embed"), []float64{5, 6, 7, 8})
+}
+
+func openAllT(t *testing.T, paths ...string) ([]weights.Checkpoint, error) {
+	t.Helper()
+	var out []weights.Checkpoint
+	for _, p := range paths {
+		c, err := weights.Open(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		out = append(out, c)
+	}
+	return out, nil
+}

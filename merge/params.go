@@ -1,0 +1,196 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Param is a recipe parameter value in mergekit's forms: a scalar (number,
+// bool or string), a gradient (a list of numbers interpolated across the
+// layers), or a list of {filter, value} entries matched on tensor names
+// (the first entry whose filter is a substring of the name wins; an entry
+// without filter matches everything).
+type Param struct {
+	Num     *float64
+	Bool    *bool
+	Str     *string
+	Grad    []float64
+	Filters []FilteredParam
+	Line    int
+}
+
+// FilteredParam is one entry of a filter list.
+type FilteredParam struct {
+	Filter string // "" or "*" matches every tensor
+	Value  Param
+}
+
+// Number makes a numeric Param.
+func Number(v float64) Param { return Param{Num: &v} }
+
+func decodeParam(n *yaml.Node) (Param, error) {
+	p := Param{Line: n.Line}
+	switch n.Kind {
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!int", "!!float":
+			var f float64
+			if err := n.Decode(&f); err != nil {
+				return p, err
+			}
+			p.Num = &f
+		case "!!bool":
+			var b bool
+			if err := n.Decode(&b); err != nil {
+				return p, err
+			}
+			p.Bool = &b
+		default:
+			s := n.Value
+			p.Str = &s
+		}
+	case yaml.SequenceNode:
+		allNum := len(n.Content) > 0
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode || (c.Tag != "!!int" && c.Tag != "!!float") {
+				allNum = false
+			}
+		}
+		if allNum {
+			for _, c := range n.Content {
+				var f float64
+				if err := c.Decode(&f); err != nil {
+					return p, err
+				}
+				p.Grad = append(p.Grad, f)
+			}
+			return p, nil
+		}
+		for _, c := range n.Content {
+			if c.Kind != yaml.MappingNode {
+				return p, fmt.Errorf("line %d: a parameter list holds either numbers (a gradient) or {filter, value} entries", c.Line)
+			}
+			var fp FilteredParam
+			var hasValue bool
+			for i := 0; i+1 < len(c.Content); i += 2 {
+				k, v := c.Content[i], c.Content[i+1]
+				switch k.Value {
+				case "filter":
+					fp.Filter = v.Value
+				case "value":
+					val, err := decodeParam(v)
+					if err != nil {
+						return p, err
+					}
+					fp.Value, hasValue = val, true
+				default:
+					return p, fmt.Errorf("line %d: unknown key %q in a filter entry%s", k.Line, k.Value, suggest(k.Value, []string{"filter", "value"}))
+				}
+			}
+			if !hasValue {
+				return p, fmt.Errorf("line %d: filter entry without a value", c.Line)
+			}
+			p.Filters = append(p.Filters, fp)
+		}
+	default:
+		return p, fmt.Errorf("line %d: unsupported parameter value", n.Line)
+	}
+	return p, nil
+}
+
+// Eval resolves the parameter for one tensor at layer position t ∈ [0, 1]
+// exactly as mergekit does: gradients interpolate linearly between their
+// evenly spaced points; filters pick the first match. It reports false
+// when no filter matches.
+func (p Param) Eval(tensor string, t float64) (Param, bool) {
+	switch {
+	case p.Grad != nil:
+		if len(p.Grad) == 1 {
+			return Number(p.Grad[0]), true
+		}
+		scaled := t * float64(len(p.Grad)-1)
+		i0 := int(math.Floor(scaled))
+		i1 := min(len(p.Grad)-1, i0+1)
+		frac := scaled - float64(i0)
+		return Number((1-frac)*p.Grad[i0] + frac*p.Grad[i1]), true
+	case p.Filters != nil:
+		for _, f := range p.Filters {
+			if f.Filter == "" || f.Filter == "*" || strings.Contains(tensor, f.Filter) {
+				return f.Value.Eval(tensor, t)
+			}
+		}
+		return Param{}, false
+	}
+	return p, true
+}
+
+// Float resolves a numeric parameter, or def when unset or unmatched.
+func (p *Param) Float(tensor string, t, def float64) float64 {
+	if p == nil {
+		return def
+	}
+	v, ok := p.Eval(tensor, t)
+	if !ok || v.Num == nil {
+		if ok && v.Bool != nil {
+			if *v.Bool {
+				return 1
+			}
+			return 0
+		}
+		return def
+	}
+	return *v.Num
+}
+
+// leaves calls fn on every scalar a parameter can resolve to.
+func (p Param) leaves(fn func(Param)) {
+	switch {
+	case p.Grad != nil:
+		for _, g := range p.Grad {
+			fn(Number(g))
+		}
+	case p.Filters != nil:
+		for _, f := range p.Filters {
+			f.Value.leaves(fn)
+		}
+	default:
+		fn(p)
+	}
+}
+
+// suggest returns ` (did you mean "x"?)` for the closest known word, or "".
+func suggest(word string, known []string) string {
+	best, bestD := "", 1<<30
+	for _, k := range known {
+		if d := levenshtein(strings.ToLower(word), strings.ToLower(k)); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	if best != "" && bestD <= max(2, len(word)/3) {
+		return fmt.Sprintf(" (did you mean %q?)", best)
+	}
+	return ""
+}
+
+func levenshtein(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			c := 1
+			if a[i-1] == b[j-1] {
+				c = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}

@@ -1,0 +1,215 @@
+package signature
+
+import (
+	"math"
+	"slices"
+)
+
+// MagBits is the rank key of a value: the bit pattern of |x|.
+func MagBits(x float32) uint32 { return math.Float32bits(x) &^ (1 << 31) }
+
+// Cut describes the set of the k highest-ranked entries of a tensor:
+// every entry whose magnitude key is above V, plus the first Q entries (in
+// index order) whose key equals V. The zero Cut with Empty set is the
+// empty set.
+type Cut struct {
+	V     uint32
+	Q     int64
+	Empty bool
+}
+
+// EmptyCut selects nothing.
+var EmptyCut = Cut{Empty: true}
+
+// Counter walks a tensor in index order and answers membership in a Cut;
+// it must see every entry once, in order, so the tie quota is honoured.
+type Counter struct {
+	Cut
+	seen int64 // entries equal to V seen so far
+}
+
+// In reports whether the entry with key k (the next in index order) is in
+// the cut.
+func (c *Counter) In(k uint32) bool {
+	if c.Empty {
+		return false
+	}
+	if k > c.V {
+		return true
+	}
+	if k == c.V {
+		c.seen++
+		return c.seen <= c.Q
+	}
+	return false
+}
+
+// CutOfKeys computes the Cut of the k highest-ranked keys of one slice held
+// in memory (a row), using scratch (len ≥ len(keys)) for an O(n) selection.
+func CutOfKeys(keys []uint32, k int, scratch []uint32) Cut {
+	n := len(keys)
+	if k <= 0 || n == 0 {
+		return EmptyCut
+	}
+	if k >= n {
+		return Cut{V: 0, Q: int64(n)} // everything: all keys ≥ 0
+	}
+	s := scratch[:n]
+	copy(s, keys)
+	// The k-th largest is the (n-k)-th smallest (0-based).
+	v := selectKth(s, n-k)
+	var above int64
+	for _, x := range keys {
+		if x > v {
+			above++
+		}
+	}
+	return Cut{V: v, Q: int64(k) - above}
+}
+
+// selectKth reorders s so that s[i] is the i-th smallest and returns it
+// (Hoare's quickselect with median-of-three pivots, falling back to a full
+// sort if the recursion degrades, so the worst case stays O(n log n)).
+func selectKth(s []uint32, i int) uint32 {
+	lo, hi := 0, len(s)-1
+	budget := 2 * bitsLen(len(s))
+	for lo < hi {
+		if budget == 0 {
+			slices.Sort(s[lo : hi+1])
+			return s[i]
+		}
+		budget--
+		mid := lo + (hi-lo)/2
+		if s[mid] < s[lo] {
+			s[mid], s[lo] = s[lo], s[mid]
+		}
+		if s[hi] < s[lo] {
+			s[hi], s[lo] = s[lo], s[hi]
+		}
+		if s[hi] < s[mid] {
+			s[hi], s[mid] = s[mid], s[hi]
+		}
+		p := s[mid]
+		a, b := lo, hi
+		for a <= b {
+			for s[a] < p {
+				a++
+			}
+			for s[b] > p {
+				b--
+			}
+			if a <= b {
+				s[a], s[b] = s[b], s[a]
+				a++
+				b--
+			}
+		}
+		switch {
+		case i <= b:
+			hi = b
+		case i >= a:
+			lo = a
+		default:
+			return s[i]
+		}
+	}
+	return s[i]
+}
+
+func bitsLen(n int) int {
+	b := 1
+	for n > 1 {
+		n >>= 1
+		b++
+	}
+	return b
+}
+
+// Histogram finds Cuts over a tensor streamed in chunks without holding it:
+// a first pass counts keys by their top 16 bits, a second pass counts the
+// low 16 bits inside the bins that hold the wanted ranks, which pins the
+// exact boundary key. Memory is two 64K-entry tables per boundary.
+type Histogram struct {
+	ks     []int64 // wanted ranks (k highest)
+	coarse [1 << 16]int64
+	bins   []int   // per k: coarse bin holding the k-th key
+	above  []int64 // per k: entries in higher coarse bins
+	fine   [][1 << 16]int64
+	pass   int
+	total  int64
+}
+
+// NewHistogram prepares to find the Cut of the top k entries for each k.
+func NewHistogram(ks ...int64) *Histogram {
+	return &Histogram{ks: ks}
+}
+
+// AddCoarse feeds keys during the first pass.
+func (h *Histogram) AddCoarse(keys []uint32) {
+	for _, k := range keys {
+		h.coarse[k>>16]++
+	}
+	h.total += int64(len(keys))
+}
+
+// EndCoarse finishes the first pass; it reports whether a second pass is
+// needed (false when every wanted rank is 0 or covers everything).
+func (h *Histogram) EndCoarse() bool {
+	h.bins = make([]int, len(h.ks))
+	h.above = make([]int64, len(h.ks))
+	h.fine = make([][1 << 16]int64, len(h.ks))
+	need := false
+	for j, k := range h.ks {
+		h.bins[j] = -1
+		if k <= 0 || k >= h.total {
+			continue
+		}
+		var acc int64
+		for b := len(h.coarse) - 1; b >= 0; b-- {
+			if acc+h.coarse[b] >= k {
+				h.bins[j], h.above[j] = b, acc
+				need = true
+				break
+			}
+			acc += h.coarse[b]
+		}
+	}
+	h.pass = 1
+	return need
+}
+
+// AddFine feeds keys during the second pass (same keys, any chunking).
+func (h *Histogram) AddFine(keys []uint32) {
+	for _, k := range keys {
+		hi := int(k >> 16)
+		for j, b := range h.bins {
+			if b == hi {
+				h.fine[j][k&0xffff]++
+			}
+		}
+	}
+}
+
+// Cuts returns the Cut for each wanted rank, in the order given.
+func (h *Histogram) Cuts() []Cut {
+	out := make([]Cut, len(h.ks))
+	for j, k := range h.ks {
+		switch {
+		case k <= 0:
+			out[j] = EmptyCut
+		case k >= h.total:
+			out[j] = Cut{V: 0, Q: h.total}
+		default:
+			acc := h.above[j]
+			for lo := len(h.fine[j]) - 1; lo >= 0; lo-- {
+				c := h.fine[j][lo]
+				if acc+c >= k {
+					out[j] = Cut{V: uint32(h.bins[j])<<16 | uint32(lo), Q: k - acc}
+					break
+				}
+				acc += c
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,367 @@
+package signature
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+)
+
+// Method names a sparsification of a task vector.
+type Method int
+
+// Sparsification methods, named as in mergekit.
+const (
+	// None keeps every entry.
+	None Method = iota
+	// Magnitude keeps the top Density fraction by |τ| (TIES trimming).
+	Magnitude
+	// Random keeps each entry with probability Density (DARE: drop rate
+	// p = 1 − Density).
+	Random
+	// MagnitudeOutliers drops the top Gamma fraction by |τ| and keeps the
+	// next Density fraction (Model Breadcrumbs).
+	MagnitudeOutliers
+)
+
+func (m Method) String() string {
+	return [...]string{"none", "magnitude", "random", "magnitude_outliers"}[m]
+}
+
+// Rescale says how kept entries are scaled after sparsification.
+type Rescale int
+
+// Rescale modes.
+const (
+	// NoRescale leaves kept entries as they were.
+	NoRescale Rescale = iota
+	// InverseDensity multiplies by 1/Density = 1/(1−p), DARE as published.
+	InverseDensity
+	// L1 matches the L1 norm of the tensor before masking, as mergekit does.
+	L1
+	// L2 matches the Euclidean norm.
+	L2
+	// LInf matches the largest magnitude.
+	LInf
+)
+
+// ParseRescale reads "none", "density" (1/(1−p)), "l1", "l2" or "linf".
+func ParseRescale(s string) (Rescale, error) {
+	switch s {
+	case "", "none":
+		return NoRescale, nil
+	case "density", "inverse_density", "paper":
+		return InverseDensity, nil
+	case "l1":
+		return L1, nil
+	case "l2":
+		return L2, nil
+	case "linf":
+		return LInf, nil
+	}
+	return 0, fmt.Errorf("unknown rescale %q (none, density, l1, l2, linf)", s)
+}
+
+// Sparsify is one model's sparsification of one tensor.
+type Sparsify struct {
+	Method  Method
+	Density float64 // fraction kept (of all entries)
+	Gamma   float64 // MagnitudeOutliers: top fraction dropped
+	// PerRow ranks each row (last dimension) on its own, as the official
+	// Breadcrumbs code does; otherwise the flattened tensor is ranked, as
+	// mergekit does. 0-D and 1-D tensors are one row either way.
+	PerRow  bool
+	Rescale Rescale
+	// Seed drives Random; the stream is derived from Seed, the tensor name
+	// and the model index, so results do not depend on scheduling.
+	Seed uint64
+}
+
+// Counts returns how many of n entries are dropped from the top (nTop) and
+// then kept (nKeep), rounding down as mergekit does (int(density·n)). When
+// the two exceed n, fewer outliers are dropped. Unlike mergekit, nTop = 0
+// (γ·n < 1) keeps the top nKeep rather than emptying the tensor.
+func (s Sparsify) Counts(n int64) (nTop, nKeep int64) {
+	switch s.Method {
+	case Magnitude:
+		return 0, min(n, int64(max(0, s.Density)*float64(n)))
+	case MagnitudeOutliers:
+		nKeep = min(n, int64(max(0, s.Density)*float64(n)))
+		nTop = min(n, int64(max(0, s.Gamma)*float64(n)))
+		if nTop+nKeep > n {
+			nTop = n - nKeep
+		}
+		return nTop, nKeep
+	}
+	return 0, n
+}
+
+// Active reports whether the spec changes anything.
+func (s Sparsify) Active() bool {
+	switch s.Method {
+	case Magnitude:
+		return s.Density < 1
+	case Random:
+		return s.Density < 1
+	case MagnitudeOutliers:
+		return s.Density < 1 || s.Gamma > 0
+	}
+	return false
+}
+
+// Pass names a read of the whole tensor that a TensorSparsifier needs
+// before it can apply its mask.
+type Pass int
+
+// Passes, in the order they run.
+const (
+	PassCoarse Pass = iota // magnitude histogram, top 16 bits
+	PassFine               // magnitude histogram, low 16 bits at the cut
+	PassNorm               // norms before and after masking, for rescaling
+)
+
+// TensorSparsifier applies a Sparsify to one tensor streamed in row-aligned
+// chunks in index order: Observe each chunk during each pre-pass that
+// Needs, then Apply each chunk once.
+type TensorSparsifier struct {
+	spec   Sparsify
+	n      int64
+	rowLen int
+	seed   [2]uint64
+
+	nTop, nKeep int64
+	hist        *Histogram
+	cuts        [2]Cut // top-nTop and top-(nTop+nKeep), per-tensor
+	counters    [2]Counter
+	rng         *rand.Rand
+	keys        []uint32
+	scratch     []uint32
+	keep        []bool
+
+	needNorm      bool
+	before, after float64
+	scale         float64
+	pending       []Pass
+}
+
+// ForTensor prepares to sparsify a tensor of the given shape; model is the
+// model's index in the merge (for the Random stream).
+func (s Sparsify) ForTensor(name string, shape []int64, model int) *TensorSparsifier {
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	rowLen := int(n)
+	if len(shape) >= 2 && s.PerRow {
+		rowLen = int(shape[len(shape)-1])
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	t := &TensorSparsifier{spec: s, n: n, rowLen: rowLen, seed: [2]uint64{s.Seed, h.Sum64() ^ uint64(model)*0x9e3779b97f4a7c15}, scale: 1}
+	t.nTop, t.nKeep = s.Counts(n)
+	if !s.Active() {
+		return t
+	}
+	perTensorRank := (s.Method == Magnitude || s.Method == MagnitudeOutliers) && (!s.PerRow || rowLen == int(n))
+	if perTensorRank {
+		t.hist = NewHistogram(t.nTop, t.nTop+t.nKeep)
+		t.pending = append(t.pending, PassCoarse, PassFine)
+	}
+	switch s.Rescale {
+	case L1, L2, LInf:
+		t.needNorm = true
+		t.pending = append(t.pending, PassNorm)
+	case InverseDensity:
+		if s.Density > 0 {
+			t.scale = 1 / s.Density
+		}
+	}
+	t.reset()
+	return t
+}
+
+// Needs lists the pre-passes still to run, in order.
+func (t *TensorSparsifier) Needs() []Pass { return t.pending }
+
+// ChunkLen rounds a wanted chunk length to whole rows.
+func (t *TensorSparsifier) ChunkLen(want int) int {
+	if t.rowLen <= 0 {
+		return max(want, 1)
+	}
+	return max(1, want/t.rowLen) * t.rowLen
+}
+
+func (t *TensorSparsifier) reset() {
+	t.counters = [2]Counter{{Cut: t.cuts[0]}, {Cut: t.cuts[1]}}
+	t.rng = rand.New(rand.NewPCG(t.seed[0], t.seed[1]))
+}
+
+// Observe feeds one chunk to the current pre-pass.
+func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
+	switch p {
+	case PassCoarse:
+		t.hist.AddCoarse(t.keysOf(chunk))
+	case PassFine:
+		t.hist.AddFine(t.keysOf(chunk))
+	case PassNorm:
+		keep := t.mask(chunk)
+		for i, v := range chunk {
+			a := math.Abs(float64(v))
+			switch t.spec.Rescale {
+			case L1:
+				t.before += a
+				if keep[i] {
+					t.after += a
+				}
+			case L2:
+				t.before += a * a
+				if keep[i] {
+					t.after += a * a
+				}
+			case LInf:
+				t.before = math.Max(t.before, a)
+				if keep[i] {
+					t.after = math.Max(t.after, a)
+				}
+			}
+		}
+	}
+}
+
+// EndPass closes a pre-pass.
+func (t *TensorSparsifier) EndPass(p Pass) {
+	switch p {
+	case PassCoarse:
+		if !t.hist.EndCoarse() {
+			t.cuts = [2]Cut(t.hist.Cuts())
+			// No fine pass needed.
+			t.drop(PassFine)
+		}
+	case PassFine:
+		t.cuts = [2]Cut(t.hist.Cuts())
+	case PassNorm:
+		b, a := t.before, t.after
+		if t.spec.Rescale == L2 {
+			b, a = math.Sqrt(b), math.Sqrt(a)
+		}
+		// As mergekit: tiny norms leave the masked tensor unscaled.
+		if b >= 1e-7 && a >= 1e-7 {
+			t.scale = b / a
+		}
+	}
+	t.drop(p)
+	t.reset()
+}
+
+func (t *TensorSparsifier) drop(p Pass) {
+	for i, q := range t.pending {
+		if q == p {
+			t.pending = append(t.pending[:i:i], t.pending[i+1:]...)
+			return
+		}
+	}
+}
+
+func (t *TensorSparsifier) keysOf(chunk []float32) []uint32 {
+	if cap(t.keys) < len(chunk) {
+		t.keys = make([]uint32, len(chunk))
+	}
+	k := t.keys[:len(chunk)]
+	for i, v := range chunk {
+		k[i] = MagBits(v)
+	}
+	return k
+}
+
+// mask decides which entries of the next chunk are kept.
+func (t *TensorSparsifier) mask(chunk []float32) []bool {
+	if cap(t.keep) < len(chunk) {
+		t.keep = make([]bool, len(chunk))
+	}
+	keep := t.keep[:len(chunk)]
+	if !t.spec.Active() {
+		for i := range keep {
+			keep[i] = true
+		}
+		return keep
+	}
+	switch t.spec.Method {
+	case Random:
+		for i := range keep {
+			keep[i] = t.rng.Float64() < t.spec.Density
+		}
+	case Magnitude, MagnitudeOutliers:
+		keys := t.keysOf(chunk)
+		if t.hist != nil { // per-tensor cuts
+			for i, k := range keys {
+				top := t.counters[0].In(k)
+				upto := t.counters[1].In(k)
+				keep[i] = upto && !top
+			}
+			return keep
+		}
+		// Per row: rank inside each row.
+		rl := t.rowLen
+		if cap(t.scratch) < rl {
+			t.scratch = make([]uint32, rl)
+		}
+		for r := 0; r+rl <= len(chunk); r += rl {
+			rk := keys[r : r+rl]
+			nTop, nKeep := t.spec.Counts(int64(rl))
+			c0 := Counter{Cut: CutOfKeys(rk, int(nTop), t.scratch)}
+			c1 := Counter{Cut: CutOfKeys(rk, int(nTop+nKeep), t.scratch)}
+			for i, k := range rk {
+				top := c0.In(k)
+				upto := c1.In(k)
+				keep[r+i] = upto && !top
+			}
+		}
+	}
+	return keep
+}
+
+// Apply zeroes the dropped entries of the next chunk in place and rescales
+// the kept ones; it returns how many entries were kept.
+func (t *TensorSparsifier) Apply(chunk []float32) int {
+	if !t.spec.Active() {
+		return len(chunk)
+	}
+	keep := t.mask(chunk)
+	kept := 0
+	s := t.scale
+	for i, k := range keep {
+		switch {
+		case !k:
+			chunk[i] = 0
+		case s != 1:
+			chunk[i] = float32(float64(chunk[i]) * s)
+			kept++
+		default:
+			kept++
+		}
+	}
+	return kept
+}
+
+// SparsifyInPlace applies s to a whole tensor held in memory: the
+// reference path, also used for small tensors.
+func SparsifyInPlace(s Sparsify, name string, shape []int64, model int, v []float32) {
+	t := s.ForTensor(name, shape, model)
+	for _, p := range append([]Pass(nil), t.Needs()...) {
+		if !contains(t.Needs(), p) {
+			continue
+		}
+		t.Observe(p, v)
+		t.EndPass(p)
+	}
+	t.Apply(v)
+}
+
+func contains(ps []Pass, p Pass) bool {
+	for _, q := range ps {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}

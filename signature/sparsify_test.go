@@ -1,0 +1,220 @@
+package signature
+
+import (
+	"math"
+	"math/rand/v2"
+	"sort"
+	"testing"
+)
+
+func eq(t *testing.T, what string, got, want []float32) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: len %d, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("%s:\n got %v\nwant %v", what, got, want)
+		}
+	}
+}
+
+func TestBreadcrumbsHandWorked(t *testing.T) {
+	// n = 10, γ = 0.1 → drop 1 outlier (0.9); density 0.5 → keep the next
+	// five by magnitude: 0.7, 0.6, -0.5, -0.4, 0.3.
+	v := []float32{0.1, -0.5, 0.3, 0.9, -0.2, 0, 0.7, -0.4, 0.6, 0.05}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1}, "w", []int64{10}, 0, v)
+	eq(t, "per-tensor", v, []float32{0, -0.5, 0.3, 0, 0, 0, 0.7, -0.4, 0.6, 0})
+}
+
+func TestBreadcrumbsGammaBelowOneEntryKeepsTop(t *testing.T) {
+	// γ·n = 0.1 < 1: nothing to drop from the top, so keep the top 30%
+	// (mergekit would zero the whole tensor here).
+	v := []float32{0.1, -0.5, 0.3, 0.9, -0.2, 0, 0.7, -0.4, 0.6, 0.05}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.3, Gamma: 0.01}, "w", []int64{10}, 0, v)
+	eq(t, "γn<1", v, []float32{0, 0, 0, 0.9, 0, 0, 0.7, 0, 0.6, 0})
+}
+
+func TestBreadcrumbsDensityPlusGammaOverOne(t *testing.T) {
+	// density 0.8, γ 0.5, n = 4: nKeep = 3, nTop would be 2 but only 1 fits.
+	v := []float32{4, 3, 2, 1}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.8, Gamma: 0.5}, "w", []int64{4}, 0, v)
+	eq(t, "capped γ", v, []float32{0, 3, 2, 1})
+}
+
+func TestBreadcrumbsPerRow(t *testing.T) {
+	// Each row of 4 ranks its own entries: γ = 0.25 drops one, density 0.5
+	// keeps two.
+	v := []float32{
+		1, 2, 3, 4,
+		-40, 30, -20, 10,
+	}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25, PerRow: true}, "w", []int64{2, 4}, 0, v)
+	eq(t, "per-row", v, []float32{0, 2, 3, 0, 0, 30, -20, 0})
+	// The same matrix per tensor: drop top 2 of 8 (-40, 30), keep 4.
+	w := []float32{1, 2, 3, 4, -40, 30, -20, 10}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{2, 4}, 0, w)
+	eq(t, "per-tensor", w, []float32{0, 0, 3, 4, 0, 0, -20, 10})
+}
+
+func TestMagnitudeTiesBrokenByIndex(t *testing.T) {
+	v := []float32{0.5, -0.5, 0.5, 0.1}
+	SparsifyInPlace(Sparsify{Method: Magnitude, Density: 0.5}, "w", []int64{4}, 0, v)
+	eq(t, "ties", v, []float32{0.5, -0.5, 0, 0})
+	// Breadcrumbs dropping one of three equal outliers: the lowest index.
+	w := []float32{0.5, -0.5, 0.5, 0.1}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{4}, 0, w)
+	eq(t, "ties outliers", w, []float32{0, -0.5, 0.5, 0})
+}
+
+func TestDegenerateInputs(t *testing.T) {
+	zero := make([]float32, 7)
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1, Rescale: L1}, "w", []int64{7}, 0, zero)
+	eq(t, "all zero", zero, make([]float32, 7))
+	one := []float32{3, -1}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 1, Gamma: 0.01}, "w", []int64{2}, 0, one)
+	eq(t, "density 1", one, []float32{3, -1})
+	none := []float32{3, -1}
+	SparsifyInPlace(Sparsify{Method: Magnitude, Density: 0}, "w", []int64{2}, 0, none)
+	eq(t, "density 0", none, []float32{0, 0})
+	scalar := []float32{2}
+	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.9, Gamma: 0.1, PerRow: true}, "s", []int64{}, 0, scalar)
+	eq(t, "scalar", scalar, []float32{0}) // int(0.9·1) = 0 kept
+}
+
+// refKeep ranks by (|x| desc, index asc) with a full sort, independently of
+// the selection code, and marks ranks [nTop, nTop+nKeep).
+func refKeep(v []float32, nTop, nKeep int) []bool {
+	idx := make([]int, len(v))
+	for i := range idx {
+		idx[i] = i
+	}
+	mag := func(i int) float64 {
+		a := math.Abs(float64(v[i]))
+		if math.IsNaN(a) {
+			return math.Inf(1) * 2
+		}
+		return a
+	}
+	sort.SliceStable(idx, func(a, b int) bool { return mag(idx[a]) > mag(idx[b]) })
+	keep := make([]bool, len(v))
+	for r := nTop; r < nTop+nKeep && r < len(v); r++ {
+		keep[idx[r]] = true
+	}
+	return keep
+}
+
+func TestStreamedCutsMatchSortReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 1))
+	for trial := 0; trial < 200; trial++ {
+		n := 1 + rng.IntN(3000)
+		v := make([]float32, n)
+		for i := range v {
+			switch rng.IntN(4) {
+			case 0: // heavy ties
+				v[i] = float32(rng.IntN(5)) * 0.25
+			case 1:
+				v[i] = -float32(rng.IntN(5)) * 0.25
+			default:
+				v[i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(8)-4)))
+			}
+		}
+		s := Sparsify{Method: MagnitudeOutliers, Density: rng.Float64(), Gamma: rng.Float64() * 0.3}
+		nTop, nKeep := s.Counts(int64(n))
+		want := refKeep(v, int(nTop), int(nKeep))
+		// Stream in uneven chunk sizes.
+		got := append([]float32(nil), v...)
+		ts := s.ForTensor("x", []int64{int64(n)}, 0)
+		chunk := 1 + rng.IntN(n)
+		for _, p := range append([]Pass(nil), ts.Needs()...) {
+			if !contains(ts.Needs(), p) {
+				continue
+			}
+			for i := 0; i < n; i += chunk {
+				ts.Observe(p, got[i:min(n, i+chunk)])
+			}
+			ts.EndPass(p)
+		}
+		for i := 0; i < n; i += chunk {
+			ts.Apply(got[i:min(n, i+chunk)])
+		}
+		for i := range v {
+			w := float32(0)
+			if want[i] {
+				w = v[i]
+			}
+			if got[i] != w {
+				t.Fatalf("trial %d n=%d density=%.3f γ=%.3f chunk=%d: entry %d = %v, want %v", trial, n, s.Density, s.Gamma, chunk, i, got[i], w)
+			}
+		}
+	}
+}
+
+func TestDAREKeepsDensityAndRescales(t *testing.T) {
+	n := 200000
+	rng := rand.New(rand.NewPCG(2, 2))
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = float32(rng.NormFloat64())
+	}
+	for _, density := range []float64{0.1, 0.5, 0.9} {
+		s := Sparsify{Method: Random, Density: density, Rescale: InverseDensity, Seed: 7}
+		a := append([]float32(nil), v...)
+		SparsifyInPlace(s, "w", []int64{int64(n)}, 0, a)
+		kept := 0
+		for i := range a {
+			if a[i] != 0 {
+				kept++
+				if want := float32(float64(v[i]) / density); a[i] != want {
+					t.Fatalf("kept entry %v, want %v (÷ density)", a[i], want)
+				}
+			}
+		}
+		// Binomial(n, density): within 5 standard deviations.
+		sd := math.Sqrt(float64(n) * density * (1 - density))
+		if math.Abs(float64(kept)-density*float64(n)) > 5*sd {
+			t.Errorf("density %.1f: kept %d of %d", density, kept, n)
+		}
+		b := append([]float32(nil), v...)
+		SparsifyInPlace(s, "w", []int64{int64(n)}, 0, b)
+		eq(t, "same seed", b, a)
+		c := append([]float32(nil), v...)
+		SparsifyInPlace(s, "w", []int64{int64(n)}, 1, c)
+		same := true
+		for i := range c {
+			same = same && c[i] == a[i]
+		}
+		if same {
+			t.Error("another model index drew the same mask")
+		}
+	}
+	// L1 rescale: the L1 norm after equals the norm before (float64 check).
+	s := Sparsify{Method: Random, Density: 0.3, Rescale: L1, Seed: 9}
+	a := append([]float32(nil), v...)
+	SparsifyInPlace(s, "w", []int64{int64(n)}, 0, a)
+	var before, after float64
+	for i := range v {
+		before += math.Abs(float64(v[i]))
+		after += math.Abs(float64(a[i]))
+	}
+	if math.Abs(after-before) > 1e-6*before {
+		t.Errorf("L1 after rescale %v, before %v", after, before)
+	}
+}
+
+func TestSelectKthAgainstSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(4, 4))
+	for trial := 0; trial < 500; trial++ {
+		n := 1 + rng.IntN(200)
+		s := make([]uint32, n)
+		for i := range s {
+			s[i] = uint32(rng.IntN(1 + rng.IntN(50)))
+		}
+		ref := append([]uint32(nil), s...)
+		sort.Slice(ref, func(a, b int) bool { return ref[a] < ref[b] })
+		i := rng.IntN(n)
+		if got := selectKth(append([]uint32(nil), s...), i); got != ref[i] {
+			t.Fatalf("selectKth(%v, %d) = %d, want %d", s, i, got, ref[i])
+		}
+	}
+}
