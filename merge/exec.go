@@ -67,6 +67,8 @@ type Job struct {
 	ShardSize int64
 	// Progress receives the input bytes of each finished tensor.
 	Progress func(n int64)
+	pool     *bufPool
+
 	// Finalize, if set, may change the outputs' metadata after every
 	// tensor is written and before commit (same encoded length), e.g. to
 	// fill in input hashes computed concurrently.
@@ -76,6 +78,10 @@ type Job struct {
 // chunkElems is the working chunk: big enough to amortise per-chunk work,
 // small enough that per-input float32 scratch stays in cache-sized pieces.
 const chunkElems = 1 << 16
+
+// materializeLimit bounds the float32 copies of a tensor's inputs kept for
+// multi-pass kernels; larger tensors are re-decoded on every pass.
+const materializeLimit = 64 << 20
 
 // Run executes the job and returns the files written for each output.
 func (j *Job) Run() ([][]string, error) {
@@ -113,6 +119,7 @@ func (j *Job) Run() ([][]string, error) {
 		rewriters[k], _ = w.(metadataRewriter)
 	}
 	sem := semaphore.NewWeighted(budget)
+	j.pool = newBufPool(budget / 2)
 	err := weights.ForEach(j.Tensors, workers, func(_ int, t weights.TensorInfo) error {
 		cost := j.cost(t)
 		if cost > budget {
@@ -187,6 +194,9 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 	for _, o := range j.Outputs {
 		c += n * int64(o.DType(t).Size())
 	}
+	if m := n * 4 * int64(len(j.Inputs)); m <= materializeLimit {
+		c += m // multi-pass kernels may hold decoded copies
+	}
 	return c + int64(len(j.Inputs)+len(j.Outputs))*chunkElems*8
 }
 
@@ -222,10 +232,13 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		if _, ok := in.Info(t.Name); !ok && i < len(j.Optional) && j.Optional[i] {
 			continue // reads as zeros
 		}
-		ten, err := in.ReadTensor(t.Name, nil)
+		info, _ := in.Info(t.Name)
+		size, _ := info.ByteSize()
+		ten, err := in.ReadTensor(t.Name, j.pool.get(int(size)))
 		if err != nil {
 			return err
 		}
+		defer j.pool.put(ten.Data)
 		if !weights.SameShape(ten.Shape, t.Shape) {
 			return &weights.TensorError{File: in.Path(), Tensor: t.Name, Err: fmt.Errorf("shape %s, expected %s", ten.ShapeString(), t.ShapeString())}
 		}
@@ -246,52 +259,70 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 	outRaw := make([][]byte, len(writers))
 	for k := range outs {
 		outs[k] = make([]float64, min(chunk, n))
-		outRaw[k] = make([]byte, n*int64(j.Outputs[k].DType(t).Size()))
+		outRaw[k] = j.pool.get(int(n * int64(j.Outputs[k].DType(t).Size())))
+		defer j.pool.put(outRaw[k])
 	}
-	decode := func(start, end int64) error {
+	decode := func(start, end int64, dst [][]float32) error {
 		for i, r := range raws {
 			if r.Data == nil && r.Name == "" {
-				clear(in[i][:end-start])
+				clear(dst[i][:end-start])
 				continue
 			}
 			es := int64(r.DType.Size())
-			if err := weights.DecodeFloat32(r.DType, r.Data[start*es:end*es], in[i][:end-start]); err != nil {
+			if err := weights.DecodeFloat32(r.DType, r.Data[start*es:end*es], dst[i][:end-start]); err != nil {
 				return &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
 			}
 		}
 		return nil
 	}
-	view := func(m int64) [][]float32 {
-		v := make([][]float32, len(in))
-		for i := range in {
-			v[i] = in[i][:m]
+	// A kernel with pre-passes over a tensor small enough gets its inputs
+	// decoded once for all passes instead of once per pass.
+	p, more := kern.NextPass()
+	var full [][]float32
+	if more && n*4*int64(len(raws)) <= materializeLimit {
+		full = make([][]float32, len(raws))
+		for i := range full {
+			full[i] = make([]float32, n)
 		}
-		return v
+		if err := decode(0, n, full); err != nil {
+			return err
+		}
 	}
-	for {
-		p, ok := kern.NextPass()
-		if !ok {
-			break
+	view := make([][]float32, len(in))
+	chunkAt := func(s, e int64) ([][]float32, error) {
+		for i := range in {
+			if full != nil {
+				view[i] = full[i][s:e]
+			} else {
+				view[i] = in[i][:e-s]
+			}
 		}
+		if full != nil {
+			return view, nil
+		}
+		return view, decode(s, e, in)
+	}
+	for ; more; p, more = kern.NextPass() {
 		for s := int64(0); s < n; s += chunk {
-			e := min(n, s+chunk)
-			if err := decode(s, e); err != nil {
+			v, err := chunkAt(s, min(n, s+chunk))
+			if err != nil {
 				return err
 			}
-			kern.Observe(p, view(e-s))
+			kern.Observe(p, v)
 		}
 		kern.EndPass(p)
 	}
 	ov := make([][]float64, len(outs))
 	for s := int64(0); s < n; s += chunk {
 		e := min(n, s+chunk)
-		if err := decode(s, e); err != nil {
+		v, err := chunkAt(s, e)
+		if err != nil {
 			return err
 		}
 		for k := range outs {
 			ov[k] = outs[k][:e-s]
 		}
-		kern.Compute(view(e-s), ov)
+		kern.Compute(v, ov)
 		for k := range outs {
 			dt := j.Outputs[k].DType(t)
 			es := int64(dt.Size())

@@ -136,8 +136,12 @@ func (k *GTAKernel) deltas(in [][]float32) {
 			k.tau[i] = make([]float32, len(m))
 		}
 		t := k.tau[i][:len(m)]
+		b := in[0][:len(t)]
+		m = m[:len(t)]
 		for e := range t {
-			t[e] = float32(float64(m[e]) - float64(in[0][e]))
+			// float32 subtraction is correctly rounded: the same result as
+			// rounding the exact difference.
+			t[e] = m[e] - b[e]
 		}
 		k.tau[i] = t
 	}
@@ -181,6 +185,33 @@ func (k *GTAKernel) Compute(in [][]float32, out [][]float64) {
 	var wsum float64
 	for _, w := range k.w {
 		wsum += w
+	}
+	if !k.consensus {
+		// Without consensus the divisor is the same for every entry:
+		// out = base + Σ c_i·τ_i with c_i = λ·w_i/div, one fused loop.
+		div := 1.0
+		if k.normalize && math.Abs(wsum) >= 1e-8 {
+			div = wsum
+		}
+		c := make([]float64, len(k.w))
+		for i, w := range k.w {
+			c[i] = k.lambda * w / div
+		}
+		if len(c) == 2 {
+			t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
+			for e := range o {
+				o[e] = float64(base[e]) + c[0]*float64(t0[e]) + c[1]*float64(t1[e])
+			}
+			return
+		}
+		for e := range o {
+			acc := float64(base[e])
+			for i := range c {
+				acc += c[i] * float64(k.tau[i][e])
+			}
+			o[e] = acc
+		}
+		return
 	}
 	for e := range o {
 		var mixed, div float64

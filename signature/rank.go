@@ -10,16 +10,15 @@ func MagBits(x float32) uint32 { return math.Float32bits(x) &^ (1 << 31) }
 
 // Cut describes the set of the k highest-ranked entries of a tensor:
 // every entry whose magnitude key is above V, plus the first Q entries (in
-// index order) whose key equals V. The zero Cut with Empty set is the
-// empty set.
+// index order) whose key equals V.
 type Cut struct {
-	V     uint32
-	Q     int64
-	Empty bool
+	V uint32
+	Q int64
 }
 
-// EmptyCut selects nothing.
-var EmptyCut = Cut{Empty: true}
+// EmptyCut selects nothing: keys never exceed 0x7fffffff (the sign bit is
+// cleared), so no key is above or equal to its V.
+var EmptyCut = Cut{V: math.MaxUint32}
 
 // Counter walks a tensor in index order and answers membership in a Cut;
 // it must see every entry once, in order, so the tie quota is honoured.
@@ -31,9 +30,6 @@ type Counter struct {
 // In reports whether the entry with key k (the next in index order) is in
 // the cut.
 func (c *Counter) In(k uint32) bool {
-	if c.Empty {
-		return false
-	}
 	if k > c.V {
 		return true
 	}
@@ -176,6 +172,47 @@ func (h *Histogram) EndCoarse() bool {
 	}
 	h.pass = 1
 	return need
+}
+
+// AddCoarseValues is AddCoarse on the magnitude keys of values.
+func (h *Histogram) AddCoarseValues(vals []float32) {
+	for _, v := range vals {
+		h.coarse[MagBits(v)>>16]++
+	}
+	h.total += int64(len(vals))
+}
+
+// AddFineValues is AddFine on the magnitude keys of values.
+func (h *Histogram) AddFineValues(vals []float32) {
+	b0, b1 := -1, -1
+	if len(h.bins) > 0 {
+		b0 = h.bins[0]
+	}
+	if len(h.bins) > 1 {
+		b1 = h.bins[1]
+	}
+	if len(h.bins) > 2 {
+		h.AddFine(keysOf(vals))
+		return
+	}
+	for _, v := range vals {
+		k := MagBits(v)
+		hi := int(k >> 16)
+		if hi == b0 {
+			h.fine[0][k&0xffff]++
+		}
+		if hi == b1 {
+			h.fine[1][k&0xffff]++
+		}
+	}
+}
+
+func keysOf(vals []float32) []uint32 {
+	k := make([]uint32, len(vals))
+	for i, v := range vals {
+		k[i] = MagBits(v)
+	}
+	return k
 }
 
 // AddFine feeds keys during the second pass (same keys, any chunking).

@@ -200,9 +200,9 @@ func (t *TensorSparsifier) reset() {
 func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 	switch p {
 	case PassCoarse:
-		t.hist.AddCoarse(t.keysOf(chunk))
+		t.hist.AddCoarseValues(chunk)
 	case PassFine:
-		t.hist.AddFine(t.keysOf(chunk))
+		t.hist.AddFineValues(chunk)
 	case PassNorm:
 		keep := t.mask(chunk)
 		for i, v := range chunk {
@@ -326,6 +326,9 @@ func (t *TensorSparsifier) Apply(chunk []float32) int {
 	if !t.spec.Active() {
 		return len(chunk)
 	}
+	if t.hist != nil {
+		return t.applyCuts(chunk)
+	}
 	keep := t.mask(chunk)
 	kept := 0
 	s := t.scale
@@ -364,4 +367,33 @@ func contains(ps []Pass, p Pass) bool {
 		}
 	}
 	return false
+}
+
+// applyCuts is Apply for per-tensor cuts in one loop (the merge hot path).
+func (t *TensorSparsifier) applyCuts(chunk []float32) int {
+	c0, c1 := &t.counters[0], &t.counters[1]
+	v0, v1 := c0.V, c1.V
+	exact := t.scale == 1
+	kept := 0
+	for i, v := range chunk {
+		k := MagBits(v)
+		var top, upto bool
+		if k > v1 && k < v0 {
+			// Strictly between the cuts: the common case, no tie counting.
+			upto = true
+		} else {
+			top = c0.In(k)
+			upto = c1.In(k)
+		}
+		switch {
+		case !upto || top:
+			chunk[i] = 0
+		case !exact:
+			chunk[i] = float32(float64(v) * t.scale)
+			kept++
+		default:
+			kept++
+		}
+	}
+	return kept
 }
