@@ -24,11 +24,11 @@ type TensorKernel interface {
 	// after each pass, since a pass can make a later one unnecessary.
 	NextPass() (int, bool)
 	// Observe sees one chunk during pre-pass p; in[i] is input i's chunk.
-	Observe(p int, in [][]float32)
+	Observe(p int, in [][]float64)
 	// EndPass closes pre-pass p.
 	EndPass(p int)
 	// Compute fills out[k] (one slice per output) for the next chunk.
-	Compute(in [][]float32, out [][]float64)
+	Compute(in [][]float64, out [][]float64)
 }
 
 // Output is one checkpoint a Job writes.
@@ -79,7 +79,7 @@ type Job struct {
 // small enough that per-input float32 scratch stays in cache-sized pieces.
 const chunkElems = 1 << 16
 
-// materializeLimit bounds the float32 copies of a tensor's inputs kept for
+// materializeLimit bounds the float64 copies of a tensor's inputs kept for
 // multi-pass kernels; larger tensors are re-decoded on every pass.
 const materializeLimit = 64 << 20
 
@@ -194,7 +194,7 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 	for _, o := range j.Outputs {
 		c += n * int64(o.DType(t).Size())
 	}
-	if m := n * 4 * int64(len(j.Inputs)); m <= materializeLimit {
+	if m := n * 8 * int64(len(j.Inputs)); m <= materializeLimit {
 		c += m // multi-pass kernels may hold decoded copies
 	}
 	return c + int64(len(j.Inputs)+len(j.Outputs))*chunkElems*8
@@ -251,9 +251,9 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		rowLen = max(1, t.Shape[len(t.Shape)-1])
 	}
 	chunk := max(1, chunkElems/rowLen) * rowLen
-	in := make([][]float32, len(raws))
+	in := make([][]float64, len(raws))
 	for i := range in {
-		in[i] = make([]float32, min(chunk, n))
+		in[i] = make([]float64, min(chunk, n))
 	}
 	outs := make([][]float64, len(writers))
 	outRaw := make([][]byte, len(writers))
@@ -262,14 +262,14 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		outRaw[k] = j.pool.get(int(n * int64(j.Outputs[k].DType(t).Size())))
 		defer j.pool.put(outRaw[k])
 	}
-	decode := func(start, end int64, dst [][]float32) error {
+	decode := func(start, end int64, dst [][]float64) error {
 		for i, r := range raws {
 			if r.Data == nil && r.Name == "" {
 				clear(dst[i][:end-start])
 				continue
 			}
 			es := int64(r.DType.Size())
-			if err := weights.DecodeFloat32(r.DType, r.Data[start*es:end*es], dst[i][:end-start]); err != nil {
+			if err := weights.Decode(r.DType, r.Data[start*es:end*es], dst[i][:end-start]); err != nil {
 				return &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
 			}
 		}
@@ -278,18 +278,18 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 	// A kernel with pre-passes over a tensor small enough gets its inputs
 	// decoded once for all passes instead of once per pass.
 	p, more := kern.NextPass()
-	var full [][]float32
-	if more && n*4*int64(len(raws)) <= materializeLimit {
-		full = make([][]float32, len(raws))
+	var full [][]float64
+	if more && n*8*int64(len(raws)) <= materializeLimit {
+		full = make([][]float64, len(raws))
 		for i := range full {
-			full[i] = make([]float32, n)
+			full[i] = make([]float64, n)
 		}
 		if err := decode(0, n, full); err != nil {
 			return err
 		}
 	}
-	view := make([][]float32, len(in))
-	chunkAt := func(s, e int64) ([][]float32, error) {
+	view := make([][]float64, len(in))
+	chunkAt := func(s, e int64) ([][]float64, error) {
 		for i := range in {
 			if full != nil {
 				view[i] = full[i][s:e]

@@ -7,42 +7,42 @@ import (
 )
 
 // elementwise adapts a per-chunk function with no pre-passes.
-type elementwise func(in [][]float32, out [][]float64)
+type elementwise func(in [][]float64, out [][]float64)
 
 func (elementwise) NextPass() (int, bool)                     { return 0, false }
-func (elementwise) Observe(int, [][]float32)                  {}
+func (elementwise) Observe(int, [][]float64)                  {}
 func (elementwise) EndPass(int)                               {}
-func (f elementwise) Compute(in [][]float32, out [][]float64) { f(in, out) }
+func (f elementwise) Compute(in [][]float64, out [][]float64) { f(in, out) }
 
 // DiffKernel: out = in[0] − in[1] (fine-tune minus base: a task vector).
 func DiffKernel() TensorKernel {
-	return elementwise(func(in [][]float32, out [][]float64) {
+	return elementwise(func(in [][]float64, out [][]float64) {
 		a, b, o := in[0], in[1], out[0]
 		for e := range o {
-			o[e] = float64(a[e]) - float64(b[e])
+			o[e] = a[e] - b[e]
 		}
 	})
 }
 
 // AddKernel: out = in[0] + λ·Σ_{i≥1} s_i·in[i] (apply task vectors).
 func AddKernel(lambda float64, scales []float64) TensorKernel {
-	return elementwise(func(in [][]float32, out [][]float64) {
+	return elementwise(func(in [][]float64, out [][]float64) {
 		o := out[0]
 		for e := range o {
 			var sum float64
 			for i := 1; i < len(in); i++ {
-				sum += scales[i-1] * float64(in[i][e])
+				sum += scales[i-1] * in[i][e]
 			}
-			o[e] = float64(in[0][e]) + lambda*sum
+			o[e] = in[0][e] + lambda*sum
 		}
 	})
 }
 
 // ScaleKernel: out = s·in[0] (s = −1 negates a task vector).
 func ScaleKernel(s float64) TensorKernel {
-	return elementwise(func(in [][]float32, out [][]float64) {
+	return elementwise(func(in [][]float64, out [][]float64) {
 		for e := range out[0] {
-			out[0][e] = s * float64(in[0][e])
+			out[0][e] = s * in[0][e]
 		}
 	})
 }
@@ -50,12 +50,12 @@ func ScaleKernel(s float64) TensorKernel {
 // InterpolateKernel: out[k] = (1−α_k)·in[0] + α_k·in[1], one output per α
 // so a sweep reads its two inputs once.
 func InterpolateKernel(alphas []float64) TensorKernel {
-	return elementwise(func(in [][]float32, out [][]float64) {
+	return elementwise(func(in [][]float64, out [][]float64) {
 		a, b := in[0], in[1]
 		for k, al := range alphas {
 			o := out[k]
 			for e := range o {
-				o[e] = (1-al)*float64(a[e]) + al*float64(b[e])
+				o[e] = (1-al)*a[e] + al*b[e]
 			}
 		}
 	})
@@ -71,12 +71,12 @@ func LinearKernel(w []float64, normalize bool) TensorKernel {
 			div += x
 		}
 	}
-	return elementwise(func(in [][]float32, out [][]float64) {
+	return elementwise(func(in [][]float64, out [][]float64) {
 		o := out[0]
 		for e := range o {
 			var s float64
 			for i := range in {
-				s += w[i] * float64(in[i][e])
+				s += w[i] * in[i][e]
 			}
 			o[e] = s / div
 		}
@@ -129,7 +129,7 @@ func (k *GTAKernel) NextPass() (int, bool) {
 	return best, best >= 0
 }
 
-func (k *GTAKernel) deltas(in [][]float32) {
+func (k *GTAKernel) deltas(in [][]float64) {
 	for i := range k.sp {
 		m := in[i+1]
 		if cap(k.tau[i]) < len(m) {
@@ -139,16 +139,16 @@ func (k *GTAKernel) deltas(in [][]float32) {
 		b := in[0][:len(t)]
 		m = m[:len(t)]
 		for e := range t {
-			// float32 subtraction is correctly rounded: the same result as
-			// rounding the exact difference.
-			t[e] = m[e] - b[e]
+			// The float64 difference of float32-or-narrower inputs is exact;
+			// one rounding to float32 follows.
+			t[e] = float32(m[e] - b[e])
 		}
 		k.tau[i] = t
 	}
 }
 
 // Observe feeds the models that need pass p.
-func (k *GTAKernel) Observe(p int, in [][]float32) {
+func (k *GTAKernel) Observe(p int, in [][]float64) {
 	k.deltas(in)
 	for i, s := range k.sp {
 		if needs(s, p) {
@@ -176,7 +176,7 @@ func needs(s *signature.TensorSparsifier, p int) bool {
 }
 
 // Compute mixes the sparsified task vectors of one chunk into the base.
-func (k *GTAKernel) Compute(in [][]float32, out [][]float64) {
+func (k *GTAKernel) Compute(in [][]float64, out [][]float64) {
 	k.deltas(in)
 	for i, s := range k.sp {
 		s.Apply(k.tau[i])
@@ -200,12 +200,12 @@ func (k *GTAKernel) Compute(in [][]float32, out [][]float64) {
 		if len(c) == 2 {
 			t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
 			for e := range o {
-				o[e] = float64(base[e]) + c[0]*float64(t0[e]) + c[1]*float64(t1[e])
+				o[e] = base[e] + c[0]*float64(t0[e]) + c[1]*float64(t1[e])
 			}
 			return
 		}
 		for e := range o {
-			acc := float64(base[e])
+			acc := base[e]
 			for i := range c {
 				acc += c[i] * float64(k.tau[i][e])
 			}
@@ -246,7 +246,7 @@ func (k *GTAKernel) Compute(in [][]float32, out [][]float64) {
 		if k.normalize {
 			mixed /= div
 		}
-		o[e] = float64(base[e]) + k.lambda*mixed
+		o[e] = base[e] + k.lambda*mixed
 	}
 }
 
@@ -269,9 +269,9 @@ func NewSlerpKernel(t float64) *SlerpKernel { return &SlerpKernel{t: t} }
 func (k *SlerpKernel) NextPass() (int, bool) { return 0, !k.done }
 
 // Observe accumulates ‖a‖², ‖b‖² and a·b in float64.
-func (k *SlerpKernel) Observe(_ int, in [][]float32) {
+func (k *SlerpKernel) Observe(_ int, in [][]float64) {
 	for e := range in[0] {
-		a, b := float64(in[0][e]), float64(in[1][e])
+		a, b := in[0][e], float64(in[1][e])
 		k.aa += a * a
 		k.bb += b * b
 		k.ab += a * b
@@ -302,9 +302,9 @@ func (k *SlerpKernel) EndPass(int) {
 }
 
 // Compute writes s0·a + s1·b.
-func (k *SlerpKernel) Compute(in [][]float32, out [][]float64) {
+func (k *SlerpKernel) Compute(in [][]float64, out [][]float64) {
 	for e := range out[0] {
-		out[0][e] = k.s0*float64(in[0][e]) + k.s1*float64(in[1][e])
+		out[0][e] = k.s0*in[0][e] + k.s1*float64(in[1][e])
 	}
 }
 
@@ -330,7 +330,7 @@ func NewModelStockKernel(filterWise bool, rowLen int) *ModelStockKernel {
 func (k *ModelStockKernel) NextPass() (int, bool) { return 0, !k.filterWise && !k.done }
 
 // Observe accumulates the Gram matrix of offsets.
-func (k *ModelStockKernel) Observe(_ int, in [][]float32) {
+func (k *ModelStockKernel) Observe(_ int, in [][]float64) {
 	if k.dots == nil {
 		k.n = len(in)
 		k.dots = make([]float64, k.n*k.n)
@@ -338,15 +338,15 @@ func (k *ModelStockKernel) Observe(_ int, in [][]float32) {
 	gram(in, 0, len(in[0]), k.dots)
 }
 
-func gram(in [][]float32, from, to int, g []float64) {
+func gram(in [][]float64, from, to int, g []float64) {
 	n := len(in)
 	base := in[0]
 	for e := from; e < to; e++ {
-		b := float64(base[e])
+		b := base[e]
 		for i := 1; i < n; i++ {
-			oi := float64(in[i][e]) - b
+			oi := in[i][e] - b
 			for j := i; j < n; j++ {
-				g[i*n+j] += oi * (float64(in[j][e]) - b)
+				g[i*n+j] += oi * (in[j][e] - b)
 			}
 		}
 	}
@@ -374,17 +374,17 @@ func (k *ModelStockKernel) EndPass(int) {
 }
 
 // Compute writes t·mean(models) + (1−t)·base.
-func (k *ModelStockKernel) Compute(in [][]float32, out [][]float64) {
+func (k *ModelStockKernel) Compute(in [][]float64, out [][]float64) {
 	n := len(in)
 	o := out[0]
 	apply := func(from, to int, t float64) {
 		for e := from; e < to; e++ {
 			var avg float64
 			for i := 1; i < n; i++ {
-				avg += float64(in[i][e])
+				avg += in[i][e]
 			}
 			avg /= float64(n - 1)
-			o[e] = t*avg + (1-t)*float64(in[0][e])
+			o[e] = t*avg + (1-t)*in[0][e]
 		}
 	}
 	if !k.filterWise {

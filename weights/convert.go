@@ -23,16 +23,16 @@ func Decode(dt DType, src []byte, dst []float64) error {
 			dst[i] = math.Float64frombits(le.Uint64(src[8*i:]))
 		}
 	case F32:
-		for i := range dst {
-			dst[i] = float64(math.Float32frombits(le.Uint32(src[4*i:])))
+		for i, v := range f32(src)[:len(dst)] {
+			dst[i] = float64(v)
 		}
 	case F16:
-		for i := range dst {
-			dst[i] = float64(float16.Frombits(le.Uint16(src[2*i:])).Float32())
+		for i, u := range u16(src)[:len(dst)] {
+			dst[i] = float64(float16.Frombits(u).Float32())
 		}
 	case BF16:
-		for i := range dst {
-			dst[i] = float64(math.Float32frombits(uint32(le.Uint16(src[2*i:])) << 16))
+		for i, u := range u16(src)[:len(dst)] {
+			dst[i] = float64(math.Float32frombits(uint32(u) << 16))
 		}
 	case F8E4M3:
 		for i := range dst {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -162,5 +163,64 @@ func TestSynthIsDeterministic(t *testing.T) {
 	rb, _ := os.ReadFile(b)
 	if !bytes.Equal(ra, rb) || len(ra) < 500_000 {
 		t.Errorf("synth not reproducible or too small: %d vs %d bytes", len(ra), len(rb))
+	}
+}
+
+// TestMergeAndArithmeticCommands drives the commands the way the README
+// shows them, flags after positional arguments included.
+func TestMergeAndArithmeticCommands(t *testing.T) {
+	dir := t.TempDir()
+	base := filepath.Join(dir, "base.safetensors")
+	ft := filepath.Join(dir, "ft.safetensors")
+	for i, p := range []string{base, ft} {
+		if _, e, code := run(t, "synth", "--size", "300KB", "--hidden", "32", "--vocab", "64", "--seed", fmt.Sprint(i+1), p); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	tv := filepath.Join(dir, "tv.safetensors")
+	if _, e, code := run(t, "diff", ft, base, "-o", tv, "-q", "--dtype", "f64"); code != 0 {
+		t.Fatalf("diff: %s", e)
+	}
+	back := filepath.Join(dir, "back.safetensors")
+	if _, e, code := run(t, "add", base, tv, "-o", back, "--dtype", "bf16"); code != 0 {
+		t.Fatalf("add: %s", e)
+	}
+	// base + (ft − base) with an F64 task vector rounds back to ft exactly
+	// in BF16: the difference of two BF16 values is exact in F64 (in F32 it
+	// is not when their exponents are far apart).
+	a, _ := weights.Open(back)
+	b, _ := weights.Open(ft)
+	defer a.Close()
+	defer b.Close()
+	for _, info := range b.Tensors() {
+		x, _ := a.ReadTensor(info.Name, nil)
+		y, _ := b.ReadTensor(info.Name, nil)
+		if !bytes.Equal(x.Data, y.Data) {
+			t.Fatalf("%s: base + (ft − base) != ft", info.Name)
+		}
+	}
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte("merge_method: breadcrumbs\nbase_model: base.safetensors\nmodels:\n  - model: ft.safetensors\n    parameters: {weight: 1, density: 0.9, gamma: 0.01}\n"), 0o644)
+	out := filepath.Join(dir, "merged")
+	stdout, e, code := run(t, "merge", recipe, "-o", out, "--json")
+	if code != 0 {
+		t.Fatalf("merge: %s", e)
+	}
+	var res struct{ Files []string }
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Files) != 1 {
+		t.Fatalf("merge --json: %q %v", stdout, err)
+	}
+	os.WriteFile(recipe, []byte("merge_method: breadcrumb\nbase_model: base.safetensors\nmodels: [ft.safetensors]\n"), 0o644)
+	_, e, code = run(t, "merge", recipe, "-o", filepath.Join(dir, "bad"))
+	if code == 0 || !strings.Contains(e, `did you mean "breadcrumbs"`) {
+		t.Errorf("bad recipe: exit %d, %q", code, e)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "bad")); err == nil {
+		t.Error("a failed merge left its output directory")
+	}
+	sweep := filepath.Join(dir, "sweep")
+	stdout, e, code = run(t, "interpolate", base, ft, "--alpha", "0:1:0.5", "-o", sweep)
+	if code != 0 || strings.Count(stdout, "\n") != 3 {
+		t.Fatalf("interpolate sweep: %s %s", stdout, e)
 	}
 }
