@@ -444,3 +444,19 @@ func openAllT(t *testing.T, paths ...string) ([]weights.Checkpoint, error) {
 	}
 	return out, nil
 }
+
+func TestTIESModelWideTrim(t *testing.T) {
+	d := t.TempDir()
+	// Two tensors; density 0.5 over the model's 8 entries keeps the 4
+	// largest |τ| wherever they are: all of "a", none of "b" — whereas
+	// per-tensor trimming keeps 2 of each.
+	model(t, d, "base", map[string][]float64{"a": {0, 0, 0, 0}, "b": {0, 0, 0, 0}}, nil)
+	model(t, d, "m1", map[string][]float64{"a": {5, -6, 7, 8}, "b": {1, -2, 3, 0.5}}, nil)
+	y := "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1, density: 0.5}\n"
+	out := runRecipe(t, d, y+"parameters: {trim_scope: model}\n", 2)
+	near(t, "a global", read(t, out, "a"), []float64{5, -6, 7, 8})
+	near(t, "b global", read(t, out, "b"), []float64{0, 0, 0, 0})
+	out = runRecipe(t, d, y, 2)
+	near(t, "a per tensor", read(t, out, "a"), []float64{0, 0, 7, 8})
+	near(t, "b per tensor", read(t, out, "b"), []float64{0, -2, 3, 0})
+}

@@ -53,6 +53,7 @@ func gta(name string, sp signature.Method, consensus, normalize, rescale bool) m
 			"rescale_norm": {typ: "string", choices: []string{"none", "density", "l1", "l2", "linf"}},
 			"seed":         anyNum,
 			"granularity":  {typ: "string", choices: []string{"per_tensor", "per_row"}},
+			"trim_scope":   {typ: "string", choices: []string{"tensor", "model"}},
 		},
 		tensor: map[string]paramSpec{"weight": required(anyNum), "density": unit},
 	}

@@ -286,6 +286,22 @@ func (r *Recipe) checkParams(pr *Problems) {
 		}
 	}
 	check("parameters", r.Params, allowedTop)
+	if ts, ok := r.Params["trim_scope"]; ok && ts.Str != nil && *ts.Str == "model" {
+		if def.sparsify != signature.Magnitude && def.sparsify != signature.MagnitudeOutliers {
+			pr.add("line %d: trim_scope: model applies to magnitude trimming (ties, breadcrumbs), not %s", ts.Line, def.name)
+		}
+		scalar := func(params map[string]Param) {
+			for _, name := range []string{"density", "gamma"} {
+				if v, ok := params[name]; ok && (v.Grad != nil || v.Filters != nil) {
+					pr.add("line %d: trim_scope: model needs a single %s per model, not a gradient or filter list", v.Line, name)
+				}
+			}
+		}
+		scalar(r.Params)
+		for _, m := range r.Models {
+			scalar(m.Params)
+		}
+	}
 	for name, spec := range def.global {
 		if _, ok := r.Params[name]; spec.required && !ok {
 			pr.add("%s needs parameters.%s", def.name, name)
@@ -332,6 +348,7 @@ type Plan struct {
 	entries []ModelEntry
 	Tensors []weights.TensorInfo
 	layers  int
+	global  [][2]signature.Cut // model-wide cuts (trim_scope: model)
 }
 
 // Close closes every checkpoint of the plan.
@@ -553,6 +570,10 @@ func (p *Plan) Kernel(t weights.TensorInfo) (TensorKernel, error) {
 	seed := uint64(p.param(-1, "seed").Float(t.Name, pos, 0))
 	perRow := p.strParam("granularity", "per_tensor") == "per_row"
 	for i := range p.Models {
+		var global *[2]signature.Cut
+		if p.global != nil {
+			global = &p.global[i]
+		}
 		cfg.Weights = append(cfg.Weights, p.param(i, "weight").Float(t.Name, pos, 0))
 		cfg.Sparsify = append(cfg.Sparsify, signature.Sparsify{
 			Method:  def.sparsify,
@@ -561,6 +582,7 @@ func (p *Plan) Kernel(t weights.TensorInfo) (TensorKernel, error) {
 			PerRow:  perRow,
 			Rescale: rescale,
 			Seed:    seed,
+			Global:  global,
 		})
 	}
 	return NewGTAKernel(t.Name, t.Shape, cfg), nil

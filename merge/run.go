@@ -56,6 +56,13 @@ func Files(c weights.Checkpoint) []string {
 // and each input's SHA-256 per file; config.json and tokenizer files of the
 // base (or first) model directory are copied beside the weights.
 func (p *Plan) Merge(out string, o Options) ([]string, error) {
+	if p.strParam("trim_scope", "tensor") == "model" {
+		g, err := p.globalCuts(o.Workers)
+		if err != nil {
+			return nil, err
+		}
+		p.global = g
+	}
 	records := p.inputRecords()
 	md := func(recs []InputRecord) map[string]string {
 		j, _ := json.Marshal(recs)

@@ -250,3 +250,43 @@ func (h *Histogram) Cuts() []Cut {
 	}
 	return out
 }
+
+// Merge adds another histogram's counts (same wanted ranks, same pass), so
+// workers can count tensors separately and combine.
+func (h *Histogram) Merge(o *Histogram) {
+	for i, c := range o.coarse {
+		h.coarse[i] += c
+	}
+	if h.pass == 0 {
+		h.total += o.total
+	}
+	for j := range h.fine {
+		if j < len(o.fine) {
+			for i, c := range o.fine[j] {
+				h.fine[j][i] += c
+			}
+		}
+	}
+}
+
+// FineCopy returns an empty histogram for the fine pass that shares this
+// one's boundary bins, for a worker to fill and Merge back.
+func (h *Histogram) FineCopy() *Histogram {
+	c := &Histogram{ks: h.ks, bins: h.bins, above: h.above, total: h.total, pass: 1}
+	c.fine = make([][1 << 16]int64, len(h.ks))
+	return c
+}
+
+// Total is the number of entries seen in the coarse pass.
+func (h *Histogram) Total() int64 { return h.total }
+
+// GlobalCut turns a cut found over a whole model into one that keeps every
+// entry tied at the boundary: the tie quota cannot be split across
+// tensors processed in parallel without a further pass, so a model-wide
+// top-k keeps at least k entries (more only on exact ties at the cut).
+func GlobalCut(c Cut) Cut {
+	if c == EmptyCut {
+		return c
+	}
+	return Cut{V: c.V, Q: math.MaxInt64}
+}

@@ -75,6 +75,9 @@ type Sparsify struct {
 	// Seed drives Random; the stream is derived from Seed, the tensor name
 	// and the model index, so results do not depend on scheduling.
 	Seed uint64
+	// Global, when set, replaces the per-tensor ranking by cuts computed
+	// over the whole model (TIES' model-wide top-k): {top, top+keep}.
+	Global *[2]Cut
 }
 
 // Counts returns how many of n entries are dropped from the top (nTop) and
@@ -163,7 +166,11 @@ func (s Sparsify) ForTensor(name string, shape []int64, model int) *TensorSparsi
 		return t
 	}
 	perTensorRank := (s.Method == Magnitude || s.Method == MagnitudeOutliers) && (!s.PerRow || rowLen == int(n))
-	if perTensorRank {
+	switch {
+	case s.Global != nil && (s.Method == Magnitude || s.Method == MagnitudeOutliers):
+		t.cuts = *s.Global
+		t.hist = NewHistogram() // cuts are known: applyCuts, no passes
+	case perTensorRank:
 		t.hist = NewHistogram(t.nTop, t.nTop+t.nKeep)
 		t.pending = append(t.pending, PassCoarse, PassFine)
 	}
