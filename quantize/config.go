@@ -1,0 +1,243 @@
+package quantize
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+)
+
+// Scheme selects how a group's value range maps onto integer codes.
+type Scheme uint8
+
+const (
+	// Asymmetric is min-max quantization: scale = (max−min)/(2^k−1), a
+	// stored min per group, codes 0..2^k−1, x̂ = min + code·scale. It uses
+	// every code on skewed data at the cost of one extra value per group.
+	Asymmetric Scheme = iota
+	// Symmetric is absmax quantization: scale = absmax/(2^(k−1)−1), signed
+	// codes −(2^(k−1)−1)..2^(k−1)−1 stored offset-binary (code+2^(k−1)−1),
+	// x̂ = signed code·scale. Zero is exact and no min is stored; code
+	// 2^k−1 is unused, so it needs k ≥ 2.
+	Symmetric
+)
+
+// String returns "asym" or "sym", the spelling ParseConfig reads.
+func (s Scheme) String() string {
+	switch s {
+	case Asymmetric:
+		return "asym"
+	case Symmetric:
+		return "sym"
+	}
+	return fmt.Sprintf("Scheme(%d)", uint8(s))
+}
+
+// Granularity selects which elements share one scale (and min).
+type Granularity uint8
+
+const (
+	// PerTensor uses one scale for the whole tensor.
+	PerTensor Granularity = iota
+	// PerChannel uses one scale per output channel: per slice along the
+	// first dimension (a row of a 2-D weight). 0-D and 1-D tensors have no
+	// channels and fall back to PerTensor.
+	PerChannel
+	// PerBlock uses one scale per run of Config.BlockSize consecutive
+	// elements in row-major order, like llama.cpp's Q4_0/Q8_0; the last
+	// block may be shorter.
+	PerBlock
+)
+
+// String returns "tensor", "channel" or "block".
+func (g Granularity) String() string {
+	switch g {
+	case PerTensor:
+		return "tensor"
+	case PerChannel:
+		return "channel"
+	case PerBlock:
+		return "block"
+	}
+	return fmt.Sprintf("Granularity(%d)", uint8(g))
+}
+
+// MaxBlockSize is the largest PerBlock block size; the on-disk header
+// stores it in 32 bits.
+const MaxBlockSize = math.MaxInt32
+
+// Config chooses a quantization codec.
+//
+// Storage cost in bits per element, for large tensors (the 20 + 8·ndim
+// header bytes and the 4-byte checksum aside):
+//
+//	PerBlock, G elements per block:
+//	  Symmetric,  F32 scales: k + 32/G     F16 scales: k + 16/G
+//	  Asymmetric, F32 scales: k + 64/G     F16 scales: k + 32/G
+//	PerChannel, rows of R elements: the same with G = R
+//	PerTensor: k (plus 4 or 8 bytes once)
+//
+// For example 4bit-sym-block64 costs 4.5 bits (7.1× smaller than F32, 3.6×
+// than F16), 4bit-sym-block64-f16 4.25 bits (7.5×), 4bit-asym-block64 5
+// bits (6.4×), 8bit-sym-block32 9 bits (3.6×), 2bit-sym-block64-f16 2.25
+// bits (14.2×). Config.BitsPerElement computes the PerBlock figure.
+type Config struct {
+	// Bits is k, the code width: 1..8 (Symmetric needs at least 2).
+	Bits int
+	// Scheme is Asymmetric (min-max) or Symmetric (absmax).
+	Scheme Scheme
+	// Granularity is PerTensor, PerChannel or PerBlock.
+	Granularity Granularity
+	// BlockSize is the elements per block for PerBlock (1..MaxBlockSize);
+	// ignored otherwise, and Quantize stores it as 0 then.
+	BlockSize int
+	// F16Scales stores scales and mins as IEEE half floats instead of
+	// float32: it saves 16 (Symmetric) or 32 (Asymmetric) bits per group,
+	// 0.25 or 0.5 bits per element at block 64. The price: scales are
+	// rounded up and mins down to the F16 grid (so the half-step error
+	// bound still holds against the stored scale, which may be up to
+	// 2^−10 larger relatively, and tiny scales bottom out at 2^−24);
+	// values beyond ±65504 cannot be quantized; a constant block
+	// reconstructs exactly only when its value is an F16 number.
+	F16Scales bool
+}
+
+// Validate reports whether the config describes a codec this package
+// implements.
+func (c Config) Validate() error {
+	if c.Bits < 1 || c.Bits > 8 {
+		return fmt.Errorf("quantize: bits must be 1..8, got %d", c.Bits)
+	}
+	switch c.Scheme {
+	case Asymmetric:
+	case Symmetric:
+		if c.Bits < 2 {
+			return fmt.Errorf("quantize: symmetric needs at least 2 bits: 1 bit has no nonzero signed code")
+		}
+	default:
+		return fmt.Errorf("quantize: unknown scheme %d", uint8(c.Scheme))
+	}
+	switch c.Granularity {
+	case PerTensor, PerChannel:
+	case PerBlock:
+		if c.BlockSize < 1 || c.BlockSize > MaxBlockSize {
+			return fmt.Errorf("quantize: block size must be 1..%d, got %d", MaxBlockSize, c.BlockSize)
+		}
+	default:
+		return fmt.Errorf("quantize: unknown granularity %d", uint8(c.Granularity))
+	}
+	return nil
+}
+
+// canonical zeroes the fields the codec ignores, so equal codecs marshal to
+// equal bytes.
+func (c Config) canonical() Config {
+	if c.Granularity != PerBlock {
+		c.BlockSize = 0
+	}
+	return c
+}
+
+// levels is 2^k−1 for Asymmetric (the top code) and 2^(k−1)−1 for
+// Symmetric (the largest signed code, also the offset of stored codes).
+func (c Config) levels() int32 {
+	if c.Scheme == Symmetric {
+		return 1<<(c.Bits-1) - 1
+	}
+	return 1<<c.Bits - 1
+}
+
+// scaleBytes is the stored width of one scale or min.
+func (c Config) scaleBytes() int {
+	if c.F16Scales {
+		return 2
+	}
+	return 4
+}
+
+// valuesPerGroup is how many float values a group stores: scale, plus min
+// for Asymmetric.
+func (c Config) valuesPerGroup() int {
+	if c.Scheme == Asymmetric {
+		return 2
+	}
+	return 1
+}
+
+// BitsPerElement is the storage cost per element of a large PerBlock
+// tensor: Bits plus the group's scale (and min) spread over BlockSize
+// elements. For PerTensor and PerChannel it returns Bits: their overhead
+// depends on the shape (Quantized.Size gives the exact total).
+func (c Config) BitsPerElement() float64 {
+	b := float64(c.Bits)
+	if c.Granularity == PerBlock && c.BlockSize > 0 {
+		b += float64(8*c.scaleBytes()*c.valuesPerGroup()) / float64(c.BlockSize)
+	}
+	return b
+}
+
+// String formats the config as ParseConfig reads it:
+// "<k>bit-<asym|sym>-<tensor|channel|block<G>>[-f16]", e.g.
+// "4bit-sym-block64", "8bit-asym-channel", "4bit-sym-block32-f16".
+func (c Config) String() string {
+	g := c.Granularity.String()
+	if c.Granularity == PerBlock {
+		g += strconv.Itoa(c.BlockSize)
+	}
+	s := fmt.Sprintf("%dbit-%s-%s", c.Bits, c.Scheme, g)
+	if c.F16Scales {
+		s += "-f16"
+	}
+	return s
+}
+
+// ParseConfig reads the String form, case-insensitively, as one CLI flag
+// value: "4bit-sym-block64", "3bit-asym-channel", "8bit-sym-tensor",
+// "4bit-asym-block32-f16". The result is validated.
+func ParseConfig(s string) (Config, error) {
+	bad := func(why string) (Config, error) {
+		return Config{}, fmt.Errorf("quantize: config %q: %s (want e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16)", s, why)
+	}
+	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
+	var c Config
+	if n := len(parts); n == 4 && parts[3] == "f16" {
+		c.F16Scales = true
+		parts = parts[:3]
+	}
+	if len(parts) != 3 {
+		return bad("want 3 or 4 dash-separated parts")
+	}
+	bits, ok := strings.CutSuffix(parts[0], "bit")
+	k, err := strconv.Atoi(bits)
+	if !ok || err != nil {
+		return bad("first part must be <k>bit")
+	}
+	c.Bits = k
+	switch parts[1] {
+	case "asym":
+		c.Scheme = Asymmetric
+	case "sym":
+		c.Scheme = Symmetric
+	default:
+		return bad("scheme must be asym or sym")
+	}
+	switch g := parts[2]; {
+	case g == "tensor":
+		c.Granularity = PerTensor
+	case g == "channel":
+		c.Granularity = PerChannel
+	case strings.HasPrefix(g, "block"):
+		c.Granularity = PerBlock
+		n, err := strconv.Atoi(g[len("block"):])
+		if err != nil {
+			return bad("block needs a size, e.g. block64")
+		}
+		c.BlockSize = n
+	default:
+		return bad("granularity must be tensor, channel or block<G>")
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, err
+	}
+	return c, nil
+}
