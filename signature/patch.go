@@ -1,0 +1,539 @@
+package signature
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/weights"
+)
+
+// Patch file format, version 1 (".wpatch"). Written in one streaming pass,
+// read with random access, one tensor at a time:
+//
+//	offset 0      magic "WOPATCH\n" (8 bytes)
+//	offset 8      payloads, each tensor's bytes compressed alone with zstd
+//	header offset header: UTF-8 JSON (PatchHeader)
+//	end − 24      footer: header offset u64, header length u64,
+//	              CRC-32 (IEEE) of the header u32, format version u32
+//
+// All integers are little-endian. A payload, before compression, is:
+//
+//	dense:  the values of every element, row-major
+//	sparse: uvarint count, then that many uvarint index gaps (the first
+//	        index, then each index minus the previous), then the values
+//	        of those elements
+//
+// and values are float32 ("f32"), IEEE half ("f16"), or a quantize
+// container ("q": codes + scales, see package quantize) of the dense
+// tensor or of the sparse values vector.
+const (
+	PatchMagic   = "WOPATCH\n"
+	PatchVersion = 1
+	footerLen    = 24
+)
+
+// PatchHeader is the JSON header of a patch file.
+type PatchHeader struct {
+	FormatVersion int               `json:"format_version"`
+	Kind          string            `json:"kind"` // rws, breadcrumbs, task-vector, weights, ...
+	BaseSHA256    string            `json:"base_sha256,omitempty"`
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	Tensors       []PatchTensor     `json:"tensors"`
+}
+
+// PatchTensor describes one tensor of a patch.
+type PatchTensor struct {
+	Name  string  `json:"name"`
+	Shape []int64 `json:"shape"`
+	// DType is the dtype of the model tensor the patch applies to.
+	DType     string `json:"dtype"`
+	Encoding  string `json:"encoding"` // dense | sparse
+	Values    string `json:"values"`   // f32 | f16 | q
+	Quant     string `json:"quant,omitempty"`
+	NNZ       int64  `json:"nnz"`
+	Offset    int64  `json:"offset"`
+	Length    int64  `json:"length"`
+	RawLength int64  `json:"raw_length"`
+	CRC32     uint32 `json:"crc32"`
+}
+
+// Elements is the product of the shape.
+func (t PatchTensor) Elements() int64 {
+	n, _ := weights.TensorInfo{Shape: t.Shape, DType: weights.F32}.NumElements()
+	return n
+}
+
+// Encoding chooses how a PatchWriter stores values.
+type Encoding struct {
+	// Values: "f32" (default), "f16" or "q" (Quant must be set).
+	Values string
+	Quant  quantize.Config
+	// Sparse: "auto" (default: sparse when under a third of the entries
+	// are non-zero), "never" or "always".
+	Sparse string
+}
+
+// PatchWriter writes a patch, one tensor at a time from any goroutine.
+type PatchWriter struct {
+	path string
+	f    *os.File
+	mu   sync.Mutex
+	at   int64
+	hdr  PatchHeader
+	enc  Encoding
+	zw   *zstd.Encoder
+	decl map[string]weights.TensorInfo
+	done bool
+}
+
+// CreatePatch starts a patch file at path (a temp file until Commit).
+func CreatePatch(path, kind string, metadata map[string]string, enc Encoding) (*PatchWriter, error) {
+	if enc.Values == "" {
+		enc.Values = "f32"
+	}
+	if enc.Sparse == "" {
+		enc.Sparse = "auto"
+	}
+	switch enc.Values {
+	case "f32", "f16":
+	case "q":
+		if err := enc.Quant.Validate(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("patch values %q: use f32, f16 or q", enc.Values)
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithSingleSegment(true))
+	w := &PatchWriter{path: path, f: f, at: int64(len(PatchMagic)), enc: enc, zw: zw,
+		hdr: PatchHeader{FormatVersion: PatchVersion, Kind: kind, Metadata: metadata}}
+	if _, err := f.WriteString(PatchMagic); err != nil {
+		w.Abort()
+		return nil, err
+	}
+	return w, nil
+}
+
+// SetBase records the SHA-256 of the checkpoint the patch applies to.
+func (w *PatchWriter) SetBase(sha string) { w.hdr.BaseSHA256 = sha }
+
+// Add encodes, compresses and appends one tensor's values. dtype is the
+// model tensor's dtype, recorded so apply can check it.
+func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, values []float32) error {
+	for _, v := range values {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
+		}
+	}
+	pt := PatchTensor{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
+	var nnz int64
+	for _, v := range values {
+		if v != 0 {
+			nnz++
+		}
+	}
+	sparse := w.enc.Sparse == "always" || (w.enc.Sparse == "auto" && nnz*3 < int64(len(values)))
+	var raw bytes.Buffer
+	vals := values
+	if sparse {
+		pt.Encoding, pt.NNZ = "sparse", nnz
+		var tmp [binary.MaxVarintLen64]byte
+		raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(nnz))])
+		vals = make([]float32, 0, nnz)
+		prev := int64(0)
+		for i, v := range values {
+			if v != 0 {
+				raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(int64(i)-prev))])
+				prev = int64(i)
+				vals = append(vals, v)
+			}
+		}
+	} else {
+		pt.Encoding, pt.NNZ = "dense", int64(len(values))
+	}
+	switch w.enc.Values {
+	case "f32":
+		b := make([]byte, 4*len(vals))
+		_ = weights.EncodeFloat32(weights.F32, vals, b)
+		raw.Write(b)
+	case "f16":
+		b := make([]byte, 2*len(vals))
+		_ = weights.EncodeFloat32(weights.F16, vals, b)
+		raw.Write(b)
+	case "q":
+		qshape := shape
+		if sparse {
+			qshape = []int64{int64(len(vals))}
+		}
+		q, err := quantize.Quantize(vals, qshape, w.enc.Quant)
+		if err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		qb, err := q.MarshalBinary()
+		if err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		raw.Write(qb)
+		pt.Quant = w.enc.Quant.String()
+	}
+	pt.RawLength = int64(raw.Len())
+	pt.CRC32 = crc32.ChecksumIEEE(raw.Bytes())
+	comp := w.zw.EncodeAll(raw.Bytes(), nil)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("%s: writer closed", w.path)
+	}
+	for _, t := range w.hdr.Tensors {
+		if t.Name == name {
+			return fmt.Errorf("%s: tensor %q added twice", w.path, name)
+		}
+	}
+	pt.Offset, pt.Length = w.at, int64(len(comp))
+	if _, err := w.f.WriteAt(comp, w.at); err != nil {
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	w.at += int64(len(comp))
+	w.hdr.Tensors = append(w.hdr.Tensors, pt)
+	return nil
+}
+
+// WriteTensor adapts the writer to the merge executor: data is the F32
+// bytes of a declared tensor (see TensorWriter).
+func (w *PatchWriter) WriteTensor(name string, data []byte) error {
+	info, ok := w.declared(name)
+	if !ok {
+		return fmt.Errorf("%s: tensor %q not declared", w.path, name)
+	}
+	vals := make([]float32, len(data)/4)
+	if err := weights.DecodeFloat32(weights.F32, data, vals); err != nil {
+		return err
+	}
+	return w.Add(name, info.Shape, info.DType, vals)
+}
+
+// Declare lists the tensors WriteTensor will receive, with the dtype of
+// the model tensor each applies to.
+func (w *PatchWriter) Declare(infos []weights.TensorInfo) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.decl = map[string]weights.TensorInfo{}
+	for _, t := range infos {
+		w.decl[t.Name] = t
+	}
+}
+
+func (w *PatchWriter) declared(name string) (weights.TensorInfo, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t, ok := w.decl[name]
+	return t, ok
+}
+
+// Commit writes the header and footer and renames the file into place.
+// Tensors are listed in natural name order whatever order they came in.
+func (w *PatchWriter) Commit() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return fmt.Errorf("%s: already committed or aborted", w.path)
+	}
+	w.done = true
+	sort.Slice(w.hdr.Tensors, func(i, j int) bool { return weights.NaturalLess(w.hdr.Tensors[i].Name, w.hdr.Tensors[j].Name) })
+	hdr, err := json.Marshal(w.hdr)
+	if err == nil {
+		var foot [footerLen]byte
+		binary.LittleEndian.PutUint64(foot[0:], uint64(w.at))
+		binary.LittleEndian.PutUint64(foot[8:], uint64(len(hdr)))
+		binary.LittleEndian.PutUint32(foot[16:], crc32.ChecksumIEEE(hdr))
+		binary.LittleEndian.PutUint32(foot[20:], PatchVersion)
+		if _, err = w.f.WriteAt(append(hdr, foot[:]...), w.at); err == nil {
+			err = w.f.Sync()
+		}
+	}
+	tmp := w.f.Name()
+	if cerr := w.f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, w.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	return nil
+}
+
+// Abort discards the patch.
+func (w *PatchWriter) Abort() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+// Patch is an open patch file.
+type Patch struct {
+	Path string
+	PatchHeader
+	Size  int64
+	f     *os.File
+	index map[string]int
+}
+
+// ErrPatchVersion is returned for patch files of a version this build
+// does not read.
+var ErrPatchVersion = errors.New("unsupported patch format version")
+
+// OpenPatch opens and validates a patch file: magic, footer, header CRC
+// and version, and every tensor's byte range, shape, encoding and sizes.
+// Nothing is decompressed until Load.
+func OpenPatch(path string) (*Patch, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	p, err := readPatch(f, path)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func readPatch(f *os.File, path string) (*Patch, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%s: not a valid patch: %s", path, fmt.Sprintf(format, a...))
+	}
+	if size < int64(len(PatchMagic))+footerLen {
+		return nil, bad("%d bytes is too short", size)
+	}
+	var magic [8]byte
+	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != PatchMagic {
+		return nil, bad("wrong magic (not a weightops patch)")
+	}
+	var foot [footerLen]byte
+	if _, err := f.ReadAt(foot[:], size-footerLen); err != nil {
+		return nil, bad("reading footer: %v", err)
+	}
+	if v := binary.LittleEndian.Uint32(foot[20:]); v != PatchVersion {
+		return nil, fmt.Errorf("%s: %w %d (this weightops reads version %d)", path, ErrPatchVersion, v, PatchVersion)
+	}
+	hoff := binary.LittleEndian.Uint64(foot[0:])
+	hlen := binary.LittleEndian.Uint64(foot[8:])
+	if hoff < uint64(len(PatchMagic)) || hlen > uint64(size) || hoff > uint64(size)-footerLen-hlen || hoff+hlen != uint64(size)-footerLen {
+		return nil, bad("header range [%d, +%d) is outside the file (truncated?)", hoff, hlen)
+	}
+	hdr := make([]byte, hlen)
+	if _, err := f.ReadAt(hdr, int64(hoff)); err != nil {
+		return nil, bad("reading header: %v", err)
+	}
+	if crc32.ChecksumIEEE(hdr) != binary.LittleEndian.Uint32(foot[16:]) {
+		return nil, bad("header checksum mismatch (corrupted)")
+	}
+	p := &Patch{Path: path, Size: size, f: f, index: map[string]int{}}
+	if err := json.Unmarshal(hdr, &p.PatchHeader); err != nil {
+		return nil, bad("header JSON: %v", err)
+	}
+	if p.FormatVersion != PatchVersion {
+		return nil, fmt.Errorf("%s: %w %d in header", path, ErrPatchVersion, p.FormatVersion)
+	}
+	for i, t := range p.Tensors {
+		tb := func(format string, a ...any) error {
+			return fmt.Errorf("%s: tensor %q: %s", path, t.Name, fmt.Sprintf(format, a...))
+		}
+		if _, dup := p.index[t.Name]; dup {
+			return nil, tb("listed twice")
+		}
+		p.index[t.Name] = i
+		n, err := weights.TensorInfo{Shape: t.Shape, DType: weights.F32}.NumElements()
+		if err != nil {
+			return nil, tb("%v", err)
+		}
+		if _, err := weights.ParseDType(t.DType); err != nil {
+			return nil, tb("%v", err)
+		}
+		if t.Offset < int64(len(PatchMagic)) || t.Length < 0 || t.Offset > int64(hoff)-t.Length {
+			return nil, tb("payload [%d, +%d) outside the data area", t.Offset, t.Length)
+		}
+		vs := map[string]int64{"f32": 4, "f16": 2, "q": 0}
+		es, ok := vs[t.Values]
+		if !ok {
+			return nil, tb("unknown values encoding %q", t.Values)
+		}
+		if t.Values == "q" {
+			if _, err := quantize.ParseConfig(t.Quant); err != nil {
+				return nil, tb("%v", err)
+			}
+		}
+		// Compressed data expands at most so much; a header claiming more
+		// would make Load allocate beyond what the file can justify.
+		if t.RawLength < 0 || t.RawLength > 1<<20+1024*t.Length {
+			return nil, tb("raw length %d implausible for %d compressed bytes", t.RawLength, t.Length)
+		}
+		switch t.Encoding {
+		case "dense":
+			if t.NNZ != n || (es > 0 && t.RawLength != n*es) {
+				return nil, tb("dense payload of %d bytes for %d elements", t.RawLength, n)
+			}
+		case "sparse":
+			if t.NNZ < 0 || t.NNZ > n {
+				return nil, tb("%d non-zeros in %d elements", t.NNZ, n)
+			}
+		default:
+			return nil, tb("unknown encoding %q", t.Encoding)
+		}
+	}
+	return p, nil
+}
+
+// Close closes the file.
+func (p *Patch) Close() error { return p.f.Close() }
+
+// Tensor finds a tensor's entry.
+func (p *Patch) Tensor(name string) (PatchTensor, bool) {
+	i, ok := p.index[name]
+	if !ok {
+		return PatchTensor{}, false
+	}
+	return p.Tensors[i], true
+}
+
+// Load decompresses one tensor into dst, which must hold exactly its
+// elements (the caller sizes it from the model, not from the patch).
+// Sparse entries not stored are set to zero.
+func (p *Patch) Load(name string, dst []float32) error {
+	t, ok := p.Tensor(name)
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: %w", p.Path, name, weights.ErrNotFound)
+	}
+	fail := func(format string, a ...any) error {
+		return fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
+	}
+	n := t.Elements()
+	if int64(len(dst)) != n {
+		return fail("%d elements, %d expected", n, len(dst))
+	}
+	comp := make([]byte, t.Length)
+	if _, err := p.f.ReadAt(comp, t.Offset); err != nil {
+		return fail("reading payload: %v", err)
+	}
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(2*t.RawLength)+1<<16))
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer zr.Close()
+	raw, err := zr.DecodeAll(comp, make([]byte, 0, t.RawLength))
+	if err != nil {
+		return fail("corrupted payload: %v", err)
+	}
+	if int64(len(raw)) != t.RawLength || crc32.ChecksumIEEE(raw) != t.CRC32 {
+		return fail("payload checksum mismatch (corrupted)")
+	}
+	r := bytes.NewReader(raw)
+	var idx []int64
+	if t.Encoding == "sparse" {
+		cnt, err := binary.ReadUvarint(r)
+		if err != nil || int64(cnt) != t.NNZ {
+			return fail("bad sparse count")
+		}
+		idx = make([]int64, 0, min(cnt, uint64(len(raw))))
+		var at int64
+		for k := uint64(0); k < cnt; k++ {
+			gap, err := binary.ReadUvarint(r)
+			if err != nil || gap > uint64(n) {
+				return fail("bad sparse index")
+			}
+			if k > 0 && gap == 0 {
+				return fail("repeated sparse index")
+			}
+			at += int64(gap)
+			if at >= n {
+				return fail("sparse index %d beyond %d elements", at, n)
+			}
+			idx = append(idx, at)
+		}
+	}
+	rest := raw[len(raw)-r.Len():]
+	count := n
+	if idx != nil || t.Encoding == "sparse" {
+		count = t.NNZ
+	}
+	vals, err := decodeValues(t, rest, count)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if t.Encoding == "dense" {
+		copy(dst, vals)
+		return nil
+	}
+	clear(dst)
+	for k, i := range idx {
+		dst[i] = vals[k]
+	}
+	return nil
+}
+
+func decodeValues(t PatchTensor, b []byte, count int64) ([]float32, error) {
+	switch t.Values {
+	case "f32", "f16":
+		es := int64(4)
+		dt := weights.F32
+		if t.Values == "f16" {
+			es, dt = 2, weights.F16
+		}
+		if int64(len(b)) != count*es {
+			return nil, fmt.Errorf("%d value bytes for %d values", len(b), count)
+		}
+		out := make([]float32, count)
+		return out, weights.DecodeFloat32(dt, b, out)
+	case "q":
+		var q quantize.Quantized
+		if err := q.UnmarshalBinary(b); err != nil {
+			return nil, err
+		}
+		if q.N != int(count) {
+			return nil, fmt.Errorf("quantized block holds %d values, %d expected", q.N, count)
+		}
+		out := make([]float32, count)
+		return out, q.Dequantize(out)
+	}
+	return nil, fmt.Errorf("unknown values %q", t.Values)
+}
+
+// Bytes is the compressed payload size of all tensors.
+func (p *Patch) Bytes() int64 {
+	var n int64
+	for _, t := range p.Tensors {
+		n += t.Length
+	}
+	return n
+}

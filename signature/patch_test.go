@@ -1,0 +1,163 @@
+package signature
+
+import (
+	"encoding/binary"
+	"errors"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/weights"
+)
+
+func writePatch(t testing.TB, path string, enc Encoding, tensors map[string][]float32) {
+	t.Helper()
+	w, err := CreatePatch(path, "task-vector", map[string]string{"source": "test"}, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range tensors {
+		if err := w.Add(name, []int64{int64(len(v) / 4), 4}, weights.BF16, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPatchRoundTrip(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 3))
+	dense := make([]float32, 64)
+	for i := range dense {
+		dense[i] = float32(rng.NormFloat64())
+	}
+	sparse := make([]float32, 4000)
+	for i := 0; i < len(sparse); i += 37 {
+		sparse[i] = float32(rng.NormFloat64())
+	}
+	zeros := make([]float32, 8)
+	q4, _ := quantize.ParseConfig("4bit-sym-block32")
+	for _, enc := range []Encoding{{Values: "f32"}, {Values: "f16"}, {Values: "q", Quant: q4}, {Values: "f32", Sparse: "never"}, {Values: "f32", Sparse: "always"}} {
+		p := filepath.Join(t.TempDir(), "x.wpatch")
+		writePatch(t, p, enc, map[string][]float32{"layers.10.w": dense, "layers.2.w": sparse, "z": zeros})
+		pt, err := OpenPatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pt.Kind != "task-vector" || pt.Metadata["source"] != "test" || pt.Tensors[0].Name != "layers.2.w" {
+			t.Errorf("header %+v", pt.PatchHeader)
+		}
+		for name, want := range map[string][]float32{"layers.10.w": dense, "layers.2.w": sparse, "z": zeros} {
+			got := make([]float32, len(want))
+			if err := pt.Load(name, got); err != nil {
+				t.Fatal(err)
+			}
+			for i := range want {
+				var ok bool
+				switch enc.Values {
+				case "f32":
+					ok = got[i] == want[i]
+				case "f16":
+					ok = math.Abs(float64(got[i]-want[i])) <= math.Abs(float64(want[i]))*1e-3
+				case "q":
+					ok = math.Abs(float64(got[i]-want[i])) <= 0.6 // half a step of absmax/7 for |x| ≲ 4
+				}
+				if !ok || (want[i] == 0 && enc.Values != "q" && got[i] != 0) {
+					t.Fatalf("%v %s[%d] = %v, want %v", enc, name, i, got[i], want[i])
+				}
+			}
+		}
+		if e, _ := pt.Tensor("layers.2.w"); enc.Sparse != "never" && e.Encoding != "sparse" {
+			t.Errorf("%v: mostly-zero tensor stored %s", enc, e.Encoding)
+		}
+		pt.Close()
+	}
+}
+
+func TestPatchCorruptionIsReported(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "ok.wpatch")
+	writePatch(t, p, Encoding{}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}, "b": {0, 0, 0, 1, 0, 0, 0, 0}})
+	raw, _ := os.ReadFile(p)
+	check := func(what string, data []byte) {
+		t.Helper()
+		q := filepath.Join(dir, "bad.wpatch")
+		os.WriteFile(q, data, 0o644)
+		pt, err := OpenPatch(q)
+		if err == nil {
+			// The header survived: every payload must then load or fail cleanly.
+			for _, e := range pt.Tensors {
+				dst := make([]float32, e.Elements())
+				if lerr := pt.Load(e.Name, dst); lerr != nil {
+					err = lerr
+				}
+			}
+			pt.Close()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", what)
+		} else if !strings.Contains(err.Error(), q) {
+			t.Errorf("%s: error %q does not name the file", what, err)
+		}
+	}
+	for cut := 0; cut < len(raw); cut++ {
+		check("truncated", raw[:cut])
+	}
+	for i := 0; i < len(raw); i++ {
+		b := append([]byte(nil), raw...)
+		b[i] ^= 0x41
+		check("flipped byte", b)
+	}
+	v2 := append([]byte(nil), raw...)
+	binary.LittleEndian.PutUint32(v2[len(v2)-4:], 2)
+	q := filepath.Join(dir, "v2.wpatch")
+	os.WriteFile(q, v2, 0o644)
+	if _, err := OpenPatch(q); !errors.Is(err, ErrPatchVersion) || !strings.Contains(err.Error(), "version 2") {
+		t.Errorf("future version: %v", err)
+	}
+}
+
+func TestPatchRefusesNonFinite(t *testing.T) {
+	w, err := CreatePatch(filepath.Join(t.TempDir(), "x.wpatch"), "rws", nil, Encoding{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Abort()
+	if err := w.Add("a", []int64{2}, weights.F32, []float32{1, float32(math.NaN())}); err == nil {
+		t.Error("NaN accepted")
+	}
+}
+
+// FuzzPatch opens arbitrary bytes as a patch and loads every tensor it
+// lists: never a panic, and never an allocation the file cannot justify.
+// Seed corpus: testdata/fuzz/FuzzPatch.
+func FuzzPatch(f *testing.F) {
+	dir := f.TempDir()
+	p := filepath.Join(dir, "seed.wpatch")
+	writePatch(f, p, Encoding{}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}, "b": {0, 0, 0, 1, 0, 0, 0, 0}})
+	raw, _ := os.ReadFile(p)
+	f.Add(raw)
+	q4, _ := quantize.ParseConfig("4bit-asym-block32")
+	writePatch(f, p, Encoding{Values: "q", Quant: q4}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}})
+	raw, _ = os.ReadFile(p)
+	f.Add(raw)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		q := filepath.Join(t.TempDir(), "f.wpatch")
+		os.WriteFile(q, data, 0o644)
+		pt, err := OpenPatch(q)
+		if err != nil {
+			return
+		}
+		defer pt.Close()
+		for _, e := range pt.Tensors {
+			if n := e.Elements(); n <= 1<<20 {
+				_ = pt.Load(e.Name, make([]float32, n))
+			}
+		}
+	})
+}
