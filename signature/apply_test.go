@@ -1,0 +1,209 @@
+package signature
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weightops/weightops/weights"
+)
+
+func randModel(t *testing.T, path string, dt weights.DType, seed uint64) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var ts []weights.Tensor
+	for i, shape := range [][]int64{{16, 32}, {32}, {7, 3, 5}} {
+		n := int(shape[0])
+		for _, d := range shape[1:] {
+			n *= int(d)
+		}
+		v := make([]float64, n)
+		for j := range v {
+			// Magnitudes over many binades so patches cross them.
+			v[j] = rng.NormFloat64() * math.Pow(2, float64(rng.IntN(12)-8))
+		}
+		b := make([]byte, n*dt.Size())
+		_ = weights.Encode(dt, v, b)
+		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: fmt.Sprintf("layers.%d.weight", i), DType: dt, Shape: shape}, Data: b})
+	}
+	ids := []byte{1, 2, 3}
+	ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: "ids", DType: weights.U8, Shape: []int64{3}}, Data: ids})
+	if err := weights.WriteSafetensors(path, ts, map[string]string{"format": "pt", "note": "original"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func randPatch(t *testing.T, path string, model weights.Checkpoint, seed uint64, enc Encoding, only ...string) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, 2))
+	w, err := CreatePatch(path, "rws", nil, enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range model.Tensors() {
+		if !info.DType.IsFloat() || (len(only) > 0 && !strings.Contains(strings.Join(only, ","), info.Name)) {
+			continue
+		}
+		n, _ := info.NumElements()
+		v := make([]float32, n)
+		for j := range v {
+			if rng.IntN(3) > 0 {
+				v[j] = float32(rng.NormFloat64() * 0.05)
+			}
+		}
+		if err := w.Add(info.Name, info.Shape, info.DType, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func openPatches(t *testing.T, paths ...string) []*Patch {
+	var out []*Patch
+	for _, p := range paths {
+		pt, err := OpenPatch(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pt.Close() })
+		out = append(out, pt)
+	}
+	return out
+}
+
+// TestApplyRemoveBitExactEveryDType: patch → unpatch restores the file
+// byte for byte for every float dtype, with two composed patches and
+// non-trivial scales; apply equals round(θ + Σ s_i·d_i) from float64.
+func TestApplyRemoveBitExactEveryDType(t *testing.T) {
+	for _, dt := range []weights.DType{weights.F64, weights.F32, weights.F16, weights.BF16} {
+		t.Run(dt.String(), func(t *testing.T) {
+			d := t.TempDir()
+			mp := filepath.Join(d, "model.safetensors")
+			randModel(t, mp, dt, 1)
+			model, _ := weights.Open(mp)
+			defer model.Close()
+			p1, p2 := filepath.Join(d, "a.wpatch"), filepath.Join(d, "b.wpatch")
+			randPatch(t, p1, model, 1, Encoding{})
+			randPatch(t, p2, model, 2, Encoding{Values: "f16"}, "layers.0.weight")
+			patches := openPatches(t, p1, p2)
+			out := filepath.Join(d, "patched.safetensors")
+			rep, err := Apply(model, patches, out, ApplyOptions{Scales: []float64{0.7, -1.3}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			patched, _ := weights.Open(out)
+			defer patched.Close()
+			// Independent float64 re-derivation of one tensor.
+			name := "layers.0.weight"
+			orig, _ := model.ReadTensor(name, nil)
+			got, _ := patched.ReadTensor(name, nil)
+			d1, d2 := make([]float32, 512), make([]float32, 512)
+			patches[0].Load(name, d1)
+			patches[1].Load(name, d2)
+			ov, _ := orig.Float64s()
+			want := make([]float64, len(ov))
+			for i := range ov {
+				want[i] = ov[i] + (0.7*float64(d1[i]) + -1.3*float64(d2[i]))
+			}
+			wb := make([]byte, len(got.Data))
+			weights.Encode(dt, want, wb)
+			if !bytes.Equal(wb, got.Data) {
+				t.Fatal("apply differs from round(θ + Σ s·d)")
+			}
+			if bytes.Equal(got.Data, orig.Data) {
+				t.Fatal("patch changed nothing")
+			}
+			ids, _ := patched.ReadTensor("ids", nil)
+			if !bytes.Equal(ids.Data, []byte{1, 2, 3}) {
+				t.Error("integer tensor changed")
+			}
+			back := filepath.Join(d, "back.safetensors")
+			if _, err := Remove(patched, patches, back, ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			a, _ := os.ReadFile(mp)
+			b, _ := os.ReadFile(back)
+			if !bytes.Equal(a, b) {
+				t.Fatalf("remove did not restore the file byte for byte (undo entries: %d)", rep.UndoEntries)
+			}
+			t.Logf("%s: %d undo entries, %d bytes of metadata", dt, rep.UndoEntries, rep.UndoBytes)
+		})
+	}
+}
+
+func TestApplyScaleZeroIsIdentityAndErrors(t *testing.T) {
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	randModel(t, mp, weights.BF16, 3)
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	pp := filepath.Join(d, "a.wpatch")
+	randPatch(t, pp, model, 3, Encoding{})
+	patches := openPatches(t, pp)
+	out := filepath.Join(d, "same.safetensors")
+	if _, err := Apply(model, patches, out, ApplyOptions{Scales: []float64{0}}); err != nil {
+		t.Fatal(err)
+	}
+	o, _ := weights.Open(out)
+	defer o.Close()
+	for _, info := range model.Tensors() {
+		a, _ := model.ReadTensor(info.Name, nil)
+		b, _ := o.ReadTensor(info.Name, nil)
+		if !bytes.Equal(a.Data, b.Data) {
+			t.Fatalf("scale 0 changed %s", info.Name)
+		}
+	}
+	// Removing with other patches than applied is refused.
+	other := filepath.Join(d, "b.wpatch")
+	randPatch(t, other, model, 4, Encoding{})
+	if _, err := Remove(o, openPatches(t, other), filepath.Join(d, "x.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), "a.wpatch") {
+		t.Errorf("wrong patch on remove: %v", err)
+	}
+	// A patch for another model's shapes.
+	mp2 := filepath.Join(d, "other.safetensors")
+	weights.WriteSafetensors(mp2, []weights.Tensor{{TensorInfo: weights.TensorInfo{Name: "layers.0.weight", DType: weights.F32, Shape: []int64{2}}, Data: make([]byte, 8)}}, nil)
+	m2, _ := weights.Open(mp2)
+	defer m2.Close()
+	if _, err := Apply(m2, patches, filepath.Join(d, "y.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), `tensor "layers.0.weight"`) {
+		t.Errorf("shape mismatch: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(d, "y.safetensors")); err == nil {
+		t.Error("failed apply left an output")
+	}
+}
+
+func TestBaseMismatchWarnsOrFails(t *testing.T) {
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	randModel(t, mp, weights.F32, 5)
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	pp := filepath.Join(d, "a.wpatch")
+	w, _ := CreatePatch(pp, "rws", nil, Encoding{})
+	w.SetBase(strings.Repeat("ab", 32))
+	w.Add("layers.1.weight", []int64{32}, weights.F32, make([]float32, 32))
+	w.Commit()
+	patches := openPatches(t, pp)
+	rep, err := Apply(model, patches, filepath.Join(d, "o.safetensors"), ApplyOptions{})
+	if err != nil || len(rep.Warnings) != 1 {
+		t.Errorf("non-strict: %v %v", err, rep)
+	}
+	if _, err := Apply(model, patches, filepath.Join(d, "s.safetensors"), ApplyOptions{Strict: true}); err == nil {
+		t.Error("strict accepted a patch for another base")
+	}
+	digest, _ := CheckpointDigest(model)
+	w, _ = CreatePatch(pp, "rws", nil, Encoding{})
+	w.SetBase(digest)
+	w.Add("layers.1.weight", []int64{32}, weights.F32, make([]float32, 32))
+	w.Commit()
+	if rep, err := Apply(model, openPatches(t, pp), filepath.Join(d, "t.safetensors"), ApplyOptions{Strict: true}); err != nil || len(rep.Warnings) != 0 {
+		t.Errorf("matching base: %v %v", err, rep)
+	}
+}
