@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -96,6 +97,47 @@ type PatchWriter struct {
 	zw   *zstd.Encoder
 	decl map[string]weights.TensorInfo
 	done bool
+	errs map[string]QuantError
+}
+
+// QuantError measures what quantizing one tensor lost, in float64.
+type QuantError struct {
+	Signal2 float64 `json:"signal_sq"` // ‖x‖²
+	Err2    float64 `json:"error_sq"`  // ‖x − x̂‖²
+	MaxAbs  float64 `json:"max_abs"`
+	N       int64   `json:"n"`
+}
+
+// RelL2 is ‖x − x̂‖/‖x‖ (0 for an exact zero signal).
+func (e QuantError) RelL2() float64 {
+	if e.Signal2 == 0 {
+		return 0
+	}
+	return math.Sqrt(e.Err2 / e.Signal2)
+}
+
+// SNRdB is 10·log10(‖x‖²/‖x − x̂‖²).
+func (e QuantError) SNRdB() float64 {
+	if e.Err2 == 0 {
+		return math.Inf(1)
+	}
+	return 10 * math.Log10(e.Signal2/e.Err2)
+}
+
+// Add accumulates another tensor's error.
+func (e *QuantError) Add(o QuantError) {
+	e.Signal2 += o.Signal2
+	e.Err2 += o.Err2
+	e.MaxAbs = math.Max(e.MaxAbs, o.MaxAbs)
+	e.N += o.N
+}
+
+// Errors returns the quantization error of every tensor added with
+// quantized values.
+func (w *PatchWriter) Errors() map[string]QuantError {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.errs)
 }
 
 // CreatePatch starts a patch file at path (a temp file until Commit).
@@ -190,6 +232,23 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 		}
 		raw.Write(qb)
 		pt.Quant = w.enc.Quant.String()
+		deq := make([]float32, len(vals))
+		if err := q.Dequantize(deq); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		qe := QuantError{N: int64(len(values))}
+		for i, v := range vals {
+			d := float64(v) - float64(deq[i])
+			qe.Signal2 += float64(v) * float64(v)
+			qe.Err2 += d * d
+			qe.MaxAbs = math.Max(qe.MaxAbs, math.Abs(d))
+		}
+		w.mu.Lock()
+		if w.errs == nil {
+			w.errs = map[string]QuantError{}
+		}
+		w.errs[name] = qe
+		w.mu.Unlock()
 	}
 	pt.RawLength = int64(raw.Len())
 	pt.CRC32 = crc32.ChecksumIEEE(raw.Bytes())

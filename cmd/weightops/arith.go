@@ -12,6 +12,7 @@ import (
 
 	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/progress"
+	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -78,7 +79,15 @@ func diffCommand() *cli.Command {
 		Name:      "diff",
 		Usage:     "task vector τ = FT − BASE (floating tensors; equal integer tensors are copied, differing ones reported)",
 		ArgsUsage: "FT BASE",
-		Flags:     arithFlags(&cli.BoolFlag{Name: "allow-resize", Usage: "cut tensors of FT with extra rows (grown vocabularies) to BASE's rows"}),
+		Flags: arithFlags(append([]cli.Flag{
+			&cli.BoolFlag{Name: "allow-resize", Usage: "cut tensors of FT with extra rows (grown vocabularies) to BASE's rows"},
+			&cli.StringFlag{Name: "sparsify", Value: "none", Usage: "with -o X.wpatch: none, breadcrumbs, magnitude (TIES trim), dare"},
+			&cli.Float64Flag{Name: "density", Value: 1, Usage: "fraction kept"},
+			&cli.Float64Flag{Name: "gamma", Value: 0.01, Usage: "breadcrumbs: top fraction dropped"},
+			&cli.StringFlag{Name: "granularity", Value: "per_tensor", Usage: "breadcrumbs ranking: per_tensor or per_row"},
+			&cli.StringFlag{Name: "rescale", Value: "none", Usage: "after dropping: none, density (1/(1-p)), l1, l2, linf"},
+			&cli.Uint64Flag{Name: "seed", Usage: "DARE random seed"},
+		}, encodingFlags...)...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
 				return fmt.Errorf("diff: expected FT and BASE, got %d arguments", c.NArg())
@@ -88,6 +97,9 @@ func diffCommand() *cli.Command {
 				return err
 			}
 			defer closeAll(cks)
+			if strings.HasSuffix(c.String("output"), ".wpatch") {
+				return diffToPatch(c, cks[0], cks[1])
+			}
 			o, bar, err := streamOpts(c, cks)
 			if err != nil {
 				return fmt.Errorf("diff: %w", err)
@@ -248,4 +260,54 @@ func interpolateCommand() *cli.Command {
 			return printFiles(c, all)
 		},
 	}
+}
+
+// diffToPatch writes a (sparsified) task vector as a patch file.
+func diffToPatch(c *cli.Context, ft, base weights.Checkpoint) error {
+	methods := map[string]signature.Method{"none": signature.None, "breadcrumbs": signature.MagnitudeOutliers, "magnitude": signature.Magnitude, "ties": signature.Magnitude, "dare": signature.Random}
+	m, ok := methods[c.String("sparsify")]
+	if !ok {
+		return fmt.Errorf("diff: --sparsify %q: use none, breadcrumbs, magnitude or dare", c.String("sparsify"))
+	}
+	rs, err := signature.ParseRescale(c.String("rescale"))
+	if err != nil {
+		return fmt.Errorf("diff: --rescale: %w", err)
+	}
+	g := c.String("granularity")
+	if g != "per_tensor" && g != "per_row" {
+		return fmt.Errorf("diff: --granularity %q: use per_tensor or per_row", g)
+	}
+	sp := signature.Sparsify{Method: m, Density: c.Float64("density"), Gamma: c.Float64("gamma"), PerRow: g == "per_row", Rescale: rs, Seed: c.Uint64("seed")}
+	if m == signature.None {
+		sp.Density = 1
+	}
+	enc, err := encodingOf(c)
+	if err != nil {
+		return fmt.Errorf("diff: %w", err)
+	}
+	kind := map[signature.Method]string{signature.None: "task-vector", signature.MagnitudeOutliers: "breadcrumbs", signature.Magnitude: "ties-trim", signature.Random: "dare"}[m]
+	md := map[string]string{"weightops.version": version, "finetune": ft.Path(), "base": base.Path(),
+		"sparsify": fmt.Sprintf("%s density=%g gamma=%g granularity=%s rescale=%s seed=%d", c.String("sparsify"), sp.Density, sp.Gamma, g, c.String("rescale"), sp.Seed)}
+	digest, err := signature.CheckpointDigest(base)
+	if err != nil {
+		return err
+	}
+	w, err := signature.CreatePatch(c.String("output"), kind, md, enc)
+	if err != nil {
+		return err
+	}
+	w.SetBase(digest)
+	if err := signature.DiffToPatch(ft, base, sp, w, c.Int("workers")); err != nil {
+		w.Abort()
+		return err
+	}
+	errs := w.Errors()
+	if err := w.Commit(); err != nil {
+		return err
+	}
+	s, err := summarize(c.String("output"), base, errs)
+	if err != nil {
+		return err
+	}
+	return printSummary(c, s)
 }

@@ -71,10 +71,18 @@ func interspersed(app *cli.App, args []string) []string {
 		return args
 	}
 	var cmd *cli.Command
-	for _, c := range app.Commands {
-		if c.HasName(args[1]) {
-			cmd = c
+	depth := 1
+	for list := app.Commands; depth < len(args); depth++ {
+		var next *cli.Command
+		for _, c := range list {
+			if c.HasName(args[depth]) {
+				next = c
+			}
 		}
+		if next == nil {
+			break
+		}
+		cmd, list = next, next.Subcommands
 	}
 	if cmd == nil {
 		return args
@@ -87,7 +95,7 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 	}
 	flags, pos := []string{}, []string{}
-	rest := args[2:]
+	rest := args[depth:]
 	for i := 0; i < len(rest); i++ {
 		a := rest[i]
 		if a == "--" {
@@ -105,7 +113,7 @@ func interspersed(app *cli.App, args []string) []string {
 		}
 		pos = append(pos, a)
 	}
-	out := append([]string{args[0], args[1]}, flags...)
+	out := append(append([]string{}, args[:depth]...), flags...)
 	if len(pos) > 0 {
 		out = append(out, "--")
 		out = append(out, pos...)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -222,5 +223,106 @@ func TestMergeAndArithmeticCommands(t *testing.T) {
 	stdout, e, code = run(t, "interpolate", base, ft, "--alpha", "0:1:0.5", "-o", sweep)
 	if code != 0 || strings.Count(stdout, "\n") != 3 {
 		t.Fatalf("interpolate sweep: %s %s", stdout, e)
+	}
+}
+
+// TestSignatureAndPatchCommands: extract a 4-bit RWS of the first layers,
+// inspect it, apply it to the clean model and remove it again (the file
+// comes back byte for byte), quantize a patch and a checkpoint, and save a
+// sparsified diff as a patch.
+func TestSignatureAndPatchCommands(t *testing.T) {
+	dir := t.TempDir()
+	pre := filepath.Join(dir, "pre.safetensors")
+	if _, e, code := run(t, "synth", "--size", "2MB", "--hidden", "64", "--vocab", "128", "--seed", "1", "--dtype", "f32", pre); code != 0 {
+		t.Fatal(e)
+	}
+	ck, _ := weights.Open(pre)
+	perturb := func(name string, seed uint64, scale float64) string {
+		p := filepath.Join(dir, name+".safetensors")
+		rng := rand.New(rand.NewPCG(seed, 9))
+		var ts []weights.Tensor
+		for _, info := range ck.Tensors() {
+			ten, _ := ck.ReadTensor(info.Name, nil)
+			v, _ := ten.Float64s()
+			for i := range v {
+				v[i] += rng.NormFloat64() * scale
+			}
+			b := make([]byte, len(ten.Data))
+			weights.Encode(weights.F32, v, b)
+			ts = append(ts, weights.Tensor{TensorInfo: info, Data: b})
+		}
+		if err := weights.WriteSafetensors(p, ts, map[string]string{"format": "pt"}); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	clean := perturb("clean", 1, 0.002)
+	robust := perturb("robust", 2, 0.002)
+	ck.Close()
+	sig := filepath.Join(dir, "sig.wpatch")
+	out, e, code := run(t, "signature", "extract", "--base", pre, "--clean", clean, "--robust", robust, "--layers", "2", "--quantize", "4bit-sym-block64", "-o", sig, "--json")
+	if code != 0 {
+		t.Fatalf("extract: %s", e)
+	}
+	var s struct {
+		Tensors      int
+		RatioVsModel float64 `json:"ratio_vs_model_f32"`
+		QuantRelL2   float64 `json:"quant_rel_l2"`
+	}
+	if err := json.Unmarshal([]byte(out), &s); err != nil || s.Tensors != 2 || s.QuantRelL2 <= 0 || s.QuantRelL2 > 0.2 || s.RatioVsModel < 10 {
+		t.Errorf("extract summary %+v (%v): %s", s, err, out)
+	}
+	if out, e, code = run(t, "patch", "info", sig); code != 0 || !strings.Contains(out, "kind rws") || !strings.Contains(out, "4bit-sym-block64") {
+		t.Errorf("info: %s %s", out, e)
+	}
+	patched := filepath.Join(dir, "patched.safetensors")
+	if _, e, code := run(t, "patch", "apply", clean, sig, "--scale", "0.8", "-o", patched); code != 0 {
+		t.Fatalf("apply: %s", e)
+	}
+	back := filepath.Join(dir, "back.safetensors")
+	if _, e, code := run(t, "patch", "remove", patched, sig, "-o", back); code != 0 {
+		t.Fatalf("remove: %s", e)
+	}
+	a, _ := os.ReadFile(clean)
+	b, _ := os.ReadFile(back)
+	if !bytes.Equal(a, b) {
+		t.Error("apply then remove did not restore the clean model byte for byte")
+	}
+	// Applying to a model the patch was not made for warns, --strict fails.
+	if _, e, code := run(t, "patch", "apply", robust, sig, "-o", filepath.Join(dir, "x.safetensors")); code != 0 || !strings.Contains(e, "warning") {
+		t.Errorf("apply to another base: exit %d, %q", code, e)
+	}
+	if _, e, code := run(t, "patch", "apply", robust, sig, "--strict", "-o", filepath.Join(dir, "y.safetensors")); code == 0 || strings.Count(strings.TrimSpace(e), "\n") != 0 {
+		t.Errorf("--strict: exit %d, %q", code, e)
+	}
+	f32sig := filepath.Join(dir, "sig32.wpatch")
+	if _, e, code := run(t, "signature", "extract", "--base", pre, "--clean", clean, "--robust", robust, "--energy", "0.5", "-o", f32sig); code != 0 {
+		t.Fatalf("extract f32: %s", e)
+	}
+	if _, e, code := run(t, "quantize", f32sig, "--bits", "8", "--group", "32", "-o", filepath.Join(dir, "q8.wpatch")); code != 0 {
+		t.Fatalf("quantize patch: %s", e)
+	}
+	qdir := filepath.Join(dir, "q")
+	if _, e, code := run(t, "quantize", clean, "--bits", "8", "--granularity", "channel", "-o", qdir); code != 0 {
+		t.Fatalf("quantize model: %s", e)
+	}
+	for _, f := range []string{"model.safetensors", "model.wq"} {
+		if _, err := os.Stat(filepath.Join(qdir, f)); err != nil {
+			t.Error(err)
+		}
+	}
+	bc := filepath.Join(dir, "bc.wpatch")
+	if out, e, code := run(t, "diff", robust, clean, "--sparsify", "breadcrumbs", "--density", "0.3", "--gamma", "0.01", "-o", bc, "--json"); code != 0 || !strings.Contains(out, `"kind":"breadcrumbs"`) {
+		t.Fatalf("diff to patch: %s %s", out, e)
+	}
+	if out, e, code := run(t, "signature", "stats", "--base", pre, clean, robust); code != 0 || !strings.Contains(out, "model.layers.0.self_attn.q_proj") {
+		t.Errorf("stats: %s %s", out, e)
+	}
+	// A corrupted patch is one clear error line.
+	raw, _ := os.ReadFile(sig)
+	raw[len(raw)/2] ^= 0xff
+	os.WriteFile(sig, raw, 0o644)
+	if _, e, code := run(t, "patch", "apply", clean, sig, "-o", filepath.Join(dir, "z.safetensors")); code == 0 || !strings.Contains(e, sig) {
+		t.Errorf("corrupt patch: exit %d, %q", code, e)
 	}
 }

@@ -1,0 +1,254 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/weightops/weightops/dataset"
+	"github.com/weightops/weightops/engine"
+)
+
+func init() { register(evalCommand(), evalLMCommand(), generateCommand()) }
+
+func evalCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "eval",
+		Usage: "evaluate a classifier on a labelled data set: accuracy, per-class accuracy, cross-entropy",
+		ArgsUsage: "MODEL  (a checkpoint with an arch file; data from --data/--labels (IDX or .npy), --npy/--labels or --csv)\n\n" +
+			"   e.g. weightops eval testdata/engine/cnn/model.safetensors \\\n" +
+			"          --data testdata/engine/data/fashion-mnist/t10k-images-idx3-ubyte.gz \\\n" +
+			"          --labels testdata/engine/data/fashion-mnist/t10k-labels-idx1-ubyte.gz --corrupt gaussian_noise:0.3",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "arch", Usage: "architecture file (default: arch.yaml, arch.yml or arch.json beside MODEL)"},
+			&cli.StringFlag{Name: "data", Usage: "samples: an IDX or .npy file, gzipped or not (uint8 is scaled to [0, 1])"},
+			&cli.StringFlag{Name: "npy", Usage: "samples as a .npy file (same as --data)"},
+			&cli.StringFlag{Name: "labels", Usage: "labels for --data/--npy: an IDX or .npy file"},
+			&cli.StringFlag{Name: "csv", Usage: "CSV file with a label column and feature columns"},
+			&cli.IntFlag{Name: "label-col", Value: 0, Usage: "the CSV's label column (negative counts from the end)"},
+			&cli.StringFlag{Name: "corrupt", Usage: "corrupt samples first: e.g. gaussian_noise:0.3,blur:1,contrast:0.4 (also brightness, salt_pepper, pixelate)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the corruptions"},
+			&cli.IntFlag{Name: "batch", Value: 256, Usage: "samples per forward pass"},
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+		},
+		Action: runEval,
+	}
+}
+
+func loadEvalData(c *cli.Context) (*dataset.Set, string, error) {
+	data, npy, labels, csv := c.String("data"), c.String("npy"), c.String("labels"), c.String("csv")
+	if data != "" && npy != "" {
+		return nil, "", errors.New("eval: give --data or --npy, not both")
+	}
+	if npy != "" {
+		data = npy
+	}
+	switch {
+	case csv != "" && (data != "" || labels != ""):
+		return nil, "", errors.New("eval: give either --csv or --data/--npy with --labels")
+	case csv != "":
+		s, err := dataset.LoadCSV(csv, c.Int("label-col"))
+		return s, csv, err
+	case data == "" && labels == "":
+		return nil, "", errors.New("eval: no data: give --data and --labels (IDX or .npy), --npy and --labels, or --csv")
+	case data == "" || labels == "":
+		return nil, "", errors.New("eval: --data (or --npy) and --labels go together")
+	}
+	s, err := dataset.Load(data, labels)
+	return s, data, err
+}
+
+// evalReport is eval's JSON output.
+type evalReport struct {
+	Model string `json:"model"`
+	Arch  string `json:"arch"`
+	Data  string `json:"data"`
+	*engine.Result
+	Seconds float64 `json:"seconds"`
+}
+
+func runEval(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return fmt.Errorf("eval: expected one MODEL, got %d arguments", c.NArg())
+	}
+	modelPath := c.Args().First()
+	archPath := c.String("arch")
+	if archPath == "" {
+		p, err := engine.FindArch(modelPath)
+		if err != nil {
+			return err
+		}
+		archPath = p
+	}
+	corrupt, err := dataset.ParseCorruptions(c.String("corrupt"))
+	if err != nil {
+		return fmt.Errorf("eval: --corrupt: %w", err)
+	}
+	if c.Int("batch") < 1 {
+		return errors.New("eval: --batch must be at least 1")
+	}
+	m, err := engine.Load(modelPath, archPath)
+	if err != nil {
+		return err
+	}
+	if len(m.Unused) > 0 {
+		fmt.Fprintf(os.Stderr, "weightops: warning: %d checkpoint tensors are not used by the arch: %s\n", len(m.Unused), strings.Join(m.Unused, ", "))
+	}
+	s, dataName, err := loadEvalData(c)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	r, err := engine.Evaluate(m, s, engine.EvalOptions{BatchSize: c.Int("batch"), Corrupt: corrupt, Seed: c.Uint64("seed")})
+	if err != nil {
+		return fmt.Errorf("eval: %s on %s: %w", modelPath, dataName, err)
+	}
+	rep := evalReport{Model: modelPath, Arch: archPath, Data: dataName, Result: r, Seconds: time.Since(start).Seconds()}
+	if c.Bool("json") {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(rep)
+	}
+	return writeEvalText(os.Stdout, &rep, s)
+}
+
+func writeEvalText(w io.Writer, rep *evalReport, s *dataset.Set) error {
+	r := rep.Result
+	fmt.Fprintf(w, "model     %s (arch %s)\n", rep.Model, rep.Arch)
+	fmt.Fprintf(w, "data      %s: %d samples of %v\n", rep.Data, s.Len(), s.Shape)
+	if r.Corruption != "" {
+		fmt.Fprintf(w, "corrupt   %s (seed %d)\n", r.Corruption, r.Seed)
+	}
+	fmt.Fprintf(w, "accuracy  %.2f%% (%d/%d)\n", 100*r.Accuracy, r.Correct, r.Samples)
+	fmt.Fprintf(w, "loss      %.4f (mean cross-entropy)\n", r.Loss)
+	fmt.Fprintf(w, "time      %.2fs (%.0f samples/s)\n\n", rep.Seconds, float64(r.Samples)/max(rep.Seconds, 1e-9))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "class\tname\taccuracy\tcorrect\t")
+	for _, pc := range r.PerClass {
+		acc := "-"
+		if pc.Samples > 0 {
+			acc = fmt.Sprintf("%.2f%%", 100*pc.Accuracy)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d/%d\t\n", pc.Class, pc.Name, acc, pc.Correct, pc.Samples)
+	}
+	return tw.Flush()
+}
+
+func evalLMCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "eval-lm",
+		Usage:     "perplexity of a LLaMA-family causal language model (Hugging Face layout) on token ids",
+		ArgsUsage: "MODEL  (a directory with config.json and the checkpoint, or a checkpoint with config.json beside it)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "tokens", Required: true, Usage: "file of token ids separated by spaces, newlines or commas (- for stdin)"},
+			&cli.IntFlag{Name: "window", Usage: "score in independent windows of this many tokens (default max_position_embeddings)"},
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("eval-lm: expected one MODEL, got %d arguments", c.NArg())
+			}
+			toks, err := readTokenFile(c.String("tokens"))
+			if err != nil {
+				return err
+			}
+			m, err := engine.LoadLlama(c.Args().First())
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			r, err := m.Perplexity(toks, c.Int("window"))
+			if err != nil {
+				return fmt.Errorf("eval-lm: %w", err)
+			}
+			sec := time.Since(start).Seconds()
+			if c.Bool("json") {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(struct {
+					Model string `json:"model"`
+					*engine.PerplexityResult
+					Seconds      float64 `json:"seconds"`
+					TokensPerSec float64 `json:"tokens_per_second"`
+				}{c.Args().First(), r, sec, float64(len(toks)) / max(sec, 1e-9)})
+			}
+			fmt.Printf("model       %s\n", c.Args().First())
+			fmt.Printf("tokens      %d scored in %d window(s)\n", r.Tokens, r.Windows)
+			fmt.Printf("nll         %.4f nats/token\n", r.NLL)
+			fmt.Printf("perplexity  %.4f\n", r.Perplexity)
+			fmt.Printf("time        %.3fs (%.0f tokens/s)\n", sec, float64(len(toks))/max(sec, 1e-9))
+			return nil
+		},
+	}
+}
+
+func readTokenFile(path string) ([]int, error) {
+	var b []byte
+	var err error
+	if path == "-" {
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<30))
+	} else {
+		b, err = os.ReadFile(path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	toks, err := engine.ParseTokenIDs(string(b))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return toks, nil
+}
+
+func generateCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "generate",
+		Usage:     "greedy generation with a LLaMA-family model: prints the new token ids",
+		ArgsUsage: "MODEL  (as for eval-lm)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "prompt-ids", Required: true, Usage: "prompt token ids, comma- or space-separated"},
+			&cli.IntFlag{Name: "n", Value: 20, Usage: "number of tokens to generate"},
+			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("generate: expected one MODEL, got %d arguments", c.NArg())
+			}
+			prompt, err := engine.ParseTokenIDs(c.String("prompt-ids"))
+			if err != nil {
+				return fmt.Errorf("generate: --prompt-ids: %w", err)
+			}
+			m, err := engine.LoadLlama(c.Args().First())
+			if err != nil {
+				return err
+			}
+			start := time.Now()
+			out, err := m.Generate(prompt, c.Int("n"))
+			if err != nil {
+				return err
+			}
+			sec := time.Since(start).Seconds()
+			if c.Bool("json") {
+				enc := json.NewEncoder(os.Stdout)
+				return enc.Encode(struct {
+					Prompt    []int   `json:"prompt"`
+					Generated []int   `json:"generated"`
+					Seconds   float64 `json:"seconds"`
+				}{prompt, out, sec})
+			}
+			ids := make([]string, len(out))
+			for i, t := range out {
+				ids[i] = fmt.Sprint(t)
+			}
+			fmt.Println(strings.Join(ids, ","))
+			return nil
+		},
+	}
+}
