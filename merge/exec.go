@@ -161,6 +161,16 @@ func (j *Job) Run() ([][]string, error) {
 	return files, nil
 }
 
+// RawInputKernel is a TensorKernel that reads some inputs from their raw
+// bytes itself: those inputs are handed over whole with SetRaw before any
+// pass, and their chunk slots in Observe/Compute are nil. The kernel tracks
+// its position: chunks arrive in index order, restarting after EndPass.
+type RawInputKernel interface {
+	TensorKernel
+	RawInput(i int) bool
+	SetRaw(i int, t weights.Tensor)
+}
+
 type metadataRewriter interface {
 	RewriteMetadata(md map[string]string) error
 }
@@ -262,8 +272,22 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		outRaw[k] = j.pool.get(int(n * int64(j.Outputs[k].DType(t).Size())))
 		defer j.pool.put(outRaw[k])
 	}
+	// Kernels may read some inputs straight from their bytes (cheaper than
+	// decoding to float64 and then narrowing again).
+	skip := make([]bool, len(raws))
+	if rk, ok := kern.(RawInputKernel); ok {
+		for i, r := range raws {
+			if r.Data != nil && rk.RawInput(i) {
+				skip[i] = true
+				rk.SetRaw(i, r)
+			}
+		}
+	}
 	decode := func(start, end int64, dst [][]float64) error {
 		for i, r := range raws {
+			if skip[i] {
+				continue
+			}
 			if r.Data == nil && r.Name == "" {
 				clear(dst[i][:end-start])
 				continue
@@ -279,10 +303,18 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 	// decoded once for all passes instead of once per pass.
 	p, more := kern.NextPass()
 	var full [][]float64
-	if more && n*8*int64(len(raws)) <= materializeLimit {
+	decoded := 0
+	for i := range raws {
+		if !skip[i] {
+			decoded++
+		}
+	}
+	if more && n*8*int64(decoded) <= materializeLimit {
 		full = make([][]float64, len(raws))
 		for i := range full {
-			full[i] = make([]float64, n)
+			if !skip[i] {
+				full[i] = make([]float64, n)
+			}
 		}
 		if err := decode(0, n, full); err != nil {
 			return err
@@ -291,9 +323,12 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 	view := make([][]float64, len(in))
 	chunkAt := func(s, e int64) ([][]float64, error) {
 		for i := range in {
-			if full != nil {
+			switch {
+			case skip[i]:
+				view[i] = nil
+			case full != nil:
 				view[i] = full[i][s:e]
-			} else {
+			default:
 				view[i] = in[i][:e-s]
 			}
 		}

@@ -3,6 +3,8 @@ package merge
 import (
 	"math"
 
+	"github.com/weightops/weightops/weights"
+
 	"github.com/weightops/weightops/signature"
 )
 
@@ -96,7 +98,25 @@ type GTAKernel struct {
 	normalize bool
 	lambda    float64
 	tau       [][]float32
-	passes    []signature.Pass
+	raw       []weights.Tensor // models' raw bytes (input i+1)
+	pos       int64            // index of the next chunk's first element
+	// cache keeps every model's τ for the whole tensor after the first
+	// pass when that fits in cacheLimit, so later passes skip recomputing.
+	cache  [][]float32
+	cached bool
+}
+
+const cacheLimit = 64 << 20
+
+// RawInput: the models are read raw, the base decoded.
+func (k *GTAKernel) RawInput(i int) bool { return i >= 1 }
+
+// SetRaw receives a model's raw tensor.
+func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
+	if k.raw == nil {
+		k.raw = make([]weights.Tensor, len(k.sp))
+	}
+	k.raw[i-1] = t
 }
 
 // GTAConfig is the per-tensor configuration of a GTA merge.
@@ -115,6 +135,16 @@ func NewGTAKernel(name string, shape []int64, c GTAConfig) *GTAKernel {
 		k.sp = append(k.sp, s.ForTensor(name, shape, i))
 	}
 	k.tau = make([][]float32, len(c.Sparsify))
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	if _, more := k.NextPass(); more && n*4*int64(len(c.Sparsify)) <= cacheLimit {
+		k.cache = make([][]float32, len(c.Sparsify))
+		for i := range k.cache {
+			k.cache[i] = make([]float32, n)
+		}
+	}
 	return k
 }
 
@@ -130,21 +160,39 @@ func (k *GTAKernel) NextPass() (int, bool) {
 }
 
 func (k *GTAKernel) deltas(in [][]float64) {
-	for i := range k.sp {
-		m := in[i+1]
-		if cap(k.tau[i]) < len(m) {
-			k.tau[i] = make([]float32, len(m))
+	b := in[0]
+	n := int64(len(b))
+	if k.cached {
+		for i := range k.sp {
+			k.tau[i] = k.cache[i][k.pos : k.pos+n]
 		}
-		t := k.tau[i][:len(m)]
-		b := in[0][:len(t)]
-		m = m[:len(t)]
-		for e := range t {
-			// The float64 difference of float32-or-narrower inputs is exact;
-			// one rounding to float32 follows.
-			t[e] = float32(m[e] - b[e])
+		k.pos += n
+		return
+	}
+	for i := range k.sp {
+		if cap(k.tau[i]) < len(b) {
+			k.tau[i] = make([]float32, len(b))
+		}
+		t := k.tau[i][:len(b)]
+		if k.raw != nil && k.raw[i].Data != nil {
+			// τ = float32(m − b): the float64 difference of float32-or-
+			// narrower values is exact, so one rounding, as from decoded
+			// inputs, straight from the model's bytes.
+			r := k.raw[i]
+			es := int64(r.DType.Size())
+			_ = weights.DeltaFloat32(r.DType, r.Data[k.pos*es:(k.pos+n)*es], b, t)
+		} else {
+			m := in[i+1][:len(t)]
+			for e := range t {
+				t[e] = float32(m[e] - b[e])
+			}
+		}
+		if k.cache != nil {
+			copy(k.cache[i][k.pos:], t)
 		}
 		k.tau[i] = t
 	}
+	k.pos += n
 }
 
 // Observe feeds the models that need pass p.
@@ -159,6 +207,8 @@ func (k *GTAKernel) Observe(p int, in [][]float64) {
 
 // EndPass closes pass p for the models that needed it.
 func (k *GTAKernel) EndPass(p int) {
+	k.pos = 0
+	k.cached = k.cache != nil
 	for _, s := range k.sp {
 		if needs(s, p) {
 			s.EndPass(signature.Pass(p))

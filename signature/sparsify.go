@@ -380,26 +380,31 @@ func contains(ps []Pass, p Pass) bool {
 func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 	c0, c1 := &t.counters[0], &t.counters[1]
 	v0, v1 := c0.V, c1.V
-	exact := t.scale == 1
 	kept := 0
 	for i, v := range chunk {
-		k := MagBits(v)
-		var top, upto bool
-		if k > v1 && k < v0 {
-			// Strictly between the cuts: the common case, no tie counting.
-			upto = true
-		} else {
-			top = c0.In(k)
-			upto = c1.In(k)
+		b := math.Float32bits(v)
+		k := b &^ (1 << 31)
+		if k == v0 || k == v1 {
+			// On a cut: ties are decided by index order.
+			top := c0.In(k)
+			upto := c1.In(k)
+			if !upto || top {
+				chunk[i] = 0
+			} else {
+				kept++
+			}
+			continue
 		}
-		switch {
-		case !upto || top:
-			chunk[i] = 0
-		case !exact:
+		// Strictly inside or outside the band: a branch-free mask (sign bits
+		// of v1−k and k−v0), since which side an entry falls on is
+		// unpredictable.
+		in := uint32((uint64(int64(v1)-int64(k)) >> 63) & (uint64(int64(k)-int64(v0)) >> 63))
+		kept += int(in)
+		chunk[i] = math.Float32frombits(b & -in)
+	}
+	if t.scale != 1 {
+		for i, v := range chunk {
 			chunk[i] = float32(float64(v) * t.scale)
-			kept++
-		default:
-			kept++
 		}
 	}
 	return kept

@@ -392,3 +392,37 @@ func toUint64(v float64) uint64 {
 	}
 	return uint64(math.RoundToEven(v))
 }
+
+// DeltaFloat32 computes dst[i] = float32(x_i − base[i]) for the elements x
+// of dtype dt in src: a task vector entry rounded once, decoded and
+// subtracted in one loop.
+func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
+	n := len(dst)
+	if len(base) < n || len(src) != n*dt.Size() {
+		return fmt.Errorf("delta %s: %d bytes, %d base values for %d elements", dt, len(src), len(base), n)
+	}
+	switch dt {
+	case BF16:
+		u := u16(src)[:n]
+		for i, x := range u {
+			dst[i] = float32(float64(math.Float32frombits(uint32(x)<<16)) - base[i])
+		}
+	case F32:
+		for i, x := range f32(src)[:n] {
+			dst[i] = float32(float64(x) - base[i])
+		}
+	default:
+		var buf [256]float64
+		es := dt.Size()
+		for i := 0; i < n; i += len(buf) {
+			k := min(len(buf), n-i)
+			if err := Decode(dt, src[i*es:(i+k)*es], buf[:k]); err != nil {
+				return err
+			}
+			for j := 0; j < k; j++ {
+				dst[i+j] = float32(buf[j] - base[i+j])
+			}
+		}
+	}
+	return nil
+}

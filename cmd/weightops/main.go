@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -16,15 +17,26 @@ import (
 // version is stamped into provenance metadata.
 var version = "0.1.0-dev"
 
+func runApp(app *cli.App, args []string) error { return app.Run(interspersed(app, args)) }
+
 func main() {
 	app := newApp()
-	if err := app.Run(interspersed(app, os.Args)); err != nil {
+	// WEIGHTOPS_CPUPROFILE=file profiles a whole command, for performance work.
+	if p := os.Getenv("WEIGHTOPS_CPUPROFILE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			_ = pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
+		}
+	}
+	if err := runApp(app, os.Args); err != nil {
 		fmt.Fprintf(os.Stderr, "weightops: %s\n", oneLine(err))
+		code := 1
 		var ee cli.ExitCoder
 		if errors.As(err, &ee) && ee.ExitCode() != 0 {
-			os.Exit(ee.ExitCode())
+			code = ee.ExitCode()
 		}
-		os.Exit(1)
+		pprof.StopCPUProfile()
+		os.Exit(code)
 	}
 }
 
