@@ -74,7 +74,10 @@ func make1(name, out, data string, seed uint64, logf func(string, ...any)) error
 
 // Recipe is how one classifier fixture is trained.
 type Recipe struct {
-	Name   string
+	// Name is the fixture's directory name.
+	Name string
+	// Arch is the model; Config how it is trained (seed, test set and log
+	// are filled in by run).
 	Arch   *engine.Arch
 	Config train.Config
 	// Data loads the training and test sets from the data directory and
@@ -85,6 +88,9 @@ type Recipe struct {
 // TrainMetrics is train_metrics.json: what the generator's own training
 // loop measured.
 type TrainMetrics struct {
+	// Model, Seed, Data and TrainSamples say what was trained on what;
+	// Config and Epochs how it went; the Test fields are the last epoch's
+	// evaluation by the training loop.
 	Model        string            `json:"model"`
 	Seed         uint64            `json:"seed"`
 	Data         map[string]string `json:"data"`

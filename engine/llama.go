@@ -1,0 +1,608 @@
+package engine
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/weightops/weightops/weights"
+)
+
+// LlamaConfig is the part of a Hugging Face config.json that the LLaMA
+// engine reads. Zero values take transformers' LlamaConfig defaults where
+// it has one.
+type LlamaConfig struct {
+	// HiddenSize, IntermediateSize (the MLP's), NumHiddenLayers and
+	// NumAttentionHeads are required.
+	HiddenSize            int     `json:"hidden_size"`
+	IntermediateSize      int     `json:"intermediate_size"`
+	NumHiddenLayers       int     `json:"num_hidden_layers"`
+	NumAttentionHeads     int     `json:"num_attention_heads"`
+	NumKeyValueHeads      int     `json:"num_key_value_heads"`     // default NumAttentionHeads
+	HeadDim               int     `json:"head_dim,omitempty"`      // default HiddenSize / NumAttentionHeads
+	RMSNormEps            float64 `json:"rms_norm_eps"`            // default 1e-6
+	RopeTheta             float64 `json:"rope_theta"`              // default 10000
+	VocabSize             int     `json:"vocab_size"`              // required
+	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`     // lm_head is the embedding matrix
+	MaxPositionEmbeddings int     `json:"max_position_embeddings"` // default 2048
+	HiddenAct             string  `json:"hidden_act,omitempty"`    // silu only
+	// RopeScaling must be absent or null: scaled rotary embeddings (as in
+	// LLaMA 3.1) are not implemented.
+	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
+}
+
+func (c *LlamaConfig) normalize() error {
+	if c.NumKeyValueHeads == 0 {
+		c.NumKeyValueHeads = c.NumAttentionHeads
+	}
+	if c.HeadDim == 0 && c.NumAttentionHeads > 0 {
+		c.HeadDim = c.HiddenSize / c.NumAttentionHeads
+	}
+	if c.RMSNormEps == 0 {
+		c.RMSNormEps = 1e-6
+	}
+	if c.RopeTheta == 0 {
+		c.RopeTheta = 10000
+	}
+	if c.MaxPositionEmbeddings == 0 {
+		c.MaxPositionEmbeddings = 2048
+	}
+	const big = 1 << 20
+	switch {
+	case c.HiddenSize <= 0 || c.HiddenSize > big, c.IntermediateSize <= 0 || c.IntermediateSize > big,
+		c.NumHiddenLayers <= 0 || c.NumHiddenLayers > 1024, c.NumAttentionHeads <= 0 || c.NumAttentionHeads > 4096,
+		c.VocabSize <= 0 || c.VocabSize > 1<<24, c.MaxPositionEmbeddings < 0 || c.MaxPositionEmbeddings > 1<<24:
+		return errors.New("hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and vocab_size must be positive (and sane)")
+	case c.NumKeyValueHeads <= 0 || c.NumAttentionHeads%c.NumKeyValueHeads != 0:
+		return fmt.Errorf("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.NumAttentionHeads, c.NumKeyValueHeads)
+	case c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim > big:
+		return fmt.Errorf("head dimension %d must be positive and even", c.HeadDim)
+	case c.HiddenAct != "" && c.HiddenAct != "silu":
+		return fmt.Errorf("hidden_act %q not supported (silu only)", c.HiddenAct)
+	case len(c.RopeScaling) > 0 && string(c.RopeScaling) != "null":
+		return fmt.Errorf("rope_scaling %s not supported", c.RopeScaling)
+	case !(c.RMSNormEps > 0) || !(c.RopeTheta > 1):
+		return errors.New("rms_norm_eps must be positive and rope_theta above 1")
+	}
+	return nil
+}
+
+// Llama is a causal language model of the LLaMA family (LLaMA 1–3 without
+// rope scaling, Mistral without sliding windows, and the like) in the
+// Hugging Face layout, its weights decoded to float32:
+//
+//	h = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
+//	       with n = RMSNorm(x)·input_layernorm
+//	x' = h + down_proj(silu(gate_proj(m)) · up_proj(m))
+//	       with m = RMSNorm(h)·post_attention_layernorm
+//
+// then logits = lm_head(RMSNorm(x)·model.norm). Attention is causal and
+// grouped-query: head i reads key/value head i / (heads/kv_heads).
+//
+// Rotary embeddings follow the Hugging Face convention (rotate_half):
+// within each head of dimension d, component i pairs with i + d/2 and is
+// rotated by position·θ^(−2i/d), for i < d/2. Meta's original checkpoints
+// pair adjacent components (2i, 2i+1) instead; convert_llama_weights_to_hf
+// reorders the rows of q_proj and k_proj so the two give the same model
+// (see PermuteMetaToHF). Angles are computed in float32 as transformers
+// does. Optional q/k/v biases (attention_bias) are applied when present.
+type Llama struct {
+	// Config is the model's configuration, defaults filled in.
+	Config LlamaConfig
+	// Embed is model.embed_tokens.weight, [vocab, hidden].
+	Embed []float32
+	// Layers are the decoder blocks.
+	Layers []LlamaLayer
+	// Norm is model.norm.weight.
+	Norm []float32
+	// LMHead is lm_head.weight, [vocab, hidden]; the same slice as Embed
+	// when the embeddings are tied.
+	LMHead []float32
+}
+
+// LlamaLayer holds one decoder block's weights, PyTorch's [out, in]
+// layout.
+type LlamaLayer struct {
+	// InputNorm and PostAttentionNorm are the RMSNorm weights.
+	InputNorm, PostAttentionNorm []float32
+	// Q, K, V, O are the attention projections.
+	Q, K, V, O []float32
+	// QBias, KBias, VBias are optional (nil when absent).
+	QBias, KBias, VBias []float32
+	// Gate, Up, Down are the SwiGLU MLP's projections.
+	Gate, Up, Down []float32
+}
+
+// LoadLlama reads a Hugging Face LLaMA-style model: path is a directory
+// holding config.json and a checkpoint (safetensors, shard index or
+// PyTorch .bin), or a checkpoint file with config.json beside it. Weights
+// of any float dtype are decoded to float32; a missing tensor or a shape
+// that disagrees with the config is an error naming the tensor.
+func LoadLlama(path string) (*Llama, error) {
+	dir := path
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.IsDir() {
+		dir = filepath.Dir(path)
+	}
+	cfgPath := filepath.Join(dir, "config.json")
+	b, err := os.ReadFile(cfgPath)
+	if err != nil {
+		return nil, fmt.Errorf("reading the model's config: %w", err)
+	}
+	var cfg LlamaConfig
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	if err := cfg.normalize(); err != nil {
+		return nil, fmt.Errorf("%s: %w", cfgPath, err)
+	}
+	ck, err := weights.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
+	m, err := NewLlama(cfg, ck)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ck.Path(), err)
+	}
+	return m, nil
+}
+
+// NewLlama builds a model from a config and a checkpoint with Hugging Face
+// tensor names.
+func NewLlama(cfg LlamaConfig, ck weights.Checkpoint) (*Llama, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	H, I, V, hd := cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize, cfg.HeadDim
+	qd, kvd := cfg.NumAttentionHeads*hd, cfg.NumKeyValueHeads*hd
+	read := func(name string, shape ...int) ([]float32, error) {
+		info, ok := ck.Info(name)
+		if !ok {
+			return nil, fmt.Errorf("tensor %q not found", name)
+		}
+		good := len(info.Shape) == len(shape)
+		for i := 0; good && i < len(shape); i++ {
+			good = info.Shape[i] == int64(shape[i])
+		}
+		if !good {
+			want := make([]int64, len(shape))
+			for i, d := range shape {
+				want[i] = int64(d)
+			}
+			return nil, fmt.Errorf("tensor %q has shape %s, want %s (from config.json)", name, info.ShapeString(), weights.TensorInfo{Shape: want}.ShapeString())
+		}
+		if !info.DType.IsFloat() {
+			return nil, fmt.Errorf("tensor %q has dtype %s, want a float type", name, info.DType)
+		}
+		t, err := ck.ReadTensor(name, nil)
+		if err != nil {
+			return nil, err
+		}
+		return t.Float32s()
+	}
+	optional := func(name string, n int) ([]float32, error) {
+		if _, ok := ck.Info(name); !ok {
+			return nil, nil
+		}
+		return read(name, n)
+	}
+	m := &Llama{Config: cfg}
+	var err error
+	if m.Embed, err = read("model.embed_tokens.weight", V, H); err != nil {
+		return nil, err
+	}
+	if m.Norm, err = read("model.norm.weight", H); err != nil {
+		return nil, err
+	}
+	if cfg.TieWordEmbeddings {
+		m.LMHead = m.Embed
+	} else if m.LMHead, err = read("lm_head.weight", V, H); err != nil {
+		return nil, fmt.Errorf("%w (set tie_word_embeddings in config.json if lm_head is the embedding)", err)
+	}
+	for i := 0; i < cfg.NumHiddenLayers; i++ {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		var l LlamaLayer
+		for _, t := range []struct {
+			dst  *[]float32
+			name string
+			dims []int
+		}{
+			{&l.InputNorm, "input_layernorm.weight", []int{H}},
+			{&l.PostAttentionNorm, "post_attention_layernorm.weight", []int{H}},
+			{&l.Q, "self_attn.q_proj.weight", []int{qd, H}},
+			{&l.K, "self_attn.k_proj.weight", []int{kvd, H}},
+			{&l.V, "self_attn.v_proj.weight", []int{kvd, H}},
+			{&l.O, "self_attn.o_proj.weight", []int{H, qd}},
+			{&l.Gate, "mlp.gate_proj.weight", []int{I, H}},
+			{&l.Up, "mlp.up_proj.weight", []int{I, H}},
+			{&l.Down, "mlp.down_proj.weight", []int{H, I}},
+		} {
+			if *t.dst, err = read(p+t.name, t.dims...); err != nil {
+				return nil, err
+			}
+		}
+		for _, t := range []struct {
+			dst  *[]float32
+			name string
+			n    int
+		}{{&l.QBias, "self_attn.q_proj.bias", qd}, {&l.KBias, "self_attn.k_proj.bias", kvd}, {&l.VBias, "self_attn.v_proj.bias", kvd}} {
+			if *t.dst, err = optional(p+t.name, t.n); err != nil {
+				return nil, err
+			}
+		}
+		m.Layers = append(m.Layers, l)
+	}
+	return m, nil
+}
+
+// KVCache holds the keys and values of the positions processed so far,
+// per layer, so generation computes each new token against them instead
+// of recomputing the prefix.
+type KVCache struct {
+	k, v [][]float32 // per layer, [positions, kv_heads·head_dim]
+	n    int
+}
+
+// NewCache returns an empty cache for the model.
+func (m *Llama) NewCache() *KVCache {
+	return &KVCache{k: make([][]float32, len(m.Layers)), v: make([][]float32, len(m.Layers))}
+}
+
+// Len is the number of positions in the cache.
+func (c *KVCache) Len() int { return c.n }
+
+// ropeInvFreq returns θ^(−2i/d) for i < d/2, in float32 as transformers
+// computes it: 1 / base^(arange(0, d, 2).float() / d).
+func ropeInvFreq(theta float64, d int) []float32 {
+	f := make([]float32, d/2)
+	for i := range f {
+		e := float32(2*i) / float32(d)
+		f[i] = 1 / float32(math.Pow(theta, float64(e)))
+	}
+	return f
+}
+
+// rope rotates one head vector in place, HF layout (pairs i, i+d/2).
+func rope(x []float32, pos int, invFreq []float32) {
+	h := len(invFreq)
+	for i, f := range invFreq {
+		ang := float32(pos) * f
+		s, c := math.Sincos(float64(ang))
+		cs, sn := float32(c), float32(s)
+		a, b := x[i], x[i+h]
+		x[i] = a*cs - b*sn
+		x[i+h] = b*cs + a*sn
+	}
+}
+
+func rmsNorm(dst, x, w []float32, eps float64) {
+	var ss float64
+	for _, v := range x {
+		ss += float64(v) * float64(v)
+	}
+	r := float32(1 / math.Sqrt(ss/float64(len(x))+eps))
+	for i, v := range x {
+		dst[i] = w[i] * (v * r)
+	}
+}
+
+// Forward runs tokens through the model after the positions already in
+// cache (a nil cache means a fresh one, discarded) and returns their
+// logits, len(tokens) × vocab, row by row. The cache grows by
+// len(tokens).
+func (m *Llama) Forward(tokens []int, cache *KVCache) ([]float32, error) {
+	if cache == nil {
+		cache = m.NewCache()
+	}
+	return m.forward(tokens, cache, true)
+}
+
+func (m *Llama) checkVocab(tokens []int, start int) error {
+	for i, t := range tokens {
+		if t < 0 || t >= m.Config.VocabSize {
+			return fmt.Errorf("token %d at position %d is outside the vocabulary [0, %d)", t, start+i, m.Config.VocabSize)
+		}
+	}
+	return nil
+}
+
+func (m *Llama) checkTokens(tokens []int, start int) error {
+	cfg := &m.Config
+	if err := m.checkVocab(tokens, start); err != nil {
+		return err
+	}
+	if start+len(tokens) > cfg.MaxPositionEmbeddings {
+		return fmt.Errorf("%d positions exceed max_position_embeddings %d", start+len(tokens), cfg.MaxPositionEmbeddings)
+	}
+	return nil
+}
+
+// forward computes logits for every token (all) or the last one only.
+func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, error) {
+	cfg := &m.Config
+	T := len(tokens)
+	if T == 0 {
+		return nil, errors.New("no tokens")
+	}
+	p0 := cache.n
+	if err := m.checkTokens(tokens, p0); err != nil {
+		return nil, err
+	}
+	H, I, hd := cfg.HiddenSize, cfg.IntermediateSize, cfg.HeadDim
+	nh, nkv := cfg.NumAttentionHeads, cfg.NumKeyValueHeads
+	qd, kvd := nh*hd, nkv*hd
+	invFreq := ropeInvFreq(cfg.RopeTheta, hd)
+	x := make([]float32, T*H)
+	for t, tok := range tokens {
+		copy(x[t*H:(t+1)*H], m.Embed[tok*H:(tok+1)*H])
+	}
+	h := make([]float32, T*H)
+	q := make([]float32, T*qd)
+	att := make([]float32, T*qd)
+	o := make([]float32, T*H)
+	g := make([]float32, T*I)
+	u := make([]float32, T*I)
+	norm := func(w []float32) {
+		ParallelFor(T, 8, func(lo, hi int) {
+			for t := lo; t < hi; t++ {
+				rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], w, cfg.RMSNormEps)
+			}
+		})
+	}
+	addBias := func(y, b []float32, width int) {
+		if b == nil {
+			return
+		}
+		for t := 0; t < T; t++ {
+			row := y[t*width : (t+1)*width]
+			for j := range row {
+				row[j] += b[j]
+			}
+		}
+	}
+	scale := 1 / math.Sqrt(float64(hd))
+	for li := range m.Layers {
+		l := &m.Layers[li]
+		norm(l.InputNorm)
+		// Keys and values go straight into the cache.
+		cache.k[li] = append(cache.k[li], make([]float32, T*kvd)...)
+		cache.v[li] = append(cache.v[li], make([]float32, T*kvd)...)
+		kNew := cache.k[li][p0*kvd:]
+		vNew := cache.v[li][p0*kvd:]
+		gemm(false, true, T, qd, H, h, l.Q, 0, q)
+		gemm(false, true, T, kvd, H, h, l.K, 0, kNew)
+		gemm(false, true, T, kvd, H, h, l.V, 0, vNew)
+		addBias(q, l.QBias, qd)
+		addBias(kNew, l.KBias, kvd)
+		addBias(vNew, l.VBias, kvd)
+		for t := 0; t < T; t++ {
+			for hh := 0; hh < nh; hh++ {
+				rope(q[t*qd+hh*hd:t*qd+(hh+1)*hd], p0+t, invFreq)
+			}
+			for hh := 0; hh < nkv; hh++ {
+				rope(kNew[t*kvd+hh*hd:t*kvd+(hh+1)*hd], p0+t, invFreq)
+			}
+		}
+		K, V := cache.k[li], cache.v[li]
+		group := nh / nkv
+		ParallelFor(T*nh, 4, func(lo, hi int) {
+			scores := make([]float64, p0+T)
+			for job := lo; job < hi; job++ {
+				t, hh := job/nh, job%nh
+				kh := hh / group
+				qv := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
+				n := p0 + t + 1 // causal: positions 0..p0+t
+				mx := math.Inf(-1)
+				for j := 0; j < n; j++ {
+					kv := K[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
+					var s float32
+					for d, a := range qv {
+						s += a * kv[d]
+					}
+					scores[j] = float64(s) * scale
+					mx = math.Max(mx, scores[j])
+				}
+				var sum float64
+				for j := 0; j < n; j++ {
+					scores[j] = math.Exp(scores[j] - mx)
+					sum += scores[j]
+				}
+				out := att[t*qd+hh*hd : t*qd+(hh+1)*hd]
+				clear(out)
+				for j := 0; j < n; j++ {
+					p := float32(scores[j] / sum)
+					vv := V[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
+					for d := range out {
+						out[d] += p * vv[d]
+					}
+				}
+			}
+		})
+		gemm(false, true, T, H, qd, att, l.O, 0, o)
+		for i := range x {
+			x[i] += o[i]
+		}
+		norm(l.PostAttentionNorm)
+		gemm(false, true, T, I, H, h, l.Gate, 0, g)
+		gemm(false, true, T, I, H, h, l.Up, 0, u)
+		ParallelFor(len(g), 1<<12, func(lo, hi int) {
+			for i := lo; i < hi; i++ {
+				a := float64(g[i])
+				g[i] = float32(a/(1+math.Exp(-a))) * u[i]
+			}
+		})
+		gemm(false, true, T, H, I, g, l.Down, 0, o)
+		for i := range x {
+			x[i] += o[i]
+		}
+	}
+	cache.n += T
+	rows := T
+	if !all {
+		copy(x, x[(T-1)*H:])
+		rows = 1
+	}
+	for t := 0; t < rows; t++ {
+		rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], m.Norm, cfg.RMSNormEps)
+	}
+	logits := make([]float32, rows*cfg.VocabSize)
+	gemm(false, true, rows, cfg.VocabSize, H, h[:rows*H], m.LMHead, 0, logits)
+	return logits, nil
+}
+
+// Generate extends the prompt by n tokens, each the most likely next token
+// (greedy; ties go to the lowest id), using a KV cache. It returns the new
+// tokens only.
+func (m *Llama) Generate(prompt []int, n int) ([]int, error) {
+	if len(prompt) == 0 {
+		return nil, errors.New("generate: empty prompt")
+	}
+	if n < 0 {
+		return nil, errors.New("generate: negative token count")
+	}
+	if err := m.checkTokens(prompt, 0); err != nil {
+		return nil, err
+	}
+	if len(prompt)+n > m.Config.MaxPositionEmbeddings {
+		return nil, fmt.Errorf("generate: prompt %d + %d new tokens exceed max_position_embeddings %d", len(prompt), n, m.Config.MaxPositionEmbeddings)
+	}
+	cache := m.NewCache()
+	out := make([]int, 0, n)
+	next := prompt
+	for len(out) < n {
+		logits, err := m.forward(next, cache, false)
+		if err != nil {
+			return nil, err
+		}
+		tok := argmax(logits)
+		out = append(out, tok)
+		next = []int{tok}
+	}
+	return out, nil
+}
+
+// PerplexityResult is what EvalPerplexity measured.
+type PerplexityResult struct {
+	// Tokens is the number of tokens predicted (scored).
+	Tokens int `json:"tokens"`
+	// Windows is the number of independent windows the sequence was cut in.
+	Windows int `json:"windows"`
+	// NLL is the mean negative log-likelihood per predicted token (nats).
+	NLL float64 `json:"nll"`
+	// Perplexity is exp(NLL).
+	Perplexity float64 `json:"perplexity"`
+}
+
+// Perplexity scores a token sequence: every token after the first of its
+// window is predicted from those before it. The sequence is cut into
+// consecutive windows of at most window tokens (≤ 0: max_position_embeddings),
+// each run from an empty cache, so the first token of each window is
+// context only.
+func (m *Llama) Perplexity(tokens []int, window int) (*PerplexityResult, error) {
+	if window <= 0 || window > m.Config.MaxPositionEmbeddings {
+		window = m.Config.MaxPositionEmbeddings
+	}
+	if len(tokens) < 2 {
+		return nil, errors.New("perplexity needs at least two tokens")
+	}
+	if window < 2 {
+		return nil, errors.New("perplexity needs windows of at least two tokens")
+	}
+	if err := m.checkVocab(tokens, 0); err != nil {
+		return nil, err
+	}
+	V := m.Config.VocabSize
+	r := &PerplexityResult{}
+	var nll float64
+	for w0 := 0; w0 < len(tokens)-1; w0 += window {
+		win := tokens[w0:min(w0+window, len(tokens))]
+		if len(win) < 2 {
+			break
+		}
+		logits, err := m.Forward(win, nil)
+		if err != nil {
+			return nil, err
+		}
+		for t := 0; t+1 < len(win); t++ {
+			nll -= logProb(logits[t*V:(t+1)*V], win[t+1], Logits)
+			r.Tokens++
+		}
+		r.Windows++
+	}
+	r.NLL = nll / float64(r.Tokens)
+	r.Perplexity = math.Exp(r.NLL)
+	return r, nil
+}
+
+// ParseTokenIDs reads token ids separated by whitespace and/or commas.
+func ParseTokenIDs(s string) ([]int, error) {
+	f := strings.FieldsFunc(s, func(r rune) bool { return r == ',' || r == ' ' || r == '\n' || r == '\t' || r == '\r' })
+	out := make([]int, 0, len(f))
+	for _, w := range f {
+		v, err := strconv.Atoi(w)
+		if err != nil || v < 0 {
+			return nil, fmt.Errorf("%q is not a token id (a non-negative integer)", w)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// PermuteMetaToHF reorders the rows of a q_proj or k_proj weight from
+// Meta's original rotary layout (pairs of adjacent components) to the
+// Hugging Face layout (component i paired with i + d/2 within each head),
+// as convert_llama_weights_to_hf.py does:
+//
+//	w.view(n_heads, d/2, 2, in).transpose(1, 2).reshape(n_heads·d, in)
+//
+// where d is the head dimension (rows / nHeads). Use nHeads =
+// num_attention_heads for q_proj and num_key_value_heads for k_proj. The
+// tensor may be of any dtype (rows are moved as bytes); a 1-D tensor (a
+// bias) is permuted as a column.
+func PermuteMetaToHF(w weights.Tensor, nHeads int) (weights.Tensor, error) {
+	return permuteHeads(w, nHeads, false)
+}
+
+// PermuteHFToMeta is PermuteMetaToHF's inverse.
+func PermuteHFToMeta(w weights.Tensor, nHeads int) (weights.Tensor, error) {
+	return permuteHeads(w, nHeads, true)
+}
+
+func permuteHeads(w weights.Tensor, nHeads int, inverse bool) (weights.Tensor, error) {
+	if len(w.Shape) != 1 && len(w.Shape) != 2 {
+		return weights.Tensor{}, fmt.Errorf("permute %q: want a 1-D or 2-D tensor, got shape %s", w.Name, w.ShapeString())
+	}
+	rows := int(w.Shape[0])
+	if nHeads <= 0 || rows%nHeads != 0 || (rows/nHeads)%2 != 0 {
+		return weights.Tensor{}, fmt.Errorf("permute %q: %d rows do not split into %d heads of even size", w.Name, rows, nHeads)
+	}
+	n, err := w.ByteSize()
+	if err != nil || n != int64(len(w.Data)) {
+		return weights.Tensor{}, fmt.Errorf("permute %q: %d bytes for shape %s", w.Name, len(w.Data), w.ShapeString())
+	}
+	rowBytes := len(w.Data) / rows
+	d := rows / nHeads
+	out := weights.Tensor{TensorInfo: w.TensorInfo, Data: make([]byte, len(w.Data))}
+	out.Shape = append([]int64(nil), w.Shape...)
+	for h := 0; h < nHeads; h++ {
+		for i := 0; i < d/2; i++ {
+			for j := 0; j < 2; j++ {
+				meta := h*d + 2*i + j   // [h, i, j] in view(n_heads, d/2, 2)
+				hf := h*d + j*(d/2) + i // [h, j, i] after transpose(1, 2)
+				src, dst := meta, hf
+				if inverse {
+					src, dst = hf, meta
+				}
+				copy(out.Data[dst*rowBytes:(dst+1)*rowBytes], w.Data[src*rowBytes:(src+1)*rowBytes])
+			}
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,333 @@
+package train
+
+import (
+	"math"
+	"testing"
+
+	"github.com/weightops/weightops/dataset"
+	"github.com/weightops/weightops/engine"
+)
+
+// This file checks the analytic gradients (float32, train's backward
+// passes) against central finite differences of a float64 reference
+// forward pass written here with plain loops and sharing no code with the
+// engine or the training package.
+
+// tensor64 is an n-sample batch of float64 values, shape per sample.
+type tensor64 struct {
+	n     int
+	shape []int
+	v     []float64
+}
+
+func (t tensor64) per() int { return size(t.shape) }
+
+// refForward runs the model in float64 in training mode: batchnorm on the
+// batch's statistics (biased variance), dropout off.
+func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
+	idx := map[*engine.Param]int{}
+	for i, q := range m.Params() {
+		idx[q] = i
+	}
+	get := func(q *engine.Param) []float64 {
+		if q == nil {
+			return nil
+		}
+		return p[idx[q]]
+	}
+	for _, l := range m.Layers {
+		switch l := l.(type) {
+		case *engine.Linear:
+			w, b := get(l.W), get(l.B)
+			y := tensor64{x.n, []int{l.Out}, make([]float64, x.n*l.Out)}
+			for i := 0; i < x.n; i++ {
+				for o := 0; o < l.Out; o++ {
+					s := 0.0
+					if b != nil {
+						s = b[o]
+					}
+					for k := 0; k < l.In; k++ {
+						s += w[o*l.In+k] * x.v[i*l.In+k]
+					}
+					y.v[i*l.Out+o] = s
+				}
+			}
+			x = y
+		case *engine.Conv2D:
+			w, b := get(l.Weight), get(l.B)
+			y := tensor64{x.n, []int{l.OutC, l.OH, l.OW}, make([]float64, x.n*l.OutC*l.OH*l.OW)}
+			for i := 0; i < x.n; i++ {
+				for o := 0; o < l.OutC; o++ {
+					for oh := 0; oh < l.OH; oh++ {
+						for ow := 0; ow < l.OW; ow++ {
+							s := 0.0
+							if b != nil {
+								s = b[o]
+							}
+							for c := 0; c < l.InC; c++ {
+								for kh := 0; kh < l.KH; kh++ {
+									for kw := 0; kw < l.KW; kw++ {
+										ih, iw := oh*l.SH-l.PH+kh, ow*l.SW-l.PW+kw
+										if ih >= 0 && ih < l.H && iw >= 0 && iw < l.W {
+											s += w[((o*l.InC+c)*l.KH+kh)*l.KW+kw] * x.v[((i*l.InC+c)*l.H+ih)*l.W+iw]
+										}
+									}
+								}
+							}
+							y.v[((i*l.OutC+o)*l.OH+oh)*l.OW+ow] = s
+						}
+					}
+				}
+			}
+			x = y
+		case *engine.BatchNorm:
+			g, b := get(l.Weight), get(l.Bias)
+			y := tensor64{x.n, x.shape, make([]float64, len(x.v))}
+			for c := 0; c < l.C; c++ {
+				var vals []int
+				for i := 0; i < x.n; i++ {
+					for j := 0; j < l.Inner; j++ {
+						vals = append(vals, i*l.C*l.Inner+c*l.Inner+j)
+					}
+				}
+				mean, vr := 0.0, 0.0
+				for _, k := range vals {
+					mean += x.v[k]
+				}
+				mean /= float64(len(vals))
+				for _, k := range vals {
+					vr += (x.v[k] - mean) * (x.v[k] - mean)
+				}
+				vr /= float64(len(vals))
+				for _, k := range vals {
+					y.v[k] = (x.v[k]-mean)/math.Sqrt(vr+l.Eps)*g[c] + b[c]
+				}
+			}
+			x = y
+		case *engine.Activation:
+			y := tensor64{x.n, x.shape, make([]float64, len(x.v))}
+			for k, v := range x.v {
+				switch l.Kind {
+				case "relu":
+					y.v[k] = math.Max(v, 0)
+				case "leaky_relu":
+					if v < 0 {
+						v *= l.Slope
+					}
+					y.v[k] = v
+				case "tanh":
+					y.v[k] = math.Tanh(v)
+				case "sigmoid":
+					y.v[k] = 1 / (1 + math.Exp(-v))
+				case "gelu":
+					if l.Tanh {
+						y.v[k] = 0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v)))
+					} else {
+						y.v[k] = v * 0.5 * math.Erfc(-v/math.Sqrt2)
+					}
+				}
+			}
+			x = y
+		case *engine.Pool2D:
+			y := tensor64{x.n, []int{l.C, l.OH, l.OW}, make([]float64, x.n*l.C*l.OH*l.OW)}
+			for i := 0; i < x.n*l.C; i++ {
+				for oh := 0; oh < l.OH; oh++ {
+					for ow := 0; ow < l.OW; ow++ {
+						best, sum, cnt := math.Inf(-1), 0.0, 0
+						for kh := 0; kh < l.KH; kh++ {
+							for kw := 0; kw < l.KW; kw++ {
+								ih, iw := oh*l.SH-l.PH+kh, ow*l.SW-l.PW+kw
+								if ih < 0 || ih >= l.H || iw < 0 || iw >= l.W {
+									continue
+								}
+								v := x.v[(i*l.H+ih)*l.W+iw]
+								best = math.Max(best, v)
+								sum += v
+								cnt++
+							}
+						}
+						o := (i*l.OH+oh)*l.OW + ow
+						switch {
+						case l.Max:
+							y.v[o] = best
+						case l.CountIncludePad:
+							y.v[o] = sum / float64(l.KH*l.KW)
+						default:
+							y.v[o] = sum / float64(cnt)
+						}
+					}
+				}
+			}
+			x = y
+		case *engine.Flatten:
+			x = tensor64{x.n, []int{x.per()}, x.v}
+		case *engine.Dropout, *engine.Softmax:
+			// Dropout is off; the loss below works on the logits.
+		}
+	}
+	return x
+}
+
+func refLoss(z tensor64, labels []int) float64 {
+	k := z.per()
+	var loss float64
+	for i, lab := range labels {
+		row := z.v[i*k : (i+1)*k]
+		m := math.Inf(-1)
+		for _, v := range row {
+			m = math.Max(m, v)
+		}
+		s := 0.0
+		for _, v := range row {
+			s += math.Exp(v - m)
+		}
+		loss += m + math.Log(s) - row[lab]
+	}
+	return loss / float64(len(labels))
+}
+
+func f(v float64) *float64 { return &v }
+
+func gradArchs() map[string]*engine.Arch {
+	no := false
+	return map[string]*engine.Arch{
+		"cnn": {Input: engine.Input{Shape: []int{2, 7, 7}}, Layers: []engine.LayerSpec{
+			{Type: "conv2d", Name: "c1", Out: 4, Kernel: engine.Pair{3, 3}, Stride: engine.Pair{2, 2}, Padding: engine.Pair{1, 1}},
+			{Type: "batchnorm2d", Name: "b1"},
+			{Type: "relu"},
+			{Type: "maxpool2d", Kernel: engine.Pair{3, 3}, Stride: engine.Pair{2, 2}, Padding: engine.Pair{1, 1}},
+			{Type: "conv2d", Name: "c2", Out: 3, Kernel: engine.Pair{2, 1}, Bias: &no},
+			{Type: "avgpool2d", Kernel: engine.Pair{2, 2}, Stride: engine.Pair{1, 1}, Padding: engine.Pair{1, 1}, CountIncludePad: &no},
+			{Type: "flatten"},
+			{Type: "dropout", P: f(0.5)},
+			{Type: "linear", Name: "l1", Out: 8},
+			{Type: "gelu"},
+			{Type: "linear", Name: "l2", Out: 5},
+		}},
+		"mlp": {Input: engine.Input{Shape: []int{6}}, Layers: []engine.LayerSpec{
+			{Type: "linear", Name: "a", Out: 10},
+			{Type: "batchnorm1d", Name: "bn"},
+			{Type: "leaky_relu", NegativeSlope: f(0.1)},
+			{Type: "linear", Name: "b", Out: 7},
+			{Type: "tanh"},
+			{Type: "linear", Name: "c", Out: 6},
+			{Type: "sigmoid"},
+			{Type: "linear", Name: "d", Out: 5},
+			{Type: "gelu", Approximate: "tanh"},
+			{Type: "linear", Name: "e", Out: 4},
+			{Type: "log_softmax"},
+		}},
+	}
+}
+
+func TestGradientsFiniteDifferences(t *testing.T) {
+	for name, a := range gradArchs() {
+		m, err := engine.New(a)
+		if err != nil {
+			t.Fatal(name, err)
+		}
+		Init(m, 7)
+		r := dataset.NewRand(99)
+		// Non-trivial batchnorm affine parameters.
+		for _, p := range m.Params() {
+			if p.Role == "weight" && len(p.Shape) == 1 {
+				for i := range p.Data {
+					p.Data[i] = float32(r.Uniform(0.5, 1.5))
+				}
+			}
+			if p.Role == "bias" && len(p.Shape) == 1 {
+				for i := range p.Data {
+					p.Data[i] = float32(r.Uniform(-0.5, 0.5))
+				}
+			}
+		}
+		n := 5
+		x := make([]float32, n*m.InputSize())
+		for i := range x {
+			x[i] = float32(r.NormFloat64())
+		}
+		labels := make([]int, n)
+		for i := range labels {
+			labels[i] = r.Intn(m.NumClasses())
+		}
+		loss, grads, err := Gradients(m, x, labels)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params := m.Params()
+		p64 := make([][]float64, len(params))
+		for i, p := range params {
+			p64[i] = make([]float64, len(p.Data))
+			for j, v := range p.Data {
+				p64[i][j] = float64(v)
+			}
+		}
+		x64 := tensor64{n, m.InputShape(), make([]float64, len(x))}
+		for i, v := range x {
+			x64.v[i] = float64(v)
+		}
+		L := func() float64 { return refLoss(refForward(m, p64, x64), labels) }
+		if ref := L(); math.Abs(ref-loss) > 1e-5*math.Max(1, ref) {
+			t.Errorf("%s: loss %v, float64 reference %v", name, loss, ref)
+		}
+		const h = 1e-6
+		checked := 0
+		for i, p := range params {
+			if grads[i] == nil {
+				continue
+			}
+			fd := make([]float64, len(p.Data))
+			scale := 0.0
+			for j := range p64[i] {
+				old := p64[i][j]
+				p64[i][j] = old + h
+				lp := L()
+				p64[i][j] = old - h
+				lm := L()
+				p64[i][j] = old
+				fd[j] = (lp - lm) / (2 * h)
+				scale = math.Max(scale, math.Abs(fd[j]))
+			}
+			for j := range fd {
+				if d := math.Abs(float64(grads[i][j]) - fd[j]); d > 2e-3*scale+1e-6 {
+					t.Errorf("%s: d loss / d %s[%d] = %.6g, finite differences %.6g", name, p.Name, j, grads[i][j], fd[j])
+				}
+				checked++
+			}
+			if scale == 0 {
+				t.Errorf("%s: %s has an all-zero gradient; the check proves nothing", name, p.Name)
+			}
+		}
+		t.Logf("%s: %d gradient entries checked", name, checked)
+	}
+}
+
+// TestRunningStats checks the running statistics a training step leaves:
+// PyTorch's momentum update with the unbiased batch variance.
+func TestRunningStats(t *testing.T) {
+	a := &engine.Arch{Input: engine.Input{Shape: []int{3}}, Layers: []engine.LayerSpec{
+		{Type: "batchnorm1d", Name: "bn", Momentum: 0.25}, {Type: "linear", Name: "l", Out: 2}}}
+	m, _ := engine.New(a)
+	Init(m, 1)
+	x := []float32{1, 2, 3, 4, 6, 8, 7, 10, 2, 0, 0, 3}
+	tn, _ := newNet(m)
+	tn.forward(x, 4, true, true, nil)
+	bn := m.Layers[0].(*engine.BatchNorm)
+	for c := 0; c < 3; c++ {
+		var mean, ss float64
+		for i := 0; i < 4; i++ {
+			mean += float64(x[i*3+c]) / 4
+		}
+		for i := 0; i < 4; i++ {
+			d := float64(x[i*3+c]) - mean
+			ss += d * d
+		}
+		wantM, wantV := 0.25*mean, 0.75+0.25*ss/3
+		if math.Abs(float64(bn.Mean.Data[c])-wantM) > 1e-6 || math.Abs(float64(bn.Var.Data[c])-wantV) > 1e-6 {
+			t.Errorf("channel %d: running mean %v var %v, want %v %v", c, bn.Mean.Data[c], bn.Var.Data[c], wantM, wantV)
+		}
+	}
+	if bn.NumBatchesTracked != 1 {
+		t.Errorf("num_batches_tracked %d", bn.NumBatchesTracked)
+	}
+}
