@@ -65,3 +65,17 @@ func (b *Bar) Done() {
 	_ = b.bar.Finish()
 	b.mu.Unlock()
 }
+
+// NewCount returns a bar counting items rather than bytes.
+func NewCount(total int64, description string, quiet bool) *Bar {
+	if quiet || !term.IsTerminal(int(os.Stderr.Fd())) {
+		return nil
+	}
+	return &Bar{bar: progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(os.Stderr),
+		progressbar.OptionSetDescription(description),
+		progressbar.OptionSetWidth(30),
+		progressbar.OptionShowCount(),
+		progressbar.OptionClearOnFinish(),
+	)}
+}

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/weightops/weightops/dataset"
+	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/progress"
+	"github.com/weightops/weightops/sensitivity"
+	"github.com/weightops/weightops/weights"
+)
+
+func init() { register(sensitivityCommand()) }
+
+func sensitivityCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "sensitivity",
+		Usage:     "accuracy drop when each weight module alone gets Gaussian noise of norm γ·‖W‖: which modules a patch may touch safely",
+		ArgsUsage: "MODEL  (with an arch file; data as for eval)",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "arch", Usage: "architecture file (default: beside MODEL)"},
+			&cli.StringFlag{Name: "data", Usage: "samples (IDX or .npy)"},
+			&cli.StringFlag{Name: "npy", Usage: "samples as .npy"},
+			&cli.StringFlag{Name: "labels", Usage: "labels (IDX or .npy)"},
+			&cli.StringFlag{Name: "csv", Usage: "CSV with a label column"},
+			&cli.IntFlag{Name: "label-col", Usage: "the CSV's label column"},
+			&cli.StringFlag{Name: "corrupt", Usage: "evaluate on corrupted inputs (as eval)"},
+			&cli.StringFlag{Name: "rel", Value: "0.01,0.05,0.1", Usage: "relative noise norms γ"},
+			&cli.IntFlag{Name: "trials", Value: 5, Usage: "noise draws per module and γ"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "noise seed"},
+			&cli.IntFlag{Name: "batch", Value: 256, Usage: "samples per forward pass"},
+			&cli.StringFlag{Name: "chart", Usage: "write an SVG bar chart here"},
+			jsonFlag, quietFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return errors.New("sensitivity: expected one MODEL")
+			}
+			rels, err := parseFloats(c.String("rel"))
+			if err != nil || len(rels) == 0 {
+				return fmt.Errorf("sensitivity: --rel: %v", err)
+			}
+			archPath := c.String("arch")
+			if archPath == "" {
+				if archPath, err = engine.FindArch(c.Args().First()); err != nil {
+					return err
+				}
+			}
+			m, err := engine.Load(c.Args().First(), archPath)
+			if err != nil {
+				return err
+			}
+			s, _, err := loadEvalData(c)
+			if err != nil {
+				return err
+			}
+			corrupt, err := dataset.ParseCorruptions(c.String("corrupt"))
+			if err != nil {
+				return fmt.Errorf("sensitivity: --corrupt: %w", err)
+			}
+			total := int64(len(sensitivity.Weights(m)) * len(rels) * max(1, c.Int("trials")))
+			bar := progress.NewCount(total, "sensitivity", c.Bool("quiet"))
+			rep, err := sensitivity.Analyze(m, s, sensitivity.Options{
+				Rel: rels, Trials: c.Int("trials"), Seed: c.Uint64("seed"),
+				Eval:     engine.EvalOptions{BatchSize: c.Int("batch"), Corrupt: corrupt, Seed: c.Uint64("seed")},
+				Progress: func() { bar.Add(1) },
+			})
+			bar.Done()
+			if err != nil {
+				return err
+			}
+			if p := c.String("chart"); p != "" {
+				svg, err := rep.Chart(rels)
+				if err != nil {
+					return err
+				}
+				if err := weights.WriteFileAtomic(p, svg); err != nil {
+					return err
+				}
+			}
+			if c.Bool("json") {
+				return json.NewEncoder(os.Stdout).Encode(rep)
+			}
+			fmt.Printf("base accuracy %.2f%%, %d evaluations\n", 100*rep.BaseAccuracy, rep.Evaluations)
+			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "MODULE\tPARAMS\tγ\tDROP (points, mean ± std)")
+			for _, r := range rep.Results {
+				fmt.Fprintf(tw, "%s\t%d\t%g\t%.2f ± %.2f\n", r.Module, r.Params, r.Rel, 100*r.MeanDrop, 100*r.StdDrop)
+			}
+			return tw.Flush()
+		},
+	}
+}
