@@ -24,6 +24,10 @@ type Options struct {
 	NoHash bool
 	// Version is recorded in the output metadata.
 	Version string
+	// Shard, when set, computes only this worker's balanced share of the
+	// tensors into out/model-i-of-n.safetensors (see weights.ShardSpec);
+	// `weightops index` stitches the shards together.
+	Shard *weights.ShardSpec
 }
 
 // InputRecord is the provenance of one input checkpoint.
@@ -93,10 +97,20 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 			}
 		}()
 	}
+	tensors, path := p.Tensors, out
+	if o.Shard != nil {
+		if weights.IsSafetensorsPath(out) {
+			return nil, fmt.Errorf("%s: a sharded run writes into a directory", out)
+		}
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return nil, err
+		}
+		tensors, path = o.Shard.Select(p.Tensors), filepath.Join(out, o.Shard.FileName())
+	}
 	job := &Job{
 		Inputs:  p.Inputs(),
-		Tensors: p.Tensors,
-		Outputs: []Output{{Path: out, Metadata: md(records), DType: p.OutDType}},
+		Tensors: tensors,
+		Outputs: []Output{{Path: path, Metadata: md(records), DType: p.OutDType}},
 		Kernel:  p.Kernel,
 		PassThrough: func(t weights.TensorInfo) int {
 			if t.DType.IsFloat() {
@@ -122,7 +136,7 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 		return nil, err
 	}
 	written := files[0]
-	if !weights.IsSafetensorsPath(out) {
+	if !weights.IsSafetensorsPath(path) || o.Shard != nil {
 		src := p.Recipe.BaseModel
 		if src == "" {
 			src = p.entries[0].Model

@@ -11,6 +11,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -45,6 +46,10 @@ type ApplyOptions struct {
 	Workers   int
 	ShardSize int64
 	Progress  func(int64)
+	// Shard writes only this worker's balanced share of the tensors into
+	// out/model-i-of-n.safetensors. Undo records cover every patched
+	// tensor, so every shard carries the same metadata.
+	Shard *weights.ShardSpec
 }
 
 // ApplyReport tells what Apply or Remove did.
@@ -294,6 +299,12 @@ func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, erro
 // with fn's bytes.
 func (pl *patchPlan) stream(out string, md map[string]string, o ApplyOptions, fn func(t weights.Tensor) ([]byte, error)) ([]string, error) {
 	infos := pl.model.Tensors()
+	if o.Shard != nil {
+		if err := os.MkdirAll(out, 0o755); err != nil {
+			return nil, err
+		}
+		infos, out = o.Shard.Select(infos), filepath.Join(out, o.Shard.FileName())
+	}
 	var w weights.TensorWriter
 	var files []string
 	if o.ShardSize > 0 || !weights.IsSafetensorsPath(out) {

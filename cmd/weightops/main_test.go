@@ -326,3 +326,90 @@ func TestSignatureAndPatchCommands(t *testing.T) {
 		t.Errorf("corrupt patch: exit %d, %q", code, e)
 	}
 }
+
+// TestShardedRunsEqualOneRun: n `merge --shard i/n` runs plus `index` give
+// the same tensors, byte for byte, and the same metadata as one run; so do
+// sharded `patch apply` runs, and the stitched patched model unpatches.
+func TestShardedRunsEqualOneRun(t *testing.T) {
+	dir := t.TempDir()
+	for i, n := range []string{"base", "m1", "m2"} {
+		if _, e, code := run(t, "synth", "--size", "600KB", "--hidden", "32", "--vocab", "200", "--seed", fmt.Sprint(i+1), filepath.Join(dir, n+".safetensors")); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	recipe := filepath.Join(dir, "r.yaml")
+	os.WriteFile(recipe, []byte("merge_method: ties\nbase_model: base.safetensors\nmodels:\n  - model: m1.safetensors\n    parameters: {weight: 0.5, density: 0.7}\n  - model: m2.safetensors\n    parameters: {weight: 0.5, density: 0.7}\n"), 0o644)
+	one := filepath.Join(dir, "one")
+	if _, e, code := run(t, "merge", recipe, "-o", one); code != 0 {
+		t.Fatal(e)
+	}
+	many := filepath.Join(dir, "many")
+	for i := 1; i <= 3; i++ {
+		if _, e, code := run(t, "merge", recipe, "-o", many, "--shard", fmt.Sprintf("%d/3", i)); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	if _, e, code := run(t, "index", many); code != 0 {
+		t.Fatal(e)
+	}
+	same := func(a, b string) {
+		t.Helper()
+		ca, err := weights.Open(a)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ca.Close()
+		cb, err := weights.Open(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cb.Close()
+		if len(ca.Tensors()) != len(cb.Tensors()) {
+			t.Fatalf("%d vs %d tensors", len(ca.Tensors()), len(cb.Tensors()))
+		}
+		for _, info := range ca.Tensors() {
+			x, _ := ca.ReadTensor(info.Name, nil)
+			y, err := cb.ReadTensor(info.Name, nil)
+			if err != nil || !bytes.Equal(x.Data, y.Data) || x.DType != y.DType {
+				t.Fatalf("%s differs between the runs", info.Name)
+			}
+		}
+		ma, mb := ca.Metadata(), cb.Metadata()
+		for k, v := range ma {
+			if k != "total_size" && mb[k] != v {
+				t.Fatalf("metadata %s differs", k)
+			}
+		}
+	}
+	same(one, many)
+	// A missing shard is reported by index.
+	os.Remove(filepath.Join(many, "model-00002-of-00003.safetensors"))
+	if _, e, code := run(t, "index", many); code == 0 || !strings.Contains(e, "model-00002-of-00003.safetensors is missing") {
+		t.Errorf("index with a missing shard: %q", e)
+	}
+	// Sharded patch apply, stitched, equals one apply and unpatches.
+	pt := filepath.Join(dir, "d.wpatch")
+	if _, e, code := run(t, "diff", filepath.Join(dir, "m1.safetensors"), filepath.Join(dir, "base.safetensors"), "--sparsify", "breadcrumbs", "--density", "0.2", "-o", pt); code != 0 {
+		t.Fatal(e)
+	}
+	base := filepath.Join(dir, "base.safetensors")
+	onePatched := filepath.Join(dir, "p1.safetensors")
+	if _, e, code := run(t, "patch", "apply", base, pt, "-o", onePatched); code != 0 {
+		t.Fatal(e)
+	}
+	pdir := filepath.Join(dir, "pshards")
+	for i := 1; i <= 2; i++ {
+		if _, e, code := run(t, "patch", "apply", base, pt, "-o", pdir, "--shard", fmt.Sprintf("%d/2", i)); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	if _, e, code := run(t, "index", pdir); code != 0 {
+		t.Fatal(e)
+	}
+	same(onePatched, pdir)
+	back := filepath.Join(dir, "back.safetensors")
+	if _, e, code := run(t, "patch", "remove", pdir, pt, "-o", back); code != 0 {
+		t.Fatal(e)
+	}
+	same(base, back)
+}

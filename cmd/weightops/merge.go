@@ -20,7 +20,17 @@ var (
 	memoryFlag    = &cli.StringFlag{Name: "max-memory", Value: "256MiB", Usage: "bound on tensor bytes held at once (a larger tensor runs alone)"}
 	shardSizeFlag = &cli.StringFlag{Name: "shard-size", Usage: "shard the output (e.g. 5GB)"}
 	jsonFlag      = &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}
+	shardFlag     = &cli.StringFlag{Name: "shard", Usage: "i/n: compute only worker i's balanced share into OUT/model-i-of-n.safetensors (then: weightops index OUT)"}
 )
+
+func shardOf(c *cli.Context) (*weights.ShardSpec, error) {
+	s := c.String("shard")
+	if s == "" {
+		return nil, nil
+	}
+	sp, err := weights.ParseShardSpec(s)
+	return &sp, err
+}
 
 // streamOptions reads the flags every streaming command shares and caps the
 // Go heap near the memory bound, so freed tensor buffers are returned
@@ -58,7 +68,7 @@ func mergeCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output directory (or a .safetensors file)"},
 			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "do not record the inputs' SHA-256 in the output metadata"},
-			workersFlag, memoryFlag, shardSizeFlag, jsonFlag, quietFlag,
+			workersFlag, memoryFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -67,6 +77,10 @@ func mergeCommand() *cli.Command {
 			workers, maxMem, shard, err := streamOptions(c)
 			if err != nil {
 				return fmt.Errorf("merge: %w", err)
+			}
+			spec, err := shardOf(c)
+			if err != nil {
+				return fmt.Errorf("merge: --shard: %w", err)
 			}
 			r, err := merge.ParseRecipe(c.Args().First())
 			if err != nil {
@@ -88,13 +102,34 @@ func mergeCommand() *cli.Command {
 			bar := progress.New(total, "merge", c.Bool("quiet"))
 			files, err := plan.Merge(c.String("output"), merge.Options{
 				Workers: workers, MaxMemory: maxMem, ShardSize: shard, Progress: bar.Func(),
-				NoHash: c.Bool("no-hash"), Version: version,
+				NoHash: c.Bool("no-hash"), Version: version, Shard: spec,
 			})
 			bar.Done()
 			if err != nil {
 				return err
 			}
 			return printFiles(c, files)
+		},
+	}
+}
+
+func init() { register(indexCommand()) }
+
+func indexCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "index",
+		Usage:     "write model.safetensors.index.json for the shards that `--shard i/n` runs wrote into OUTDIR",
+		ArgsUsage: "OUTDIR",
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 1 {
+				return fmt.Errorf("index: expected OUTDIR")
+			}
+			p, err := weights.WriteIndex(c.Args().First())
+			if err != nil {
+				return err
+			}
+			fmt.Println(p)
+			return nil
 		},
 	}
 }

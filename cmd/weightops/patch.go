@@ -285,7 +285,7 @@ func patchCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
-		workersFlag, shardSizeFlag, jsonFlag, quietFlag,
+		workersFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
 	}
 	return &cli.Command{
 		Name:  "patch",
@@ -321,6 +321,9 @@ func applyAction(c *cli.Context, remove bool) error {
 		patches = append(patches, pt)
 	}
 	o := signature.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Workers: c.Int("workers")}
+	if o.Shard, err = shardOf(c); err != nil {
+		return fmt.Errorf("%s: --shard: %w", name, err)
+	}
 	if s := c.String("shard-size"); s != "" {
 		if o.ShardSize, err = weights.ParseBytes(s); err != nil {
 			return fmt.Errorf("%s: --shard-size: %w", name, err)
