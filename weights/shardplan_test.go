@@ -16,12 +16,12 @@ func TestPlanBalanced(t *testing.T) {
 		var lo, hi, largest int64 = 1 << 62, 0, 0
 		for _, g := range groups {
 			var b int64
-			for _, t := range g {
-				if seen[t.Name] {
-					t.Fatalf("%s in two groups", t.Name)
+			for _, ti := range g {
+				if seen[ti.Name] {
+					t.Fatalf("%s in two groups", ti.Name)
 				}
-				seen[t.Name] = true
-				s, _ := t.ByteSize()
+				seen[ti.Name] = true
+				s, _ := ti.ByteSize()
 				b += s
 				largest = max(largest, s)
 			}
