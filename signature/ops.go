@@ -59,13 +59,13 @@ func Requantize(p *Patch, w *PatchWriter, workers int) error {
 	})
 }
 
-// QuantizeCheckpoint quantizes every floating tensor of a checkpoint with
+// QuantizeCheckpoint quantizes the given (floating) tensors of a checkpoint with
 // cfg into a patch-format container (kind "weights", dense) and returns a
 // checkpoint writer's worth of dequantized tensors through emit, in the
 // original dtypes, for use where a plain checkpoint is needed. Integer and
 // bool tensors are passed to emit unchanged.
-func QuantizeCheckpoint(c weights.Checkpoint, w *PatchWriter, workers int, emit func(t weights.Tensor) error) error {
-	return weights.ForEach(c.Tensors(), workers, func(_ int, t weights.TensorInfo) error {
+func QuantizeCheckpoint(c weights.Checkpoint, infos []weights.TensorInfo, w *PatchWriter, workers int, emit func(t weights.Tensor) error) error {
+	return weights.ForEach(infos, workers, func(_ int, t weights.TensorInfo) error {
 		ten, err := c.ReadTensor(t.Name, nil)
 		if err != nil {
 			return err

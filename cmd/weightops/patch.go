@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
@@ -95,6 +96,20 @@ func printSummary(c *cli.Context, s *patchSummary) error {
 		fmt.Printf(" (%.1f× smaller than the whole model in F32, %s)", s.RatioVsModel, weights.HumanBytes(s.ModelF32))
 	}
 	fmt.Println()
+	if len(s.PerTensor) > 0 && c.Command.Name == "quantize" {
+		names := make([]string, 0, len(s.PerTensor))
+		for n := range s.PerTensor {
+			names = append(names, n)
+		}
+		sort.Slice(names, func(i, j int) bool { return weights.NaturalLess(names[i], names[j]) })
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "TENSOR\tREL L2\tMAX ABS\tSNR dB")
+		for _, n := range names {
+			e := s.PerTensor[n]
+			fmt.Fprintf(tw, "%s\t%.4f\t%.3g\t%.1f\n", n, e.RelL2(), e.MaxAbs, e.SNRdB())
+		}
+		tw.Flush()
+	}
 	if s.QuantRelL2 != nil {
 		fmt.Printf("quantization: relative L2 error %.4f, max abs error %.3g", *s.QuantRelL2, *s.QuantMaxAbs)
 		if s.QuantSNRdB != nil {
@@ -412,7 +427,7 @@ func quantizeCommand() *cli.Command {
 			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
 			&cli.StringFlag{Name: "granularity", Value: "block", Usage: "block, channel (per output row) or tensor"},
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
-			workersFlag, jsonFlag, quietFlag,
+			shardFlag, workersFlag, jsonFlag, quietFlag,
 		},
 		Action: quantizeAction,
 	}
@@ -471,24 +486,33 @@ func quantizeAction(c *cli.Context) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
-	w, err := signature.CreatePatch(filepath.Join(out, "model.wq"), "weights", map[string]string{"source": in, "quantized": cfg.String()}, enc)
+	part, err := shardOf(c)
+	if err != nil {
+		return fmt.Errorf("quantize: --shard: %w", err)
+	}
+	// A sharded run writes model-i-of-n.safetensors and model-i-of-n.wq.
+	src, stem := ck.Tensors(), "model"
+	if part != nil {
+		src, stem = part.Select(src), strings.TrimSuffix(part.FileName(), ".safetensors")
+	}
+	w, err := signature.CreatePatch(filepath.Join(out, stem+".wq"), "weights", map[string]string{"source": in, "quantized": cfg.String()}, enc)
 	if err != nil {
 		return err
 	}
 	var infos []weights.TensorInfo
-	for _, t := range ck.Tensors() {
+	for _, t := range src {
 		if t.DType.IsFloat() && !t.DType.Writable() {
 			t.DType = weights.F32
 		}
 		infos = append(infos, t)
 	}
 	md := map[string]string{"format": "pt", "weightops.quantized": cfg.String(), "weightops.source": in}
-	sw, err := weights.CreateSafetensors(filepath.Join(out, "model.safetensors"), infos, md)
+	sw, err := weights.CreateSafetensors(filepath.Join(out, stem+".safetensors"), infos, md)
 	if err != nil {
 		w.Abort()
 		return err
 	}
-	err = signature.QuantizeCheckpoint(ck, w, c.Int("workers"), func(t weights.Tensor) error { return sw.WriteTensor(t.Name, t.Data) })
+	err = signature.QuantizeCheckpoint(ck, src, w, c.Int("workers"), func(t weights.Tensor) error { return sw.WriteTensor(t.Name, t.Data) })
 	if err != nil {
 		w.Abort()
 		sw.Abort()
@@ -502,7 +526,11 @@ func quantizeAction(c *cli.Context) error {
 	if err := sw.Commit(); err != nil {
 		return err
 	}
-	s, err := summarize(filepath.Join(out, "model.wq"), ck, errs)
+	// config.json, tokenizer and arch files go beside the dequantized copy.
+	if _, err := merge.CopyModelFiles(in, out); err != nil {
+		return err
+	}
+	s, err := summarize(filepath.Join(out, stem+".wq"), ck, errs)
 	if err != nil {
 		return err
 	}
