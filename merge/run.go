@@ -1,16 +1,14 @@
 package merge
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 
+	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -87,7 +85,7 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 			defer wg.Done()
 			for i := range records {
 				for j := range records[i].Files {
-					sum, err := sha256File(records[i].Files[j].Name)
+					sum, err := signature.FileSHA256(records[i].Files[j].Name)
 					if err != nil {
 						hashErr = err
 						return
@@ -166,19 +164,6 @@ func (p *Plan) inputRecords() []InputRecord {
 		add("model", p.entries[i].Model, m)
 	}
 	return recs
-}
-
-func sha256File(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // modelFiles are the files of a Hugging Face model directory that describe

@@ -321,25 +321,14 @@ func (w *PatchWriter) Commit() error {
 		binary.LittleEndian.PutUint64(foot[8:], uint64(len(hdr)))
 		binary.LittleEndian.PutUint32(foot[16:], crc32.ChecksumIEEE(hdr))
 		binary.LittleEndian.PutUint32(foot[20:], PatchVersion)
-		if _, err = w.f.WriteAt(append(hdr, foot[:]...), w.at); err == nil {
-			err = w.f.Sync()
-		}
-	}
-	tmp := w.f.Name()
-	if cerr := w.f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, w.path)
+		_, err = w.f.WriteAt(append(hdr, foot[:]...), w.at)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		w.f.Close()
+		os.Remove(w.f.Name())
 		return fmt.Errorf("%s: %w", w.path, err)
 	}
-	return nil
+	return weights.CommitTemp(w.f, w.path)
 }
 
 // Abort discards the patch.

@@ -206,21 +206,28 @@ func (w *SafetensorsWriter) Commit() error {
 		w.abortLocked()
 		return fmt.Errorf("%s: %d tensors never written (first: %q)", w.path, len(missing), missing[0])
 	}
-	tmp := w.f.Name()
-	err := w.f.Sync()
-	if cerr := w.f.Close(); err == nil {
+	w.done = true
+	return CommitTemp(w.f, w.path)
+}
+
+// CommitTemp finishes a temp file written beside dst: sync, close, make it
+// world-readable like a normal file, and rename it over dst. On any failure
+// the temp file is removed, so no half-written output is left.
+func CommitTemp(f *os.File, dst string) error {
+	tmp := f.Name()
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
 		err = os.Chmod(tmp, 0o644)
 	}
 	if err == nil {
-		err = os.Rename(tmp, w.path)
+		err = os.Rename(tmp, dst)
 	}
-	w.done = true
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", w.path, err)
+		return fmt.Errorf("%s: %w", dst, err)
 	}
 	return nil
 }
@@ -403,24 +410,12 @@ func WriteFileAtomic(path string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(f.Name(), 0o644)
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
+	if _, err := f.Write(data); err != nil {
+		f.Close()
 		os.Remove(f.Name())
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	return nil
+	return CommitTemp(f, path)
 }
 
 // IsSafetensorsPath reports whether an output path names a single file.

@@ -152,19 +152,27 @@ func signatureCommand() *cli.Command {
 	}
 }
 
-func openTriple(c *cli.Context, clean, robust string) (pre, cl, rb weights.Checkpoint, closeFn func(), err error) {
+// layerStats opens the clean and robust models (and --base) and computes
+// the signature statistics per tensor and per layer in one pass.
+func layerStats(c *cli.Context, clean, robust string) (pre, cl, rb weights.Checkpoint, stats []signature.TensorStat, layers []signature.LayerStat, closeFn func(), err error) {
 	paths := []string{clean, robust}
 	if b := c.String("base"); b != "" {
 		paths = append(paths, b)
 	}
 	cks, err := openAll(paths...)
 	if err != nil {
-		return nil, nil, nil, nil, err
+		return
 	}
 	if len(cks) == 3 {
 		pre = cks[2]
 	}
-	return pre, cks[0], cks[1], func() { closeAll(cks) }, nil
+	cl, rb, closeFn = cks[0], cks[1], func() { closeAll(cks) }
+	if stats, err = signature.SignatureStats(pre, cl, rb, c.Int("workers")); err != nil {
+		closeFn()
+		return
+	}
+	layers = signature.GroupStats(cl.Tensors(), stats)
+	return
 }
 
 func extractAction(c *cli.Context) error {
@@ -185,16 +193,11 @@ func extractAction(c *cli.Context) error {
 			*f.dst = re
 		}
 	}
-	pre, clean, robust, done, err := openTriple(c, c.String("clean"), c.String("robust"))
+	pre, clean, robust, stats, layers, done, err := layerStats(c, c.String("clean"), c.String("robust"))
 	if err != nil {
 		return err
 	}
 	defer done()
-	stats, err := signature.SignatureStats(pre, clean, robust, c.Int("workers"))
-	if err != nil {
-		return err
-	}
-	layers := signature.GroupStats(clean.Tensors(), stats)
 	selected := sel.Select(layers)
 	if len(selected) == 0 {
 		return fmt.Errorf("signature extract: the selection keeps no tensor")
@@ -250,16 +253,11 @@ func statsAction(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("signature stats: expected CLEAN and ROBUST, got %d arguments", c.NArg())
 	}
-	pre, clean, robust, done, err := openTriple(c, c.Args().Get(0), c.Args().Get(1))
+	pre, _, _, _, layers, done, err := layerStats(c, c.Args().Get(0), c.Args().Get(1))
 	if err != nil {
 		return err
 	}
 	defer done()
-	stats, err := signature.SignatureStats(pre, clean, robust, c.Int("workers"))
-	if err != nil {
-		return err
-	}
-	layers := signature.GroupStats(clean.Tensors(), stats)
 	var total, acc float64
 	for _, l := range layers {
 		total += l.RWS2
