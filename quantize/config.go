@@ -100,6 +100,14 @@ type Config struct {
 	// values beyond ±65504 cannot be quantized; a constant block
 	// reconstructs exactly only when its value is an F16 number.
 	F16Scales bool
+	// MSE searches, per group, a clipping of the range (shrink factors
+	// 1, 0.95, …, 0.6) that minimises the group's squared error, instead of
+	// taking the full min-max/absmax range: outliers are clipped to the
+	// extreme code so the many small values get a finer step. Never worse
+	// than without (the full range is a candidate); quantizing is ~9×
+	// slower. Only the choice of scales changes, not the stored format.
+	// Elements beyond a clipped range exceed the half-step bound.
+	MSE bool
 }
 
 // Validate reports whether the config describes a codec this package
@@ -125,6 +133,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("quantize: unknown granularity %d", uint8(c.Granularity))
+	}
+	if c.MSE && c.Granularity == PerTensor {
+		return fmt.Errorf("quantize: the -mse clipping search works per block or channel, not per tensor")
 	}
 	return nil
 }
@@ -188,24 +199,31 @@ func (c Config) String() string {
 	if c.F16Scales {
 		s += "-f16"
 	}
+	if c.MSE {
+		s += "-mse"
+	}
 	return s
 }
 
 // ParseConfig reads the String form, case-insensitively, as one CLI flag
 // value: "4bit-sym-block64", "3bit-asym-channel", "8bit-sym-tensor",
-// "4bit-asym-block32-f16". The result is validated.
+// "4bit-asym-block32-f16", "4bit-asym-block64-mse". The result is validated.
 func ParseConfig(s string) (Config, error) {
 	bad := func(why string) (Config, error) {
 		return Config{}, fmt.Errorf("quantize: config %q: %s (want e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16)", s, why)
 	}
 	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
 	var c Config
+	if n := len(parts); n > 3 && parts[n-1] == "mse" {
+		c.MSE = true
+		parts = parts[:n-1]
+	}
 	if n := len(parts); n == 4 && parts[3] == "f16" {
 		c.F16Scales = true
 		parts = parts[:3]
 	}
 	if len(parts) != 3 {
-		return bad("want 3 or 4 dash-separated parts")
+		return bad("want <k>bit-<scheme>-<granularity>[-f16][-mse]")
 	}
 	bits, ok := strings.CutSuffix(parts[0], "bit")
 	k, err := strconv.Atoi(bits)

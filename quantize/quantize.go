@@ -208,6 +208,9 @@ func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quanti
 			if err != nil {
 				return fmt.Errorf("%w (group %d, elements %d..%d)", err, g, glo, ghi-1)
 			}
+			if cfg.MSE {
+				s, m = cfg.bestClip(values[glo:ghi], codes[glo-lo:ghi-lo], mn, mx, s, m)
+			}
 			q.Scales[g] = s
 			if q.Mins != nil {
 				q.Mins[g] = m
@@ -221,6 +224,47 @@ func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quanti
 		return nil, err
 	}
 	return q, nil
+}
+
+// clipFactors are the range shrinkings MSE tries; 1 (no clipping) first,
+// so ties keep the plain min-max/absmax choice.
+var clipFactors = []float64{1, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6}
+
+// bestClip returns the scale (and min) of the clipping of [mn, mx] with
+// the least squared reconstruction error over vs; codes is scratch.
+func (c Config) bestClip(vs []float32, codes []uint8, mn, mx, s0, m0 float32) (float32, float32) {
+	bestS, bestM, bestE := s0, m0, math.Inf(1)
+	L := c.levels()
+	mid, half := (float64(mn)+float64(mx))/2, (float64(mx)-float64(mn))/2
+	for _, f := range clipFactors {
+		var lo, hi float32
+		if c.Scheme == Symmetric {
+			a := max(-float64(mn), float64(mx)) * f
+			lo, hi = float32(-a), float32(a)
+		} else {
+			lo, hi = float32(mid-f*half), float32(mid+f*half)
+		}
+		s, m, err := c.params(lo, hi)
+		if err != nil || (f != 1 && s == 0) {
+			continue
+		}
+		c.encode(codes, vs, s, m)
+		var e float64
+		for i, x := range vs {
+			var r float32
+			if c.Scheme == Symmetric {
+				r = float32(int32(codes[i])-L) * s
+			} else {
+				r = recon(m, int32(codes[i]), s)
+			}
+			d := float64(x) - float64(r)
+			e += d * d
+		}
+		if e < bestE {
+			bestS, bestM, bestE = s, m, e
+		}
+	}
+	return bestS, bestM
 }
 
 // minMax returns the extremes of vs, or an error naming the first NaN or

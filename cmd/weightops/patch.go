@@ -24,7 +24,7 @@ func init() { register(signatureCommand(), patchCommand(), quantizeCommand()) }
 // encodingFlags choose how patch values are stored.
 var encodingFlags = []cli.Flag{
 	&cli.StringFlag{Name: "values", Value: "f32", Usage: "patch values: f32, f16, or q (with --quantize)"},
-	&cli.StringFlag{Name: "quantize", Usage: "quantize patch values, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16"},
+	&cli.StringFlag{Name: "quantize", Usage: "quantize patch values, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16, 4bit-asym-block64-mse"},
 	&cli.StringFlag{Name: "sparse", Value: "auto", Usage: "sparse storage: auto (under 1/3 non-zero), never, always"},
 }
 
@@ -425,6 +425,7 @@ func quantizeCommand() *cli.Command {
 			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
 			&cli.StringFlag{Name: "granularity", Value: "block", Usage: "block, channel (per output row) or tensor"},
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
+			&cli.BoolFlag{Name: "mse", Usage: "per group, clip the range where that lowers the squared error (block/channel)"},
 			shardFlag, workersFlag, jsonFlag, quietFlag,
 		},
 		Action: quantizeAction,
@@ -441,6 +442,9 @@ func quantizeAction(c *cli.Context) error {
 	}
 	if c.Bool("f16-scales") {
 		spec += "-f16"
+	}
+	if c.Bool("mse") {
+		spec += "-mse"
 	}
 	cfg, err := quantize.ParseConfig(spec)
 	if err != nil {
