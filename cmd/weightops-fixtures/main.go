@@ -16,6 +16,9 @@
 //
 // The data come from -out/data (see testdata/engine/README.md). Runs with
 // the same seed give bit-identical files on the same platform.
+//
+// With -demo DIR it writes instead the demo models of `weightops demo`
+// (see robust.go and testdata/demo/README.md).
 package main
 
 import (
@@ -38,6 +41,7 @@ func main() {
 	only := flag.String("only", strings.Join(recipeNames(), ","), "comma-separated fixtures to make")
 	data := flag.String("data", "", "data directory (default OUT/data)")
 	quiet := flag.Bool("q", false, "no per-epoch log")
+	demoDir := flag.String("demo", "", "instead of the engine fixtures, write the demo models (base, clean and robust fine-tunes) into this directory (see robust.go)")
 	flag.Parse()
 	logf := func(format string, args ...any) { fmt.Printf("  "+format+"\n", args...) }
 	if *quiet {
@@ -45,6 +49,15 @@ func main() {
 	}
 	if *data == "" {
 		*data = filepath.Join(*out, "data")
+	}
+	if *demoDir != "" {
+		start := time.Now()
+		if err := makeDemo(*demoDir, *data, *seed, nil, logf); err != nil {
+			fmt.Fprintf(os.Stderr, "weightops-fixtures: demo: %v\n", err)
+			os.Exit(1)
+		}
+		fmt.Printf("demo models in %s, done in %.1fs\n", *demoDir, time.Since(start).Seconds())
+		return
 	}
 	for _, name := range strings.Split(*only, ",") {
 		start := time.Now()

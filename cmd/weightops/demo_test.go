@@ -1,0 +1,185 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weightops/weightops/demo"
+)
+
+const demoData = "../../testdata/demo"
+
+// Margins of TestDemoPipeline, in accuracy (fractions). They come from
+// running the generator and the demo with training seeds 1–6 (README,
+// "Demo"; the committed models are seed 1): each is beyond the worst
+// seed's figure, so regenerating the fixtures with another seed should not
+// break the test, and far from what a broken pipeline gives (no patch
+// applied: gain 0; a patch for another model or of the wrong sign: a loss;
+// a bad quantization: a gap of many points).
+const (
+	minGain        = 0.03  // own-corruption gain of each F32 signature (worst seed: +3.6 pts, brightness)
+	minSumGain     = 0.40  // summed over the four corruptions (worst seed: +55.5 pts)
+	maxCleanDrop   = 0.07  // clean accuracy one signature may cost (worst seed: 5.7 pts, gaussian_noise, seed 1)
+	maxQuantGap    = 0.025 // |4-bit − F32|, own corruption and clean (worst seed: 1.8 pts)
+	minComposedAvg = 0.06  // mean gain over corruptions of the composed signatures (worst seed: +8.6 pts)
+	minComposedHit = 0     // the composition's least gain on any one corruption (worst seed: +1.1 pts)
+	mergeSlack     = 0.01  // breadcrumbs − task arithmetic, mean over corruptions (seeds: −0.8 to +1.1 pts)
+)
+
+// TestDemoPipeline runs `weightops demo` on the committed models and
+// checks what the numbers are meant to show (see the README's table).
+func TestDemoPipeline(t *testing.T) {
+	out := t.TempDir()
+	start := time.Now()
+	stdout, stderr, code := run(t, "demo", "--data", demoData, "--out", out, "--json", "-q")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	t.Logf("demo ran in %.1fs", time.Since(start).Seconds())
+	var res demo.Result
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
+		t.Fatalf("json: %v\n%s", err, stdout)
+	}
+	row := func(name string) demo.Row {
+		t.Helper()
+		r, ok := res.Row(name)
+		if !ok {
+			t.Fatalf("no row %q", name)
+		}
+		if r.Invalid != "" {
+			t.Fatalf("row %q: invalid model: %s", name, r.Invalid)
+		}
+		return r
+	}
+	clean := row("clean")
+	// The engine agrees with the training loop on the clean model.
+	var tm struct {
+		TestCorrect int `json:"test_correct"`
+		TestSamples int `json:"test_samples"`
+	}
+	b, err := os.ReadFile(filepath.Join(demoData, "clean", "train_metrics.json"))
+	if err != nil || json.Unmarshal(b, &tm) != nil {
+		t.Fatal("clean/train_metrics.json", err)
+	}
+	if got := clean.Clean; math.Abs(got-float64(tm.TestCorrect)/float64(tm.TestSamples)) > 1e-12 {
+		t.Errorf("clean accuracy %.4f, the training loop measured %d/%d", got, tm.TestCorrect, tm.TestSamples)
+	}
+
+	// 1. Each signature raises accuracy on its own corruption at a small
+	// clean cost, and 4-bit signatures match F32 ones.
+	var sumGain float64
+	for _, c := range res.Corruptions {
+		f32, q := row("clean+rws:"+c.Name), row("clean+rws:"+c.Name+" (4-bit)")
+		gain := f32.Corrupted[c.Name] - clean.Corrupted[c.Name]
+		sumGain += gain
+		if gain < minGain {
+			t.Errorf("%s signature: %s accuracy %.3f → %.3f, want a gain ≥ %.2f", c.Name, c.Name, clean.Corrupted[c.Name], f32.Corrupted[c.Name], minGain)
+		}
+		if drop := clean.Clean - f32.Clean; drop > maxCleanDrop {
+			t.Errorf("%s signature: clean accuracy %.3f → %.3f, want a drop ≤ %.2f", c.Name, clean.Clean, f32.Clean, maxCleanDrop)
+		}
+		if d := math.Max(math.Abs(q.Corrupted[c.Name]-f32.Corrupted[c.Name]), math.Abs(q.Clean-f32.Clean)); d > maxQuantGap {
+			t.Errorf("%s: 4-bit signature %.3f/%.3f vs F32 %.3f/%.3f (own corruption/clean)", c.Name, q.Corrupted[c.Name], q.Clean, f32.Corrupted[c.Name], f32.Clean)
+		}
+	}
+	if sumGain < minSumGain {
+		t.Errorf("signatures' gains sum to %.3f, want ≥ %.2f", sumGain, minSumGain)
+	}
+
+	// 2. Composed signatures (one apply, common scale) cover the
+	// corruptions at once: a clear mean gain, no corruption made worse.
+	if !(res.ComposeScale > 0 && res.ComposeScale <= 1) {
+		t.Errorf("compose scale %g", res.ComposeScale)
+	}
+	for _, name := range []string{"clean+all rws", "clean+all rws (4-bit)"} {
+		comp := row(name + " ×" + formatScale(res.ComposeScale))
+		var mean float64
+		for _, c := range res.Corruptions {
+			g := comp.Corrupted[c.Name] - clean.Corrupted[c.Name]
+			mean += g / float64(len(res.Corruptions))
+			if g < minComposedHit {
+				t.Errorf("%s: %s accuracy %.3f → %.3f", name, c.Name, clean.Corrupted[c.Name], comp.Corrupted[c.Name])
+			}
+		}
+		if mean < minComposedAvg {
+			t.Errorf("%s: mean gain over corruptions %.3f, want ≥ %.2f", name, mean, minComposedAvg)
+		}
+	}
+
+	// 3. Merges. Breadcrumbs ≥ task arithmetic did not hold on every
+	// seed (README): the test asserts it within mergeSlack, and that every
+	// merge is a valid model better than the clean one under corruption.
+	ta, bc := row("merge:task_arithmetic"), row("merge:breadcrumbs")
+	if bc.MeanCorrupted < ta.MeanCorrupted-mergeSlack {
+		t.Errorf("breadcrumbs %.3f vs task arithmetic %.3f mean over corruptions", bc.MeanCorrupted, ta.MeanCorrupted)
+	}
+	for _, m := range []string{"task_arithmetic", "ties", "dare_linear", "breadcrumbs"} {
+		if r := row("merge:" + m); r.MeanCorrupted < clean.MeanCorrupted+0.1 {
+			t.Errorf("merge %s: mean corrupted %.3f, clean model %.3f", m, r.MeanCorrupted, clean.MeanCorrupted)
+		}
+	}
+
+	// 4. Size: the 4-bit signature of the shallow layers against the
+	// full F32 model.
+	for _, s := range res.Signatures {
+		if s.RatioQuant < 13 || s.Quant.QuantRelL2 > 0.10 || s.Quant.QuantRelL2 <= 0 {
+			t.Errorf("%s: %.1f× smaller, relative L2 error %.4f; want ≥ 13× and ≤ 0.10", s.Corruption, s.RatioQuant, s.Quant.QuantRelL2)
+		}
+		if st, err := os.Stat(filepath.Join(out, s.Quant.Path)); err != nil || st.Size() != s.Quant.Bytes {
+			t.Errorf("%s: patch file %s: %v", s.Corruption, s.Quant.Path, err)
+		}
+	}
+
+	// 5. Every removal gives the clean model back byte for byte: one per
+	// single signature (F32 and 4-bit) and one per composition.
+	if want := 2*len(res.Corruptions) + 2; len(res.Unpatch) != want {
+		t.Errorf("%d removals checked, want %d", len(res.Unpatch), want)
+	}
+	for _, u := range res.Unpatch {
+		if !u.Identical {
+			t.Errorf("%s: unpatched model differs from the clean one", u.Name)
+		}
+	}
+
+	// The files: results.json (same as stdout), results.md with the table.
+	b, err = os.ReadFile(filepath.Join(out, demo.ResultsJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var again demo.Result
+	if err := json.Unmarshal(b, &again); err != nil || len(again.Rows) != len(res.Rows) {
+		t.Errorf("results.json: %v", err)
+	}
+	md, err := os.ReadFile(filepath.Join(out, demo.ResultsMarkdown))
+	if err != nil || !strings.Contains(string(md), "| model | clean |") || !strings.Contains(string(md), "merge:breadcrumbs") {
+		t.Errorf("results.md: %v\n%s", err, md)
+	}
+}
+
+// formatScale writes a scale as the demo names its rows.
+func formatScale(s float64) string { return fmt.Sprintf("%g", s) }
+
+func TestDemoErrors(t *testing.T) {
+	_, stderr, code := run(t, "demo", "--data", t.TempDir(), "--out", t.TempDir())
+	if code != 1 || !strings.Contains(stderr, "manifest.json") || !strings.Contains(stderr, "weightops-fixtures -demo") || strings.Count(stderr, "\n") != 1 {
+		t.Errorf("missing data: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = run(t, "demo", "--data", demoData, "--out", t.TempDir(), "--running-stats", "copy")
+	if code != 1 || !strings.Contains(stderr, `"copy"`) {
+		t.Errorf("bad --running-stats: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = run(t, "demo", "extra")
+	if code != 1 || !strings.Contains(stderr, "unexpected arguments") {
+		t.Errorf("positional argument: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = run(t, "report", "--data", demoData, "--out", t.TempDir(), "--alpha", "x")
+	if code != 1 || !strings.Contains(stderr, "alpha") {
+		t.Errorf("report --alpha x: exit %d, stderr %q", code, stderr)
+	}
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/weightops/weightops/report"
+)
+
+func init() { register(reportCommand()) }
+
+func reportCommand() *cli.Command {
+	return &cli.Command{
+		Name: "report",
+		Usage: "an HTML page and a Markdown file with charts about the demo models: where the difference lives, " +
+			"task-vector similarity, patch sparsity, accuracy along an interpolation",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "data", Value: "testdata/demo", Usage: "demo models (as for weightops demo)"},
+			&cli.StringFlag{Name: "from", Usage: "a `weightops demo --out` directory: include its results table and use its signature patches"},
+			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output directory (default: a new temporary directory)"},
+			&cli.StringFlag{Name: "alpha", Value: "0:1:0.25", Usage: "interpolation sweep clean → robust (start:stop:step or a list)"},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the test-time corruptions"},
+			workersFlag, jsonFlag, quietFlag,
+		},
+		Action: reportAction,
+	}
+}
+
+func reportAction(c *cli.Context) error {
+	if c.NArg() != 0 {
+		return fmt.Errorf("report: unexpected arguments %q (see --data, --from, --out)", c.Args().Slice())
+	}
+	out := c.String("out")
+	if out == "" {
+		d, err := os.MkdirTemp("", "weightops-report-")
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		out = d
+	}
+	var log io.Writer = os.Stderr
+	if c.Bool("quiet") {
+		log = nil
+	}
+	rep, err := report.Build(report.Options{Data: c.String("data"), From: c.String("from"), Out: out, Alphas: c.String("alpha"),
+		EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Log: log})
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		return json.NewEncoder(os.Stdout).Encode(rep)
+	}
+	fmt.Println(filepath.Join(out, report.HTMLFile))
+	fmt.Println(filepath.Join(out, report.MarkdownFile))
+	return nil
+}

@@ -1,0 +1,737 @@
+// Package report writes a self-contained HTML page and a Markdown file,
+// with charts made by gonum.org/v1/plot, about the demo models of
+// testdata/demo (see package demo):
+//
+//   - where the difference lives: per-layer ‖θ_ft − θ_base‖/‖θ_clean‖ and
+//     ‖RWS‖/‖θ_clean‖ (signature.SignatureStats, GroupStats);
+//   - how alike the task vectors are: per-layer cosine similarity of
+//     θ_ft − θ_base between the fine-tunes;
+//   - how sparse the patches are: the fraction of non-zero values per
+//     tensor and per patch (RWS patches and Breadcrumbs-sparsified task
+//     vectors), read back through signature.OpenPatch;
+//   - accuracy against α along merge.Interpolate(clean, robust, α), on
+//     clean and corrupted test images.
+//
+// With Options.From (a `weightops demo --out` directory) the page also
+// shows the demo's results table and claims, and the sparsity section
+// uses the demo's own signature patches.
+package report
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/weightops/weightops/demo"
+	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/merge"
+	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/weights"
+)
+
+// Options configure Build. Zero values take the defaults noted.
+type Options struct {
+	// Data is the demo data directory (default testdata/demo).
+	Data string
+	// From is an optional `weightops demo` output directory whose
+	// results and signature patches the report reuses.
+	From string
+	// Out receives report.html, report.md, report.json and charts/
+	// (required).
+	Out string
+	// Alphas is the interpolation sweep (default "0:1:0.25").
+	Alphas string
+	// Layers is the signature selection when the report makes its own
+	// signature patches (default 2, as the demo).
+	Layers int
+	// TVDensity and TVGamma sparsify the Breadcrumbs task-vector patches
+	// of the sparsity section (defaults 0.1 and 0.01, the README's
+	// example).
+	TVDensity, TVGamma float64
+	// EvalSeed seeds the test-time corruptions (default 1, as the demo).
+	EvalSeed uint64
+	// Workers is the number of tensors processed at once (0: default).
+	Workers int
+	// Log receives step headers (nil: silent).
+	Log io.Writer
+}
+
+func (o *Options) defaults() error {
+	if o.Data == "" {
+		o.Data = filepath.Join("testdata", "demo")
+	}
+	if o.Out == "" {
+		return errors.New("report: no output directory")
+	}
+	if o.Alphas == "" {
+		o.Alphas = "0:1:0.25"
+	}
+	if o.Layers == 0 {
+		o.Layers = 2
+	}
+	if o.Layers < 0 {
+		return fmt.Errorf("report: layers %d: want a positive number", o.Layers)
+	}
+	if o.TVDensity == 0 {
+		o.TVDensity = 0.1
+	}
+	if o.TVGamma == 0 {
+		o.TVGamma = 0.01
+	}
+	if !(o.TVDensity > 0 && o.TVDensity <= 1) || o.TVGamma < 0 || o.TVGamma >= 1 {
+		return fmt.Errorf("report: task-vector density %g, gamma %g: want density in (0, 1] and gamma in [0, 1)", o.TVDensity, o.TVGamma)
+	}
+	if o.EvalSeed == 0 {
+		o.EvalSeed = 1
+	}
+	if o.Log == nil {
+		o.Log = io.Discard
+	}
+	return nil
+}
+
+// Files the report writes into its output directory.
+const (
+	HTMLFile     = "report.html"
+	MarkdownFile = "report.md"
+	JSONFile     = "report.json"
+	ChartsDir    = "charts"
+)
+
+// LayerNorms is one checkpoint pair's per-layer relative norms.
+type LayerNorms struct {
+	// Name is the fine-tune compared with the base.
+	Name string `json:"name"`
+	// RelDelta is ‖θ_ft − θ_base‖/‖θ_clean‖ per layer; RelRWS is
+	// ‖RWS‖/‖θ_clean‖ (robust fine-tunes only).
+	RelDelta []float64 `json:"rel_delta"`
+	RelRWS   []float64 `json:"rel_rws,omitempty"`
+}
+
+// Cosine is the per-layer cosine similarity of two task vectors.
+type Cosine struct {
+	A, B   string    `json:"-"`
+	Pair   string    `json:"pair"`
+	Values []float64 `json:"values"`
+}
+
+// TensorSparsity counts one patch tensor's non-zero values.
+type TensorSparsity struct {
+	Name     string `json:"name"`
+	Elements int64  `json:"elements"`
+	NonZero  int64  `json:"non_zero"`
+	Encoding string `json:"encoding"` // dense | sparse
+	Values   string `json:"values"`   // f32 | f16 | quantization
+}
+
+// PatchSparsity is one patch's non-zero counts.
+type PatchSparsity struct {
+	Label    string           `json:"label"`
+	File     string           `json:"file"`
+	Kind     string           `json:"kind"`
+	Bytes    int64            `json:"bytes"`
+	Elements int64            `json:"elements"`
+	NonZero  int64            `json:"non_zero"`
+	Tensors  []TensorSparsity `json:"tensors"`
+}
+
+// Fraction is NonZero/Elements.
+func (p PatchSparsity) Fraction() float64 {
+	if p.Elements == 0 {
+		return 0
+	}
+	return float64(p.NonZero) / float64(p.Elements)
+}
+
+// Sweep is the accuracy along an interpolation between the clean model
+// (α = 0) and one robust fine-tune (α = 1).
+type Sweep struct {
+	Robust string        `json:"robust"`
+	Alphas []float64     `json:"alphas"`
+	Scores []demo.Scores `json:"scores"`
+}
+
+// Report is what Build computed and wrote; report.json holds it.
+type Report struct {
+	Data        string            `json:"data"`
+	From        string            `json:"from,omitempty"`
+	Out         string            `json:"out"`
+	Corruptions []demo.Corruption `json:"corruptions"`
+	// Layers are the layer names in network order (the x axis of the
+	// per-layer charts).
+	Layers   []string        `json:"layers"`
+	Norms    []LayerNorms    `json:"layer_norms"`
+	Cosines  []Cosine        `json:"cosines"`
+	Patches  []PatchSparsity `json:"patches"`
+	Sweeps   []Sweep         `json:"sweeps"`
+	Demo     *demo.Result    `json:"-"`
+	Files    []string        `json:"files"`
+	Seconds  float64         `json:"seconds"`
+	charts   []chart
+	sections []section
+}
+
+type build struct {
+	o      Options
+	alphas []float64
+	man    *demo.Manifest
+	rep    *Report
+}
+
+func (b *build) step(format string, a ...any) { fmt.Fprintf(b.o.Log, "== "+format+"\n", a...) }
+
+func (b *build) model(name string) string { return filepath.Join(b.o.Data, name, "model.safetensors") }
+
+// Build computes the report's numbers, draws the charts and writes
+// report.html (self-contained: charts inline as SVG), report.md (charts
+// as SVG files in charts/ beside it) and report.json into o.Out.
+func Build(o Options) (*Report, error) {
+	start := time.Now()
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	alphas, err := merge.ParseAlphas(o.Alphas)
+	if err != nil {
+		return nil, fmt.Errorf("report: %w", err)
+	}
+	if len(alphas) < 2 {
+		return nil, fmt.Errorf("report: alphas %q: want at least two values", o.Alphas)
+	}
+	man, err := demo.ReadManifest(o.Data)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(o.Out, ChartsDir), 0o755); err != nil {
+		return nil, err
+	}
+	b := &build{o: o, alphas: alphas, man: man, rep: &Report{Data: o.Data, From: o.From, Out: o.Out, Corruptions: man.Corruptions}}
+	if o.From != "" {
+		if b.rep.Demo, err = demo.ReadResult(filepath.Join(o.From, demo.ResultsJSON)); err != nil {
+			return nil, fmt.Errorf("report: --from: %w", err)
+		}
+	}
+	for _, f := range []func() error{b.norms, b.cosines, b.sparsity, b.sweeps} {
+		if err := f(); err != nil {
+			return nil, err
+		}
+	}
+	b.rep.Seconds = time.Since(start).Seconds()
+	if err := b.rep.write(); err != nil {
+		return nil, err
+	}
+	return b.rep, nil
+}
+
+// norms: where the difference lives.
+func (b *build) norms() error {
+	b.step("per-layer relative norms of the fine-tunes' differences")
+	base, _ := b.man.Role(demo.RoleBase, "")
+	clean, _ := b.man.Role(demo.RoleClean, "")
+	// The clean fine-tune against the base: a two-checkpoint stats pass
+	// (δ = clean − base, normalised by ‖θ_base‖, which differs from
+	// ‖θ_clean‖ by a few percent at most here).
+	cks, err := openAll(b.model(base.Name), b.model(clean.Name))
+	if err != nil {
+		return err
+	}
+	st, err := signature.SignatureStats(nil, cks[0], cks[1], b.o.Workers)
+	if err != nil {
+		closeAll(cks)
+		return err
+	}
+	ls := signature.GroupStats(cks[0].Tensors(), st)
+	closeAll(cks)
+	for _, l := range ls {
+		b.rep.Layers = append(b.rep.Layers, l.Name)
+	}
+	cn := LayerNorms{Name: clean.Name}
+	for _, l := range ls {
+		cn.RelDelta = append(cn.RelDelta, l.RelNorm())
+	}
+	b.rep.Norms = append(b.rep.Norms, cn)
+	for _, c := range b.man.Corruptions {
+		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
+		tr, err := demo.OpenTriple(b.model(base.Name), b.model(clean.Name), b.model(rb.Name))
+		if err != nil {
+			return err
+		}
+		_, layers, err := tr.Stats(b.o.Workers)
+		tr.Close()
+		if err != nil {
+			return err
+		}
+		if err := sameLayers(b.rep.Layers, layers); err != nil {
+			return fmt.Errorf("%s: %w", rb.Name, err)
+		}
+		n := LayerNorms{Name: rb.Name}
+		for _, l := range layers {
+			n.RelDelta = append(n.RelDelta, l.RelNorm())
+			n.RelRWS = append(n.RelRWS, l.RelRWS())
+		}
+		b.rep.Norms = append(b.rep.Norms, n)
+	}
+	var delta, rws []Series
+	for _, n := range b.rep.Norms {
+		delta = append(delta, Series{Name: n.Name, Values: n.RelDelta})
+		if n.RelRWS != nil {
+			rws = append(rws, Series{Name: strings.TrimPrefix(n.Name, "robust-"), Values: n.RelRWS})
+		}
+	}
+	sec := section{ID: "norms", Title: "Where the difference lives",
+		Text: "Per layer (network order), the norm of each fine-tune's change from the base relative to the clean model's weights, " +
+			"and the same for the Robust Weight Signature (the robust change with its component along the clean change projected out). " +
+			"Batchnorm layers (features.1, features.5) hold running statistics, which a corruption shifts most. " +
+			"(The RWS here is the plain formula for every tensor; the demo's patches use θ_robust − θ_clean for running statistics, see demo.StatsDifference.)"}
+	if err := b.addChart(&sec, "norms-delta.svg", "‖θ_ft − θ_base‖ / ‖θ_clean‖ per layer", "", func() ([]byte, error) {
+		return groupedBars("‖θ_ft − θ_base‖ / ‖θ_clean‖", "relative norm", b.rep.Layers, delta, false, 18, 10)
+	}); err != nil {
+		return err
+	}
+	if err := b.addChart(&sec, "norms-rws.svg", "‖RWS‖ / ‖θ_clean‖ per layer", "", func() ([]byte, error) {
+		return groupedBars("‖RWS‖ / ‖θ_clean‖ (robust vs clean, base as pretrained)", "relative norm", b.rep.Layers, rws, false, 18, 10)
+	}); err != nil {
+		return err
+	}
+	b.rep.sections = append(b.rep.sections, sec)
+	return nil
+}
+
+func sameLayers(names []string, layers []signature.LayerStat) error {
+	if len(names) != len(layers) {
+		return fmt.Errorf("%d layers, the base has %d", len(layers), len(names))
+	}
+	for i, l := range layers {
+		if l.Name != names[i] {
+			return fmt.Errorf("layer %d is %q, the base's is %q", i, l.Name, names[i])
+		}
+	}
+	return nil
+}
+
+func openAll(paths ...string) ([]weights.Checkpoint, error) {
+	var out []weights.Checkpoint
+	for _, p := range paths {
+		c, err := weights.Open(p)
+		if err != nil {
+			closeAll(out)
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+func closeAll(cks []weights.Checkpoint) {
+	for _, c := range cks {
+		c.Close()
+	}
+}
+
+// cosines: per-layer cosine similarity between task vectors.
+func (b *build) cosines() error {
+	b.step("per-layer cosine similarity of the task vectors")
+	base, _ := b.man.Role(demo.RoleBase, "")
+	var names, paths []string
+	for _, e := range b.man.Models {
+		if e.Role != demo.RoleBase {
+			names = append(names, e.Name)
+			paths = append(paths, b.model(e.Name))
+		}
+	}
+	cks, err := openAll(append([]string{b.model(base.Name)}, paths...)...)
+	if err != nil {
+		return err
+	}
+	defer closeAll(cks)
+	var floats []weights.TensorInfo
+	for _, t := range cks[0].Tensors() {
+		if t.DType.IsFloat() {
+			floats = append(floats, t)
+		}
+	}
+	layers := signature.OrderLayers(floats)
+	k := len(names)
+	// dots[l][i][j] = Σ over layer l of τ_i·τ_j.
+	dots := make([][][]float64, len(layers))
+	for li, l := range layers {
+		dots[li] = make([][]float64, k)
+		for i := range dots[li] {
+			dots[li][i] = make([]float64, k)
+		}
+		for _, name := range l.Tensors {
+			taus, err := taskVectors(cks, name)
+			if err != nil {
+				return err
+			}
+			for i := 0; i < k; i++ {
+				for j := i; j < k; j++ {
+					var s float64
+					for e := range taus[i] {
+						s += taus[i][e] * taus[j][e]
+					}
+					dots[li][i][j] += s
+					dots[li][j][i] = dots[li][i][j]
+				}
+			}
+		}
+	}
+	cos := func(li, i, j int) float64 {
+		d := math.Sqrt(dots[li][i][i] * dots[li][j][j])
+		if d == 0 {
+			return 0
+		}
+		return dots[li][i][j] / d
+	}
+	cleanIdx := -1
+	for i, n := range names {
+		if e, _ := b.man.Role(demo.RoleClean, ""); e.Name == n {
+			cleanIdx = i
+		}
+	}
+	var withClean, between []Series
+	for i := 0; i < k; i++ {
+		for j := i + 1; j < k; j++ {
+			c := Cosine{A: names[i], B: names[j], Pair: names[i] + " · " + names[j]}
+			for li := range layers {
+				c.Values = append(c.Values, cos(li, i, j))
+			}
+			b.rep.Cosines = append(b.rep.Cosines, c)
+			short := func(s string) string { return strings.TrimPrefix(s, "robust-") }
+			switch {
+			case i == cleanIdx:
+				withClean = append(withClean, Series{Name: short(names[j]), Values: c.Values})
+			case j == cleanIdx:
+				withClean = append(withClean, Series{Name: short(names[i]), Values: c.Values})
+			default:
+				between = append(between, Series{Name: short(names[i]) + " · " + short(names[j]), Values: c.Values})
+			}
+		}
+	}
+	xs := make([]float64, len(layers))
+	labels := make([]string, len(layers))
+	for i, l := range layers {
+		xs[i], labels[i] = float64(i), l.Name
+	}
+	sec := section{ID: "cosine", Title: "Task vector similarity",
+		Text: "Cosine similarity, per layer, between task vectors τ = θ_ft − θ_base of the fine-tunes. " +
+			"All fine-tunes share the clean learning signal (same data order, same start), so similarity is high where that dominates; " +
+			"where the corruptions pull apart, it drops — that is where merges interfere and signatures differ."}
+	if err := b.addChart(&sec, "cosine-clean.svg", "cos(τ_robust, τ_clean) per layer", "", func() ([]byte, error) {
+		return lines("cos(τ_robust, τ_clean) per layer", "", "cosine similarity", xs, labels, withClean, -0.2, 1, 16, 10)
+	}); err != nil {
+		return err
+	}
+	if err := b.addChart(&sec, "cosine-robust.svg", "cos(τ_robust_i, τ_robust_j) per layer", "", func() ([]byte, error) {
+		return lines("cos(τ_robust_i, τ_robust_j) per layer", "", "cosine similarity", xs, labels, between, -0.2, 1, 16, 10)
+	}); err != nil {
+		return err
+	}
+	b.rep.sections = append(b.rep.sections, sec)
+	return nil
+}
+
+// taskVectors reads one tensor from the base (cks[0]) and each fine-tune
+// and returns the fine-tunes' differences from the base in float64.
+func taskVectors(cks []weights.Checkpoint, name string) ([][]float64, error) {
+	read := func(c weights.Checkpoint) ([]float64, error) {
+		t, err := c.ReadTensor(name, nil)
+		if err != nil {
+			return nil, err
+		}
+		n, err := t.NumElements()
+		if err != nil {
+			return nil, err
+		}
+		v := make([]float64, n)
+		if err := weights.Decode(t.DType, t.Data, v); err != nil {
+			return nil, &weights.TensorError{File: c.Path(), Tensor: name, Err: err}
+		}
+		return v, nil
+	}
+	base, err := read(cks[0])
+	if err != nil {
+		return nil, err
+	}
+	var out [][]float64
+	for _, c := range cks[1:] {
+		v, err := read(c)
+		if err != nil {
+			return nil, err
+		}
+		if len(v) != len(base) {
+			return nil, &weights.TensorError{File: c.Path(), Tensor: name, Err: fmt.Errorf("%d values, the base has %d", len(v), len(base))}
+		}
+		for i := range v {
+			v[i] -= base[i]
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// sparsity: the non-zero fraction of each patch, per tensor.
+func (b *build) sparsity() error {
+	b.step("patch sparsity")
+	dir := filepath.Join(b.o.Out, "patches")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	base, _ := b.man.Role(demo.RoleBase, "")
+	type item struct{ label, path string }
+	var items []item
+	for _, c := range b.man.Corruptions {
+		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
+		f32, q := "", ""
+		if b.o.From != "" {
+			f32 = filepath.Join(b.o.From, "patches", "rws-"+c.Name+".wpatch")
+			q = filepath.Join(b.o.From, "patches", "rws-"+c.Name+".q4.wpatch")
+		} else {
+			var err error
+			if f32, q, err = b.signatures(c.Name, rb.Name, dir); err != nil {
+				return err
+			}
+		}
+		tv := filepath.Join(dir, "tv-"+c.Name+"-breadcrumbs.wpatch")
+		if err := b.taskVectorPatch(b.model(rb.Name), b.model(base.Name), tv); err != nil {
+			return err
+		}
+		items = append(items, item{"rws " + c.Name, f32}, item{"rws " + c.Name + " 4-bit", q},
+			item{"τ " + c.Name + " breadcrumbs", tv})
+	}
+	for _, it := range items {
+		ps, err := countNonZero(it.path)
+		if err != nil {
+			return err
+		}
+		ps.Label = it.label
+		b.rep.Patches = append(b.rep.Patches, *ps)
+	}
+	// Chart 1: whole patches.
+	var labels []string
+	var fr []float64
+	for _, p := range b.rep.Patches {
+		labels = append(labels, p.Label)
+		fr = append(fr, p.Fraction())
+	}
+	// Chart 2: per tensor, for the task-vector patches (they cover every
+	// tensor; the signatures only the shallow ones, all dense).
+	var tensors []string
+	for _, t := range b.rep.Patches[len(b.rep.Patches)-1].Tensors {
+		tensors = append(tensors, t.Name)
+	}
+	var per []Series
+	for _, p := range b.rep.Patches {
+		if p.Kind != "breadcrumbs" {
+			continue
+		}
+		s := Series{Name: strings.TrimSuffix(strings.TrimPrefix(p.Label, "τ "), " breadcrumbs")}
+		byName := map[string]TensorSparsity{}
+		for _, t := range p.Tensors {
+			byName[t.Name] = t
+		}
+		for _, n := range tensors {
+			t := byName[n]
+			f := 0.0
+			if t.Elements > 0 {
+				f = float64(t.NonZero) / float64(t.Elements)
+			}
+			s.Values = append(s.Values, f)
+		}
+		per = append(per, s)
+	}
+	sec := section{ID: "sparsity", Title: "Patch sparsity",
+		Text: fmt.Sprintf("Fraction of non-zero values, counted from the values signature.OpenPatch loads back (4-bit values dequantized). "+
+			"The signatures are dense; the task vectors θ_robust − θ_base are sparsified with Breadcrumbs (drop the top %g of |τ|, keep the next %g of each tensor). "+
+			"Counts round down per tensor (⌊density·n⌋), so a tensor of fewer than %d values keeps nothing: the biases and batchnorm vectors vanish.",
+			b.o.TVGamma, b.o.TVDensity, int(math.Ceil(1/b.o.TVDensity)))}
+	if err := b.addChart(&sec, "sparsity-patches.svg", "non-zero fraction per patch", "", func() ([]byte, error) {
+		return groupedBars("non-zero fraction per patch", "fraction non-zero", labels, []Series{{Name: "non-zero", Values: fr}}, true, 18, 11)
+	}); err != nil {
+		return err
+	}
+	if err := b.addChart(&sec, "sparsity-tensors.svg", "non-zero fraction per tensor of the Breadcrumbs task vectors", "", func() ([]byte, error) {
+		return groupedBars("non-zero fraction per tensor (Breadcrumbs task vectors)", "fraction non-zero", tensors, per, true, 18, 11)
+	}); err != nil {
+		return err
+	}
+	b.rep.sections = append(b.rep.sections, sec)
+	return nil
+}
+
+// signatures makes F32 and 4-bit RWS patches as the demo does (when the
+// report is not given the demo's).
+func (b *build) signatures(c, robust, dir string) (f32, q string, err error) {
+	base, _ := b.man.Role(demo.RoleBase, "")
+	clean, _ := b.man.Role(demo.RoleClean, "")
+	tr, err := demo.OpenTriple(b.model(base.Name), b.model(clean.Name), b.model(robust))
+	if err != nil {
+		return "", "", err
+	}
+	defer tr.Close()
+	stats, layers, err := tr.Stats(b.o.Workers)
+	if err != nil {
+		return "", "", err
+	}
+	// As the demo does by default (see demo.StatsDifference).
+	stats, sel, err := demo.ForStats(demo.StatsDifference, stats, demo.ShallowTensors(layers, b.o.Layers))
+	if err != nil {
+		return "", "", err
+	}
+	qc, err := quantize.ParseConfig("4bit-asym-block64")
+	if err != nil {
+		return "", "", err
+	}
+	f32, q = filepath.Join(dir, "rws-"+c+".wpatch"), filepath.Join(dir, "rws-"+c+".q4.wpatch")
+	if _, err := tr.WriteSignature(stats, sel, signature.Encoding{Values: "f32"}, f32, 1); err != nil {
+		return "", "", err
+	}
+	if _, err := tr.WriteSignature(stats, sel, signature.Encoding{Values: "q", Quant: qc}, q, 1); err != nil {
+		return "", "", err
+	}
+	return f32, q, nil
+}
+
+func (b *build) taskVectorPatch(ft, base, out string) error {
+	cks, err := openAll(ft, base)
+	if err != nil {
+		return err
+	}
+	defer closeAll(cks)
+	sp := signature.Sparsify{Method: signature.MagnitudeOutliers, Density: b.o.TVDensity, Gamma: b.o.TVGamma}
+	w, err := signature.CreatePatch(out, "breadcrumbs", map[string]string{"ft": ft, "base": base,
+		"sparsify": fmt.Sprintf("breadcrumbs density=%g gamma=%g", b.o.TVDensity, b.o.TVGamma)}, signature.Encoding{Values: "f32"})
+	if err != nil {
+		return err
+	}
+	if err := signature.DiffToPatch(cks[0], cks[1], sp, w, 1); err != nil {
+		w.Abort()
+		return err
+	}
+	return w.Commit()
+}
+
+// countNonZero loads every tensor of a patch and counts its non-zero
+// values. (A patch entry's nnz is the number of values stored, which for
+// a dense tensor is every element, zero or not.)
+func countNonZero(path string) (*PatchSparsity, error) {
+	p, err := signature.OpenPatch(path)
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	ps := &PatchSparsity{File: path, Kind: p.Kind, Bytes: st.Size()}
+	for _, t := range p.Tensors {
+		n := t.Elements()
+		v := make([]float32, n)
+		if err := p.Load(t.Name, v); err != nil {
+			return nil, err
+		}
+		ts := TensorSparsity{Name: t.Name, Elements: n, Encoding: t.Encoding, Values: t.Values}
+		if t.Quant != "" {
+			ts.Values = t.Quant
+		}
+		for _, x := range v {
+			if x != 0 {
+				ts.NonZero++
+			}
+		}
+		ps.Elements += n
+		ps.NonZero += ts.NonZero
+		ps.Tensors = append(ps.Tensors, ts)
+	}
+	return ps, nil
+}
+
+// sweeps: accuracy against α between the clean model and each robust
+// fine-tune.
+func (b *build) sweeps() error {
+	alphas := b.alphas
+	b.step("interpolation sweeps clean → robust, α = %s", b.o.Alphas)
+	data, err := b.man.LoadData(b.o.Data)
+	if err != nil {
+		return err
+	}
+	ev, err := demo.NewEvaluator(data.Test, b.man.Corruptions, b.o.EvalSeed)
+	if err != nil {
+		return err
+	}
+	clean, _ := b.man.Role(demo.RoleClean, "")
+	arch := filepath.Join(b.o.Data, clean.Name, "arch.yaml")
+	sec := section{ID: "sweeps", Title: "Accuracy along the interpolation clean → robust",
+		Text: fmt.Sprintf("θ(α) = (1−α)·θ_clean + α·θ_robust (merge.Interpolate), α = %s, evaluated on the %d clean test images and under each corruption.", b.o.Alphas, ev.Samples())}
+	for _, c := range b.man.Corruptions {
+		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
+		cks, err := openAll(b.model(clean.Name), b.model(rb.Name))
+		if err != nil {
+			return err
+		}
+		dir := filepath.Join(b.o.Out, "sweep", c.Name)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			closeAll(cks)
+			return err
+		}
+		outs := make([]string, len(alphas))
+		for i, a := range alphas {
+			outs[i] = filepath.Join(dir, fmt.Sprintf("alpha-%g.safetensors", a))
+		}
+		_, err = merge.Interpolate(cks[0], cks[1], alphas, outs, merge.StreamOptions{Workers: b.o.Workers})
+		closeAll(cks)
+		if err != nil {
+			return err
+		}
+		sw := Sweep{Robust: rb.Name, Alphas: alphas}
+		for _, p := range outs {
+			m, err := engine.Load(p, arch)
+			if err != nil {
+				return err
+			}
+			s, err := ev.Model(m)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			sw.Scores = append(sw.Scores, s)
+		}
+		series := []Series{{Name: "clean data"}}
+		for _, cc := range b.man.Corruptions {
+			series = append(series, Series{Name: cc.Spec})
+		}
+		for _, s := range sw.Scores {
+			series[0].Values = append(series[0].Values, s.Clean)
+			for i, cc := range b.man.Corruptions {
+				series[i+1].Values = append(series[i+1].Values, s.Corrupted[cc.Name])
+			}
+		}
+		b.rep.Sweeps = append(b.rep.Sweeps, sw)
+		if err := b.addChart(&sec, "sweep-"+c.Name+".svg", "clean → "+rb.Name, "", func() ([]byte, error) {
+			return lines("clean (α=0) → "+rb.Name+" (α=1)", "α", "accuracy", alphas, nil, series, 0, 1, 13, 10)
+		}); err != nil {
+			return err
+		}
+	}
+	b.rep.sections = append(b.rep.sections, sec)
+	return nil
+}
+
+func (b *build) addChart(sec *section, file, title, caption string, draw func() ([]byte, error)) error {
+	svg, err := draw()
+	if err != nil {
+		return fmt.Errorf("report: %w", err)
+	}
+	c := chart{File: filepath.ToSlash(filepath.Join(ChartsDir, file)), Title: title, Caption: caption, SVG: svg}
+	if err := weights.WriteFileAtomic(filepath.Join(b.o.Out, c.File), svg); err != nil {
+		return err
+	}
+	sec.Charts = append(sec.Charts, c)
+	b.rep.Files = append(b.rep.Files, c.File)
+	return nil
+}

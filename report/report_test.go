@@ -1,0 +1,189 @@
+package report
+
+import (
+	"bytes"
+	"image/png"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const demoData = "../testdata/demo"
+
+// TestBuildRendersInChromium builds the report on the committed demo
+// models and checks its numbers and files, then opens the page in
+// headless Chromium (skipped where /usr/bin/chromium is absent): the DOM
+// must hold every section and chart, and the screenshot must be a real
+// picture, not a blank page.
+func TestBuildRendersInChromium(t *testing.T) {
+	out := t.TempDir()
+	start := time.Now()
+	rep, err := Build(Options{Data: demoData, Out: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("report built in %.1fs", time.Since(start).Seconds())
+
+	// Numbers: layers in network order; relative norms positive; the
+	// signature's share of the change lives in the batchnorms too; a task
+	// vector is perfectly similar to itself, and cosines lie in [−1, 1].
+	wantLayers := []string{"features.0", "features.1", "features.4", "features.5", "head.0", "head.2"}
+	if strings.Join(rep.Layers, ",") != strings.Join(wantLayers, ",") {
+		t.Errorf("layers %v, want %v", rep.Layers, wantLayers)
+	}
+	if len(rep.Norms) != 1+len(rep.Corruptions) {
+		t.Errorf("%d norm series, want clean + %d robust", len(rep.Norms), len(rep.Corruptions))
+	}
+	for _, n := range rep.Norms {
+		for i, v := range n.RelDelta {
+			if !(v > 0 && v < 2) {
+				t.Errorf("%s: layer %s relative change %g", n.Name, rep.Layers[i], v)
+			}
+		}
+	}
+	k := 1 + len(rep.Corruptions)
+	if len(rep.Cosines) != k*(k-1)/2 {
+		t.Errorf("%d cosine pairs, want %d", len(rep.Cosines), k*(k-1)/2)
+	}
+	for _, c := range rep.Cosines {
+		for _, v := range c.Values {
+			if v < -1-1e-9 || v > 1+1e-9 {
+				t.Errorf("%s: cosine %g", c.Pair, v)
+			}
+		}
+	}
+	// Sparsity: signatures dense, Breadcrumbs task vectors at about the
+	// density asked (a little under: counts round down per tensor).
+	for _, p := range rep.Patches {
+		f := p.Fraction()
+		switch p.Kind {
+		case "rws":
+			if f < 0.99 {
+				t.Errorf("%s: %.3f non-zero, want a dense signature", p.Label, f)
+			}
+		case "breadcrumbs":
+			if f > 0.1 || f < 0.09 {
+				t.Errorf("%s: %.3f non-zero, want just under 0.1", p.Label, f)
+			}
+		default:
+			t.Errorf("%s: kind %q", p.Label, p.Kind)
+		}
+	}
+	// Sweeps: α = 0 is the clean model and α = 1 the robust fine-tune,
+	// so each sweep's last point is better on its corruption than its first.
+	for i, sw := range rep.Sweeps {
+		c := rep.Corruptions[i].Name
+		if len(sw.Alphas) != 5 || sw.Alphas[0] != 0 || sw.Alphas[4] != 1 {
+			t.Fatalf("%s: alphas %v", sw.Robust, sw.Alphas)
+		}
+		if first, last := sw.Scores[0].Corrupted[c], sw.Scores[4].Corrupted[c]; last <= first {
+			t.Errorf("%s: accuracy on %s %.3f at α=0, %.3f at α=1", sw.Robust, c, first, last)
+		}
+	}
+	if len(rep.Files) != 10 {
+		t.Errorf("%d charts, want 10: %v", len(rep.Files), rep.Files)
+	}
+	for _, f := range append([]string{HTMLFile, MarkdownFile, JSONFile}, rep.Files...) {
+		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() < 1000 {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+	md, _ := os.ReadFile(filepath.Join(out, MarkdownFile))
+	for _, f := range rep.Files {
+		if !bytes.Contains(md, []byte("]("+f+")")) {
+			t.Errorf("report.md does not show %s", f)
+		}
+	}
+	page, _ := os.ReadFile(filepath.Join(out, HTMLFile))
+	if n := bytes.Count(page, []byte("<svg")); n != 10 {
+		t.Errorf("report.html inlines %d SVGs, want 10", n)
+	}
+	if bytes.Contains(page, []byte("src=")) || bytes.Contains(page, []byte("href=\"http")) {
+		t.Error("report.html refers to other files; it should be self-contained")
+	}
+
+	chromium := "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skip("headless rendering skipped: /usr/bin/chromium is absent (apt-get install chromium)")
+	}
+	args := func(extra ...string) []string {
+		return append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+			"--disable-background-networking", "--disable-component-update", "--disable-sync",
+			"--user-data-dir=" + t.TempDir()}, extra...)
+	}
+	url := "file://" + mustAbs(t, filepath.Join(out, HTMLFile))
+	dom, err := exec.Command(chromium, args("--dump-dom", url)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	for _, want := range []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "features.4", "α"} {
+		if !bytes.Contains(dom, []byte(want)) {
+			t.Errorf("rendered DOM lacks %q", want)
+		}
+	}
+	if n := bytes.Count(dom, []byte("<svg")); n != 10 {
+		t.Errorf("rendered DOM has %d <svg> elements, want 10", n)
+	}
+	shot := filepath.Join(t.TempDir(), "report.png")
+	if b, err := exec.Command(chromium, args("--screenshot="+shot, "--window-size=1200,1600", url)...).CombinedOutput(); err != nil {
+		t.Fatalf("chromium --screenshot: %v\n%s", err, b)
+	}
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 1200 || b.Dy() != 1600 {
+		t.Errorf("screenshot is %v, want 1200×1600", b)
+	}
+	// A blank or error page is nearly all one colour; the charts' bars
+	// and lines are not.
+	colours := map[[3]uint32]bool{}
+	var dark int
+	b := img.Bounds()
+	for y := b.Min.Y; y < b.Max.Y; y += 2 {
+		for x := b.Min.X; x < b.Max.X; x += 2 {
+			r, g, bl, _ := img.At(x, y).RGBA()
+			colours[[3]uint32{r >> 12, g >> 12, bl >> 12}] = true
+			if r+g+bl < 3*0x8000 {
+				dark++
+			}
+		}
+	}
+	if len(colours) < 20 || dark < 2000 {
+		t.Errorf("screenshot looks blank: %d colours, %d dark samples", len(colours), dark)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestOptionsErrors(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{}, "no output directory"},
+		{Options{Out: "x", TVDensity: 2}, "density 2"},
+		{Options{Out: "x", Layers: -2}, "layers -2"},
+		{Options{Out: t.TempDir(), Data: t.TempDir()}, "weightops-fixtures -demo"},
+		{Options{Out: t.TempDir(), Data: demoData, From: t.TempDir()}, "--from"},
+		{Options{Out: t.TempDir(), Data: demoData, Alphas: "0:1:x"}, "alpha"},
+	} {
+		if _, err := Build(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want %q", c.o, err, c.want)
+		}
+	}
+}
