@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"maps"
 	"math"
 	"os"
@@ -314,6 +315,11 @@ func (w *PatchWriter) Commit() error {
 	}
 	w.done = true
 	sort.Slice(w.hdr.Tensors, func(i, j int) bool { return weights.NaturalLess(w.hdr.Tensors[i].Name, w.hdr.Tensors[j].Name) })
+	if err := w.reorder(); err != nil {
+		w.f.Close()
+		os.Remove(w.f.Name())
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
 	hdr, err := json.Marshal(w.hdr)
 	if err == nil {
 		var foot [footerLen]byte
@@ -329,6 +335,48 @@ func (w *PatchWriter) Commit() error {
 		return fmt.Errorf("%s: %w", w.path, err)
 	}
 	return weights.CommitTemp(w.f, w.path)
+}
+
+// reorder lays payloads out in name order when workers added them in
+// another order, so the same patch is the same bytes whatever the
+// scheduling: payloads are copied into a fresh temp file.
+func (w *PatchWriter) reorder() error {
+	at := int64(len(PatchMagic))
+	inOrder := true
+	for _, t := range w.hdr.Tensors {
+		if t.Offset != at {
+			inOrder = false
+			break
+		}
+		at += t.Length
+	}
+	if inOrder {
+		return nil
+	}
+	nf, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	fail := func(err error) error {
+		nf.Close()
+		os.Remove(nf.Name())
+		return err
+	}
+	if _, err := nf.WriteString(PatchMagic); err != nil {
+		return fail(err)
+	}
+	at = int64(len(PatchMagic))
+	for i, t := range w.hdr.Tensors {
+		if _, err := io.Copy(nf, io.NewSectionReader(w.f, t.Offset, t.Length)); err != nil {
+			return fail(err)
+		}
+		w.hdr.Tensors[i].Offset = at
+		at += t.Length
+	}
+	w.f.Close()
+	os.Remove(w.f.Name())
+	w.f, w.at = nf, at
+	return nil
 }
 
 // Abort discards the patch.

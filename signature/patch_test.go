@@ -161,3 +161,41 @@ func FuzzPatch(f *testing.F) {
 		}
 	})
 }
+
+// TestPatchBytesIndependentOfOrder: tensors added in any order (as workers
+// finish) give the same file.
+func TestPatchBytesIndependentOfOrder(t *testing.T) {
+	d := t.TempDir()
+	write := func(p string, order []string) {
+		w, err := CreatePatch(p, "rws", map[string]string{"k": "v"}, Encoding{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range order {
+			v := make([]float32, 8)
+			for i := range v {
+				v[i] = float32(len(n) + i)
+			}
+			if err := w.Add(n, []int64{8}, weights.F32, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := filepath.Join(d, "a.wpatch"), filepath.Join(d, "b.wpatch")
+	write(a, []string{"layers.0.w", "layers.1.w", "layers.10.w", "layers.2.w"})
+	write(b, []string{"layers.10.w", "layers.2.w", "layers.0.w", "layers.1.w"})
+	x, _ := os.ReadFile(a)
+	y, _ := os.ReadFile(b)
+	if string(x) != string(y) {
+		t.Fatal("the same tensors added in another order give other bytes")
+	}
+	if _, err := OpenPatch(a); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(d); len(ents) != 2 {
+		t.Errorf("%d files left, want 2", len(ents))
+	}
+}
