@@ -217,6 +217,10 @@ type Selection struct {
 	// Include and Exclude filter tensor names by regular expression,
 	// after Layers/Energy (alone, Include selects directly).
 	Include, Exclude *regexp.Regexp
+	// WithNorms keeps, with Layers/Energy, the layers without a ≥2-D weight
+	// (batchnorms, layer norms) that come before the first weight layer
+	// left out: the early feature statistics a corruption shifts.
+	WithNorms bool
 }
 
 // Select returns the tensors kept, in network order.
@@ -232,15 +236,17 @@ func (sel Selection) Select(layers []LayerStat) []string {
 	limit := sel.Layers > 0 || sel.Energy > 0
 	for _, l := range layers {
 		if limit {
-			if !l.Weight {
+			if !l.Weight && !sel.WithNorms {
 				continue
 			}
-			done := (sel.Layers > 0 && taken >= sel.Layers) || (sel.Energy > 0 && total > 0 && acc >= sel.Energy*total*(1-1e-12))
-			if done {
-				break
+			if l.Weight {
+				done := (sel.Layers > 0 && taken >= sel.Layers) || (sel.Energy > 0 && total > 0 && acc >= sel.Energy*total*(1-1e-12))
+				if done {
+					break
+				}
+				taken++
+				acc += l.RWS2
 			}
-			taken++
-			acc += l.RWS2
 		}
 		for _, n := range l.Tensors {
 			if sel.Include != nil && !sel.Include.MatchString(n) {

@@ -137,6 +137,8 @@ func signatureCommand() *cli.Command {
 					&cli.Float64Flag{Name: "energy", Usage: "keep the shallowest weight layers holding this share of ‖RWS‖² (e.g. 0.9)"},
 					&cli.StringFlag{Name: "include", Usage: "regexp: keep only matching tensors"},
 					&cli.StringFlag{Name: "exclude", Usage: "regexp: drop matching tensors"},
+					&cli.BoolFlag{Name: "with-norms", Usage: "with --layers/--energy, also keep the norm layers (batchnorm) before the next weight layer"},
+					&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics: difference (θ_robust − θ_clean: keeps variances positive), project (plain RWS), skip"},
 					workersFlag, jsonFlag, quietFlag,
 				}, encodingFlags...),
 				Action: extractAction,
@@ -180,7 +182,7 @@ func extractAction(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("signature extract: %w", err)
 	}
-	sel := signature.Selection{Layers: c.Int("layers"), Energy: c.Float64("energy")}
+	sel := signature.Selection{Layers: c.Int("layers"), Energy: c.Float64("energy"), WithNorms: c.Bool("with-norms")}
 	for _, f := range []struct {
 		name string
 		dst  **regexp.Regexp
@@ -198,7 +200,10 @@ func extractAction(c *cli.Context) error {
 		return err
 	}
 	defer done()
-	selected := sel.Select(layers)
+	stats, selected, err := signature.AdjustRunningStats(c.String("running-stats"), stats, sel.Select(layers))
+	if err != nil {
+		return fmt.Errorf("signature extract: --running-stats: %w", err)
+	}
 	if len(selected) == 0 {
 		return fmt.Errorf("signature extract: the selection keeps no tensor")
 	}
@@ -218,7 +223,7 @@ func extractAction(c *cli.Context) error {
 	if pre != nil {
 		md["base"] = pre.Path()
 	}
-	md["selection"] = fmt.Sprintf("layers=%d energy=%g include=%q exclude=%q", sel.Layers, sel.Energy, c.String("include"), c.String("exclude"))
+	md["selection"] = fmt.Sprintf("layers=%d energy=%g with_norms=%t include=%q exclude=%q running_stats=%s", sel.Layers, sel.Energy, sel.WithNorms, c.String("include"), c.String("exclude"), c.String("running-stats"))
 	w, err := signature.CreatePatch(c.String("output"), "rws", md, enc)
 	if err != nil {
 		return err
