@@ -337,7 +337,7 @@ func (c *compressor) weights(out string) (*Report, error) {
 	for i, t := range infos {
 		outInfos[i] = weights.TensorInfo{Name: t.Name, DType: c.outDType(t), Shape: t.Shape}
 	}
-	w, files, err := createOutput(out, outInfos, c.metadata(), c.o.ShardSize)
+	w, files, err := weights.CreateOutput(out, outInfos, c.metadata(), c.o.ShardSize)
 	if err != nil {
 		return nil, err
 	}
@@ -648,20 +648,4 @@ func (c *compressor) adapterConfig(allModules []string, bias bool, save map[stri
 		"task_type":               nil,
 		"use_rslora":              false,
 	}
-}
-
-// createOutput opens a .safetensors file, or a (sharded) directory.
-func createOutput(path string, infos []weights.TensorInfo, md map[string]string, shard int64) (weights.TensorWriter, []string, error) {
-	if shard > 0 || !weights.IsSafetensorsPath(path) {
-		w, err := weights.CreateSharded(path, infos, md, shard)
-		if err != nil {
-			return nil, nil, err
-		}
-		return w, w.Files(), nil
-	}
-	w, err := weights.CreateSafetensors(path, infos, md)
-	if err != nil {
-		return nil, nil, err
-	}
-	return w, []string{path}, nil
 }

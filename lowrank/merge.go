@@ -279,7 +279,7 @@ func (a *Adapter) Merge(base weights.Checkpoint, out string, o MergeOptions) (*M
 	md["weightops.lora.scale"] = fmt.Sprint(o.Scale)
 	maps.Copy(md, o.Metadata)
 	infos := base.Tensors()
-	w, files, err := createOutput(out, infos, md, o.ShardSize)
+	w, files, err := weights.CreateOutput(out, infos, md, o.ShardSize)
 	if err != nil {
 		return nil, err
 	}

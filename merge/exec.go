@@ -110,7 +110,7 @@ func (j *Job) Run() ([][]string, error) {
 		}
 		md := map[string]string{"format": "pt"}
 		maps.Copy(md, o.Metadata)
-		w, fs, err := createOutput(o.Path, infos, md, j.ShardSize)
+		w, fs, err := weights.CreateOutput(o.Path, infos, md, j.ShardSize)
 		if err != nil {
 			abort()
 			return nil, err
@@ -173,21 +173,6 @@ type RawInputKernel interface {
 
 type metadataRewriter interface {
 	RewriteMetadata(md map[string]string) error
-}
-
-func createOutput(path string, infos []weights.TensorInfo, md map[string]string, shard int64) (weights.TensorWriter, []string, error) {
-	if shard > 0 || !weights.IsSafetensorsPath(path) {
-		w, err := weights.CreateSharded(path, infos, md, shard)
-		if err != nil {
-			return nil, nil, err
-		}
-		return w, w.Files(), nil
-	}
-	w, err := weights.CreateSafetensors(path, infos, md)
-	if err != nil {
-		return nil, nil, err
-	}
-	return w, []string{path}, nil
 }
 
 // cost estimates the bytes one tensor holds while it is processed: every

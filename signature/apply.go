@@ -305,22 +305,11 @@ func (pl *patchPlan) stream(out string, md map[string]string, o ApplyOptions, fn
 		}
 		infos, out = o.Shard.Select(infos), filepath.Join(out, o.Shard.FileName())
 	}
-	var w weights.TensorWriter
-	var files []string
-	if o.ShardSize > 0 || !weights.IsSafetensorsPath(out) {
-		sw, err := weights.CreateSharded(out, infos, md, o.ShardSize)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, sw.Files()
-	} else {
-		sw, err := weights.CreateSafetensors(out, infos, md)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, []string{out}
+	w, files, err := weights.CreateOutput(out, infos, md, o.ShardSize)
+	if err != nil {
+		return nil, err
 	}
-	err := weights.ForEach(infos, o.Workers, func(_ int, t weights.TensorInfo) error {
+	err = weights.ForEach(infos, o.Workers, func(_ int, t weights.TensorInfo) error {
 		ten, err := pl.model.ReadTensor(t.Name, nil)
 		if err != nil {
 			return err

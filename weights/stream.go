@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"path/filepath"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -92,20 +91,9 @@ func Convert(src Checkpoint, out string, opts ConvertOptions) ([]string, error) 
 	}
 	maps.Copy(md, opts.Metadata)
 
-	var w TensorWriter
-	var files []string
-	if opts.ShardSize > 0 {
-		sw, err := CreateSharded(out, outInfos, md, opts.ShardSize)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, sw.Files()
-	} else {
-		sw, err := CreateSafetensors(out, outInfos, md)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, []string{filepath.Clean(out)}
+	w, files, err := CreateOutput(out, outInfos, md, opts.ShardSize)
+	if err != nil {
+		return nil, err
 	}
 	workers := opts.Workers
 	if workers <= 0 {
@@ -113,7 +101,7 @@ func Convert(src Checkpoint, out string, opts ConvertOptions) ([]string, error) 
 	}
 	bufs := make([][]byte, workers)
 	outBufs := make([][]byte, workers)
-	err := ForEach(infos, workers, func(wk int, t TensorInfo) error {
+	err = ForEach(infos, workers, func(wk int, t TensorInfo) error {
 		ten, err := src.ReadTensor(t.Name, bufs[wk])
 		if err != nil {
 			return err

@@ -73,26 +73,15 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 func Synthesize(out string, o SynthOptions) ([]string, error) {
 	infos := SynthInfos(o)
 	md := map[string]string{"format": "pt", "weightops.synthetic": fmt.Sprintf("seed=%d", o.Seed)}
-	var w TensorWriter
-	var files []string
-	if o.ShardSize > 0 {
-		sw, err := CreateSharded(out, infos, md, o.ShardSize)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, sw.Files()
-	} else {
-		sw, err := CreateSafetensors(out, infos, md)
-		if err != nil {
-			return nil, err
-		}
-		w, files = sw, []string{out}
+	w, files, err := CreateOutput(out, infos, md, o.ShardSize)
+	if err != nil {
+		return nil, err
 	}
 	index := make(map[string]uint64, len(infos))
 	for i, t := range infos {
 		index[t.Name] = uint64(i)
 	}
-	err := ForEach(infos, o.Workers, func(_ int, t TensorInfo) error {
+	err = ForEach(infos, o.Workers, func(_ int, t TensorInfo) error {
 		n, _ := t.NumElements()
 		vals := make([]float32, n)
 		if len(t.Shape) == 1 {

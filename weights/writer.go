@@ -479,3 +479,22 @@ func (s *ShardedWriter) RewriteMetadata(md map[string]string) error {
 	}
 	return nil
 }
+
+// CreateOutput opens the writer every command uses for a checkpoint
+// output: a single file when path ends in .safetensors and no shard size is
+// given, else a directory holding model.safetensors or, past shardSize,
+// Hugging Face shards and an index. It returns the files it will write.
+func CreateOutput(path string, infos []TensorInfo, metadata map[string]string, shardSize int64) (TensorWriter, []string, error) {
+	if shardSize > 0 || !IsSafetensorsPath(path) {
+		w, err := CreateSharded(path, infos, metadata, shardSize)
+		if err != nil {
+			return nil, nil, err
+		}
+		return w, w.Files(), nil
+	}
+	w, err := CreateSafetensors(path, infos, metadata)
+	if err != nil {
+		return nil, nil, err
+	}
+	return w, []string{path}, nil
+}
