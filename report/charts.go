@@ -115,6 +115,9 @@ func groupedBars(title, ylabel string, categories []string, series []Series, rot
 		p.Legend.Add(s.Name, b)
 	}
 	p.NominalX(categories...)
+	// Half a category of room on each side, so the outer groups' bars are
+	// not cut at the axis ends.
+	p.X.Min, p.X.Max = -0.5, float64(len(categories))-0.5
 	p.Y.Min = math.Min(0, p.Y.Min)
 	if len(series) > 1 {
 		// Room for the legend above the tallest bars.

@@ -31,6 +31,7 @@ import (
 	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/sensitivity"
 	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
 )
@@ -165,16 +166,19 @@ type Report struct {
 	Corruptions []demo.Corruption `json:"corruptions"`
 	// Layers are the layer names in network order (the x axis of the
 	// per-layer charts).
-	Layers   []string        `json:"layers"`
-	Norms    []LayerNorms    `json:"layer_norms"`
-	Cosines  []Cosine        `json:"cosines"`
-	Patches  []PatchSparsity `json:"patches"`
-	Sweeps   []Sweep         `json:"sweeps"`
-	Demo     *demo.Result    `json:"-"`
-	Files    []string        `json:"files"`
-	Seconds  float64         `json:"seconds"`
-	charts   []chart
-	sections []section
+	Layers  []string        `json:"layers"`
+	Norms   []LayerNorms    `json:"layer_norms"`
+	Cosines []Cosine        `json:"cosines"`
+	Patches []PatchSparsity `json:"patches"`
+	Sweeps  []Sweep         `json:"sweeps"`
+	// Sensitivity is the clean model's per-module weight-noise
+	// sensitivity (package sensitivity).
+	Sensitivity *sensitivity.Report `json:"sensitivity"`
+	Demo        *demo.Result        `json:"-"`
+	Files       []string            `json:"files"`
+	Seconds     float64             `json:"seconds"`
+	charts      []chart
+	sections    []section
 }
 
 type build struct {
@@ -216,7 +220,7 @@ func Build(o Options) (*Report, error) {
 			return nil, fmt.Errorf("report: --from: %w", err)
 		}
 	}
-	for _, f := range []func() error{b.norms, b.cosines, b.sparsity, b.sweeps} {
+	for _, f := range []func() error{b.norms, b.cosines, b.sparsity, b.sweeps, b.sensitivity} {
 		if err := f(); err != nil {
 			return nil, err
 		}
@@ -733,5 +737,59 @@ func (b *build) addChart(sec *section, file, title, caption string, draw func() 
 	}
 	sec.Charts = append(sec.Charts, c)
 	b.rep.Files = append(b.rep.Files, c.File)
+	return nil
+}
+
+// sensitivityRel are the relative noise norms γ the report tries.
+var sensitivityRel = []float64{0.05, 0.2, 0.5}
+
+// sensitivity: which modules of the clean model a patch may touch safely.
+func (b *build) sensitivity() error {
+	b.step("weight-noise sensitivity of the clean model, γ = %v", sensitivityRel)
+	data, err := b.man.LoadData(b.o.Data)
+	if err != nil {
+		return err
+	}
+	clean, _ := b.man.Role(demo.RoleClean, "")
+	m, err := engine.Load(b.model(clean.Name), filepath.Join(b.o.Data, clean.Name, "arch.yaml"))
+	if err != nil {
+		return err
+	}
+	const trials = 3
+	rep, err := sensitivity.Analyze(m, data.Test, sensitivity.Options{Rel: sensitivityRel, Trials: trials, Seed: b.o.EvalSeed})
+	if err != nil {
+		return fmt.Errorf("report: sensitivity: %w", err)
+	}
+	b.rep.Sensitivity = rep
+	sec := section{ID: "sensitivity", Title: "Weight-noise sensitivity of the clean model",
+		Text:   fmt.Sprintf("Each weight module in turn gets seeded Gaussian noise v with ‖v‖ = γ·‖W‖ (%d trials); the accuracy drop on the %d clean test images from %.1f%%, mean ± standard deviation, most sensitive module first (weightops sensitivity).", trials, data.Test.Len(), 100*rep.BaseAccuracy),
+		Header: []string{"module", "parameters", "γ", "accuracy drop (points)"}}
+	var modules []string
+	seen := map[string]bool{}
+	for _, r := range rep.Results {
+		sec.Rows = append(sec.Rows, []string{r.Module, fmt.Sprint(r.Params), fmt.Sprint(r.Rel), fmt.Sprintf("%.1f ± %.1f", 100*r.MeanDrop, 100*r.StdDrop)})
+		if !seen[r.Module] {
+			seen[r.Module] = true
+			modules = append(modules, r.Module)
+		}
+	}
+	var series []Series
+	for _, rel := range sensitivityRel {
+		sr := Series{Name: fmt.Sprintf("γ = %g", rel)}
+		for _, mod := range modules {
+			for _, r := range rep.Results {
+				if r.Module == mod && r.Rel == rel {
+					sr.Values = append(sr.Values, 100*r.MeanDrop)
+				}
+			}
+		}
+		series = append(series, sr)
+	}
+	if err := b.addChart(&sec, "sensitivity.svg", "accuracy drop per module", "", func() ([]byte, error) {
+		return groupedBars("accuracy drop under relative weight noise", "points", modules, series, false, 16, 9)
+	}); err != nil {
+		return err
+	}
+	b.rep.sections = append(b.rep.sections, sec)
 	return nil
 }

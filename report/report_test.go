@@ -83,8 +83,22 @@ func TestBuildRendersInChromium(t *testing.T) {
 			t.Errorf("%s: accuracy on %s %.3f at α=0, %.3f at α=1", sw.Robust, c, first, last)
 		}
 	}
-	if len(rep.Files) != 10 {
-		t.Errorf("%d charts, want 10: %v", len(rep.Files), rep.Files)
+	// Sensitivity: one row per weight module and γ; no noise is free, and
+	// noise half as large as the weights costs some module accuracy.
+	if rep.Sensitivity == nil || len(rep.Sensitivity.Results) == 0 {
+		t.Fatal("no sensitivity results")
+	}
+	var worst float64
+	for _, r := range rep.Sensitivity.Results {
+		if r.Rel == 0.5 {
+			worst = max(worst, r.MeanDrop)
+		}
+	}
+	if worst < 0.02 {
+		t.Errorf("largest accuracy drop at γ=0.5 is %.3f", worst)
+	}
+	if len(rep.Files) != 11 {
+		t.Errorf("%d charts, want 11: %v", len(rep.Files), rep.Files)
 	}
 	for _, f := range append([]string{HTMLFile, MarkdownFile, JSONFile}, rep.Files...) {
 		if st, err := os.Stat(filepath.Join(out, f)); err != nil || st.Size() < 1000 {
@@ -98,8 +112,8 @@ func TestBuildRendersInChromium(t *testing.T) {
 		}
 	}
 	page, _ := os.ReadFile(filepath.Join(out, HTMLFile))
-	if n := bytes.Count(page, []byte("<svg")); n != 10 {
-		t.Errorf("report.html inlines %d SVGs, want 10", n)
+	if n := bytes.Count(page, []byte("<svg")); n != 11 {
+		t.Errorf("report.html inlines %d SVGs, want 11", n)
 	}
 	if bytes.Contains(page, []byte("src=")) || bytes.Contains(page, []byte("href=\"http")) {
 		t.Error("report.html refers to other files; it should be self-contained")
@@ -119,13 +133,13 @@ func TestBuildRendersInChromium(t *testing.T) {
 	if err != nil {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
-	for _, want := range []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "features.4", "α"} {
+	for _, want := range []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "Weight-noise sensitivity", "features.4", "α"} {
 		if !bytes.Contains(dom, []byte(want)) {
 			t.Errorf("rendered DOM lacks %q", want)
 		}
 	}
-	if n := bytes.Count(dom, []byte("<svg")); n != 10 {
-		t.Errorf("rendered DOM has %d <svg> elements, want 10", n)
+	if n := bytes.Count(dom, []byte("<svg")); n != 11 {
+		t.Errorf("rendered DOM has %d <svg> elements, want 11", n)
 	}
 	shot := filepath.Join(t.TempDir(), "report.png")
 	if b, err := exec.Command(chromium, args("--screenshot="+shot, "--window-size=1200,1600", url)...).CombinedOutput(); err != nil {
