@@ -79,6 +79,8 @@ func Open(path string) (Checkpoint, error) {
 	n, _ := io.ReadFull(f, magic[:])
 	f.Close()
 	switch {
+	case n >= 8 && string(magic[:8]) == "WOPATCH\n":
+		return nil, fmt.Errorf("%s: a weightops patch, not a checkpoint (see weightops patch info / apply)", path)
 	case n == 9 && magic[8] == '{':
 		// A safetensors header (8-byte length, then JSON). Checked first:
 		// a header length such as 0x0280 starts with the pickle opcode.

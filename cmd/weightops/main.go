@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"runtime/pprof"
+	"sort"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -52,6 +53,7 @@ func register(c ...*cli.Command) { commands = append(commands, c...) }
 var quietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}
 
 func newApp() *cli.App {
+	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	app := &cli.App{
 		Name:            "weightops",
 		Usage:           "model-weight arithmetic: inspect, convert, diff, merge, patch checkpoints",
