@@ -3,7 +3,6 @@ package signature
 import (
 	"fmt"
 
-	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -77,15 +76,8 @@ func QuantizeCheckpoint(c weights.Checkpoint, infos []weights.TensorInfo, w *Pat
 		if err != nil {
 			return err
 		}
-		if err := w.Add(t.Name, t.Shape, t.DType, v); err != nil {
-			return err
-		}
-		q, err := quantize.Quantize(v, t.Shape, w.enc.Quant)
+		deq, err := w.AddReconstructed(t.Name, t.Shape, t.DType, v)
 		if err != nil {
-			return &weights.TensorError{File: c.Path(), Tensor: t.Name, Err: err}
-		}
-		deq := make([]float32, len(v))
-		if err := q.Dequantize(deq); err != nil {
 			return err
 		}
 		dt := t.DType

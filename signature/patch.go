@@ -178,9 +178,22 @@ func (w *PatchWriter) SetBase(sha string) { w.hdr.BaseSHA256 = sha }
 // Add encodes, compresses and appends one tensor's values. dtype is the
 // model tensor's dtype, recorded so apply can check it.
 func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, values []float32) error {
+	_, err := w.add(name, shape, dtype, values, false)
+	return err
+}
+
+// AddReconstructed is Add that also returns the values as Load will give
+// them back (dequantized for quantized values, zeros where sparse), so a
+// caller needing both does not quantize twice.
+func (w *PatchWriter) AddReconstructed(name string, shape []int64, dtype weights.DType, values []float32) ([]float32, error) {
+	return w.add(name, shape, dtype, values, true)
+}
+
+func (w *PatchWriter) add(name string, shape []int64, dtype weights.DType, values []float32, recon bool) ([]float32, error) {
+	var back []float32
 	for _, v := range values {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
+			return nil, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
 		}
 	}
 	pt := PatchTensor{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
@@ -209,6 +222,7 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 	} else {
 		pt.Encoding, pt.NNZ = "dense", int64(len(values))
 	}
+	stored := vals // the values as Load will return them
 	switch w.enc.Values {
 	case "f32":
 		b := make([]byte, 4*len(vals))
@@ -218,6 +232,10 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 		b := make([]byte, 2*len(vals))
 		_ = weights.EncodeFloat32(weights.F16, vals, b)
 		raw.Write(b)
+		if recon {
+			stored = make([]float32, len(vals))
+			_ = weights.DecodeFloat32(weights.F16, b, stored)
+		}
 	case "q":
 		qshape := shape
 		if sparse {
@@ -225,17 +243,17 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 		}
 		q, err := quantize.Quantize(vals, qshape, w.enc.Quant)
 		if err != nil {
-			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 		}
 		qb, err := q.MarshalBinary()
 		if err != nil {
-			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 		}
 		raw.Write(qb)
 		pt.Quant = w.enc.Quant.String()
 		deq := make([]float32, len(vals))
 		if err := q.Dequantize(deq); err != nil {
-			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 		}
 		qe := QuantError{N: int64(len(values))}
 		for i, v := range vals {
@@ -250,6 +268,20 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 		}
 		w.errs[name] = qe
 		w.mu.Unlock()
+		stored = deq
+	}
+	if recon {
+		back = stored
+		if sparse {
+			back = make([]float32, len(values))
+			k := 0
+			for i, v := range values {
+				if v != 0 {
+					back[i] = stored[k]
+					k++
+				}
+			}
+		}
 	}
 	pt.RawLength = int64(raw.Len())
 	pt.CRC32 = crc32.ChecksumIEEE(raw.Bytes())
@@ -257,20 +289,20 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
-		return fmt.Errorf("%s: writer closed", w.path)
+		return nil, fmt.Errorf("%s: writer closed", w.path)
 	}
 	for _, t := range w.hdr.Tensors {
 		if t.Name == name {
-			return fmt.Errorf("%s: tensor %q added twice", w.path, name)
+			return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
 		}
 	}
 	pt.Offset, pt.Length = w.at, int64(len(comp))
 	if _, err := w.f.WriteAt(comp, w.at); err != nil {
-		return fmt.Errorf("%s: %w", w.path, err)
+		return nil, fmt.Errorf("%s: %w", w.path, err)
 	}
 	w.at += int64(len(comp))
 	w.hdr.Tensors = append(w.hdr.Tensors, pt)
-	return nil
+	return back, nil
 }
 
 // WriteTensor adapts the writer to the merge executor: data is the F32

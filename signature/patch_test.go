@@ -199,3 +199,36 @@ func TestPatchBytesIndependentOfOrder(t *testing.T) {
 		t.Errorf("%d files left, want 2", len(ents))
 	}
 }
+
+// TestAddReconstructedMatchesLoad: what AddReconstructed returns is what
+// Load gives back, for every encoding, dense and sparse.
+func TestAddReconstructedMatchesLoad(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 1))
+	v := make([]float32, 256)
+	for i := range v {
+		if i%5 == 0 {
+			v[i] = float32(rng.NormFloat64())
+		}
+	}
+	q4, _ := quantize.ParseConfig("4bit-asym-block32")
+	for _, enc := range []Encoding{{Values: "f32"}, {Values: "f16"}, {Values: "q", Quant: q4}, {Values: "q", Quant: q4, Sparse: "never"}} {
+		p := filepath.Join(t.TempDir(), "r.wpatch")
+		w, _ := CreatePatch(p, "weights", nil, enc)
+		back, err := w.AddReconstructed("w", []int64{16, 16}, weights.F32, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Commit()
+		pt, _ := OpenPatch(p)
+		got := make([]float32, len(v))
+		if err := pt.Load("w", got); err != nil {
+			t.Fatal(err)
+		}
+		pt.Close()
+		for i := range got {
+			if got[i] != back[i] {
+				t.Fatalf("%+v: element %d: Load %v, AddReconstructed %v", enc, i, got[i], back[i])
+			}
+		}
+	}
+}
