@@ -67,7 +67,7 @@ type Job struct {
 	ShardSize int64
 	// Progress receives the input bytes of each finished tensor.
 	Progress func(n int64)
-	pool     *bufPool
+	pool     *slicePool[byte]
 
 	// Finalize, if set, may change the outputs' metadata after every
 	// tensor is written and before commit (same encoded length), e.g. to
@@ -119,7 +119,7 @@ func (j *Job) Run() ([][]string, error) {
 		rewriters[k], _ = w.(metadataRewriter)
 	}
 	sem := semaphore.NewWeighted(budget)
-	j.pool = newBufPool(budget / 2)
+	j.pool = newSlicePool[byte](budget / 4)
 	err := weights.ForEach(j.Tensors, workers, func(_ int, t weights.TensorInfo) error {
 		cost := j.cost(t)
 		if cost > budget {
@@ -298,7 +298,8 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		full = make([][]float64, len(raws))
 		for i := range full {
 			if !skip[i] {
-				full[i] = make([]float64, n)
+				full[i] = f64Pool.get(int(n))
+				defer f64Pool.put(full[i])
 			}
 		}
 		if err := decode(0, n, full); err != nil {
@@ -355,6 +356,9 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		if err := w.WriteTensor(t.Name, outRaw[k]); err != nil {
 			return err
 		}
+	}
+	if r, ok := kern.(interface{ Release() }); ok {
+		r.Release()
 	}
 	if j.Progress != nil {
 		j.Progress(read)

@@ -102,8 +102,19 @@ type GTAKernel struct {
 	pos       int64            // index of the next chunk's first element
 	// cache keeps every model's τ for the whole tensor after the first
 	// pass when that fits in cacheLimit, so later passes skip recomputing.
-	cache  [][]float32
-	cached bool
+	cache   [][]float32
+	cached  bool
+	scratch [][]float32
+}
+
+// Release returns the task-vector cache to the pool (the executor calls
+// it when the tensor is written).
+func (k *GTAKernel) Release() {
+	for i, c := range k.cache {
+		f32Pool.put(c)
+		k.cache[i] = nil
+	}
+	k.cache = nil
 }
 
 const cacheLimit = 64 << 20
@@ -135,6 +146,7 @@ func NewGTAKernel(name string, shape []int64, c GTAConfig) *GTAKernel {
 		k.sp = append(k.sp, s.ForTensor(name, shape, i))
 	}
 	k.tau = make([][]float32, len(c.Sparsify))
+	k.scratch = make([][]float32, len(c.Sparsify))
 	n := int64(1)
 	for _, d := range shape {
 		n *= d
@@ -142,7 +154,7 @@ func NewGTAKernel(name string, shape []int64, c GTAConfig) *GTAKernel {
 	if _, more := k.NextPass(); more && n*4*int64(len(c.Sparsify)) <= cacheLimit {
 		k.cache = make([][]float32, len(c.Sparsify))
 		for i := range k.cache {
-			k.cache[i] = make([]float32, n)
+			k.cache[i] = f32Pool.get(int(n))
 		}
 	}
 	return k
@@ -170,10 +182,16 @@ func (k *GTAKernel) deltas(in [][]float64) {
 		return
 	}
 	for i := range k.sp {
-		if cap(k.tau[i]) < len(b) {
-			k.tau[i] = make([]float32, len(b))
+		// The first pass writes τ straight into the cache when there is one.
+		var t []float32
+		if k.cache != nil {
+			t = k.cache[i][k.pos : k.pos+n]
+		} else {
+			if cap(k.scratch[i]) < len(b) {
+				k.scratch[i] = make([]float32, len(b))
+			}
+			t = k.scratch[i][:len(b)]
 		}
-		t := k.tau[i][:len(b)]
 		if k.raw != nil && k.raw[i].Data != nil {
 			// τ = float32(m − b): the float64 difference of float32-or-
 			// narrower values is exact, so one rounding, as from decoded
@@ -186,9 +204,6 @@ func (k *GTAKernel) deltas(in [][]float64) {
 			for e := range t {
 				t[e] = float32(m[e] - b[e])
 			}
-		}
-		if k.cache != nil {
-			copy(k.cache[i][k.pos:], t)
 		}
 		k.tau[i] = t
 	}

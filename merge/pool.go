@@ -1,26 +1,37 @@
 package merge
 
-import "sync"
+import (
+	"sync"
+	"unsafe"
+)
 
-// bufPool recycles tensor-sized byte buffers between tensors so that most
-// reads skip the zeroing of a fresh allocation. Only buffers up to maxBuf
-// are kept and at most limit bytes in all, so the pool never holds a
-// model's worth of memory; the few huge tensors (embeddings) allocate
-// afresh and are returned to the GC.
-type bufPool struct {
+// slicePool recycles tensor-sized slices between tensors so that most
+// tensors skip the zeroing and page faults of fresh allocations. Only
+// slices up to maxLen elements are kept, and at most limit bytes in all,
+// so a pool never holds a model's worth of memory; the few huge tensors
+// (embeddings) allocate afresh and go back to the GC. Slices come back
+// with stale contents: callers overwrite them fully before reading.
+type slicePool[T any] struct {
 	mu     sync.Mutex
-	free   [][]byte
+	free   [][]T
 	held   int64
 	limit  int64
-	maxBuf int
+	maxLen int
 }
 
-func newBufPool(limit int64) *bufPool {
-	return &bufPool{limit: limit, maxBuf: int(min(limit/4, 64<<20))}
+func newSlicePool[T any](limit int64) *slicePool[T] {
+	var z T
+	size := int64(unsafe.Sizeof(z))
+	return &slicePool[T]{limit: limit, maxLen: int(min(limit/4, 64<<20) / size)}
 }
 
-// get returns a buffer of length n, from the pool when one is big enough.
-func (p *bufPool) get(n int) []byte {
+func (p *slicePool[T]) bytes(s []T) int64 {
+	var z T
+	return int64(cap(s)) * int64(unsafe.Sizeof(z))
+}
+
+// get returns a slice of length n, from the pool when one is big enough.
+func (p *slicePool[T]) get(n int) []T {
 	p.mu.Lock()
 	best := -1
 	for i, b := range p.free {
@@ -31,34 +42,41 @@ func (p *bufPool) get(n int) []byte {
 	if best >= 0 {
 		b := p.free[best]
 		p.free = append(p.free[:best], p.free[best+1:]...)
-		p.held -= int64(cap(b))
+		p.held -= p.bytes(b)
 		p.mu.Unlock()
 		return b[:n]
 	}
 	p.mu.Unlock()
-	return make([]byte, n)
+	return make([]T, n)
 }
 
-// put offers a buffer back.
-func (p *bufPool) put(b []byte) {
-	if cap(b) == 0 || cap(b) > p.maxBuf {
+// put offers a slice back.
+func (p *slicePool[T]) put(b []T) {
+	if cap(b) == 0 || cap(b) > p.maxLen {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for p.held+int64(cap(b)) > p.limit && len(p.free) > 0 {
-		// Drop the smallest to make room: big buffers are the costly ones.
+	for p.held+p.bytes(b) > p.limit && len(p.free) > 0 {
+		// Drop the smallest to make room: big slices are the costly ones.
 		small := 0
 		for i := range p.free {
 			if cap(p.free[i]) < cap(p.free[small]) {
 				small = i
 			}
 		}
-		p.held -= int64(cap(p.free[small]))
+		p.held -= p.bytes(p.free[small])
 		p.free = append(p.free[:small], p.free[small+1:]...)
 	}
-	if p.held+int64(cap(b)) <= p.limit {
+	if p.held+p.bytes(b) <= p.limit {
 		p.free = append(p.free, b)
-		p.held += int64(cap(b))
+		p.held += p.bytes(b)
 	}
 }
+
+// Float scratch shared by the kernels of a process: decoded copies of
+// inputs and cached task vectors, each at most the materialize limit.
+var (
+	f64Pool = newSlicePool[float64](48 << 20)
+	f32Pool = newSlicePool[float32](48 << 20)
+)

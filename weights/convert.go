@@ -143,7 +143,7 @@ func Encode(dt DType, src []float64, dst []byte) error {
 		}
 	case BF16:
 		for i, v := range src {
-			le.PutUint16(dst[2*i:], bf16FromFloat32(roundToOdd32(v)))
+			le.PutUint16(dst[2*i:], bf16FromFloat64(v))
 		}
 	case I64:
 		for i, v := range src {
@@ -322,6 +322,28 @@ func bf16FromFloat32(f float32) uint16 {
 	}
 	b += 0x7fff + (b>>16)&1
 	return uint16(b >> 16)
+}
+
+// bf16FromFloat64 rounds a float64 to bfloat16, nearest even, in one step
+// on the bits for the normal range (the merge output hot path); zeros,
+// subnormals, overflow and NaN take the general round-to-odd path.
+func bf16FromFloat64(x float64) uint16 {
+	b := math.Float64bits(x)
+	e := (b >> 52) & 0x7ff
+	// BF16 normals have float32's exponents 1..254: float64 897..1150.
+	if e < 897 || e > 1150 {
+		return bf16FromFloat32(roundToOdd32(x))
+	}
+	// Keep 7 mantissa bits: add just under half a unit of bit 45, plus
+	// one more when bit 45 is set, so exact halves go to even. A carry out
+	// of the mantissa bumps the exponent, as it should.
+	r := b + (1<<44 - 1) + ((b >> 45) & 1)
+	sign := uint16(b>>48) & 0x8000
+	e2 := (r >> 52) & 0x7ff
+	if e2 > 1150 {
+		return sign | 0x7f80 // rounded past the largest finite: ±Inf
+	}
+	return sign | uint16(e2-896)<<7 | uint16((r>>45)&0x7f)
 }
 
 // roundToOdd32 converts a float64 to float32 with round-to-odd: truncate,
