@@ -226,7 +226,6 @@ func (r *Result) Row(name string) (Row, bool) {
 // Row names, shared by the table and the claims.
 func rowSigF32(c string) string   { return "clean+rws:" + c }
 func rowSigQuant(c string) string { return "clean+rws:" + c + " (4-bit)" }
-func rowRobust(c string) string   { return "robust-" + c }
 
 const (
 	rowComposedF32   = "clean+all rws"

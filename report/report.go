@@ -177,7 +177,6 @@ type Report struct {
 	Demo        *demo.Result        `json:"-"`
 	Files       []string            `json:"files"`
 	Seconds     float64             `json:"seconds"`
-	charts      []chart
 	sections    []section
 }
 

@@ -52,7 +52,7 @@ func (t TensorInfo) ByteSize() (int64, error) {
 	return n * es, nil
 }
 
-// MustBytes is ByteSize for infos that were validated when opened.
+// bytes is ByteSize for infos already validated when opened.
 func (t TensorInfo) bytes() int64 {
 	b, _ := t.ByteSize()
 	return b
