@@ -246,17 +246,6 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 		rowLen = max(1, t.Shape[len(t.Shape)-1])
 	}
 	chunk := max(1, chunkElems/rowLen) * rowLen
-	in := make([][]float64, len(raws))
-	for i := range in {
-		in[i] = make([]float64, min(chunk, n))
-	}
-	outs := make([][]float64, len(writers))
-	outRaw := make([][]byte, len(writers))
-	for k := range outs {
-		outs[k] = make([]float64, min(chunk, n))
-		outRaw[k] = j.pool.get(int(n * int64(j.Outputs[k].DType(t).Size())))
-		defer j.pool.put(outRaw[k])
-	}
 	// Kernels may read some inputs straight from their bytes (cheaper than
 	// decoding to float64 and then narrowing again).
 	skip := make([]bool, len(raws))
@@ -267,6 +256,23 @@ func (j *Job) runTensor(t weights.TensorInfo, writers []weights.TensorWriter) er
 				rk.SetRaw(i, r)
 			}
 		}
+	}
+	// Chunk scratch, pooled: a fresh zeroed allocation per tensor and input
+	// adds up over hundreds of tensors.
+	in := make([][]float64, len(raws))
+	for i := range in {
+		if !skip[i] {
+			in[i] = f64Pool.get(int(min(chunk, n)))
+			defer f64Pool.put(in[i])
+		}
+	}
+	outs := make([][]float64, len(writers))
+	outRaw := make([][]byte, len(writers))
+	for k := range outs {
+		outs[k] = f64Pool.get(int(min(chunk, n)))
+		defer f64Pool.put(outs[k])
+		outRaw[k] = j.pool.get(int(n * int64(j.Outputs[k].DType(t).Size())))
+		defer j.pool.put(outRaw[k])
 	}
 	decode := func(start, end int64, dst [][]float64) error {
 		for i, r := range raws {
