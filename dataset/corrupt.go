@@ -3,11 +3,11 @@ package dataset
 import (
 	"fmt"
 	"math"
-	"runtime"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // Corruptions act on one image with values in [0, 1] (before any
@@ -317,32 +317,8 @@ func (p Pipeline) ApplySet(s *Set, shape []int, seed uint64) (*Set, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
-	ForEach(s.Len(), func(i int) {
+	parallel.Each(s.Len(), func(i int) {
 		_ = p.Apply(out.Sample(i), shape, NewRand(seed, uint64(i)))
 	})
 	return out, nil
-}
-
-// ForEach calls fn(i) for i in [0, n), spreading contiguous ranges of i
-// over GOMAXPROCS goroutines. fn must only touch state owned by i.
-func ForEach(n int, fn func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			fn(i)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := w*n/workers, (w+1)*n/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := lo; i < hi; i++ {
-				fn(i)
-			}
-		}()
-	}
-	wg.Wait()
 }

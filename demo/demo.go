@@ -7,7 +7,7 @@
 //     (pretrained = base, clean fine-tune, robust fine-tune) of the shallow
 //     layers and saves it as an F32 patch and a 4-bit quantized patch.
 //  2. It patches the clean model with each signature, and with all of them
-//     composed in one signature.Apply at a common scale tuned on held-out
+//     composed in one patch apply at a common scale tuned on held-out
 //     training images, evaluates every patched model on the clean and the
 //     corrupted test images, then removes the patches and checks that the
 //     clean model comes back byte for byte.
@@ -19,9 +19,11 @@ package demo
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,13 +33,18 @@ import (
 	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 // Options configure Run. Zero values take the defaults noted.
 type Options struct {
-	// Data is the demo data directory (default testdata/demo).
+	// Data is the demo data directory; when empty, Embedded is unpacked
+	// into Out/data and used.
 	Data string
+	// Embedded is the demo data carried by the binary (weightops.DemoData).
+	Embedded fs.FS
 	// Recipes is the directory of merge recipes (default: "recipes"
 	// beside Data, i.e. testdata/recipes). Every *.yaml in it is run.
 	Recipes string
@@ -51,7 +58,7 @@ type Options struct {
 	// 4bit-asym-block64).
 	Quant string
 	// RunningStats is how signatures treat batchnorm running statistics:
-	// StatsDifference (default), StatsProject or StatsSkip.
+	// signature.StatsDifference (default), StatsProject or StatsSkip.
 	RunningStats string
 	// Scales are the candidate common scales for the composed signatures
 	// (default 0.125, 0.25, 0.375, 0.5, 0.75, 1); the best on the validation images wins.
@@ -68,12 +75,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() error {
-	if o.Data == "" {
-		o.Data = filepath.Join("testdata", "demo")
-	}
-	if o.Recipes == "" {
-		o.Recipes = filepath.Join(filepath.Dir(filepath.Clean(o.Data)), "recipes")
-	}
 	if o.Out == "" {
 		return errors.New("demo: no output directory")
 	}
@@ -87,9 +88,9 @@ func (o *Options) defaults() error {
 		o.Quant = "4bit-asym-block64"
 	}
 	if o.RunningStats == "" {
-		o.RunningStats = StatsDifference
+		o.RunningStats = signature.StatsDifference
 	}
-	if _, _, err := ForStats(o.RunningStats, nil, nil); err != nil {
+	if _, _, err := signature.AdjustRunningStats(o.RunningStats, nil, nil); err != nil {
 		return fmt.Errorf("demo: %w", err)
 	}
 	if len(o.Scales) == 0 {
@@ -105,6 +106,20 @@ func (o *Options) defaults() error {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	// Unpacked last, once every option is known to be good.
+	if o.Data == "" {
+		if o.Embedded == nil {
+			return errors.New("demo: no data: give a data directory or the embedded data")
+		}
+		d, err := Unpack(o.Embedded, filepath.Join(o.Out, "data"))
+		if err != nil {
+			return fmt.Errorf("demo: unpacking the embedded data: %w", err)
+		}
+		o.Data = d
+	}
+	if o.Recipes == "" {
+		o.Recipes = filepath.Join(filepath.Dir(filepath.Clean(o.Data)), "recipes")
 	}
 	return nil
 }
@@ -178,7 +193,7 @@ type ScaleScore struct {
 	Invalid string `json:"invalid,omitempty"`
 }
 
-// Unpatch is the result of one signature.Remove.
+// Unpatch is the result of one patch removal (wpatch.Remove).
 type Unpatch struct {
 	Name        string `json:"name"`
 	Identical   bool   `json:"identical"`
@@ -237,6 +252,7 @@ func rowAblation(c, selection string) string { return "clean+rws:" + c + " [" + 
 
 // run carries Run's state.
 type run struct {
+	ctx     context.Context
 	o       Options
 	recipes []*merge.Recipe
 	man     *Manifest
@@ -272,7 +288,7 @@ func (r *run) rel(p string) string {
 // Run runs the whole demo and writes results.json and results.md into
 // o.Out. A claim that does not hold is reported in the result, not as an
 // error; errors are for missing or bad inputs and failed steps.
-func Run(o Options) (*Result, error) {
+func Run(ctx context.Context, o Options) (*Result, error) {
 	start := time.Now()
 	if err := o.defaults(); err != nil {
 		return nil, err
@@ -291,7 +307,7 @@ func Run(o Options) (*Result, error) {
 			return nil, err
 		}
 	}
-	r := &run{o: o, man: man, res: &Result{Data: o.Data, Recipes: o.Recipes, Out: o.Out, Seed: man.Seed, EvalSeed: o.EvalSeed,
+	r := &run{ctx: ctx, o: o, man: man, res: &Result{Data: o.Data, Recipes: o.Recipes, Out: o.Out, Seed: man.Seed, EvalSeed: o.EvalSeed,
 		Corruptions: man.Corruptions, Layers: o.Layers, Quant: o.Quant, RunningStats: o.RunningStats}}
 	if r.recipes, err = recipeFiles(o.Recipes); err != nil {
 		return nil, err
@@ -355,7 +371,7 @@ func (r *run) fixtures() error {
 type sig struct {
 	corruption string
 	f32, quant *PatchFile
-	stats      []signature.TensorStat
+	stats      *signature.Statistics
 	layers     []signature.LayerStat
 }
 
@@ -371,12 +387,12 @@ func (r *run) signatures(q quantize.Config) ([]*sig, error) {
 	var out []*sig
 	for _, c := range r.man.Corruptions {
 		rb, _ := r.man.Role(RoleRobust, c.Name)
-		tr, err := OpenTriple(r.model(base.Name), r.model(clean.Name), r.model(rb.Name))
+		src, done, err := OpenSources(r.model(base.Name), r.model(clean.Name), r.model(rb.Name))
 		if err != nil {
 			return nil, err
 		}
-		s, err := r.signature(tr, c.Name, q, st.Size())
-		tr.Close()
+		s, err := r.signature(src, c.Name, q, st.Size())
+		done()
 		if err != nil {
 			return nil, err
 		}
@@ -385,23 +401,22 @@ func (r *run) signatures(q quantize.Config) ([]*sig, error) {
 	return out, nil
 }
 
-func (r *run) signature(tr *Triple, c string, q quantize.Config, modelBytes int64) (*sig, error) {
-	stats, layers, err := tr.Stats(r.o.Workers)
+func (r *run) signature(src signature.Sources, c string, q quantize.Config, modelBytes int64) (*sig, error) {
+	st, err := signature.ComputeStats(r.ctx, src, stream.Options{Workers: r.o.Workers})
 	if err != nil {
 		return nil, err
 	}
-	ext, sel, err := ForStats(r.o.RunningStats, stats, ShallowTensors(layers, r.o.Layers))
+	layers := st.Layers
+	_, sel, err := signature.AdjustRunningStats(r.o.RunningStats, st.Tensors, ShallowTensors(layers, r.o.Layers))
 	if err != nil {
 		return nil, err
 	}
-	s := &sig{corruption: c, stats: ext, layers: layers}
+	s := &sig{corruption: c, stats: st, layers: layers}
 	dir := filepath.Join(r.o.Out, "patches")
-	// One worker: payloads are then written in a fixed order, so the
-	// patch files (and their sizes in the table) are the same every run.
-	if s.f32, err = tr.WriteSignature(ext, sel, signature.Encoding{Values: "f32"}, filepath.Join(dir, "rws-"+c+".wpatch"), 1); err != nil {
+	if s.f32, err = WriteSignature(r.ctx, src, st, sel, r.o.RunningStats, wpatch.Encoding{Values: "f32"}, filepath.Join(dir, "rws-"+c+".wpatch"), r.o.Workers); err != nil {
 		return nil, err
 	}
-	if s.quant, err = tr.WriteSignature(ext, sel, signature.Encoding{Values: "q", Quant: q}, filepath.Join(dir, "rws-"+c+".q4.wpatch"), 1); err != nil {
+	if s.quant, err = WriteSignature(r.ctx, src, st, sel, r.o.RunningStats, wpatch.Encoding{Values: "q", Quant: q}, filepath.Join(dir, "rws-"+c+".q4.wpatch"), r.o.Workers); err != nil {
 		return nil, err
 	}
 	rep := SignatureReport{Corruption: c, Tensors: sel, ModelFileBytes: modelBytes,
@@ -446,20 +461,20 @@ func (r *run) patch(name string, patchPaths []string, scales []float64, out stri
 		return "", err
 	}
 	defer model.Close()
-	var patches []*signature.Patch
+	var patches []*wpatch.Patch
 	defer func() {
 		for _, p := range patches {
 			p.Close()
 		}
 	}()
 	for _, pp := range patchPaths {
-		p, err := signature.OpenPatch(pp)
+		p, err := wpatch.Open(pp)
 		if err != nil {
 			return "", err
 		}
 		patches = append(patches, p)
 	}
-	rep, err := signature.Apply(model, patches, out, signature.ApplyOptions{Scales: scales, Strict: true, Workers: r.o.Workers})
+	rep, err := wpatch.Apply(r.ctx, model, patches, out, wpatch.ApplyOptions{Scales: scales, Strict: true, Options: stream.Options{Workers: r.o.Workers}})
 	if err != nil {
 		return "", fmt.Errorf("%s: apply: %w", name, err)
 	}
@@ -497,7 +512,7 @@ func (r *run) apply(name string, patchPaths []string, scales []float64, out stri
 
 // unpatch removes the patches from a patched model into a temporary file
 // and compares it with the original.
-func (r *run) unpatch(name, patchedPath string, patches []*signature.Patch, orig string, undo int64) error {
+func (r *run) unpatch(name, patchedPath string, patches []*wpatch.Patch, orig string, undo int64) error {
 	patched, err := weights.Open(patchedPath)
 	if err != nil {
 		return err
@@ -509,7 +524,7 @@ func (r *run) unpatch(name, patchedPath string, patches []*signature.Patch, orig
 	}
 	defer os.RemoveAll(tmp)
 	back := filepath.Join(tmp, "model.safetensors")
-	if _, err := signature.Remove(patched, patches, back, signature.ApplyOptions{Workers: r.o.Workers}); err != nil {
+	if _, err := wpatch.Remove(r.ctx, patched, patches, back, wpatch.ApplyOptions{Options: stream.Options{Workers: r.o.Workers}}); err != nil {
 		return fmt.Errorf("%s: remove: %w", name, err)
 	}
 	a, err := os.ReadFile(back)
@@ -632,13 +647,13 @@ func (r *run) ablations(sigs []*sig) error {
 	}
 	for _, s := range sigs {
 		rb, _ := r.man.Role(RoleRobust, s.corruption)
-		tr, err := OpenTriple(r.model(base.Name), r.model(clean.Name), r.model(rb.Name))
+		src, done, err := OpenSources(r.model(base.Name), r.model(clean.Name), r.model(rb.Name))
 		if err != nil {
 			return err
 		}
-		_, all, err := ForStats(r.o.RunningStats, nil, AllTensors(s.layers))
+		_, all, err := signature.AdjustRunningStats(r.o.RunningStats, nil, AllTensors(s.layers))
 		if err != nil {
-			tr.Close()
+			done()
 			return err
 		}
 		for _, v := range []struct {
@@ -649,21 +664,21 @@ func (r *run) ablations(sigs []*sig) error {
 			{"all layers", all},
 		} {
 			slug := strings.ReplaceAll(v.label, " ", "-")
-			pf, err := tr.WriteSignature(s.stats, v.sel, signature.Encoding{Values: "f32"}, filepath.Join(dir, "rws-"+s.corruption+"-"+slug+".wpatch"), 1)
+			pf, err := WriteSignature(r.ctx, src, s.stats, v.sel, r.o.RunningStats, wpatch.Encoding{Values: "f32"}, filepath.Join(dir, "rws-"+s.corruption+"-"+slug+".wpatch"), r.o.Workers)
 			if err != nil {
-				tr.Close()
+				done()
 				return err
 			}
 			out := filepath.Join(r.o.Out, "models", "ablation", s.corruption+"-"+slug)
 			sc, bad, err := r.apply(v.label, []string{pf.Path}, nil, out, r.test, false)
 			if err != nil {
-				tr.Close()
+				done()
 				return err
 			}
 			r.res.Rows = append(r.res.Rows, Row{Name: rowAblation(s.corruption, v.label), Group: GroupAblation, Corruption: s.corruption,
 				Path: r.rel(filepath.Join(out, "model.safetensors")), Scores: sc, PatchBytes: pf.Bytes, Invalid: bad})
 		}
-		tr.Close()
+		done()
 	}
 	return nil
 }
@@ -715,7 +730,7 @@ func (r *run) merges() error {
 			return err
 		}
 		out := filepath.Join(r.o.Out, "models", "merge-"+stem)
-		_, err = plan.Merge(out, merge.Options{Workers: r.o.Workers, Version: r.o.Version})
+		_, err = plan.Merge(r.ctx, out, merge.Options{Options: stream.Options{Workers: r.o.Workers}, Version: r.o.Version})
 		plan.Close()
 		if err != nil {
 			return fmt.Errorf("%s: %w", f, err)

@@ -1,12 +1,14 @@
 package demo
 
 import (
+	"context"
 	"fmt"
-	"os"
 	"strings"
 
 	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 // ShallowTensors selects the first n weight layers in network order
@@ -43,107 +45,54 @@ type PatchFile struct {
 	QuantMaxAbs float64 `json:"quant_max_abs,omitempty"`
 }
 
-// Triple is the three checkpoints a signature is computed from.
-type Triple struct {
-	Pre, Clean, Robust weights.Checkpoint
-}
-
-// OpenTriple opens the three model files; close them with Close.
-func OpenTriple(pre, clean, robust string) (*Triple, error) {
+// OpenSources opens the pretrained, clean and robust model files; the
+// returned function closes them.
+func OpenSources(pre, clean, robust string) (signature.Sources, func(), error) {
 	var cks []weights.Checkpoint
+	closeAll := func() {
+		for _, c := range cks {
+			c.Close()
+		}
+	}
 	for _, p := range []string{pre, clean, robust} {
 		c, err := weights.Open(p)
 		if err != nil {
-			for _, o := range cks {
-				o.Close()
-			}
-			return nil, err
+			closeAll()
+			return signature.Sources{}, nil, err
 		}
 		cks = append(cks, c)
 	}
-	return &Triple{cks[0], cks[1], cks[2]}, nil
+	return signature.Sources{Pre: cks[0], Clean: cks[1], Robust: cks[2]}, closeAll, nil
 }
 
-// Close closes the checkpoints.
-func (t *Triple) Close() {
-	for _, c := range []weights.Checkpoint{t.Pre, t.Clean, t.Robust} {
-		c.Close()
-	}
-}
-
-// Stats computes the per-tensor signature statistics and groups them by
-// layer in network order.
-func (t *Triple) Stats(workers int) ([]signature.TensorStat, []signature.LayerStat, error) {
-	st, err := signature.SignatureStats(t.Pre, t.Clean, t.Robust, workers)
+// WriteSignature extracts the RWS of the selected tensors (running
+// statistics treated as mode says) into a patch at out, with values stored
+// as enc says, through signature.Extract; the patch records the demo's
+// selection.
+func WriteSignature(ctx context.Context, src signature.Sources, st *signature.Statistics, selected []string, mode string, enc wpatch.Encoding, out string, workers int) (*PatchFile, error) {
+	ext, sel, err := signature.AdjustRunningStats(mode, st.Tensors, selected)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	return st, signature.GroupStats(t.Clean.Tensors(), st), nil
-}
-
-// WriteSignature extracts the RWS of the selected tensors into a patch at
-// out, with values stored as enc says, recording the sources as
-// `weightops signature extract` does (the clean model is the patch's
-// base).
-func (t *Triple) WriteSignature(stats []signature.TensorStat, selected []string, enc signature.Encoding, out string, workers int) (*PatchFile, error) {
-	if len(selected) == 0 {
+	if len(sel) == 0 {
 		return nil, fmt.Errorf("signature %s: the selection keeps no tensor", out)
 	}
-	md := map[string]string{"clean": t.Clean.Path(), "robust": t.Robust.Path(), "base": t.Pre.Path(),
-		"selection": "tensors=" + strings.Join(selected, ","), "weightops.demo": "1"}
-	var srcs []string
-	var cleanSHA string
-	for _, ck := range []weights.Checkpoint{t.Pre, t.Clean, t.Robust} {
-		d, err := signature.CheckpointDigest(ck)
-		if err != nil {
-			return nil, err
-		}
-		if ck == t.Clean {
-			cleanSHA = d
-		}
-		srcs = append(srcs, ck.Path()+"="+d)
-	}
-	md["sources_sha256"] = strings.Join(srcs, ",")
-	w, err := signature.CreatePatch(out, "rws", md, enc)
+	x, err := signature.Extract(ctx, src, out, signature.Options{
+		Options:      stream.Options{Workers: workers},
+		Tensors:      sel,
+		Stats:        &signature.Statistics{Tensors: ext, Layers: st.Layers},
+		RunningStats: mode,
+		Encoding:     enc,
+		Metadata:     map[string]string{"selection": "tensors=" + strings.Join(sel, ","), "weightops.demo": "1"},
+	})
 	if err != nil {
 		return nil, err
 	}
-	w.SetBase(cleanSHA)
-	if err := signature.Extract(t.Pre, t.Clean, t.Robust, stats, selected, w, workers); err != nil {
-		w.Abort()
-		return nil, fmt.Errorf("signature %s: %w", out, err)
-	}
-	errs := w.Errors()
-	if err := w.Commit(); err != nil {
-		return nil, err
-	}
-	st, err := os.Stat(out)
-	if err != nil {
-		return nil, err
-	}
-	pf := &PatchFile{Path: out, Bytes: st.Size(), Encoding: enc.Values}
+	pf := &PatchFile{Path: out, Bytes: x.PatchBytes, Encoding: enc.Values}
 	if enc.Values == "q" {
 		pf.Encoding = enc.Quant.String()
-		var tot signature.QuantError
-		for _, e := range errs {
-			tot.Add(e)
-		}
+		tot := wpatch.TotalError(x.Errors)
 		pf.QuantRelL2, pf.QuantMaxAbs = tot.RelL2(), tot.MaxAbs
 	}
 	return pf, nil
-}
-
-// Running-statistics modes, as signature defines them.
-const (
-	StatsDifference = signature.StatsDifference
-	StatsProject    = signature.StatsProject
-	StatsSkip       = signature.StatsSkip
-)
-
-// IsRunningStat reports whether a tensor is a batchnorm running statistic.
-func IsRunningStat(name string) bool { return signature.IsRunningStat(name) }
-
-// ForStats is signature.AdjustRunningStats.
-func ForStats(mode string, stats []signature.TensorStat, selected []string) ([]signature.TensorStat, []string, error) {
-	return signature.AdjustRunningStats(mode, stats, selected)
 }

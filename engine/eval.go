@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/weightops/weightops/dataset"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // EvalOptions tune Evaluate.
@@ -87,7 +89,7 @@ func Predict(m *Model, s *dataset.Set, opt EvalOptions) ([]Prediction, error) {
 	kind := m.Output()
 	for b0 := 0; b0 < s.Len(); b0 += bs {
 		n := min(bs, s.Len()-b0)
-		ParallelFor(n, 8, func(lo, hi int) {
+		parallel.Ranges(n, 8, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				xi := x[i*d : (i+1)*d]
 				copy(xi, s.Sample(b0+i))

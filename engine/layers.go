@@ -2,11 +2,11 @@ package engine
 
 import (
 	"math"
-	"runtime"
-	"sync"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas32"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // Layer is one step of a Model's forward pass. Shapes are per sample; a
@@ -72,34 +72,6 @@ func (w *Workspace) Buffer(key string, n int) []float32 {
 	b = grow(&b, n)
 	w.extra[key] = b
 	return b
-}
-
-// ParallelFor calls fn on contiguous ranges [lo, hi) covering [0, n), one
-// per core, when n is at least 2·grain; otherwise once with [0, n). fn
-// must write only state owned by its range, so the result does not depend
-// on the number of cores.
-func ParallelFor(n, grain int, fn func(lo, hi int)) {
-	workers := runtime.GOMAXPROCS(0)
-	if grain < 1 {
-		grain = 1
-	}
-	workers = min(workers, n/grain)
-	if workers <= 1 {
-		if n > 0 {
-			fn(0, n)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		lo, hi := w*n/workers, (w+1)*n/workers
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(lo, hi)
-		}()
-	}
-	wg.Wait()
 }
 
 type base struct {
@@ -181,7 +153,7 @@ func (l *Linear) Forward(x, y []float32, n int, _ *Workspace) {
 	gemm(false, true, n, l.Out, l.In, x, l.W.Data, 0, y)
 	if l.B != nil {
 		b := l.B.Data
-		ParallelFor(n, 64, func(lo, hi int) {
+		parallel.Ranges(n, 64, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				row := y[i*l.Out : (i+1)*l.Out]
 				for j := range row {
@@ -298,14 +270,14 @@ func (c *Conv2D) Forward(x, y []float32, n int, ws *Workspace) {
 		m := min(g, n-s0)
 		ld := m * P
 		col := grow(&ws.col, K*ld)
-		ParallelFor(m, 1, func(lo, hi int) {
+		parallel.Ranges(m, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				c.Im2Col(x[(s0+i)*inSize:(s0+i+1)*inSize], col, i, ld)
 			}
 		})
 		out := grow(&ws.tmp, c.OutC*ld)
 		gemm(false, false, c.OutC, ld, K, c.Weight.Data, col, 0, out)
-		ParallelFor(m, 1, func(lo, hi int) {
+		parallel.Ranges(m, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				for oc := 0; oc < c.OutC; oc++ {
 					dst := y[(s0+i)*outSize+oc*P : (s0+i)*outSize+(oc+1)*P]
@@ -366,7 +338,7 @@ func (b *BatchNorm) ScaleShift() (scale, shift []float32) {
 func (b *BatchNorm) Forward(x, y []float32, n int, _ *Workspace) {
 	scale, shift := b.ScaleShift()
 	per := b.C * b.Inner
-	ParallelFor(n, 8, func(lo, hi int) {
+	parallel.Ranges(n, 8, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			for c := 0; c < b.C; c++ {
 				off := i*per + c*b.Inner
@@ -396,7 +368,7 @@ func (a *Activation) InPlace() bool { return true }
 // Forward applies the function to every value.
 func (a *Activation) Forward(x, y []float32, n int, _ *Workspace) {
 	total := n * prod(a.in)
-	ParallelFor(total, 1<<14, func(lo, hi int) {
+	parallel.Ranges(total, 1<<14, func(lo, hi int) {
 		xs, ys := x[lo:hi], y[lo:hi]
 		switch a.Kind {
 		case "relu":
@@ -454,7 +426,7 @@ type Pool2D struct {
 // Forward pools every channel of every sample.
 func (p *Pool2D) Forward(x, y []float32, n int, _ *Workspace) {
 	planes := n * p.C
-	ParallelFor(planes, 16, func(lo, hi int) {
+	parallel.Ranges(planes, 16, func(lo, hi int) {
 		for pl := lo; pl < hi; pl++ {
 			src := x[pl*p.H*p.W : (pl+1)*p.H*p.W]
 			dst := y[pl*p.OH*p.OW : (pl+1)*p.OH*p.OW]
@@ -544,7 +516,7 @@ func (s *Softmax) InPlace() bool { return true }
 // Forward normalises each sample's row.
 func (s *Softmax) Forward(x, y []float32, n int, _ *Workspace) {
 	f := s.in[0]
-	ParallelFor(n, 64, func(lo, hi int) {
+	parallel.Ranges(n, 64, func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			LogSoftmax(x[i*f:(i+1)*f], y[i*f:(i+1)*f], !s.Log)
 		}

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/weightops/weightops/weights"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // LlamaConfig is the part of a Hugging Face config.json that the LLaMA
@@ -154,9 +156,36 @@ func LoadLlama(path string) (*Llama, error) {
 	return m, nil
 }
 
+// LlamaNames are the tensor names of a LLaMA-family checkpoint. A reader
+// of another layout (GGUF's token_embd, blk.N.attn_q) presents its tensors
+// under these names rather than the engine learning each layout.
+type LlamaNames struct {
+	Embed, Norm, LMHead string
+	// Layer is the prefix of block i's tensors, a fmt pattern taking i.
+	Layer string
+	// The block's tensors, after the prefix; the biases are optional.
+	InputNorm, PostAttentionNorm, Q, K, V, O, Gate, Up, Down, QBias, KBias, VBias string
+}
+
+// HFLlamaNames are Hugging Face transformers' LlamaForCausalLM names.
+var HFLlamaNames = LlamaNames{
+	Embed: "model.embed_tokens.weight", Norm: "model.norm.weight", LMHead: "lm_head.weight",
+	Layer:     "model.layers.%d.",
+	InputNorm: "input_layernorm.weight", PostAttentionNorm: "post_attention_layernorm.weight",
+	Q: "self_attn.q_proj.weight", K: "self_attn.k_proj.weight", V: "self_attn.v_proj.weight", O: "self_attn.o_proj.weight",
+	Gate: "mlp.gate_proj.weight", Up: "mlp.up_proj.weight", Down: "mlp.down_proj.weight",
+	QBias: "self_attn.q_proj.bias", KBias: "self_attn.k_proj.bias", VBias: "self_attn.v_proj.bias",
+}
+
 // NewLlama builds a model from a config and a checkpoint with Hugging Face
-// tensor names.
+// tensor names (HFLlamaNames).
 func NewLlama(cfg LlamaConfig, ck weights.Checkpoint) (*Llama, error) {
+	return NewLlamaNamed(cfg, ck, HFLlamaNames)
+}
+
+// NewLlamaNamed builds a model from a config and a checkpoint whose
+// tensors have the given names.
+func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*Llama, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
@@ -195,34 +224,34 @@ func NewLlama(cfg LlamaConfig, ck weights.Checkpoint) (*Llama, error) {
 	}
 	m := &Llama{Config: cfg}
 	var err error
-	if m.Embed, err = read("model.embed_tokens.weight", V, H); err != nil {
+	if m.Embed, err = read(names.Embed, V, H); err != nil {
 		return nil, err
 	}
-	if m.Norm, err = read("model.norm.weight", H); err != nil {
+	if m.Norm, err = read(names.Norm, H); err != nil {
 		return nil, err
 	}
 	if cfg.TieWordEmbeddings {
 		m.LMHead = m.Embed
-	} else if m.LMHead, err = read("lm_head.weight", V, H); err != nil {
+	} else if m.LMHead, err = read(names.LMHead, V, H); err != nil {
 		return nil, fmt.Errorf("%w (set tie_word_embeddings in config.json if lm_head is the embedding)", err)
 	}
 	for i := 0; i < cfg.NumHiddenLayers; i++ {
-		p := fmt.Sprintf("model.layers.%d.", i)
+		p := fmt.Sprintf(names.Layer, i)
 		var l LlamaLayer
 		for _, t := range []struct {
 			dst  *[]float32
 			name string
 			dims []int
 		}{
-			{&l.InputNorm, "input_layernorm.weight", []int{H}},
-			{&l.PostAttentionNorm, "post_attention_layernorm.weight", []int{H}},
-			{&l.Q, "self_attn.q_proj.weight", []int{qd, H}},
-			{&l.K, "self_attn.k_proj.weight", []int{kvd, H}},
-			{&l.V, "self_attn.v_proj.weight", []int{kvd, H}},
-			{&l.O, "self_attn.o_proj.weight", []int{H, qd}},
-			{&l.Gate, "mlp.gate_proj.weight", []int{I, H}},
-			{&l.Up, "mlp.up_proj.weight", []int{I, H}},
-			{&l.Down, "mlp.down_proj.weight", []int{H, I}},
+			{&l.InputNorm, names.InputNorm, []int{H}},
+			{&l.PostAttentionNorm, names.PostAttentionNorm, []int{H}},
+			{&l.Q, names.Q, []int{qd, H}},
+			{&l.K, names.K, []int{kvd, H}},
+			{&l.V, names.V, []int{kvd, H}},
+			{&l.O, names.O, []int{H, qd}},
+			{&l.Gate, names.Gate, []int{I, H}},
+			{&l.Up, names.Up, []int{I, H}},
+			{&l.Down, names.Down, []int{H, I}},
 		} {
 			if *t.dst, err = read(p+t.name, t.dims...); err != nil {
 				return nil, err
@@ -232,7 +261,7 @@ func NewLlama(cfg LlamaConfig, ck weights.Checkpoint) (*Llama, error) {
 			dst  *[]float32
 			name string
 			n    int
-		}{{&l.QBias, "self_attn.q_proj.bias", qd}, {&l.KBias, "self_attn.k_proj.bias", kvd}, {&l.VBias, "self_attn.v_proj.bias", kvd}} {
+		}{{&l.QBias, names.QBias, qd}, {&l.KBias, names.KBias, kvd}, {&l.VBias, names.VBias, kvd}} {
 			if *t.dst, err = optional(p+t.name, t.n); err != nil {
 				return nil, err
 			}
@@ -350,7 +379,7 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, erro
 	g := make([]float32, T*I)
 	u := make([]float32, T*I)
 	norm := func(w []float32) {
-		ParallelFor(T, 8, func(lo, hi int) {
+		parallel.Ranges(T, 8, func(lo, hi int) {
 			for t := lo; t < hi; t++ {
 				rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], w, cfg.RMSNormEps)
 			}
@@ -392,7 +421,7 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, erro
 		}
 		K, V := cache.k[li], cache.v[li]
 		group := nh / nkv
-		ParallelFor(T*nh, 4, func(lo, hi int) {
+		parallel.Ranges(T*nh, 4, func(lo, hi int) {
 			scores := make([]float64, p0+T)
 			for job := lo; job < hi; job++ {
 				t, hh := job/nh, job%nh
@@ -432,7 +461,7 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, erro
 		norm(l.PostAttentionNorm)
 		gemm(false, true, T, I, H, h, l.Gate, 0, g)
 		gemm(false, true, T, I, H, h, l.Up, 0, u)
-		ParallelFor(len(g), 1<<12, func(lo, hi int) {
+		parallel.Ranges(len(g), 1<<12, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				a := float64(g[i])
 				g[i] = float32(a/(1+math.Exp(-a))) * u[i]

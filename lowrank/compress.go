@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math"
@@ -16,6 +17,8 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	"gonum.org/v1/gonum/mat"
 
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/tensorname"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -60,22 +63,16 @@ type Options struct {
 	// FanInFanOut: the checkpoint stores linear weights as [in, out]
 	// (GPT-2's Conv1D); the adapter is written for PEFT's fan_in_fan_out.
 	FanInFanOut bool
-	// DType, with HasDType, is the dtype of written floating tensors;
-	// otherwise each keeps its input's dtype.
-	DType    weights.DType
-	HasDType bool
 	// Skip names tensors (regex on the tensor name) left unfactorised.
 	Skip *regexp.Regexp
-	// ShardSize > 0 shards a FormatWeights directory output.
-	ShardSize int64
-	// Workers is the number of tensors processed at once (0: min(cores, 2)).
-	Workers int
 	// BaseName is the adapter's base_model_name_or_path.
 	BaseName string
 	// Metadata is added to the output's safetensors metadata.
 	Metadata map[string]string
-	// Progress, if set, receives the input bytes of each finished tensor.
-	Progress func(int64)
+	// Options: workers, memory bound, output sharding (FormatWeights), and
+	// DType: the dtype of written floating tensors (otherwise each keeps
+	// its input's).
+	stream.Options
 }
 
 // ModuleReport describes one factorised tensor.
@@ -125,18 +122,18 @@ type Report struct {
 // floating (or match Skip) are copied unchanged (weights format) or, when
 // they differ from base, carried whole in the adapter (LoRA format; see
 // Others in the report). One tensor per worker is held at a time.
-func Compress(in, base weights.Checkpoint, out string, o Options) (*Report, error) {
+func Compress(ctx context.Context, in, base weights.Checkpoint, out string, o Options) (*Report, error) {
 	if err := o.Rule.Validate(); err != nil {
 		return nil, err
 	}
-	if o.HasDType && (!o.DType.IsFloat() || !o.DType.Writable()) {
+	if o.DType != nil && (!o.DType.IsFloat() || !o.DType.Writable()) {
 		return nil, fmt.Errorf("cannot write factors as %s", o.DType)
 	}
 	c := &compressor{in: in, base: base, o: o}
 	if o.Format == FormatLoRA {
-		return c.lora(out)
+		return c.lora(ctx, out)
 	}
-	return c.weights(out)
+	return c.weights(ctx, out)
 }
 
 type compressor struct {
@@ -191,26 +188,19 @@ func (c *compressor) candidate(t weights.TensorInfo) (bool, string) {
 	return true, ""
 }
 
+// outDType is the dtype a tensor is written in: o.DType for floating
+// tensors when set, else its own (these are copied or rounded to it).
 func (c *compressor) outDType(t weights.TensorInfo) weights.DType {
-	if c.o.HasDType && t.DType.IsFloat() {
-		return c.o.DType
+	if c.o.DType != nil && t.DType.IsFloat() {
+		return *c.o.DType
 	}
 	return t.DType
 }
 
-// workerState holds one worker's reusable buffers.
-type workerState struct {
-	raw, braw, conv []byte
-}
-
-// delta reads tensor t of in (minus base) as an m×n float64 matrix; b is
-// the decoded base (nil without one).
-func (c *compressor) delta(ws *workerState, t weights.TensorInfo) (x, b *mat.Dense, err error) {
-	ten, err := c.in.ReadTensor(t.Name, ws.raw)
-	if err != nil {
-		return nil, nil, err
-	}
-	ws.raw = ten.Data
+// delta decodes tensor ten of in (minus base) as an m×n float64 matrix; b
+// is the decoded base (nil without one).
+func (c *compressor) delta(ten weights.Tensor) (x, b *mat.Dense, err error) {
+	t := ten.TensorInfo
 	m, n := int(t.Shape[0]), int(t.Shape[1])
 	xs := make([]float64, m*n)
 	if err := weights.Decode(t.DType, ten.Data, xs); err != nil {
@@ -220,11 +210,10 @@ func (c *compressor) delta(ws *workerState, t weights.TensorInfo) (x, b *mat.Den
 	if c.base == nil {
 		return x, nil, nil
 	}
-	bt, err := c.base.ReadTensor(t.Name, ws.braw)
+	bt, err := c.base.ReadTensor(t.Name, nil)
 	if err != nil {
 		return nil, nil, err
 	}
-	ws.braw = bt.Data
 	bs := make([]float64, m*n)
 	if err := weights.Decode(bt.DType, bt.Data, bs); err != nil {
 		return nil, nil, &weights.TensorError{File: c.base.Path(), Tensor: t.Name, Err: err}
@@ -267,18 +256,33 @@ func (c *compressor) other(t, reason, action string) {
 	c.mu.Unlock()
 }
 
-func (c *compressor) progress(t weights.TensorInfo) {
-	if c.o.Progress == nil {
-		return
+// job is the stream job over in's tensors: the kernel sees in's raw
+// tensor and reads the base's itself (it may be absent or of another
+// shape, which makes a tensor a non-candidate rather than an error).
+func (c *compressor) job(phase string, k func(ten weights.Tensor, out []byte) error) *stream.Job {
+	return &stream.Job{
+		Inputs:  []weights.Checkpoint{c.in},
+		Tensors: c.in.Tensors(),
+		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
+			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
+				var out []byte
+				if len(t.Out) > 0 {
+					out = t.Out[0]
+				}
+				return k(t.In[0], out)
+			}), nil
+		},
+		PassThrough: func(weights.TensorInfo) int { return -1 },
+		// In's bytes, the base's and the output's, the float64 matrices
+		// and the SVD's factors and workspace.
+		Cost: func(t weights.TensorInfo) int64 {
+			b, _ := t.ByteSize()
+			n, _ := t.NumElements()
+			return 3*b + 40*n
+		},
+		Phase:   phase,
+		Options: c.o.Options,
 	}
-	n, _ := t.ByteSize()
-	if c.base != nil {
-		if bt, ok := c.base.Info(t.Name); ok {
-			b, _ := bt.ByteSize()
-			n += b
-		}
-	}
-	c.o.Progress(n)
 }
 
 // tensorSeed mixes a tensor name into the seed (FNV-1a).
@@ -331,39 +335,19 @@ func (c *compressor) methodString() string {
 }
 
 // weights writes the reconstruction checkpoint.
-func (c *compressor) weights(out string) (*Report, error) {
-	infos := c.in.Tensors()
-	outInfos := make([]weights.TensorInfo, len(infos))
-	for i, t := range infos {
-		outInfos[i] = weights.TensorInfo{Name: t.Name, DType: c.outDType(t), Shape: t.Shape}
-	}
-	w, files, err := weights.CreateOutput(out, outInfos, c.metadata(), c.o.ShardSize)
-	if err != nil {
-		return nil, err
-	}
-	states := make([]workerState, max(1, c.o.Workers, 2))
-	err = weights.ForEach(infos, c.o.Workers, func(wk int, t weights.TensorInfo) error {
-		ws := &states[wk]
+func (c *compressor) weights(ctx context.Context, out string) (*Report, error) {
+	job := c.job("factorising", func(ten weights.Tensor, dst []byte) error {
+		t := ten.TensorInfo
 		to := c.outDType(t)
 		ok, why := c.candidate(t)
 		if !ok {
-			ten, err := c.in.ReadTensor(t.Name, ws.raw)
-			if err != nil {
-				return err
-			}
-			ws.raw = ten.Data
-			data := ten.Data
-			if to != t.DType {
-				if data, err = weights.ConvertBytesInto(t.DType, to, ten.Data, ws.conv); err != nil {
-					return &weights.TensorError{File: c.in.Path(), Tensor: t.Name, Err: err}
-				}
-				ws.conv = data
+			if _, err := weights.ConvertBytesInto(t.DType, to, ten.Data, dst[:0]); err != nil {
+				return &weights.TensorError{File: c.in.Path(), Tensor: t.Name, Err: err}
 			}
 			c.other(t.Name, why, "copied")
-			c.progress(t)
-			return w.WriteTensor(t.Name, data)
+			return nil
 		}
-		x, b, err := c.delta(ws, t)
+		x, b, err := c.delta(ten)
 		if err != nil {
 			return err
 		}
@@ -373,34 +357,38 @@ func (c *compressor) weights(out string) (*Report, error) {
 		}
 		// One product writes the result: out = U_r·Σ_r·V_rᵀ (+ base).
 		m, n := int(t.Shape[0]), int(t.Shape[1])
-		dst := b
-		if dst == nil {
-			dst = mat.NewDense(m, n, nil)
+		if b == nil {
+			b = mat.NewDense(m, n, nil)
 		}
 		if r := res.Rank; r > 0 {
 			us := scaledColumns(res.U, res.S[:r], 1)
 			vt := res.Vt.Slice(0, r, 0, n).(*mat.Dense)
-			blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, us.RawMatrix(), vt.RawMatrix(), 1, dst.RawMatrix())
+			blas64.Gemm(blas.NoTrans, blas.NoTrans, 1, us.RawMatrix(), vt.RawMatrix(), 1, b.RawMatrix())
 		}
-		buf := make([]byte, m*n*to.Size())
-		if err := weights.Encode(to, dst.RawMatrix().Data, buf); err != nil {
+		if err := weights.Encode(to, b.RawMatrix().Data, dst); err != nil {
 			return &weights.TensorError{File: c.in.Path(), Tensor: t.Name, Err: err}
 		}
-		c.progress(t)
-		return w.WriteTensor(t.Name, buf)
+		return nil
 	})
+	job.Outputs = []stream.Output{stream.CheckpointOutput(out, c.metadata(), c.outDType, c.o.ShardSize)}
+	files, err := job.Run(ctx)
 	if err != nil {
-		w.Abort()
 		return nil, err
 	}
-	if err := w.Commit(); err != nil {
-		return nil, err
+	written := files[0]
+	if !weights.IsSafetensorsPath(out) {
+		// A directory output loads like the input model.
+		copied, err := weights.CopyModelFiles(c.in.Path(), out)
+		if err != nil {
+			return nil, err
+		}
+		written = append(written, copied...)
 	}
-	return c.report(files), nil
+	return c.report(written), nil
 }
 
 // lora writes a PEFT adapter directory.
-func (c *compressor) lora(out string) (*Report, error) {
+func (c *compressor) lora(ctx context.Context, out string) (*Report, error) {
 	if weights.IsSafetensorsPath(out) {
 		return nil, fmt.Errorf("%s: --format lora writes an adapter directory, not a .safetensors file", out)
 	}
@@ -421,13 +409,12 @@ func (c *compressor) lora(out string) (*Report, error) {
 	}
 	var biasCarried bool
 	saveModules := map[string]bool{}
-	states := make([]workerState, max(1, c.o.Workers, 2))
-	err = weights.ForEach(infos, c.o.Workers, func(wk int, t weights.TensorInfo) error {
-		ws := &states[wk]
-		defer c.progress(t)
+	job := c.job("factorising", func(ten weights.Tensor, _ []byte) error {
+		t := ten.TensorInfo
 		ok, why := c.candidate(t)
 		if !ok {
-			data, carry, err := c.differs(ws, t)
+			data := ten.Data
+			carry, err := c.differsFrom(ten)
 			if err != nil {
 				return err
 			}
@@ -464,7 +451,7 @@ func (c *compressor) lora(out string) (*Report, error) {
 			return sp.put(weights.TensorInfo{Name: PeftPrefix + t.Name, DType: t.DType, Shape: t.Shape}, data)
 		}
 		module, _ := ModuleName(t.Name)
-		x, _, err := c.delta(ws, t)
+		x, _, err := c.delta(ten)
 		if err != nil {
 			return err
 		}
@@ -475,7 +462,7 @@ func (c *compressor) lora(out string) (*Report, error) {
 		if res.Rank == 0 {
 			return nil // a zero delta: the module stays untouched
 		}
-		emb := IsEmbedding(module)
+		emb := tensorname.IsEmbeddingTable(module)
 		transposed := emb || c.o.FanInFanOut
 		left, right := res.Factors(c.o.Split, transposed)
 		a, b := right, left // B = U·…, A = …·Vᵀ
@@ -503,7 +490,7 @@ func (c *compressor) lora(out string) (*Report, error) {
 		c.mu.Unlock()
 		return nil
 	})
-	if err != nil {
+	if _, err := job.Run(ctx); err != nil {
 		return nil, err
 	}
 	if len(c.loraMods) == 0 {
@@ -525,22 +512,9 @@ func (c *compressor) lora(out string) (*Report, error) {
 	return c.report([]string{wpath, cpath}), nil
 }
 
-// differs reads a tensor that is not factorised and reports whether it
-// must go into the adapter: it differs from BASE (or, without BASE, is a
-// non-zero floating tensor).
-func (c *compressor) differs(ws *workerState, t weights.TensorInfo) ([]byte, bool, error) {
-	ten, err := c.in.ReadTensor(t.Name, ws.raw)
-	if err != nil {
-		return nil, false, err
-	}
-	ws.raw = ten.Data
-	d, err := c.differsFrom(ws, ten)
-	return ten.Data, d, err
-}
-
 // differsFrom compares in's tensor with BASE's (decoded when the dtypes
 // differ), or without BASE tests it for a non-zero floating value.
-func (c *compressor) differsFrom(ws *workerState, ten weights.Tensor) (bool, error) {
+func (c *compressor) differsFrom(ten weights.Tensor) (bool, error) {
 	t := ten.TensorInfo
 	if c.base == nil {
 		if !t.DType.IsFloat() {
@@ -562,11 +536,10 @@ func (c *compressor) differsFrom(ws *workerState, ten weights.Tensor) (bool, err
 	if !ok || !weights.SameShape(bt.Shape, t.Shape) {
 		return true, nil
 	}
-	bten, err := c.base.ReadTensor(t.Name, ws.braw)
+	bten, err := c.base.ReadTensor(t.Name, nil)
 	if err != nil {
 		return false, err
 	}
-	ws.braw = bten.Data
 	if bt.DType == t.DType {
 		return string(bten.Data) != string(ten.Data), nil
 	}
@@ -595,7 +568,7 @@ func (c *compressor) adapterConfig(allModules []string, bias bool, save map[stri
 	leaves := map[string]bool{}
 	for i, m := range c.loraMods {
 		ranks[i] = m.rank
-		leaves[leaf(m.module)] = true
+		leaves[tensorname.Leaf(m.module)] = true
 	}
 	r := mostCommon(ranks)
 	rankPattern, alphaPattern := map[string]int{}, map[string]int{}

@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -85,7 +87,7 @@ func openT(t *testing.T, path string) weights.Checkpoint {
 func extract(t *testing.T, p *pair, out string, o Options) *Report {
 	t.Helper()
 	o.Format = FormatLoRA
-	rep, err := Compress(openT(t, p.ft), openT(t, p.base), out, o)
+	rep, err := Compress(context.Background(), openT(t, p.ft), openT(t, p.base), out, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +101,7 @@ func mergeInto(t *testing.T, p *pair, ad, out string) {
 		t.Fatal(err)
 	}
 	defer a.Close()
-	if _, err := a.Merge(openT(t, p.base), out, MergeOptions{Scale: 1}); err != nil {
+	if _, err := a.Merge(context.Background(), openT(t, p.base), out, MergeOptions{Scale: 1}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -242,7 +244,7 @@ func TestLoRAConfigAndLayout(t *testing.T) {
 func TestWeightsFormat(t *testing.T) {
 	p := makePair(t, weights.F64, 3)
 	out := filepath.Join(p.dir, "compressed.safetensors")
-	rep, err := Compress(openT(t, p.ft), openT(t, p.base), out, Options{Rule: Rule{Rank: 3}})
+	rep, err := Compress(context.Background(), openT(t, p.ft), openT(t, p.base), out, Options{Rule: Rule{Rank: 3}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,7 +278,8 @@ func TestWeightsFormat(t *testing.T) {
 	km := p.deltas[name]
 	writeTensors(t, tv, []spec{{name, weights.F64, []int64{16, 40}, km.full()}})
 	out2 := filepath.Join(p.dir, "tv-r.safetensors")
-	rep, err = Compress(openT(t, tv), nil, out2, Options{Rule: Rule{Ratio: 4}, DType: weights.BF16, HasDType: true})
+	bf16 := weights.BF16
+	rep, err = Compress(context.Background(), openT(t, tv), nil, out2, Options{Rule: Rule{Ratio: 4}, Options: stream.Options{DType: &bf16}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +302,7 @@ func TestCompressDeterministic(t *testing.T) {
 	p := makePair(t, weights.F32, 4)
 	run := func(workers int, seed uint64) []byte {
 		ad := filepath.Join(p.dir, "ad", string(rune('a'+workers))+string(rune('0'+seed)))
-		extract(t, p, ad, Options{Rule: Rule{Rank: 3}, Workers: workers,
+		extract(t, p, ad, Options{Rule: Rule{Rank: 3}, Options: stream.Options{Workers: workers},
 			Method: Method{Randomized: true, Rand: RandOptions{Oversample: 2, PowerIters: 1, Seed: seed}},
 			Skip:   regexp.MustCompile(`layers\.1\.`)})
 		b, err := os.ReadFile(filepath.Join(ad, AdapterWeightsFile))
@@ -344,7 +347,7 @@ func TestEmbeddingAndFanInFanOut(t *testing.T) {
 	writeTensors(t, ft, f)
 	for _, split := range []Split{SplitSqrt, SplitLeft} {
 		ad := filepath.Join(dir, "ad"+split.String())
-		if _, err := Compress(openT(t, ft), openT(t, base), ad, Options{Rule: Rule{Rank: 5}, Format: FormatLoRA, FanInFanOut: true, Split: split}); err != nil {
+		if _, err := Compress(context.Background(), openT(t, ft), openT(t, base), ad, Options{Rule: Rule{Rank: 5}, Format: FormatLoRA, FanInFanOut: true, Split: split}); err != nil {
 			t.Fatal(err)
 		}
 		got := readAll(t, filepath.Join(ad, AdapterWeightsFile))
@@ -359,7 +362,7 @@ func TestEmbeddingAndFanInFanOut(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := filepath.Join(dir, "m"+split.String()+".safetensors")
-		if _, err := a.Merge(openT(t, base), out, MergeOptions{Scale: 1}); err != nil {
+		if _, err := a.Merge(context.Background(), openT(t, base), out, MergeOptions{Scale: 1}); err != nil {
 			t.Fatal(err)
 		}
 		a.Close()
@@ -381,7 +384,7 @@ func TestCompressErrorsAndWarnings(t *testing.T) {
 		{"a.bias", weights.F32, []int64{4}, []float64{0, 1, 0, 0}},
 		{"b.bias", weights.F32, []int64{2}, []float64{0, 0}},
 	})
-	rep, err := Compress(openT(t, tv), nil, filepath.Join(p.dir, "tv-ad"), Options{Rule: Rule{Rank: 2}, Format: FormatLoRA})
+	rep, err := Compress(context.Background(), openT(t, tv), nil, filepath.Join(p.dir, "tv-ad"), Options{Rule: Rule{Rank: 2}, Format: FormatLoRA})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,20 +392,20 @@ func TestCompressErrorsAndWarnings(t *testing.T) {
 		t.Errorf("warnings %v", rep.Warnings)
 	}
 	// FT equal to BASE: nothing to write.
-	if _, err := Compress(openT(t, p.base), openT(t, p.base), filepath.Join(p.dir, "same"), Options{Rule: Rule{Rank: 2}, Format: FormatLoRA}); err == nil {
+	if _, err := Compress(context.Background(), openT(t, p.base), openT(t, p.base), filepath.Join(p.dir, "same"), Options{Rule: Rule{Rank: 2}, Format: FormatLoRA}); err == nil {
 		t.Error("empty adapter written")
 	}
 	// A 2-D tensor with NaN names the tensor.
 	bad := filepath.Join(p.dir, "nan.safetensors")
 	writeTensors(t, bad, []spec{{"x.weight", weights.F32, []int64{2, 2}, []float64{1, math.NaN(), 0, 1}}})
-	_, err = Compress(openT(t, bad), nil, filepath.Join(p.dir, "nan-out.safetensors"), Options{Rule: Rule{Rank: 1}})
+	_, err = Compress(context.Background(), openT(t, bad), nil, filepath.Join(p.dir, "nan-out.safetensors"), Options{Rule: Rule{Rank: 1}})
 	if err == nil || !strings.Contains(err.Error(), `"x.weight"`) || !strings.Contains(err.Error(), "NaN") {
 		t.Errorf("NaN: %v", err)
 	}
 	if _, serr := os.Stat(filepath.Join(p.dir, "nan-out.safetensors")); serr == nil {
 		t.Error("output left behind")
 	}
-	if _, err := Compress(openT(t, p.ft), openT(t, p.base), filepath.Join(p.dir, "x.safetensors"), Options{Rule: Rule{Rank: 1}, Format: FormatLoRA}); err == nil {
+	if _, err := Compress(context.Background(), openT(t, p.ft), openT(t, p.base), filepath.Join(p.dir, "x.safetensors"), Options{Rule: Rule{Rank: 1}, Format: FormatLoRA}); err == nil {
 		t.Error("lora into a .safetensors path accepted")
 	}
 	entries, _ := os.ReadDir(p.dir)

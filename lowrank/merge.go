@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/blas64"
 
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -161,17 +163,14 @@ func (a *Adapter) index() error {
 
 // MergeOptions control Merge.
 type MergeOptions struct {
+	// Options: workers, memory bound, output sharding. DType is not used:
+	// each tensor keeps the base's dtype.
+	stream.Options
 	// Scale multiplies every module's alpha/r (1 merges the adapter as
 	// trained).
 	Scale float64
-	// ShardSize > 0 shards a directory output.
-	ShardSize int64
-	// Workers is the number of tensors processed at once (0: min(cores, 2)).
-	Workers int
 	// Metadata is added to the output's safetensors metadata.
 	Metadata map[string]string
-	// Progress, if set, receives the base bytes of each finished tensor.
-	Progress func(int64)
 }
 
 // MergedModule describes one merged module.
@@ -262,7 +261,7 @@ func (a *Adapter) plan(base weights.Checkpoint) (map[string]mergeJob, error) {
 // embedding layers; reshaped for convolutions), computed in float64 and
 // rounded once to the base tensor's dtype. Tensors the adapter carries
 // whole replace the base's; all others are copied byte for byte.
-func (a *Adapter) Merge(base weights.Checkpoint, out string, o MergeOptions) (*MergeReport, error) {
+func (a *Adapter) Merge(ctx context.Context, base weights.Checkpoint, out string, o MergeOptions) (*MergeReport, error) {
 	if math.IsNaN(o.Scale) || math.IsInf(o.Scale, 0) {
 		return nil, fmt.Errorf("scale %g is not finite", o.Scale)
 	}
@@ -270,93 +269,97 @@ func (a *Adapter) Merge(base weights.Checkpoint, out string, o MergeOptions) (*M
 	if err != nil {
 		return nil, err
 	}
-	md := map[string]string{}
-	maps.Copy(md, base.Metadata())
-	if _, ok := md["format"]; !ok {
-		md["format"] = "pt"
-	}
+	md := stream.HFMetadata(base.Metadata())
 	md["weightops.lora.adapter"] = a.WeightsPath
 	md["weightops.lora.scale"] = fmt.Sprint(o.Scale)
 	maps.Copy(md, o.Metadata)
-	infos := base.Tensors()
-	w, files, err := weights.CreateOutput(out, infos, md, o.ShardSize)
-	if err != nil {
-		return nil, err
-	}
-	rep := &MergeReport{Adapter: a.WeightsPath, Files: files, Modules: []MergedModule{}, Replaced: []string{}}
+	rep := &MergeReport{Adapter: a.WeightsPath, Modules: []MergedModule{}, Replaced: []string{}}
 	var mu sync.Mutex
-	bufs := make([][]byte, max(2, o.Workers))
-	err = weights.ForEach(infos, o.Workers, func(wk int, t weights.TensorInfo) error {
-		if o.Progress != nil {
-			defer func() { b, _ := t.ByteSize(); o.Progress(b) }()
-		}
-		job, ok := jobs[t.Name]
-		if !ok || job.whole != "" {
-			src, name := base, t.Name
-			if ok {
-				src, name = a.Weights, job.whole
-			}
-			ten, err := src.ReadTensor(name, bufs[wk])
-			if err != nil {
-				return err
-			}
-			bufs[wk] = ten.Data
-			data := ten.Data
-			if ten.DType != t.DType {
-				if data, err = weights.ConvertBytes(ten.DType, t.DType, ten.Data); err != nil {
-					return &weights.TensorError{File: src.Path(), Tensor: name, Err: err}
-				}
+	same := func(t weights.TensorInfo) weights.DType { return t.DType }
+	job := &stream.Job{
+		Inputs:  []weights.Checkpoint{base},
+		Tensors: base.Tensors(),
+		Outputs: []stream.Output{stream.CheckpointOutput(out, md, same, o.ShardSize)},
+		PassThrough: func(t weights.TensorInfo) int {
+			if _, ok := jobs[t.Name]; ok {
+				return -1
 			}
 			mu.Lock()
-			if ok {
-				rep.Replaced = append(rep.Replaced, t.Name)
-			} else {
-				rep.Copied++
-			}
+			rep.Copied++
 			mu.Unlock()
-			return w.WriteTensor(t.Name, data)
-		}
-		data, err := a.mergeOne(base, t, job, o.Scale, bufs[wk])
-		if err != nil {
-			return err
-		}
-		m := job.mod
-		mu.Lock()
-		rep.Modules = append(rep.Modules, MergedModule{Module: m.Name, Tensor: t.Name, Shape: t.Shape, Rank: m.Rank, Alpha: m.Alpha, Scaling: o.Scale * m.Scaling, Layout: job.layout})
-		mu.Unlock()
-		return w.WriteTensor(t.Name, data)
-	})
+			return 0
+		},
+		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
+			job := jobs[t.Name]
+			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
+				if job.whole != "" {
+					// The adapter carries the tensor whole: it replaces
+					// the base's, in the base's dtype.
+					ten, err := a.Weights.ReadTensor(job.whole, nil)
+					if err != nil {
+						return err
+					}
+					if _, err := weights.ConvertBytesInto(ten.DType, t.DType, ten.Data, t.Out[0][:0]); err != nil {
+						return &weights.TensorError{File: a.WeightsPath, Tensor: job.whole, Err: err}
+					}
+					mu.Lock()
+					rep.Replaced = append(rep.Replaced, t.Name)
+					mu.Unlock()
+					return nil
+				}
+				if err := a.mergeOne(base.Path(), t.In[0], job, o.Scale, t.Out[0]); err != nil {
+					return err
+				}
+				m := job.mod
+				mu.Lock()
+				rep.Modules = append(rep.Modules, MergedModule{Module: m.Name, Tensor: t.Name, Shape: t.Shape, Rank: m.Rank, Alpha: m.Alpha, Scaling: o.Scale * m.Scaling, Layout: job.layout})
+				mu.Unlock()
+				return nil
+			}), nil
+		},
+		// The base's bytes and the output's, W in float64, the factors.
+		Cost: func(t weights.TensorInfo) int64 {
+			b, _ := t.ByteSize()
+			n, _ := t.NumElements()
+			return 2*b + 16*n
+		},
+		Phase:   "merging the adapter",
+		Options: o.Options,
+	}
+	files, err := job.Run(ctx)
 	if err != nil {
-		w.Abort()
 		return nil, err
 	}
-	if err := w.Commit(); err != nil {
-		return nil, err
+	rep.Files = files[0]
+	if !weights.IsSafetensorsPath(out) {
+		// A directory output loads like the base model.
+		copied, err := weights.CopyModelFiles(base.Path(), out)
+		if err != nil {
+			return nil, err
+		}
+		rep.Files = append(rep.Files, copied...)
 	}
 	sort.Slice(rep.Modules, func(i, j int) bool { return weights.NaturalLess(rep.Modules[i].Tensor, rep.Modules[j].Tensor) })
 	sort.Slice(rep.Replaced, func(i, j int) bool { return weights.NaturalLess(rep.Replaced[i], rep.Replaced[j]) })
 	return rep, nil
 }
 
-// mergeOne computes one updated tensor's bytes.
-func (a *Adapter) mergeOne(base weights.Checkpoint, t weights.TensorInfo, job mergeJob, scale float64, buf []byte) ([]byte, error) {
+// mergeOne computes one updated tensor's bytes into res: W + s·B·A from
+// the base tensor ten.
+func (a *Adapter) mergeOne(file string, ten weights.Tensor, job mergeJob, scale float64, res []byte) error {
 	m := job.mod
-	ten, err := base.ReadTensor(t.Name, buf)
-	if err != nil {
-		return nil, err
-	}
-	n, _ := t.NumElements()
+	n, _ := ten.NumElements()
 	wv := make([]float64, n)
-	if err := weights.Decode(t.DType, ten.Data, wv); err != nil {
-		return nil, &weights.TensorError{File: base.Path(), Tensor: t.Name, Err: err}
+	if err := weights.Decode(ten.DType, ten.Data, wv); err != nil {
+		return &weights.TensorError{File: file, Tensor: ten.Name, Err: err}
 	}
 	av, err := a.readFloats(m.A)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	bv, err := a.readFloats(m.B)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r := m.Rank
 	out := int(m.B.Shape[0])
@@ -376,11 +379,10 @@ func (a *Adapter) mergeOne(base weights.Checkpoint, t weights.TensorInfo, job me
 			blas64.Gemm(blas.NoTrans, blas.NoTrans, s, B, A, 1, W)
 		}
 	}
-	res := make([]byte, len(wv)*t.DType.Size())
-	if err := weights.Encode(t.DType, wv, res); err != nil {
-		return nil, &weights.TensorError{File: base.Path(), Tensor: t.Name, Err: err}
+	if err := weights.Encode(ten.DType, wv, res); err != nil {
+		return &weights.TensorError{File: file, Tensor: ten.Name, Err: err}
 	}
-	return res, nil
+	return nil
 }
 
 func (a *Adapter) readFloats(info weights.TensorInfo) ([]float64, error) {

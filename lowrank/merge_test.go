@@ -1,6 +1,7 @@
 package lowrank
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -204,7 +205,7 @@ func TestMergeHandWrittenPEFT(t *testing.T) {
 		}
 		out := filepath.Join(dir, "merged.safetensors")
 		const scale = 0.75
-		rep, err := a.Merge(ck, out, MergeOptions{Scale: scale})
+		rep, err := a.Merge(context.Background(), ck, out, MergeOptions{Scale: scale})
 		ck.Close()
 		a.Close()
 		if err != nil {
@@ -286,7 +287,7 @@ func TestMergeFanInFanOut(t *testing.T) {
 	ck, _ := weights.Open(basePath)
 	defer ck.Close()
 	out := filepath.Join(dir, "out")
-	rep, err := a.Merge(ck, out, MergeOptions{Scale: 1})
+	rep, err := a.Merge(context.Background(), ck, out, MergeOptions{Scale: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -368,7 +369,7 @@ func TestMergeErrors(t *testing.T) {
 			defer a.Close()
 			ck, _ := weights.Open(basePath)
 			defer ck.Close()
-			_, err = a.Merge(ck, out, MergeOptions{Scale: 1})
+			_, err = a.Merge(context.Background(), ck, out, MergeOptions{Scale: 1})
 			return err
 		}()
 		if err == nil {

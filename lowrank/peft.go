@@ -350,22 +350,6 @@ func LoraKeys(module string, embedding bool) (a, b string) {
 	return PeftPrefix + module + ".lora_A.weight", PeftPrefix + module + ".lora_B.weight"
 }
 
-// embeddingLeaves are module names transformers uses for nn.Embedding
-// layers, which PEFT adapts with lora_embedding_A/B (B·A stored
-// transposed). The checkpoint does not record module types, so this list
-// decides.
-var embeddingLeaves = map[string]bool{
-	"embed_tokens": true, "wte": true, "wpe": true, "word_embeddings": true,
-	"position_embeddings": true, "token_type_embeddings": true, "embed_in": true,
-	"embed_positions": true, "tok_embeddings": true, "shared": true,
-}
-
-// IsEmbedding reports whether a module name looks like an embedding layer
-// (see embeddingLeaves).
-func IsEmbedding(module string) bool { return embeddingLeaves[leaf(module)] }
-
-func leaf(module string) string { return module[strings.LastIndexByte(module, '.')+1:] }
-
 // patternKeyFor picks the rank_pattern / alpha_pattern key for module:
 // the name without its first component when that still matches this
 // module only (such a key also works with PEFT < 0.13, whose rule

@@ -26,7 +26,7 @@ type spoolEntry struct {
 }
 
 func newSpool(dir string) (*spool, error) {
-	f, err := os.CreateTemp(dir, ".weightops-spool-*")
+	f, err := weights.CreateTemp(filepath.Join(dir, ".weightops-spool"))
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +81,4 @@ func (s *spool) finish(path string, md map[string]string) error {
 }
 
 // remove deletes the spool file.
-func (s *spool) remove() {
-	s.f.Close()
-	os.Remove(s.f.Name())
-}
+func (s *spool) remove() { weights.DiscardTemp(s.f) }

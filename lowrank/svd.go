@@ -3,8 +3,9 @@
 // (Halko–Martinsson–Tropp) truncated SVDs — and reads, writes and merges
 // PEFT LoRA adapters built from them.
 //
-// A checkpoint pass (Compress, Merge) streams one tensor per worker through
-// weights.ForEach; nothing holds the whole model.
+// A checkpoint pass (Compress, Merge) is a job of the stream engine: one
+// tensor per worker, within the memory bound; nothing holds the whole
+// model.
 package lowrank
 
 import (

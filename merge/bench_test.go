@@ -1,6 +1,7 @@
 package merge
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,7 +23,7 @@ func BenchmarkBreadcrumbsMerge(b *testing.B) {
 	var total int64
 	for i, n := range []string{"m1", "m2", "m3"} {
 		p := filepath.Join(d, n+".safetensors")
-		if _, err := weights.Synthesize(p, weights.SynthOptions{Bytes: size, Seed: uint64(i + 1), Vocab: 8000}); err != nil {
+		if _, err := weights.Synthesize(context.Background(), p, weights.SynthOptions{Bytes: size, Seed: uint64(i + 1), Vocab: 8000}); err != nil {
 			b.Fatal(err)
 		}
 		st, _ := os.Stat(p)
@@ -45,7 +46,7 @@ func BenchmarkBreadcrumbsMerge(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := p.Merge(filepath.Join(d, "out.safetensors"), Options{NoHash: true}); err != nil {
+		if _, err := p.Merge(context.Background(), filepath.Join(d, "out.safetensors"), Options{NoHash: true}); err != nil {
 			b.Fatal(err)
 		}
 		p.Close()

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -13,30 +14,17 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
-// model writes a small F32 checkpoint of named 1-D or 2-D tensors.
+// model writes a small F32 checkpoint of named 1-D or 2-D tensors as
+// dir/name/model.safetensors and returns dir/name.
 func model(t *testing.T, dir, name string, tensors map[string][]float64, shapes map[string][]int64) string {
 	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.MkdirAll(p, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	var ts []weights.Tensor
-	for n, v := range tensors {
-		data := make([]byte, 4*len(v))
-		_ = weights.Encode(weights.F32, v, data)
-		shape := []int64{int64(len(v))}
-		if s, ok := shapes[n]; ok {
-			shape = s
-		}
-		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: n, DType: weights.F32, Shape: shape}, Data: data})
-	}
-	if err := weights.WriteSafetensors(filepath.Join(p, "model.safetensors"), ts, nil); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	testutil.WriteF32(t, filepath.Join(dir, name, "model.safetensors"), tensors, shapes)
+	return filepath.Join(dir, name)
 }
 
 func runRecipe(t *testing.T, dir, yaml string, workers int) string {
@@ -55,39 +43,16 @@ func runRecipe(t *testing.T, dir, yaml string, workers int) string {
 	}
 	defer plan.Close()
 	out := filepath.Join(dir, fmt.Sprintf("out-%d", rand.IntN(1<<30)))
-	if _, err := plan.Merge(out, Options{Workers: workers}); err != nil {
+	if _, err := plan.Merge(context.Background(), out, Options{Options: stream.Options{Workers: workers}}); err != nil {
 		t.Fatal(err)
 	}
 	return out
 }
 
-func read(t *testing.T, path, name string) []float64 {
-	t.Helper()
-	c, err := weights.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ten, err := c.ReadTensor(name, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, _ := ten.Float64s()
-	return v
-}
+func read(t *testing.T, path, name string) []float64 { return testutil.Read(t, path, name) }
 
-func near(t *testing.T, what string, got, want []float64) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%s: %d values, want %d", what, len(got), len(want))
-	}
-	for i := range got {
-		// Outputs are F32: allow the float32 rounding of the true value.
-		if math.Abs(got[i]-want[i]) > 1e-6*math.Max(1, math.Abs(want[i])) {
-			t.Fatalf("%s:\n got %v\nwant %v", what, got, want)
-		}
-	}
-}
+// near allows the float32 rounding of the true value (outputs are F32).
+func near(t *testing.T, what string, got, want []float64) { testutil.Near(t, what, got, want, 1e-6) }
 
 func TestTaskArithmeticHandWorked(t *testing.T) {
 	d := t.TempDir()
@@ -258,7 +223,7 @@ parameters: {seed: 42, rescale_norm: density}
 func TestBitIdenticalAcrossRunsAndWorkers(t *testing.T) {
 	d := t.TempDir()
 	for i, name := range []string{"base", "m1", "m2"} {
-		if _, err := weights.Synthesize(filepath.Join(d, name+".safetensors"), weights.SynthOptions{Bytes: 600_000, Hidden: 64, Vocab: 300, Seed: uint64(i + 1)}); err != nil {
+		if _, err := weights.Synthesize(context.Background(), filepath.Join(d, name+".safetensors"), weights.SynthOptions{Bytes: 600_000, Hidden: 64, Vocab: 300, Seed: uint64(i + 1)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -366,83 +331,6 @@ func TestRecipeValidationErrors(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "problems") || !strings.Contains(err.Error(), "base_modle") || !strings.Contains(err.Error(), "densit") || !strings.Contains(err.Error(), "needs base_model") {
 		t.Errorf("not every problem reported: %v", err)
 	}
-}
-
-func TestDiffAddInterpolate(t *testing.T) {
-	d := t.TempDir()
-	base := filepath.Join(d, "base.safetensors")
-	ft := filepath.Join(d, "ft.safetensors")
-	mk := func(p string, w []float64, ids []byte, emb []float64, embRows int64) {
-		data := make([]byte, 4*len(w))
-		_ = weights.Encode(weights.F32, w, data)
-		e := make([]byte, 2*len(emb))
-		_ = weights.Encode(weights.BF16, emb, e)
-		if err := weights.WriteSafetensors(p, []weights.Tensor{
-			{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.F32, Shape: []int64{int64(len(w))}}, Data: data},
-			{TensorInfo: weights.TensorInfo{Name: "ids", DType: weights.U8, Shape: []int64{int64(len(ids))}}, Data: ids},
-			{TensorInfo: weights.TensorInfo{Name: "embed", DType: weights.BF16, Shape: []int64{embRows, 2}}, Data: e},
-		}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mk(base, []float64{1, 2, 3}, []byte{1, 2}, []float64{1, 2, 3, 4}, 2)
-	mk(ft, []float64{1.5, 2, 2}, []byte{1, 2}, []float64{1.5, 2, 3, 5, 9, 9}, 3)
-	cks, _ := openAllT(t, ft, base)
-	tv := filepath.Join(d, "tv.safetensors")
-	if _, err := Diff(cks[0], cks[1], tv, false, StreamOptions{}); err == nil || !strings.Contains(err.Error(), `tensor "embed"`) {
-		t.Fatalf("shape mismatch not reported: %v", err)
-	}
-	rep, err := Diff(cks[0], cks[1], tv, true, StreamOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rep.Resized) != 1 {
-		t.Errorf("resized %v", rep.Resized)
-	}
-	near(t, "τ", read(t, tv, "w"), []float64{0.5, 0, -1})
-	near(t, "τ embed (first rows)", read(t, tv, "embed"), []float64{0.5, 0, 0, 1})
-	if got := read(t, tv, "ids"); got[1] != 2 {
-		t.Errorf("equal integer tensor not copied: %v", got)
-	}
-	tvc, _ := openAllT(t, tv)
-	out := filepath.Join(d, "patched.safetensors")
-	if _, err := Add(cks[1], tvc, 0.5, nil, out, StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	near(t, "θ + 0.5τ", read(t, out, "w"), []float64{1.25, 2, 2.5})
-	// Interpolation endpoints are the inputs exactly; midpoints by formula.
-	a, b := filepath.Join(d, "a.safetensors"), filepath.Join(d, "b.safetensors")
-	mk(a, []float64{1, 2, 3}, []byte{1, 2}, []float64{1, 2, 3, 4}, 2)
-	mk(b, []float64{3, 2, 1}, []byte{1, 2}, []float64{5, 6, 7, 8}, 2)
-	ab, _ := openAllT(t, a, b)
-	alphas, _ := ParseAlphas("0:1:0.25")
-	if len(alphas) != 5 || alphas[4] != 1 {
-		t.Fatalf("alphas %v", alphas)
-	}
-	var outs []string
-	for i := range alphas {
-		outs = append(outs, filepath.Join(d, fmt.Sprintf("i%d.safetensors", i)))
-	}
-	if _, err := Interpolate(ab[0], ab[1], alphas, outs, StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	near(t, "α=0", read(t, outs[0], "w"), []float64{1, 2, 3})
-	near(t, "α=0.25", read(t, outs[1], "w"), []float64{1.5, 2, 2.5})
-	near(t, "α=1", read(t, outs[4], "embed"), []float64{5, 6, 7, 8})
-}
-
-func openAllT(t *testing.T, paths ...string) ([]weights.Checkpoint, error) {
-	t.Helper()
-	var out []weights.Checkpoint
-	for _, p := range paths {
-		c, err := weights.Open(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 func TestTIESModelWideTrim(t *testing.T) {

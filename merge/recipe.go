@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"sort"
-	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/tensorname"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -43,7 +42,7 @@ type Recipe struct {
 	Params    map[string]Param
 	DType     string
 	OutDType  string
-	methodDef method
+	methodDef *Method
 }
 
 // ModelEntry is one item of a recipe's models list.
@@ -135,7 +134,7 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 			pr.add("line %d: unknown key %q%s", k.Line, k.Value, suggest(k.Value, topKeys))
 		}
 	}
-	def, ok := methods[r.Method]
+	def, ok := Lookup(r.Method)
 	switch {
 	case r.Method == "":
 		pr.add("merge_method is missing (one of %s)", strings.Join(MethodNames(), ", "))
@@ -151,7 +150,7 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 	}
 	for _, d := range []struct{ key, v string }{{"dtype", r.DType}, {"out_dtype", r.OutDType}} {
 		if d.v != "" {
-			if dt, err := weights.ParseDType(d.v); err != nil || !dt.IsFloat() || !dt.Writable() {
+			if _, err := weights.ParseFloatDType(d.v); err != nil {
 				pr.add("%s %q: use float32, bfloat16, float16 or float64", d.key, d.v)
 			}
 		}
@@ -159,21 +158,11 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 	if len(r.Models) == 0 {
 		pr.add("models is empty: list the models to merge")
 	}
-	if ok && def.needsBase && r.BaseModel == "" {
+	if ok && def.NeedsBase && r.BaseModel == "" {
 		pr.add("%s needs base_model", r.Method)
 	}
-	if ok {
-		others := len(r.others())
-		switch def.kind {
-		case kindSlerp:
-			if others != 1 {
-				pr.add("slerp merges exactly two models: base_model and one other (got %d others)", others)
-			}
-		case kindModelStock:
-			if others < 2 {
-				pr.add("model_stock needs base_model and at least two other models (got %d)", others)
-			}
-		}
+	if ok && def.Check != nil {
+		def.Check(r, pr)
 	}
 	return r, pr.err()
 }
@@ -243,15 +232,15 @@ func (r *Recipe) others() []ModelEntry {
 
 func (r *Recipe) checkParams(pr *Problems) {
 	def := r.methodDef
-	allowedTop := map[string]paramSpec{}
-	for k, v := range def.global {
+	allowedTop := map[string]ParamSpec{}
+	for k, v := range def.Global {
 		allowedTop[k] = v
 	}
-	for k, v := range def.tensor {
-		v.required = false // a top-level tensor parameter is a default
+	for k, v := range def.Tensor {
+		v.Required = false // a top-level tensor parameter is a default
 		allowedTop[k] = v
 	}
-	check := func(where string, params map[string]Param, allowed map[string]paramSpec) {
+	check := func(where string, params map[string]Param, allowed map[string]ParamSpec) {
 		names := make([]string, 0, len(allowed))
 		for k := range allowed {
 			names = append(names, k)
@@ -260,16 +249,16 @@ func (r *Recipe) checkParams(pr *Problems) {
 		for name, p := range params {
 			spec, ok := allowed[name]
 			if !ok {
-				pr.add("line %d: %s: unknown parameter %q for %s%s (accepted: %s)", p.Line, where, name, def.name, suggest(name, names), strings.Join(names, ", "))
+				pr.add("line %d: %s: unknown parameter %q for %s%s (accepted: %s)", p.Line, where, name, def.Name, suggest(name, names), strings.Join(names, ", "))
 				continue
 			}
 			p.leaves(func(v Param) {
-				switch spec.typ {
+				switch spec.Type {
 				case "number":
 					if v.Num == nil {
 						pr.add("line %d: %s: %s must be a number", p.Line, where, name)
-					} else if spec.lo <= spec.hi && (*v.Num < spec.lo || *v.Num > spec.hi) {
-						pr.add("line %d: %s: %s = %v is outside [%v, %v]", p.Line, where, name, *v.Num, spec.lo, spec.hi)
+					} else if spec.Lo <= spec.Hi && (*v.Num < spec.Lo || *v.Num > spec.Hi) {
+						pr.add("line %d: %s: %s = %v is outside [%v, %v]", p.Line, where, name, *v.Num, spec.Lo, spec.Hi)
 					}
 				case "bool":
 					if v.Bool == nil {
@@ -278,63 +267,34 @@ func (r *Recipe) checkParams(pr *Problems) {
 				case "string":
 					if v.Str == nil {
 						pr.add("line %d: %s: %s must be a string", p.Line, where, name)
-					} else if spec.choices != nil && !containsStr(spec.choices, *v.Str) {
-						pr.add("line %d: %s: %s %q is not one of %s%s", p.Line, where, name, *v.Str, strings.Join(spec.choices, ", "), suggest(*v.Str, spec.choices))
+					} else if spec.Choices != nil && !slices.Contains(spec.Choices, *v.Str) {
+						pr.add("line %d: %s: %s %q is not one of %s%s", p.Line, where, name, *v.Str, strings.Join(spec.Choices, ", "), suggest(*v.Str, spec.Choices))
 					}
 				}
 			})
 		}
 	}
 	check("parameters", r.Params, allowedTop)
-	if ts, ok := r.Params["trim_scope"]; ok && ts.Str != nil && *ts.Str == "model" {
-		if def.sparsify != signature.Magnitude && def.sparsify != signature.MagnitudeOutliers {
-			pr.add("line %d: trim_scope: model applies to magnitude trimming (ties, breadcrumbs), not %s", ts.Line, def.name)
+	for name, spec := range def.Global {
+		if _, ok := r.Params[name]; spec.Required && !ok {
+			pr.add("%s needs parameters.%s", def.Name, name)
 		}
-		scalar := func(params map[string]Param) {
-			for _, name := range []string{"density", "gamma"} {
-				if v, ok := params[name]; ok && (v.Grad != nil || v.Filters != nil) {
-					pr.add("line %d: trim_scope: model needs a single %s per model, not a gradient or filter list", v.Line, name)
-				}
-			}
-		}
-		scalar(r.Params)
-		for _, m := range r.Models {
-			scalar(m.Params)
-		}
-	}
-	for name, spec := range def.global {
-		if _, ok := r.Params[name]; spec.required && !ok {
-			pr.add("%s needs parameters.%s", def.name, name)
-		}
-	}
-	tensorNames := map[string]paramSpec{}
-	for k, v := range def.tensor {
-		tensorNames[k] = v
 	}
 	for _, m := range r.Models {
 		isBase := r.BaseModel != "" && filepath.Clean(m.Model) == filepath.Clean(r.BaseModel)
-		if isBase && def.kind != kindLinear {
+		if isBase && !def.BaseIsModel {
 			continue // mergekit ignores parameters on the base entry
 		}
 		where := fmt.Sprintf("model %s", m.Model)
-		check(where, m.Params, tensorNames)
-		for name, spec := range def.tensor {
+		check(where, m.Params, def.Tensor)
+		for name, spec := range def.Tensor {
 			_, here := m.Params[name]
 			_, top := r.Params[name]
-			if spec.required && !here && !top {
-				pr.add("line %d: %s: %s needs parameter %q", m.Line, where, def.name, name)
+			if spec.Required && !here && !top {
+				pr.add("line %d: %s: %s needs parameter %q", m.Line, where, def.Name, name)
 			}
 		}
 	}
-}
-
-func containsStr(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // Plan is a validated recipe with its checkpoints open.
@@ -348,7 +308,6 @@ type Plan struct {
 	entries []ModelEntry
 	Tensors []weights.TensorInfo
 	layers  int
-	global  [][2]signature.Cut // model-wide cuts (trim_scope: model)
 }
 
 // Close closes every checkpoint of the plan.
@@ -397,7 +356,7 @@ func (r *Recipe) Open() (*Plan, error) {
 		p.Base = open(r.BaseModel, 0)
 	}
 	entries := r.others()
-	if r.methodDef.kind == kindLinear {
+	if r.methodDef.BaseIsModel {
 		entries = r.Models
 	}
 	for _, m := range entries {
@@ -454,7 +413,11 @@ func (r *Recipe) Open() (*Plan, error) {
 		p.Close()
 		return nil, pr
 	}
-	p.layers = countLayers(p.Tensors)
+	tensors := make([]string, len(p.Tensors))
+	for i, t := range p.Tensors {
+		tensors[i] = t.Name
+	}
+	p.layers = tensorname.Layers(tensors)
 	return p, nil
 }
 
@@ -466,36 +429,14 @@ func modelNames(es []ModelEntry) []string {
 	return out
 }
 
-var layerRe = regexp.MustCompile(`(?:^|\.)(?:layers|layer|h|blocks|block)\.(\d+)\.`)
-
-func layerIndex(name string) int {
-	m := layerRe.FindStringSubmatch(name)
-	if m == nil {
-		return -1
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
-}
-
-func countLayers(ts []weights.TensorInfo) int {
-	n := 0
-	for _, t := range ts {
-		n = max(n, layerIndex(t.Name)+1)
-	}
-	return n
-}
-
 // LayerT is the position of a tensor along the network for gradient
 // parameters: layer i of L is at i/(L−1); tensors outside the numbered
 // layers sit at 0 (embeddings) or 1 (final norm, head), as in mergekit.
 func (p *Plan) LayerT(name string) float64 {
-	i := layerIndex(name)
-	if i < 0 {
-		lower := strings.ToLower(name)
-		for _, pre := range []string{"embed", "wte", "wpe", "tok_emb"} {
-			if strings.Contains(lower, pre) {
-				return 0
-			}
+	i, ok := tensorname.Layer(name)
+	if !ok {
+		if tensorname.KindOf(name) == tensorname.Input {
+			return 0
 		}
 		return 1
 	}
@@ -534,60 +475,6 @@ func (p *Plan) strParam(name, def string) string {
 	return *v.Str
 }
 
-// Kernel builds the computation of one tensor. Inputs are ordered base
-// first (when there is one), then the models.
-func (p *Plan) Kernel(t weights.TensorInfo) (TensorKernel, error) {
-	def := p.Recipe.methodDef
-	pos := p.LayerT(t.Name)
-	switch def.kind {
-	case kindLinear:
-		w := make([]float64, len(p.Models))
-		for i := range w {
-			w[i] = p.param(i, "weight").Float(t.Name, pos, 0)
-		}
-		return LinearKernel(w, p.boolParam("normalize", true)), nil
-	case kindSlerp:
-		return NewSlerpKernel(p.param(-1, "t").Float(t.Name, pos, 0.5)), nil
-	case kindModelStock:
-		rl := 1
-		if len(t.Shape) > 0 {
-			rl = int(t.Shape[len(t.Shape)-1])
-		}
-		return NewModelStockKernel(p.boolParam("filter_wise", false), rl), nil
-	}
-	rescale := signature.NoRescale
-	if p.boolParam("rescale", def.rescale) {
-		rescale = signature.L1 // mergekit's norm matching
-	}
-	if s := p.strParam("rescale_norm", ""); s != "" {
-		rescale, _ = signature.ParseRescale(s)
-	}
-	cfg := GTAConfig{
-		Consensus: def.consensus,
-		Normalize: p.boolParam("normalize", def.normalize),
-		Lambda:    p.param(-1, "lambda").Float(t.Name, pos, 1),
-	}
-	seed := uint64(p.param(-1, "seed").Float(t.Name, pos, 0))
-	perRow := p.strParam("granularity", "per_tensor") == "per_row"
-	for i := range p.Models {
-		var global *[2]signature.Cut
-		if p.global != nil {
-			global = &p.global[i]
-		}
-		cfg.Weights = append(cfg.Weights, p.param(i, "weight").Float(t.Name, pos, 0))
-		cfg.Sparsify = append(cfg.Sparsify, signature.Sparsify{
-			Method:  def.sparsify,
-			Density: p.param(i, "density").Float(t.Name, pos, 1),
-			Gamma:   p.param(i, "gamma").Float(t.Name, pos, 0.01),
-			PerRow:  perRow,
-			Rescale: rescale,
-			Seed:    seed,
-			Global:  global,
-		})
-	}
-	return NewGTAKernel(t.Name, t.Shape, cfg), nil
-}
-
 // Inputs lists the plan's checkpoints in kernel input order.
 func (p *Plan) Inputs() []weights.Checkpoint {
 	if p.Base != nil {
@@ -604,15 +491,12 @@ func (p *Plan) OutDType(t weights.TensorInfo) weights.DType {
 	}
 	for _, s := range []string{p.Recipe.OutDType, p.Recipe.DType} {
 		if s != "" {
-			if dt, err := weights.ParseDType(s); err == nil {
+			if dt, err := weights.ParseFloatDType(s); err == nil {
 				return dt
 			}
 		}
 	}
-	if !t.DType.Writable() {
-		return weights.F32
-	}
-	return t.DType
+	return weights.OutputDType(t.DType, nil)
 }
 
 // canonicalYAML strips trailing spaces so the recorded recipe is tidy.

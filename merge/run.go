@@ -1,31 +1,25 @@
 package merge
 
 import (
+	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 
-	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
 // Options control a merge run.
 type Options struct {
-	Workers   int
-	MaxMemory int64
-	ShardSize int64
-	Progress  func(int64)
+	// Options: workers, memory bound, output sharding (ShardSize) and
+	// sharded runs (Shard: only this worker's balanced share of the
+	// tensors, into out/model-i-of-n.safetensors, for `weightops index`).
+	stream.Options
 	// NoHash skips hashing the inputs for provenance.
 	NoHash bool
 	// Version is recorded in the output metadata.
 	Version string
-	// Shard, when set, computes only this worker's balanced share of the
-	// tensors into out/model-i-of-n.safetensors (see weights.ShardSpec);
-	// `weightops index` stitches the shards together.
-	Shard *weights.ShardSpec
 }
 
 // InputRecord is the provenance of one input checkpoint.
@@ -45,25 +39,14 @@ type FileRecord struct {
 // rewritten in place once the hashes are known.
 var placeholder = strings.Repeat("0", 64)
 
-// Files lists the files behind a checkpoint (shards and index included).
-func Files(c weights.Checkpoint) []string {
-	if f, ok := c.(interface{ Files() []string }); ok {
-		return f.Files()
-	}
-	return []string{c.Path()}
-}
-
 // Merge runs a validated plan and writes out (a directory, or a
 // .safetensors file). The output metadata records the recipe, the method
 // and each input's SHA-256 per file; config.json and tokenizer files of the
 // base (or first) model directory are copied beside the weights.
-func (p *Plan) Merge(out string, o Options) ([]string, error) {
-	if p.strParam("trim_scope", "tensor") == "model" {
-		g, err := p.globalCuts(o.Workers)
-		if err != nil {
-			return nil, err
-		}
-		p.global = g
+func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, error) {
+	kernels, err := p.Recipe.methodDef.Build(ctx, p, o.Options)
+	if err != nil {
+		return nil, err
 	}
 	records := p.inputRecords()
 	md := func(recs []InputRecord) map[string]string {
@@ -85,7 +68,7 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 			defer wg.Done()
 			for i := range records {
 				for j := range records[i].Files {
-					sum, err := signature.FileSHA256(records[i].Files[j].Name)
+					sum, err := weights.FileSHA256(records[i].Files[j].Name)
 					if err != nil {
 						hashErr = err
 						return
@@ -95,28 +78,17 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 			}
 		}()
 	}
-	tensors, path := p.Tensors, out
-	if o.Shard != nil {
-		if weights.IsSafetensorsPath(out) {
-			return nil, fmt.Errorf("%s: a sharded run writes into a directory", out)
-		}
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return nil, err
-		}
-		tensors, path = o.Shard.Select(p.Tensors), filepath.Join(out, o.Shard.FileName())
+	tensors, path, err := o.ShardOutput(p.Tensors, out)
+	if err != nil {
+		return nil, err
 	}
-	job := &Job{
+	job := &stream.Job{
 		Inputs:  p.Inputs(),
 		Tensors: tensors,
-		Outputs: []Output{{Path: path, Metadata: md(records), DType: p.OutDType}},
-		Kernel:  p.Kernel,
-		PassThrough: func(t weights.TensorInfo) int {
-			if t.DType.IsFloat() {
-				return -1
-			}
-			return 0
-		},
-		Workers: o.Workers, MaxMemory: o.MaxMemory, ShardSize: o.ShardSize, Progress: o.Progress,
+		Outputs: []stream.Output{stream.CheckpointOutput(path, stream.HFMetadata(md(records)), p.OutDType, o.ShardSize)},
+		Kernel:  kernels,
+		Phase:   "merging",
+		Options: o.Options,
 		Finalize: func() ([]map[string]string, error) {
 			wg.Wait()
 			if hashErr != nil {
@@ -128,7 +100,7 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 			return []map[string]string{md(records)}, nil
 		},
 	}
-	files, err := job.Run()
+	files, err := job.Run(ctx)
 	if err != nil {
 		wg.Wait()
 		return nil, err
@@ -139,7 +111,7 @@ func (p *Plan) Merge(out string, o Options) ([]string, error) {
 		if src == "" {
 			src = p.entries[0].Model
 		}
-		copied, err := CopyModelFiles(p.Recipe.resolve(src), out)
+		copied, err := weights.CopyModelFiles(p.Recipe.resolve(src), out)
 		if err != nil {
 			return nil, err
 		}
@@ -152,7 +124,7 @@ func (p *Plan) inputRecords() []InputRecord {
 	var recs []InputRecord
 	add := func(role, ref string, c weights.Checkpoint) {
 		r := InputRecord{Role: role, Ref: ref}
-		for _, f := range Files(c) {
+		for _, f := range weights.Files(c) {
 			r.Files = append(r.Files, FileRecord{Name: f, SHA256: placeholder})
 		}
 		recs = append(recs, r)
@@ -164,35 +136,4 @@ func (p *Plan) inputRecords() []InputRecord {
 		add("model", p.entries[i].Model, m)
 	}
 	return recs
-}
-
-// modelFiles are the files of a Hugging Face model directory that describe
-// the model rather than hold weights; they go beside a merged output so
-// transformers can load it.
-var modelFiles = []string{
-	"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
-	"special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-	"arch.yaml", "arch.json",
-}
-
-// CopyModelFiles copies config and tokenizer files from the directory of a
-// model reference (a directory, or a file inside one) into dir.
-func CopyModelFiles(ref, dir string) ([]string, error) {
-	src := ref
-	if st, err := os.Stat(ref); err == nil && !st.IsDir() {
-		src = filepath.Dir(ref)
-	}
-	var out []string
-	for _, name := range modelFiles {
-		data, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
-			continue
-		}
-		dst := filepath.Join(dir, name)
-		if err := weights.WriteFileAtomic(dst, data); err != nil {
-			return out, err
-		}
-		out = append(out, dst)
-	}
-	return out, nil
 }

@@ -231,31 +231,45 @@ func ParseConfig(s string) (Config, error) {
 		return bad("first part must be <k>bit")
 	}
 	c.Bits = k
-	switch parts[1] {
-	case "asym":
-		c.Scheme = Asymmetric
-	case "sym":
-		c.Scheme = Symmetric
-	default:
+	if c.Scheme, err = ParseScheme(parts[1]); err != nil {
 		return bad("scheme must be asym or sym")
 	}
-	switch g := parts[2]; {
-	case g == "tensor":
-		c.Granularity = PerTensor
-	case g == "channel":
-		c.Granularity = PerChannel
-	case strings.HasPrefix(g, "block"):
-		c.Granularity = PerBlock
+	g := parts[2]
+	if strings.HasPrefix(g, "block") {
 		n, err := strconv.Atoi(g[len("block"):])
 		if err != nil {
 			return bad("block needs a size, e.g. block64")
 		}
-		c.BlockSize = n
-	default:
+		c.Granularity, c.BlockSize = PerBlock, n
+	} else if c.Granularity, err = ParseGranularity(g); err != nil || c.Granularity == PerBlock {
 		return bad("granularity must be tensor, channel or block<G>")
 	}
 	if err := c.Validate(); err != nil {
 		return Config{}, err
 	}
 	return c, nil
+}
+
+// ParseScheme reads "asym" or "sym".
+func ParseScheme(s string) (Scheme, error) {
+	switch strings.ToLower(s) {
+	case "asym":
+		return Asymmetric, nil
+	case "sym":
+		return Symmetric, nil
+	}
+	return 0, fmt.Errorf("quantize: scheme %q: use asym or sym", s)
+}
+
+// ParseGranularity reads "tensor", "channel" or "block".
+func ParseGranularity(s string) (Granularity, error) {
+	switch strings.ToLower(s) {
+	case "tensor":
+		return PerTensor, nil
+	case "channel":
+		return PerChannel, nil
+	case "block":
+		return PerBlock, nil
+	}
+	return 0, fmt.Errorf("quantize: granularity %q: use block, channel or tensor", s)
 }

@@ -3,13 +3,13 @@
 // testdata/demo (see package demo):
 //
 //   - where the difference lives: per-layer ‖θ_ft − θ_base‖/‖θ_clean‖ and
-//     ‖RWS‖/‖θ_clean‖ (signature.SignatureStats, GroupStats);
+//     ‖RWS‖/‖θ_clean‖ (signature.ComputeStats);
 //   - how alike the task vectors are: per-layer cosine similarity of
 //     θ_ft − θ_base between the fine-tunes;
 //   - how sparse the patches are: the fraction of non-zero values per
 //     tensor and per patch (RWS patches and Breadcrumbs-sparsified task
-//     vectors), read back through signature.OpenPatch;
-//   - accuracy against α along merge.Interpolate(clean, robust, α), on
+//     vectors), read back through wpatch.Open;
+//   - accuracy against α along taskvec.Interpolate(clean, robust, α), on
 //     clean and corrupted test images.
 //
 // With Options.From (a `weightops demo --out` directory) the page also
@@ -18,9 +18,11 @@
 package report
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"path/filepath"
@@ -29,17 +31,23 @@ import (
 
 	"github.com/weightops/weightops/demo"
 	"github.com/weightops/weightops/engine"
-	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/sensitivity"
 	"github.com/weightops/weightops/signature"
+	"github.com/weightops/weightops/sparsify"
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/taskvec"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 // Options configure Build. Zero values take the defaults noted.
 type Options struct {
-	// Data is the demo data directory (default testdata/demo).
+	// Data is the demo data directory; when empty, Embedded is unpacked
+	// into Out/data and used.
 	Data string
+	// Embedded is the demo data carried by the binary (weightops.DemoData).
+	Embedded fs.FS
 	// From is an optional `weightops demo` output directory whose
 	// results and signature patches the report reuses.
 	From string
@@ -64,9 +72,6 @@ type Options struct {
 }
 
 func (o *Options) defaults() error {
-	if o.Data == "" {
-		o.Data = filepath.Join("testdata", "demo")
-	}
 	if o.Out == "" {
 		return errors.New("report: no output directory")
 	}
@@ -93,6 +98,17 @@ func (o *Options) defaults() error {
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
+	}
+	// Unpacked last, once every option is known to be good.
+	if o.Data == "" {
+		if o.Embedded == nil {
+			return errors.New("report: no data: give a data directory or the embedded data")
+		}
+		d, err := demo.Unpack(o.Embedded, filepath.Join(o.Out, "data"))
+		if err != nil {
+			return fmt.Errorf("report: unpacking the embedded data: %w", err)
+		}
+		o.Data = d
 	}
 	return nil
 }
@@ -181,6 +197,7 @@ type Report struct {
 }
 
 type build struct {
+	ctx    context.Context
 	o      Options
 	alphas []float64
 	man    *demo.Manifest
@@ -194,12 +211,12 @@ func (b *build) model(name string) string { return filepath.Join(b.o.Data, name,
 // Build computes the report's numbers, draws the charts and writes
 // report.html (self-contained: charts inline as SVG), report.md (charts
 // as SVG files in charts/ beside it) and report.json into o.Out.
-func Build(o Options) (*Report, error) {
+func Build(ctx context.Context, o Options) (*Report, error) {
 	start := time.Now()
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	alphas, err := merge.ParseAlphas(o.Alphas)
+	alphas, err := taskvec.ParseAlphas(o.Alphas)
 	if err != nil {
 		return nil, fmt.Errorf("report: %w", err)
 	}
@@ -213,7 +230,7 @@ func Build(o Options) (*Report, error) {
 	if err := os.MkdirAll(filepath.Join(o.Out, ChartsDir), 0o755); err != nil {
 		return nil, err
 	}
-	b := &build{o: o, alphas: alphas, man: man, rep: &Report{Data: o.Data, From: o.From, Out: o.Out, Corruptions: man.Corruptions}}
+	b := &build{ctx: ctx, o: o, alphas: alphas, man: man, rep: &Report{Data: o.Data, From: o.From, Out: o.Out, Corruptions: man.Corruptions}}
 	if o.From != "" {
 		if b.rep.Demo, err = demo.ReadResult(filepath.Join(o.From, demo.ResultsJSON)); err != nil {
 			return nil, fmt.Errorf("report: --from: %w", err)
@@ -243,12 +260,12 @@ func (b *build) norms() error {
 	if err != nil {
 		return err
 	}
-	st, err := signature.SignatureStats(nil, cks[0], cks[1], b.o.Workers)
+	st, err := signature.ComputeStats(b.ctx, signature.Sources{Clean: cks[0], Robust: cks[1]}, stream.Options{Workers: b.o.Workers})
 	if err != nil {
 		closeAll(cks)
 		return err
 	}
-	ls := signature.GroupStats(cks[0].Tensors(), st)
+	ls := st.Layers
 	closeAll(cks)
 	for _, l := range ls {
 		b.rep.Layers = append(b.rep.Layers, l.Name)
@@ -260,15 +277,16 @@ func (b *build) norms() error {
 	b.rep.Norms = append(b.rep.Norms, cn)
 	for _, c := range b.man.Corruptions {
 		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
-		tr, err := demo.OpenTriple(b.model(base.Name), b.model(clean.Name), b.model(rb.Name))
+		src, done, err := demo.OpenSources(b.model(base.Name), b.model(clean.Name), b.model(rb.Name))
 		if err != nil {
 			return err
 		}
-		_, layers, err := tr.Stats(b.o.Workers)
-		tr.Close()
+		st, err := signature.ComputeStats(b.ctx, src, stream.Options{Workers: b.o.Workers})
+		done()
 		if err != nil {
 			return err
 		}
+		layers := st.Layers
 		if err := sameLayers(b.rep.Layers, layers); err != nil {
 			return fmt.Errorf("%s: %w", rb.Name, err)
 		}
@@ -290,7 +308,7 @@ func (b *build) norms() error {
 		Text: "Per layer (network order), the norm of each fine-tune's change from the base relative to the clean model's weights, " +
 			"and the same for the Robust Weight Signature (the robust change with its component along the clean change projected out). " +
 			"Batchnorm layers (features.1, features.5) hold running statistics, which a corruption shifts most. " +
-			"(The RWS here is the plain formula for every tensor; the demo's patches use θ_robust − θ_clean for running statistics, see demo.StatsDifference.)"}
+			"(The RWS here is the plain formula for every tensor; the demo's patches use θ_robust − θ_clean for running statistics.)"}
 	if err := b.addChart(&sec, "norms-delta.svg", "‖θ_ft − θ_base‖ / ‖θ_clean‖ per layer", "", func() ([]byte, error) {
 		return groupedBars("‖θ_ft − θ_base‖ / ‖θ_clean‖", "relative norm", b.rep.Layers, delta, false, 18, 10)
 	}); err != nil {
@@ -549,7 +567,7 @@ func (b *build) sparsity() error {
 		per = append(per, s)
 	}
 	sec := section{ID: "sparsity", Title: "Patch sparsity",
-		Text: fmt.Sprintf("Fraction of non-zero values, counted from the values signature.OpenPatch loads back (4-bit values dequantized). "+
+		Text: fmt.Sprintf("Fraction of non-zero values, counted from the values the patch files give back (4-bit values dequantized). "+
 			"The signatures are dense; the task vectors θ_robust − θ_base are sparsified with Breadcrumbs (drop the top %g of |τ|, keep the next %g of each tensor). "+
 			"Counts round down per tensor (⌊density·n⌋), so a tensor of fewer than %d values keeps nothing: the biases and batchnorm vectors vanish.",
 			b.o.TVGamma, b.o.TVDensity, int(math.Ceil(1/b.o.TVDensity)))}
@@ -572,29 +590,27 @@ func (b *build) sparsity() error {
 func (b *build) signatures(c, robust, dir string) (f32, q string, err error) {
 	base, _ := b.man.Role(demo.RoleBase, "")
 	clean, _ := b.man.Role(demo.RoleClean, "")
-	tr, err := demo.OpenTriple(b.model(base.Name), b.model(clean.Name), b.model(robust))
+	src, done, err := demo.OpenSources(b.model(base.Name), b.model(clean.Name), b.model(robust))
 	if err != nil {
 		return "", "", err
 	}
-	defer tr.Close()
-	stats, layers, err := tr.Stats(b.o.Workers)
+	defer done()
+	st, err := signature.ComputeStats(b.ctx, src, stream.Options{Workers: b.o.Workers})
 	if err != nil {
 		return "", "", err
 	}
-	// As the demo does by default (see demo.StatsDifference).
-	stats, sel, err := demo.ForStats(demo.StatsDifference, stats, demo.ShallowTensors(layers, b.o.Layers))
-	if err != nil {
-		return "", "", err
-	}
+	sel := demo.ShallowTensors(st.Layers, b.o.Layers)
 	qc, err := quantize.ParseConfig("4bit-asym-block64")
 	if err != nil {
 		return "", "", err
 	}
 	f32, q = filepath.Join(dir, "rws-"+c+".wpatch"), filepath.Join(dir, "rws-"+c+".q4.wpatch")
-	if _, err := tr.WriteSignature(stats, sel, signature.Encoding{Values: "f32"}, f32, 1); err != nil {
+	// As the demo does by default: running statistics as θ_robust − θ_clean.
+	mode := signature.StatsDifference
+	if _, err := demo.WriteSignature(b.ctx, src, st, sel, mode, wpatch.Encoding{Values: "f32"}, f32, b.o.Workers); err != nil {
 		return "", "", err
 	}
-	if _, err := tr.WriteSignature(stats, sel, signature.Encoding{Values: "q", Quant: qc}, q, 1); err != nil {
+	if _, err := demo.WriteSignature(b.ctx, src, st, sel, mode, wpatch.Encoding{Values: "q", Quant: qc}, q, b.o.Workers); err != nil {
 		return "", "", err
 	}
 	return f32, q, nil
@@ -606,24 +622,20 @@ func (b *build) taskVectorPatch(ft, base, out string) error {
 		return err
 	}
 	defer closeAll(cks)
-	sp := signature.Sparsify{Method: signature.MagnitudeOutliers, Density: b.o.TVDensity, Gamma: b.o.TVGamma}
-	w, err := signature.CreatePatch(out, "breadcrumbs", map[string]string{"ft": ft, "base": base,
-		"sparsify": fmt.Sprintf("breadcrumbs density=%g gamma=%g", b.o.TVDensity, b.o.TVGamma)}, signature.Encoding{Values: "f32"})
-	if err != nil {
-		return err
-	}
-	if err := signature.DiffToPatch(cks[0], cks[1], sp, w, 1); err != nil {
-		w.Abort()
-		return err
-	}
-	return w.Commit()
+	_, err = taskvec.Diff(b.ctx, cks[0], cks[1], out, taskvec.DiffOptions{
+		Options:  stream.Options{Workers: b.o.Workers},
+		Sparsify: sparsify.Spec{Method: sparsify.MagnitudeOutliers, Density: b.o.TVDensity, Gamma: b.o.TVGamma},
+		Patch:    &wpatch.Encoding{Values: "f32"},
+		Metadata: map[string]string{"sparsify": fmt.Sprintf("breadcrumbs density=%g gamma=%g", b.o.TVDensity, b.o.TVGamma)},
+	})
+	return err
 }
 
 // countNonZero loads every tensor of a patch and counts its non-zero
 // values. (A patch entry's nnz is the number of values stored, which for
 // a dense tensor is every element, zero or not.)
 func countNonZero(path string) (*PatchSparsity, error) {
-	p, err := signature.OpenPatch(path)
+	p, err := wpatch.Open(path)
 	if err != nil {
 		return nil, err
 	}
@@ -671,7 +683,7 @@ func (b *build) sweeps() error {
 	clean, _ := b.man.Role(demo.RoleClean, "")
 	arch := filepath.Join(b.o.Data, clean.Name, "arch.yaml")
 	sec := section{ID: "sweeps", Title: "Accuracy along the interpolation clean → robust",
-		Text: fmt.Sprintf("θ(α) = (1−α)·θ_clean + α·θ_robust (merge.Interpolate), α = %s, evaluated on the %d clean test images and under each corruption.", b.o.Alphas, ev.Samples())}
+		Text: fmt.Sprintf("θ(α) = (1−α)·θ_clean + α·θ_robust (weightops interpolate), α = %s, evaluated on the %d clean test images and under each corruption.", b.o.Alphas, ev.Samples())}
 	for _, c := range b.man.Corruptions {
 		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
 		cks, err := openAll(b.model(clean.Name), b.model(rb.Name))
@@ -687,7 +699,7 @@ func (b *build) sweeps() error {
 		for i, a := range alphas {
 			outs[i] = filepath.Join(dir, fmt.Sprintf("alpha-%g.safetensors", a))
 		}
-		_, err = merge.Interpolate(cks[0], cks[1], alphas, outs, merge.StreamOptions{Workers: b.o.Workers})
+		_, err = taskvec.Interpolate(b.ctx, cks[0], cks[1], alphas, outs, taskvec.ScaleOptions{Options: stream.Options{Workers: b.o.Workers}})
 		closeAll(cks)
 		if err != nil {
 			return err

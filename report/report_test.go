@@ -2,6 +2,7 @@ package report
 
 import (
 	"bytes"
+	"context"
 	"image/png"
 	"os"
 	"os/exec"
@@ -21,7 +22,7 @@ const demoData = "../testdata/demo"
 func TestBuildRendersInChromium(t *testing.T) {
 	out := t.TempDir()
 	start := time.Now()
-	rep, err := Build(Options{Data: demoData, Out: out})
+	rep, err := Build(context.Background(), Options{Data: demoData, Out: out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,7 +197,7 @@ func TestOptionsErrors(t *testing.T) {
 		{Options{Out: t.TempDir(), Data: demoData, From: t.TempDir()}, "--from"},
 		{Options{Out: t.TempDir(), Data: demoData, Alphas: "0:1:x"}, "alpha"},
 	} {
-		if _, err := Build(c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := Build(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want %q", c.o, err, c.want)
 		}
 	}

@@ -1,10 +1,9 @@
 package signature
 
 import (
-	"regexp"
 	"sort"
-	"strings"
 
+	"github.com/weightops/weightops/tensorname"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -18,38 +17,15 @@ type Layer struct {
 	Weight bool
 }
 
-// ModuleOf strips the last dotted component of a tensor name.
-func ModuleOf(tensor string) string {
-	if i := strings.LastIndexByte(tensor, '.'); i > 0 {
-		return tensor[:i]
-	}
-	return tensor
-}
-
-var (
-	inputLike = regexp.MustCompile(`(?i)(^|\.)(embed\w*|wte|wpe|tok_embeddings|patch_embed|stem|input\w*)(\.|$)`)
-	headLike  = regexp.MustCompile(`(?i)(^|\.)(lm_head|head|classifier|output|out|logits|fc_out|final\w*|ln_f|norm)$`)
-)
-
-// rank places a module along the network when names are all there is:
-// input embeddings first, heads and final norms last, the rest in natural
-// order (layers.9 before layers.10) between them.
-func rank(module string) int {
-	switch {
-	case inputLike.MatchString(module):
-		return 0
-	case headLike.MatchString(module):
-		return 2
-	}
-	return 1
-}
-
-// OrderLayers groups tensors into layers in network order.
+// OrderLayers groups tensors into layers in network order, as far as names
+// tell it (see tensorname.KindOf): input embeddings first, heads and final
+// norms last, the rest in natural order (layers.9 before layers.10)
+// between them.
 func OrderLayers(infos []weights.TensorInfo) []Layer {
 	byName := map[string]*Layer{}
 	var order []string
 	for _, t := range infos {
-		m := ModuleOf(t.Name)
+		m := tensorname.Module(t.Name)
 		l, ok := byName[m]
 		if !ok {
 			l = &Layer{Name: m}
@@ -62,9 +38,9 @@ func OrderLayers(infos []weights.TensorInfo) []Layer {
 		}
 	}
 	sort.SliceStable(order, func(i, j int) bool {
-		ri, rj := rank(order[i]), rank(order[j])
-		if ri != rj {
-			return ri < rj
+		ki, kj := tensorname.KindOf(order[i]), tensorname.KindOf(order[j])
+		if ki != kj {
+			return ki < kj
 		}
 		return weights.NaturalLess(order[i], order[j])
 	})

@@ -1,13 +1,56 @@
 package signature
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"sync"
 
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
+
+// Sources are the checkpoints a signature is computed from: the
+// pretrained model both fine-tunes started from (nil for none), the clean
+// fine-tune (the model the signature patches) and the robust fine-tune.
+type Sources struct{ Pre, Clean, Robust weights.Checkpoint }
+
+// inputs lists the sources in kernel order: pre (when given), clean,
+// robust.
+func (s Sources) inputs() []weights.Checkpoint {
+	if s.Pre == nil {
+		return []weights.Checkpoint{s.Clean, s.Robust}
+	}
+	return []weights.Checkpoint{s.Pre, s.Clean, s.Robust}
+}
+
+// floats checks that pre and robust hold every floating tensor of clean
+// with its shape, and returns those tensors.
+func (s Sources) floats() ([]weights.TensorInfo, error) {
+	var out []weights.TensorInfo
+	for _, t := range s.Clean.Tensors() {
+		if !t.DType.IsFloat() {
+			continue
+		}
+		for _, o := range []weights.Checkpoint{s.Pre, s.Robust} {
+			if o == nil {
+				continue
+			}
+			info, ok := o.Info(t.Name)
+			if !ok {
+				return nil, &weights.TensorError{File: o.Path(), Tensor: t.Name, Err: fmt.Errorf("missing (present in %s)", s.Clean.Path())}
+			}
+			if !weights.SameShape(info.Shape, t.Shape) {
+				return nil, &weights.TensorError{File: o.Path(), Tensor: t.Name, Err: fmt.Errorf("shape %s, %s has %s", info.ShapeString(), s.Clean.Path(), t.ShapeString())}
+			}
+		}
+		out = append(out, t)
+	}
+	return out, nil
+}
 
 // TensorStat holds the inner products of one tensor that Robust Weight
 // Signature extraction needs, all in float64:
@@ -42,86 +85,17 @@ func (s TensorStat) RWS2() float64 {
 	return math.Max(0, s.DC2-s.Dot*s.Dot/s.D02)
 }
 
-// triple reads the same tensor from pre (may be nil), clean and robust.
-type triple struct{ pre, clean, robust weights.Checkpoint }
-
-func (tr triple) check() ([]weights.TensorInfo, error) {
-	var out []weights.TensorInfo
-	for _, t := range tr.clean.Tensors() {
-		if !t.DType.IsFloat() {
-			continue
-		}
-		for _, o := range []weights.Checkpoint{tr.pre, tr.robust} {
-			if o == nil {
-				continue
-			}
-			info, ok := o.Info(t.Name)
-			if !ok {
-				return nil, &weights.TensorError{File: o.Path(), Tensor: t.Name, Err: fmt.Errorf("missing (present in %s)", tr.clean.Path())}
-			}
-			if !weights.SameShape(info.Shape, t.Shape) {
-				return nil, &weights.TensorError{File: o.Path(), Tensor: t.Name, Err: fmt.Errorf("shape %s, %s has %s", info.ShapeString(), tr.clean.Path(), t.ShapeString())}
-			}
-		}
-		out = append(out, t)
-	}
-	return out, nil
+// Statistics are every floating tensor's TensorStat and their sums per
+// layer, in network order.
+type Statistics struct {
+	Tensors []TensorStat
+	Layers  []LayerStat
 }
 
-// chunks streams the three tensors decoded to float64, chunk by chunk.
-func (tr triple) chunks(t weights.TensorInfo, fn func(pre, clean, robust []float64)) error {
-	read := func(c weights.Checkpoint) (weights.Tensor, error) {
-		if c == nil {
-			return weights.Tensor{}, nil
-		}
-		return c.ReadTensor(t.Name, nil)
-	}
-	p, err := read(tr.pre)
-	if err != nil {
-		return err
-	}
-	c, err := read(tr.clean)
-	if err != nil {
-		return err
-	}
-	r, err := read(tr.robust)
-	if err != nil {
-		return err
-	}
-	n, _ := t.NumElements()
-	const chunk = 1 << 16
-	bp, bc, br := make([]float64, min(n, chunk)), make([]float64, min(n, chunk)), make([]float64, min(n, chunk))
-	for s := int64(0); s < n; s += chunk {
-		e := min(n, s+chunk)
-		dec := func(ten weights.Tensor, dst []float64) error {
-			es := int64(ten.DType.Size())
-			return weights.Decode(ten.DType, ten.Data[s*es:e*es], dst[:e-s])
-		}
-		if tr.pre != nil {
-			if err := dec(p, bp); err != nil {
-				return err
-			}
-		}
-		if err := dec(c, bc); err != nil {
-			return err
-		}
-		if err := dec(r, br); err != nil {
-			return err
-		}
-		var pp []float64
-		if tr.pre != nil {
-			pp = bp[:e-s]
-		}
-		fn(pp, bc[:e-s], br[:e-s])
-	}
-	return nil
-}
-
-// SignatureStats computes TensorStat for every floating tensor, reading
-// each tensor of each model once, one tensor per worker.
-func SignatureStats(pre, clean, robust weights.Checkpoint, workers int) ([]TensorStat, error) {
-	tr := triple{pre, clean, robust}
-	infos, err := tr.check()
+// ComputeStats reads each floating tensor of the three sources once and
+// computes its TensorStat, then groups them into layers.
+func ComputeStats(ctx context.Context, src Sources, o stream.Options) (*Statistics, error) {
+	infos, err := src.floats()
 	if err != nil {
 		return nil, err
 	}
@@ -131,32 +105,49 @@ func SignatureStats(pre, clean, robust weights.Checkpoint, workers int) ([]Tenso
 		pos[t.Name] = i
 	}
 	var mu sync.Mutex
-	err = weights.ForEach(infos, workers, func(_ int, t weights.TensorInfo) error {
-		s := TensorStat{Name: t.Name}
-		s.Elements, _ = t.NumElements()
-		err := tr.chunks(t, func(p, c, r []float64) {
-			for i := range c {
-				s.Theta2 += c[i] * c[i]
-				var dc, d0 float64
-				if p != nil {
-					dc, d0 = r[i]-p[i], c[i]-p[i]
-				} else {
-					dc = r[i] - c[i]
+	hasPre := src.Pre != nil
+	job := &stream.Job{
+		Inputs:  src.inputs(),
+		Tensors: infos,
+		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
+			return stream.KernelFunc(func(ctx context.Context, t *stream.Tensor) error {
+				s := TensorStat{Name: t.Name}
+				s.Elements, _ = t.NumElements()
+				acc := stream.ElementwiseFunc(func(in, _ [][]float64) {
+					c, r := in[0], in[1]
+					var p []float64
+					if hasPre {
+						p, c, r = in[0], in[1], in[2]
+					}
+					for i := range c {
+						s.Theta2 += c[i] * c[i]
+						var dc, d0 float64
+						if p != nil {
+							dc, d0 = r[i]-p[i], c[i]-p[i]
+						} else {
+							dc = r[i] - c[i]
+						}
+						s.DC2 += dc * dc
+						s.D02 += d0 * d0
+						s.Dot += dc * d0
+					}
+				})
+				if err := stream.Passes(acc).Compute(ctx, t); err != nil {
+					return err
 				}
-				s.DC2 += dc * dc
-				s.D02 += d0 * d0
-				s.Dot += dc * d0
-			}
-		})
-		if err != nil {
-			return err
-		}
-		mu.Lock()
-		stats[pos[t.Name]] = s
-		mu.Unlock()
-		return nil
-	})
-	return stats, err
+				mu.Lock()
+				stats[pos[t.Name]] = s
+				mu.Unlock()
+				return nil
+			}), nil
+		},
+		Phase:   "measuring",
+		Options: o,
+	}
+	if _, err := job.Run(ctx); err != nil {
+		return nil, err
+	}
+	return &Statistics{Tensors: stats, Layers: GroupStats(src.Clean.Tensors(), stats)}, nil
 }
 
 // LayerStat sums TensorStats over a layer.
@@ -223,6 +214,17 @@ type Selection struct {
 	WithNorms bool
 }
 
+// String describes the selection as the patch metadata records it.
+func (sel Selection) String() string {
+	re := func(r *regexp.Regexp) string {
+		if r == nil {
+			return ""
+		}
+		return r.String()
+	}
+	return fmt.Sprintf("layers=%d energy=%g with_norms=%t include=%q exclude=%q", sel.Layers, sel.Energy, sel.WithNorms, re(sel.Include), re(sel.Exclude))
+}
+
 // Select returns the tensors kept, in network order.
 func (sel Selection) Select(layers []LayerStat) []string {
 	var total float64
@@ -261,38 +263,136 @@ func (sel Selection) Select(layers []LayerStat) []string {
 	return out
 }
 
-// Extract writes the signature of the selected tensors into w (values
-// rounded once to float32), using the projection coefficients of stats.
-func Extract(pre, clean, robust weights.Checkpoint, stats []TensorStat, selected []string, w *PatchWriter, workers int) error {
-	tr := triple{pre, clean, robust}
+// Options control Extract.
+type Options struct {
+	stream.Options
+	// Selection chooses the layers kept, unless Tensors lists them.
+	Selection Selection
+	// Tensors, when set, are the tensors kept (any order).
+	Tensors []string
+	// RunningStats is how batchnorm running statistics are treated:
+	// StatsDifference (default), StatsProject or StatsSkip.
+	RunningStats string
+	// Encoding is how the patch stores values.
+	Encoding wpatch.Encoding
+	// Metadata is added to the patch's metadata.
+	Metadata map[string]string
+	// Stats are the sources' statistics when already computed
+	// (ComputeStats); otherwise Extract computes them.
+	Stats *Statistics
+}
+
+// Extraction is what Extract wrote.
+type Extraction struct {
+	*wpatch.Summary
+	// Selected are the tensors in the patch, in network order.
+	Selected []string
+	// Stats are the sources' statistics.
+	Stats *Statistics
+	// Errors measure what quantizing each tensor lost (quantized
+	// encodings only).
+	Errors map[string]wpatch.QuantError `json:"-"`
+}
+
+// Extract writes the Robust Weight Signature of the selected tensors as a
+// patch at out: per tensor RWS = δ_c − coef·δ_0 computed in float64 and
+// rounded once to float32, with batchnorm running statistics treated as
+// o.RunningStats says. The patch records the sources' paths and SHA-256,
+// and the clean model's digest as its base.
+func Extract(ctx context.Context, src Sources, out string, o Options) (*Extraction, error) {
+	if o.RunningStats == "" {
+		o.RunningStats = StatsDifference
+	}
+	st := o.Stats
+	if st == nil {
+		var err error
+		if st, err = ComputeStats(ctx, src, o.Options); err != nil {
+			return nil, err
+		}
+	}
+	sel := o.Tensors
+	if sel == nil {
+		sel = o.Selection.Select(st.Layers)
+	}
+	stats, sel, err := AdjustRunningStats(o.RunningStats, st.Tensors, sel)
+	if err != nil {
+		return nil, err
+	}
+	if len(sel) == 0 {
+		return nil, fmt.Errorf("signature %s: the selection keeps no tensor", out)
+	}
+	md := map[string]string{"clean": src.Clean.Path(), "robust": src.Robust.Path()}
+	if src.Pre != nil {
+		md["base"] = src.Pre.Path()
+	}
+	var sums []string
+	var cleanSHA string
+	for _, ck := range []weights.Checkpoint{src.Pre, src.Clean, src.Robust} {
+		if ck == nil {
+			continue
+		}
+		d, err := weights.CheckpointDigest(ck)
+		if err != nil {
+			return nil, err
+		}
+		if ck == src.Clean {
+			cleanSHA = d
+		}
+		sums = append(sums, ck.Path()+"="+d)
+	}
+	md["sources_sha256"] = strings.Join(sums, ",")
+	for k, v := range o.Metadata {
+		md[k] = v
+	}
 	coef := map[string]float64{}
 	for _, s := range stats {
 		coef[s.Name] = s.Coef()
 	}
 	var infos []weights.TensorInfo
-	for _, n := range selected {
-		t, ok := clean.Info(n)
+	for _, n := range sel {
+		t, ok := src.Clean.Info(n)
 		if !ok {
-			return &weights.TensorError{File: clean.Path(), Tensor: n, Err: weights.ErrNotFound}
+			return nil, &weights.TensorError{File: src.Clean.Path(), Tensor: n, Err: weights.ErrNotFound}
 		}
 		infos = append(infos, t)
 	}
-	return weights.ForEach(infos, workers, func(_ int, t weights.TensorInfo) error {
-		n, _ := t.NumElements()
-		out := make([]float32, 0, n)
-		a := coef[t.Name]
-		err := tr.chunks(t, func(p, c, r []float64) {
-			for i := range c {
-				if p != nil {
-					out = append(out, float32((r[i]-p[i])-a*(c[i]-p[i])))
-				} else {
-					out = append(out, float32(r[i]-c[i]))
+	w, err := wpatch.Create(out, "rws", md, o.Encoding)
+	if err != nil {
+		return nil, err
+	}
+	// The signature patches the clean model: that is its base.
+	w.SetBase(cleanSHA)
+	hasPre := src.Pre != nil
+	job := &stream.Job{
+		Inputs:  src.inputs(),
+		Tensors: infos,
+		Outputs: []stream.Output{w.Output()},
+		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
+			a := coef[t.Name]
+			return stream.Passes(stream.ElementwiseFunc(func(in, out [][]float64) {
+				o := out[0]
+				if !hasPre {
+					c, r := in[0], in[1]
+					for i := range o {
+						o[i] = r[i] - c[i]
+					}
+					return
 				}
-			}
-		})
-		if err != nil {
-			return err
-		}
-		return w.Add(t.Name, t.Shape, t.DType, out)
-	})
+				p, c, r := in[0], in[1], in[2]
+				for i := range o {
+					o[i] = (r[i] - p[i]) - a*(c[i]-p[i])
+				}
+			})), nil
+		},
+		Phase:   "extracting",
+		Options: o.Options,
+	}
+	if _, err := job.Run(ctx); err != nil {
+		return nil, fmt.Errorf("signature %s: %w", out, err)
+	}
+	ex := &Extraction{Selected: sel, Stats: st, Errors: w.Errors()}
+	if ex.Summary, err = wpatch.Summarize(out, src.Clean, ex.Errors); err != nil {
+		return nil, err
+	}
+	return ex, nil
 }

@@ -1,6 +1,7 @@
 package signature
 
 import (
+	"context"
 	"math"
 	"math/rand/v2"
 	"path/filepath"
@@ -8,26 +9,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 func writeF32(t *testing.T, path string, tensors map[string][]float64, shapes map[string][]int64) weights.Checkpoint {
 	t.Helper()
-	var ts []weights.Tensor
-	for n, v := range tensors {
-		b := make([]byte, 4*len(v))
-		weights.Encode(weights.F32, v, b)
-		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: n, DType: weights.F32, Shape: shapes[n]}, Data: b})
-	}
-	if err := weights.WriteSafetensors(path, ts, nil); err != nil {
-		t.Fatal(err)
-	}
-	c, err := weights.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return c
+	return testutil.Open(t, testutil.WriteF32(t, path, tensors, shapes))[0]
 }
 
 func TestRWSProjectionRemovesCleanDirection(t *testing.T) {
@@ -55,11 +45,11 @@ func TestRWSProjectionRemovesCleanDirection(t *testing.T) {
 	cp := writeF32(t, filepath.Join(d, "pre.safetensors"), pre, shapes)
 	cc := writeF32(t, filepath.Join(d, "clean.safetensors"), clean, shapes)
 	cr := writeF32(t, filepath.Join(d, "robust.safetensors"), robust, shapes)
-	stats, err := SignatureStats(cp, cc, cr, 2)
+	st, err := ComputeStats(context.Background(), Sources{cp, cc, cr}, stream.Options{Workers: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	layers := GroupStats(cc.Tensors(), stats)
+	layers := st.Layers
 	var order []string
 	for _, l := range layers {
 		order = append(order, l.Name)
@@ -72,12 +62,10 @@ func TestRWSProjectionRemovesCleanDirection(t *testing.T) {
 		t.Errorf("first two weight layers selected %v", sel)
 	}
 	p := filepath.Join(d, "sig.wpatch")
-	w, _ := CreatePatch(p, "rws", nil, Encoding{})
-	if err := Extract(cp, cc, cr, stats, names, w, 2); err != nil {
+	if _, err := Extract(context.Background(), Sources{cp, cc, cr}, p, Options{Options: stream.Options{Workers: 2}, Tensors: names, Stats: st}); err != nil {
 		t.Fatal(err)
 	}
-	w.Commit()
-	pt, _ := OpenPatch(p)
+	pt, _ := wpatch.Open(p)
 	defer pt.Close()
 	for _, n := range names {
 		sig := make([]float32, len(pre[n]))
@@ -128,14 +116,11 @@ func TestRWSWithoutPretrainedIsPlainDifference(t *testing.T) {
 	sh := map[string][]int64{"w": {3}}
 	cc := writeF32(t, filepath.Join(d, "c.safetensors"), map[string][]float64{"w": {1, 2, 3}}, sh)
 	cr := writeF32(t, filepath.Join(d, "r.safetensors"), map[string][]float64{"w": {1.5, 2, 2}}, sh)
-	stats, _ := SignatureStats(nil, cc, cr, 1)
 	p := filepath.Join(d, "s.wpatch")
-	w, _ := CreatePatch(p, "rws", nil, Encoding{Sparse: "never"})
-	if err := Extract(nil, cc, cr, stats, []string{"w"}, w, 1); err != nil {
+	if _, err := Extract(context.Background(), Sources{nil, cc, cr}, p, Options{Tensors: []string{"w"}, Encoding: wpatch.Encoding{Sparse: "never"}}); err != nil {
 		t.Fatal(err)
 	}
-	w.Commit()
-	pt, _ := OpenPatch(p)
+	pt, _ := wpatch.Open(p)
 	defer pt.Close()
 	got := make([]float32, 3)
 	pt.Load("w", got)

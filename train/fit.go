@@ -23,6 +23,8 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // Config sets up Fit. Zero values take the defaults noted.
@@ -134,7 +136,7 @@ func (c *Config) defaults() error {
 	case !(c.LR > 0), c.Momentum < 0, c.Momentum >= 1, c.WeightDecay < 0, c.LRDecay < 0:
 		return errors.New("learning rate must be positive, momentum in [0, 1), weight decay and LR decay non-negative")
 	case c.Beta1 < 0 || c.Beta1 >= 1 || c.Beta2 < 0 || c.Beta2 >= 1 || c.Eps <= 0:
-		return errors.New("Adam betas must be in [0, 1) and eps positive")
+		return errors.New("the Adam betas must be in [0, 1) and eps positive")
 	case c.CorruptFraction < 0 || c.CorruptFraction > 1:
 		return errors.New("corrupt fraction must be in [0, 1]")
 	}
@@ -207,7 +209,7 @@ func Fit(m *engine.Model, data *dataset.Set, cfg Config) (*Metrics, error) {
 		for b0 := 0; b0 < len(order); b0 += bs {
 			n := min(bs, len(order)-b0)
 			idx := order[b0 : b0+n]
-			engine.ParallelFor(n, 8, func(lo, hi int) {
+			parallel.Ranges(n, 8, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					xi := x[i*d : (i+1)*d]
 					copy(xi, data.Sample(idx[i]))
@@ -420,7 +422,7 @@ func (o *optimizer) step(lr float64) {
 		}
 		w, g, s1, s2 := p.Data, o.t.grads[i], o.state1[i], o.state2[i]
 		first := o.steps == 1
-		engine.ParallelFor(len(w), 1<<13, func(lo, hi int) {
+		parallel.Ranges(len(w), 1<<13, func(lo, hi int) {
 			for j := lo; j < hi; j++ {
 				gj := float64(g[j]) + cfg.WeightDecay*float64(w[j])
 				switch cfg.Optimizer {

@@ -7,6 +7,8 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // net runs an engine.Model forward and backward over a batch, keeping what
@@ -113,7 +115,7 @@ func (t *net) bnForward(i int, l *engine.BatchNorm, x, y []float32, n int, updat
 	}
 	per := l.C * l.Inner
 	cnt := float64(n * l.Inner)
-	engine.ParallelFor(l.C, 1, func(lo, hi int) {
+	parallel.Ranges(l.C, 1, func(lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
 			var s float64
 			for s0 := 0; s0 < n; s0++ {
@@ -272,7 +274,7 @@ func (t *net) grad(p *engine.Param) []float32 {
 // sumRows adds up the rows of an n×k matrix into out (k), one output per
 // goroutine-range, rows in order.
 func sumRows(a []float32, n, k int, out []float32) {
-	engine.ParallelFor(k, 16, func(lo, hi int) {
+	parallel.Ranges(k, 16, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			var s float32
 			for i := 0; i < n; i++ {
@@ -312,7 +314,7 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 		t.col = grow(t.col, K*ld)
 		t.dyp = grow(t.dyp, c.OutC*ld)
 		col, dyp := t.col, t.dyp
-		engine.ParallelFor(m, 1, func(lo, hi int) {
+		parallel.Ranges(m, 1, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				c.Im2Col(x[(s0+i)*inSize:(s0+i+1)*inSize], col, i, ld)
 				for oc := 0; oc < c.OutC; oc++ {
@@ -327,7 +329,7 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 		// dW (+)= dY'·colᵀ: [OutC, K].
 		engine.Gemm(false, true, c.OutC, K, ld, dyp, col, beta, dw)
 		if db != nil {
-			engine.ParallelFor(c.OutC, 1, func(lo, hi int) {
+			parallel.Ranges(c.OutC, 1, func(lo, hi int) {
 				for oc := lo; oc < hi; oc++ {
 					var s float32
 					for _, v := range dyp[oc*ld : (oc+1)*ld] {
@@ -342,7 +344,7 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 			t.dcol = grow(t.dcol, K*ld)
 			dcol := t.dcol
 			engine.Gemm(true, false, K, ld, c.OutC, c.Weight.Data, dyp, 0, dcol)
-			engine.ParallelFor(m, 1, func(lo, hi int) {
+			parallel.Ranges(m, 1, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					c.Col2Im(dcol, i, ld, dx[(s0+i)*inSize:(s0+i+1)*inSize])
 				}
@@ -356,7 +358,7 @@ func (t *net) bnBackward(i int, l *engine.BatchNorm, x, dy, dx []float32, n int)
 	per := l.C * l.Inner
 	cnt := float64(n * l.Inner)
 	dg, db := t.grad(l.Weight), t.grad(l.Bias)
-	engine.ParallelFor(l.C, 1, func(lo, hi int) {
+	parallel.Ranges(l.C, 1, func(lo, hi int) {
 		for ch := lo; ch < hi; ch++ {
 			mean, inv := c.mean[ch], c.invstd[ch]
 			var sdy, sdyx float64
@@ -389,7 +391,7 @@ func (t *net) bnBackward(i int, l *engine.BatchNorm, x, dy, dx []float32, n int)
 }
 
 func activationBackward(a *engine.Activation, x, y, dy, dx []float32) {
-	engine.ParallelFor(len(dx), 1<<14, func(lo, hi int) {
+	parallel.Ranges(len(dx), 1<<14, func(lo, hi int) {
 		for j := lo; j < hi; j++ {
 			g := dy[j]
 			switch a.Kind {
@@ -426,7 +428,7 @@ func geluGrad(x float64, tanhApprox bool) float64 {
 }
 
 func poolBackward(p *engine.Pool2D, x, dy, dx []float32, n int) {
-	engine.ParallelFor(n*p.C, 16, func(lo, hi int) {
+	parallel.Ranges(n*p.C, 16, func(lo, hi int) {
 		for pl := lo; pl < hi; pl++ {
 			src := x[pl*p.H*p.W : (pl+1)*p.H*p.W]
 			d := dx[pl*p.H*p.W : (pl+1)*p.H*p.W]

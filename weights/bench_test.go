@@ -1,6 +1,7 @@
 package weights
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,7 +27,7 @@ func benchFile(b *testing.B) string {
 		if _, err := os.Stat(benchPath); err == nil {
 			return
 		}
-		if _, err := Synthesize(benchPath, SynthOptions{Bytes: size, DType: BF16, Seed: 1}); err != nil {
+		if _, err := Synthesize(context.Background(), benchPath, SynthOptions{Bytes: size, DType: BF16, Seed: 1}); err != nil {
 			b.Fatal(err)
 		}
 	})
@@ -65,25 +66,6 @@ func BenchmarkStreamAll(b *testing.B) {
 				b.Fatal(err)
 			}
 			buf = ten.Data
-		}
-	}
-}
-
-// BenchmarkConvertToF32 streams the checkpoint through BF16→F32 conversion
-// into a new file with the default worker pool.
-func BenchmarkConvertToF32(b *testing.B) {
-	p := benchFile(b)
-	c, err := Open(p)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	b.SetBytes(TotalBytes(c.Tensors()))
-	out := filepath.Join(b.TempDir(), "out.safetensors")
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := Convert(c, out, ConvertOptions{DType: F32, HasDType: true}); err != nil {
-			b.Fatal(err)
 		}
 	}
 }

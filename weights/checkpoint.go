@@ -1,7 +1,6 @@
 package weights
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -56,8 +55,8 @@ var ErrNotFound = errors.New("no such tensor")
 //   - a directory holding model.safetensors.index.json, a single
 //     *.safetensors file, pytorch_model.bin.index.json or a single .bin/.pt;
 //   - a *.safetensors.index.json or *.bin.index.json shard index;
-//   - a .safetensors file;
-//   - a PyTorch .bin/.pt/.pth file, zip or legacy pickle.
+//   - a file of any registered format (see RegisterFormat): safetensors,
+//     PyTorch zip or legacy pickle, and whatever other packages add.
 //
 // The format of a file is sniffed from its first bytes, not its name.
 func Open(path string) (Checkpoint, error) {
@@ -75,24 +74,10 @@ func Open(path string) (Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
-	var magic [9]byte
-	n, _ := io.ReadFull(f, magic[:])
+	head := make([]byte, sniffLen)
+	n, _ := io.ReadFull(f, head)
 	f.Close()
-	switch {
-	case n >= 8 && string(magic[:8]) == "WOPATCH\n":
-		return nil, fmt.Errorf("%s: a weightops patch, not a checkpoint (see weightops patch info / apply)", path)
-	case n == 9 && magic[8] == '{':
-		// A safetensors header (8-byte length, then JSON). Checked first:
-		// a header length such as 0x0280 starts with the pickle opcode.
-		return OpenSafetensors(path)
-	case n >= 4 && bytes.Equal(magic[:4], []byte("PK\x03\x04")):
-		return OpenPyTorch(path)
-	case n >= 2 && magic[0] == 0x80 && magic[1] <= 5:
-		// A pickle stream: PyTorch's legacy (pre-1.6) format.
-		return OpenPyTorch(path)
-	default:
-		return OpenSafetensors(path)
-	}
+	return formatOf(head[:n]).Open(path)
 }
 
 func openDir(dir string) (Checkpoint, error) {

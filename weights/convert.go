@@ -13,11 +13,20 @@ import (
 // src into float64. Integer and BOOL values convert exactly up to 2^53; NaN
 // and ±Inf are preserved.
 func Decode(dt DType, src []byte, dst []float64) error {
-	if len(src) != len(dst)*dt.Size() {
-		return fmt.Errorf("decode %s: %d bytes for %d elements", dt, len(src), len(dst))
+	if err := checkLen("decode", dt, len(src), len(dst)); err != nil {
+		return err
 	}
 	le := binary.LittleEndian
 	switch dt {
+	case Q8_0, Q4_0:
+		var blk [32]float32
+		bb := int(dt.BlockBytes())
+		for b := 0; b*32 < len(dst); b++ {
+			decodeBlock(dt, src[b*bb:(b+1)*bb], blk[:])
+			for j, v := range blk {
+				dst[b*32+j] = float64(v)
+			}
+		}
 	case F64:
 		for i := range dst {
 			dst[i] = math.Float64frombits(le.Uint64(src[8*i:]))
@@ -84,11 +93,16 @@ func Decode(dt DType, src []byte, dst []float64) error {
 // DecodeFloat32 converts elements of dtype dt into float32, the working
 // precision of merges. F64 values round to nearest even.
 func DecodeFloat32(dt DType, src []byte, dst []float32) error {
-	if len(src) != len(dst)*dt.Size() {
-		return fmt.Errorf("decode %s: %d bytes for %d elements", dt, len(src), len(dst))
+	if err := checkLen("decode", dt, len(src), len(dst)); err != nil {
+		return err
 	}
 	le := binary.LittleEndian
 	switch dt {
+	case Q8_0, Q4_0:
+		bb := int(dt.BlockBytes())
+		for b := 0; b*32 < len(dst); b++ {
+			decodeBlock(dt, src[b*bb:(b+1)*bb], dst[b*32:(b+1)*32])
+		}
 	case F32:
 		copy(dst, f32(src))
 	case BF16:
@@ -104,10 +118,9 @@ func DecodeFloat32(dt DType, src []byte, dst []float32) error {
 	default:
 		// Rare paths go through float64 in chunks to avoid a second full copy.
 		var buf [256]float64
-		es := dt.Size()
 		for i := 0; i < len(dst); i += len(buf) {
 			n := min(len(buf), len(dst)-i)
-			if err := Decode(dt, src[i*es:(i+n)*es], buf[:n]); err != nil {
+			if err := Decode(dt, src[dt.Bytes(int64(i)):dt.Bytes(int64(i+n))], buf[:n]); err != nil {
 				return err
 			}
 			for j := 0; j < n; j++ {
@@ -235,21 +248,26 @@ func ConvertBytes(from, to DType, src []byte) ([]byte, error) {
 // ConvertBytesInto is ConvertBytes writing into buf when its capacity
 // suffices, so a streaming loop reuses one output buffer per worker.
 func ConvertBytesInto(from, to DType, src, buf []byte) ([]byte, error) {
-	if from.Size() == 0 || len(src)%from.Size() != 0 {
+	bb := int(from.BlockBytes())
+	if bb == 0 || len(src)%bb != 0 {
 		return nil, fmt.Errorf("convert %s: %d bytes is not a whole number of elements", from, len(src))
 	}
-	n := len(src) / from.Size()
-	if cap(buf) < n*to.Size() {
-		buf = make([]byte, n*to.Size())
-	}
-	dst := buf[:n*to.Size()]
+	n := len(src) / bb * int(from.BlockElems())
 	if from == to {
+		if cap(buf) < len(src) {
+			buf = make([]byte, len(src))
+		}
+		dst := buf[:len(src)]
 		copy(dst, src)
 		return dst, nil
 	}
 	if !to.Writable() {
 		return nil, fmt.Errorf("convert: cannot write dtype %s", to)
 	}
+	if cap(buf) < n*to.Size() {
+		buf = make([]byte, n*to.Size())
+	}
+	dst := buf[:n*to.Size()]
 	switch {
 	case from == BF16 && to == F32:
 		// Widening is a byte shuffle: BF16 is the top half of an F32.
@@ -283,10 +301,10 @@ func ConvertBytesInto(from, to DType, src, buf []byte) ([]byte, error) {
 		}
 	}
 	var f64 [1024]float64
-	fs, ts := from.Size(), to.Size()
+	ts := to.Size()
 	for i := 0; i < n; i += len(f64) {
 		k := min(len(f64), n-i)
-		if err := Decode(from, src[i*fs:(i+k)*fs], f64[:k]); err != nil {
+		if err := Decode(from, src[from.Bytes(int64(i)):from.Bytes(int64(i+k))], f64[:k]); err != nil {
 			return nil, err
 		}
 		if err := Encode(to, f64[:k], dst[i*ts:(i+k)*ts]); err != nil {
@@ -420,7 +438,7 @@ func toUint64(v float64) uint64 {
 // subtracted in one loop.
 func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
 	n := len(dst)
-	if len(base) < n || len(src) != n*dt.Size() {
+	if len(base) < n || checkLen("delta", dt, len(src), n) != nil {
 		return fmt.Errorf("delta %s: %d bytes, %d base values for %d elements", dt, len(src), len(base), n)
 	}
 	switch dt {
@@ -435,10 +453,9 @@ func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
 		}
 	default:
 		var buf [256]float64
-		es := dt.Size()
 		for i := 0; i < n; i += len(buf) {
 			k := min(len(buf), n-i)
-			if err := Decode(dt, src[i*es:(i+k)*es], buf[:k]); err != nil {
+			if err := Decode(dt, src[dt.Bytes(int64(i)):dt.Bytes(int64(i+k))], buf[:k]); err != nil {
 				return err
 			}
 			for j := 0; j < k; j++ {
@@ -447,4 +464,35 @@ func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
 		}
 	}
 	return nil
+}
+
+// checkLen verifies that nbytes hold exactly n values of dt (whole blocks
+// for a block type).
+func checkLen(op string, dt DType, nbytes, n int) error {
+	be := dt.BlockElems()
+	if be == 0 {
+		return fmt.Errorf("%s: unsupported dtype %s", op, dt)
+	}
+	if int64(n)%be != 0 || int64(nbytes) != dt.Bytes(int64(n)) {
+		return fmt.Errorf("%s %s: %d bytes for %d elements", op, dt, nbytes, n)
+	}
+	return nil
+}
+
+// decodeBlock expands one Q8_0 or Q4_0 block (see the DType constants for
+// the layouts, which are ggml's block_q8_0 and block_q4_0) into 32 values.
+func decodeBlock(dt DType, b []byte, out []float32) {
+	d := float16.Frombits(binary.LittleEndian.Uint16(b)).Float32()
+	switch dt {
+	case Q8_0:
+		for j := range 32 {
+			out[j] = d * float32(int8(b[2+j]))
+		}
+	case Q4_0:
+		for j := range 16 {
+			q := b[2+j]
+			out[j] = d * float32(int(q&0x0f)-8)
+			out[j+16] = d * float32(int(q>>4)-8)
+		}
+	}
 }

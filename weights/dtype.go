@@ -1,6 +1,7 @@
 // Package weights holds tensors, dtypes and checkpoint file formats:
 // safetensors (single file and sharded), PyTorch zip and legacy pickle
-// checkpoints, and a streaming safetensors writer.
+// checkpoints, streaming writers with atomic commit, file digests and the
+// side files of a model directory.
 package weights
 
 import (
@@ -8,15 +9,18 @@ import (
 	"strings"
 )
 
-// DType is an element type as named in the safetensors format.
+// DType is an element type: a safetensors dtype, or a block-quantized type
+// (a run of BlockElems values stored in BlockBytes bytes, as ggml's Q8_0).
 //
-// The numeric order matches the official Rust library's Dtype enum, whose
-// derived ordering decides where each tensor goes in a written file (sorted by
-// descending dtype, then by name), so files written here lay out exactly as
-// safetensors.torch.save_file lays them out.
+// The numeric order of the safetensors dtypes matches the official Rust
+// library's Dtype enum, whose derived ordering decides where each tensor
+// goes in a written file (sorted by descending dtype, then by name), so
+// files written here lay out exactly as safetensors.torch.save_file lays
+// them out. Block types come after them and are never written to
+// safetensors.
 type DType uint8
 
-// The dtypes weightops reads and writes.
+// The dtypes weightops knows.
 const (
 	Bool DType = iota
 	U8
@@ -33,21 +37,58 @@ const (
 	F64
 	I64
 	U64
+	// Q8_0 is ggml's 8-bit block type: per 32 values an F16 scale d and
+	// 32 int8 codes q, value = d·q.
+	Q8_0
+	// Q4_0 is ggml's 4-bit block type: per 32 values an F16 scale d and 16
+	// bytes of 4-bit codes (value j in the low nibble of byte j for
+	// j < 16, in the high nibble of byte j−16 after), value = d·(q − 8).
+	Q4_0
 	numDTypes
 )
 
-var dtypeNames = [numDTypes]string{
-	Bool: "BOOL", U8: "U8", I8: "I8", F8E5M2: "F8_E5M2", F8E4M3: "F8_E4M3",
-	I16: "I16", U16: "U16", F16: "F16", BF16: "BF16", I32: "I32", U32: "U32",
-	F32: "F32", F64: "F64", I64: "I64", U64: "U64",
+// dtypeInfo is one row of the dtype table: everything the rest of the code
+// asks of a dtype. Adding a dtype is one row here (and its codec).
+type dtypeInfo struct {
+	name string
+	// blockElems values are stored in blockBytes bytes; 1 and the element
+	// size for plain types.
+	blockElems, blockBytes int64
+	float                  bool
+	// writable: Encode can produce it from float64.
+	writable bool
+	// safetensors: the safetensors format names it.
+	safetensors bool
 }
 
-var dtypeSizes = [numDTypes]int{
-	Bool: 1, U8: 1, I8: 1, F8E5M2: 1, F8E4M3: 1, I16: 2, U16: 2, F16: 2, BF16: 2,
-	I32: 4, U32: 4, F32: 4, F64: 8, I64: 8, U64: 8,
+var dtypes = [numDTypes]dtypeInfo{
+	Bool:   {"BOOL", 1, 1, false, true, true},
+	U8:     {"U8", 1, 1, false, true, true},
+	I8:     {"I8", 1, 1, false, true, true},
+	F8E5M2: {"F8_E5M2", 1, 1, true, false, true},
+	F8E4M3: {"F8_E4M3", 1, 1, true, false, true},
+	I16:    {"I16", 1, 2, false, true, true},
+	U16:    {"U16", 1, 2, false, true, true},
+	F16:    {"F16", 1, 2, true, true, true},
+	BF16:   {"BF16", 1, 2, true, true, true},
+	I32:    {"I32", 1, 4, false, true, true},
+	U32:    {"U32", 1, 4, false, true, true},
+	F32:    {"F32", 1, 4, true, true, true},
+	F64:    {"F64", 1, 8, true, true, true},
+	I64:    {"I64", 1, 8, false, true, true},
+	U64:    {"U64", 1, 8, false, true, true},
+	Q8_0:   {"Q8_0", 32, 34, true, false, false},
+	Q4_0:   {"Q4_0", 32, 18, true, false, false},
 }
 
-// AllDTypes lists every supported dtype in ascending order.
+func (d DType) info() dtypeInfo {
+	if d < numDTypes {
+		return dtypes[d]
+	}
+	return dtypeInfo{}
+}
+
+// AllDTypes lists every dtype in ascending order.
 func AllDTypes() []DType {
 	out := make([]DType, numDTypes)
 	for i := range out {
@@ -56,42 +97,74 @@ func AllDTypes() []DType {
 	return out
 }
 
-// String returns the safetensors name of the dtype, e.g. "BF16".
+// String returns the dtype's name, e.g. "BF16" (the safetensors name for
+// the safetensors dtypes).
 func (d DType) String() string {
 	if d < numDTypes {
-		return dtypeNames[d]
+		return dtypes[d].name
 	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
 
-// Size is the number of bytes of one element.
+// Size is the number of bytes of one element, or 0 for a block type (whose
+// elements have no whole byte size; see BlockElems, BlockBytes) and an
+// unknown dtype.
 func (d DType) Size() int {
-	if d < numDTypes {
-		return dtypeSizes[d]
+	if i := d.info(); i.blockElems == 1 {
+		return int(i.blockBytes)
 	}
 	return 0
 }
 
-// IsFloat reports whether the dtype holds floating-point values, the ones
-// weight arithmetic applies to.
-func (d DType) IsFloat() bool {
-	switch d {
-	case F8E5M2, F8E4M3, F16, BF16, F32, F64:
-		return true
+// BlockElems is the number of values stored together: 1 for plain types,
+// 32 for Q8_0. A tensor's last dimension must be a multiple of it.
+func (d DType) BlockElems() int64 { return d.info().blockElems }
+
+// BlockBytes is the number of bytes a block of BlockElems values takes.
+func (d DType) BlockBytes() int64 { return d.info().blockBytes }
+
+// IsBlock reports whether the dtype stores values in blocks of more than
+// one.
+func (d DType) IsBlock() bool { return d.info().blockElems > 1 }
+
+// Bytes is the size of n values, n a multiple of BlockElems (callers
+// chunk by whole rows, which are).
+func (d DType) Bytes(n int64) int64 {
+	i := d.info()
+	if i.blockElems == 0 {
+		return 0
 	}
-	return false
+	return n / i.blockElems * i.blockBytes
 }
 
-// Writable reports whether values can be encoded into this dtype from
-// float64. The 8-bit float formats are read-only here.
-func (d DType) Writable() bool { return d < numDTypes && d != F8E5M2 && d != F8E4M3 }
+// IsFloat reports whether the dtype holds floating-point values, the ones
+// weight arithmetic applies to (block types decode to floats).
+func (d DType) IsFloat() bool { return d.info().float }
 
-// ParseDType reads a safetensors dtype name ("F32", "BF16", ...). It also
+// Writable reports whether values can be encoded into this dtype from
+// float64. The 8-bit float formats and the block types are read-only here.
+func (d DType) Writable() bool { return d.info().writable }
+
+// InSafetensors reports whether the safetensors format has this dtype.
+func (d DType) InSafetensors() bool { return d.info().safetensors }
+
+// SafetensorsDType finds a dtype by its exact safetensors name, as the
+// official parser does (case-sensitive, no aliases).
+func SafetensorsDType(name string) (DType, bool) {
+	for i, t := range dtypes {
+		if t.safetensors && t.name == name {
+			return DType(i), true
+		}
+	}
+	return 0, false
+}
+
+// ParseDType reads a dtype name ("F32", "BF16", "Q8_0", ...). It also
 // accepts the lower-case short forms a user types on a command line
 // (f32, bf16, f16, fp16, float16, bfloat16, float32).
 func ParseDType(s string) (DType, error) {
-	for i, n := range dtypeNames {
-		if s == n {
+	for i, t := range dtypes {
+		if s == t.name {
 			return DType(i), nil
 		}
 	}
@@ -118,4 +191,32 @@ func ParseDType(s string) (DType, error) {
 		return Bool, nil
 	}
 	return 0, fmt.Errorf("unknown dtype %q", s)
+}
+
+// ParseFloatDType reads an output dtype for floating tensors as a user
+// gives it (--dtype, a recipe's out_dtype): one of the writable float
+// types.
+func ParseFloatDType(s string) (DType, error) {
+	dt, err := ParseDType(s)
+	if err != nil || !dt.IsFloat() || !dt.Writable() {
+		return 0, fmt.Errorf("dtype %q: use f32, bf16, f16 or f64", s)
+	}
+	return dt, nil
+}
+
+// OutputDType is the dtype a tensor is written in: to, when set (non-nil)
+// and the tensor is floating; otherwise its own dtype, with read-only
+// floating types (F8, block types) widened to F32 since they cannot be
+// written. Integer and bool tensors always keep theirs.
+func OutputDType(t DType, to *DType) DType {
+	if !t.IsFloat() {
+		return t
+	}
+	if to != nil {
+		return *to
+	}
+	if !t.Writable() {
+		return F32
+	}
+	return t
 }

@@ -1,10 +1,13 @@
 package weights
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"sort"
 	"text/tabwriter"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // Report is what `weightops inspect` shows of a checkpoint.
@@ -31,7 +34,7 @@ type TensorReport struct {
 
 // Inspect describes a checkpoint; with stats it reads every tensor once,
 // one at a time, calling progress with each tensor's bytes.
-func Inspect(c Checkpoint, stats bool, progress func(int64)) (*Report, error) {
+func Inspect(ctx context.Context, c Checkpoint, stats bool, progress func(int64)) (*Report, error) {
 	r := &Report{Path: c.Path(), Metadata: c.Metadata(), ByDType: map[string]int64{}}
 	if r.Metadata == nil {
 		r.Metadata = map[string]string{}
@@ -58,7 +61,8 @@ func Inspect(c Checkpoint, stats bool, progress func(int64)) (*Report, error) {
 	}
 	// Statistics are CPU-bound (decode + accumulate): one tensor per core.
 	bufs := make([][]byte, 2)
-	err := ForEach(infos, len(bufs), func(w int, t TensorInfo) error {
+	err := parallel.Items(ctx, len(infos), len(bufs), func(w, i int) error {
+		t := infos[i]
 		ten, err := c.ReadTensor(t.Name, bufs[w])
 		if err != nil {
 			return err

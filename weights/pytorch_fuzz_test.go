@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/weightops/weightops/internal/pickle"
 )
 
 // FuzzPyTorch opens arbitrary bytes as a PyTorch checkpoint and reads every
@@ -74,11 +76,11 @@ func FuzzPickle(f *testing.F) {
 	f.Add([]byte("\x80\x02}(X\x01\x00\x00\x00a]q\x00h\x00au."))
 	f.Add([]byte("\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}q\x00."))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		n, _, err := scanPickle(bytes.NewReader(data), int64(len(data)), false)
+		n, _, err := pickle.Scan(bytes.NewReader(data), int64(len(data)), false)
 		if err != nil {
 			return
 		}
-		l := &ptLoader{roots: map[string]*ptRoot{}, views: map[string]*ptStorageRef{}}
+		l := &torchLoader{roots: map[string]*torchStorage{}, views: map[string]*storageRef{}}
 		obj, err := l.unpickle(data[:n])
 		if err != nil {
 			return
@@ -86,7 +88,7 @@ func FuzzPickle(f *testing.F) {
 		for _, r := range l.order {
 			r.size = 1 << 16
 		}
-		c := &ptCheckpoint{path: "fuzz", size: 1 << 16}
+		c := &torchCheckpoint{path: "fuzz", size: 1 << 16}
 		if err := c.collect(obj); err != nil {
 			return
 		}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/weightops/weightops/internal/pickle"
 )
 
 // The fixtures are made by testdata/pytorch/make_fixtures.py with torch.
@@ -364,7 +366,7 @@ func TestPyTorchGarbage(t *testing.T) {
 	// Rename the first key of the legacy storage key list (the fifth pickle).
 	var pos int64
 	for range 4 {
-		n, _, err := scanPickle(bytes.NewReader(legacy[pos:]), int64(len(legacy))-pos, false)
+		n, _, err := pickle.Scan(bytes.NewReader(legacy[pos:]), int64(len(legacy))-pos, false)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -218,8 +218,8 @@ func parseHeaderJSON(hdr []byte) (*SafetensorsHeader, error) {
 		if e.DType == nil || e.Shape == nil || len(e.DataOffsets) != 2 {
 			return nil, &headerTensorError{name, errors.New("header entry needs dtype, shape and two data_offsets")}
 		}
-		dt, err := ParseDType(*e.DType)
-		if err != nil || dt.String() != *e.DType {
+		dt, ok := SafetensorsDType(*e.DType)
+		if !ok {
 			return nil, &headerTensorError{name, fmt.Errorf("unknown dtype %q", *e.DType)}
 		}
 		shape := make([]int64, len(e.Shape))

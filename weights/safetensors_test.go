@@ -68,6 +68,9 @@ func TestRoundTripEveryDType(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	var ts []Tensor
 	for i, dt := range AllDTypes() {
+		if !dt.InSafetensors() {
+			continue
+		}
 		ts = append(ts, randomTensor(rng, fmt.Sprintf("layers.%d.w", i), dt, []int64{3, int64(i + 1)}))
 	}
 	ts = append(ts, randomTensor(rng, "scalar", F32, []int64{}), randomTensor(rng, "empty", BF16, []int64{0, 4}),
@@ -356,44 +359,6 @@ func TestBadShardIndex(t *testing.T) {
 	}
 	if _, err := Open(dir); err == nil || !strings.Contains(err.Error(), "present in both") {
 		t.Errorf("duplicate across files: %v", err)
-	}
-}
-
-func TestConvertDTypeAndShards(t *testing.T) {
-	dir := t.TempDir()
-	vals := []float64{1, -2.5, math.Pi, 1e-3, math.NaN(), math.Inf(1)}
-	f32 := make([]byte, 4*len(vals))
-	_ = Encode(F32, vals, f32)
-	src := filepath.Join(dir, "src.safetensors")
-	ids := []byte{1, 0, 0, 0, 0, 0, 0, 0}
-	if err := WriteSafetensors(src, []Tensor{{TensorInfo{"w", F32, []int64{2, 3}}, f32}, {TensorInfo{"ids", I64, []int64{1}}, ids}}, map[string]string{"k": "v"}); err != nil {
-		t.Fatal(err)
-	}
-	c, _ := Open(src)
-	defer c.Close()
-	out := filepath.Join(dir, "out.safetensors")
-	files, err := Convert(c, out, ConvertOptions{DType: BF16, HasDType: true, Metadata: map[string]string{"x": "y"}})
-	if err != nil || len(files) != 1 {
-		t.Fatal(files, err)
-	}
-	o, err := Open(out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer o.Close()
-	w, _ := o.ReadTensor("w", nil)
-	want := make([]byte, 2*len(vals))
-	_ = Encode(BF16, vals, want)
-	if w.DType != BF16 || !bytes.Equal(w.Data, want) {
-		t.Errorf("converted w = %v %x, want BF16 %x", w.DType, w.Data, want)
-	}
-	id, _ := o.ReadTensor("ids", nil)
-	if id.DType != I64 || !bytes.Equal(id.Data, ids) {
-		t.Error("integer tensor changed by a float dtype conversion")
-	}
-	md := o.Metadata()
-	if md["k"] != "v" || md["x"] != "y" || md["format"] != "pt" {
-		t.Errorf("metadata %v", md)
 	}
 }
 

@@ -1,8 +1,11 @@
 package weights
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
+
+	"github.com/weightops/weightops/internal/parallel"
 )
 
 // SynthOptions describe a synthetic LLaMA-shaped checkpoint for benchmarks
@@ -23,8 +26,9 @@ type SynthOptions struct {
 	Vocab int
 	// ShardSize > 0 writes a sharded directory.
 	ShardSize int64
-	// Workers, Progress: as in ConvertOptions.
-	Workers  int
+	// Workers is how many tensors are generated at once (0: min(cores, 2)).
+	Workers int
+	// Progress, if set, receives the bytes of each tensor written.
 	Progress func(int64)
 }
 
@@ -70,18 +74,15 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 
 // Synthesize writes a synthetic checkpoint to out (a .safetensors path, or
 // a directory with ShardSize) and returns the files written.
-func Synthesize(out string, o SynthOptions) ([]string, error) {
+func Synthesize(ctx context.Context, out string, o SynthOptions) ([]string, error) {
 	infos := SynthInfos(o)
 	md := map[string]string{"format": "pt", "weightops.synthetic": fmt.Sprintf("seed=%d", o.Seed)}
 	w, files, err := CreateOutput(out, infos, md, o.ShardSize)
 	if err != nil {
 		return nil, err
 	}
-	index := make(map[string]uint64, len(infos))
-	for i, t := range infos {
-		index[t.Name] = uint64(i)
-	}
-	err = ForEach(infos, o.Workers, func(_ int, t TensorInfo) error {
+	err = parallel.Items(ctx, len(infos), o.Workers, func(_, i int) error {
+		t := infos[i]
 		n, _ := t.NumElements()
 		vals := make([]float32, n)
 		if len(t.Shape) == 1 {
@@ -89,7 +90,7 @@ func Synthesize(out string, o SynthOptions) ([]string, error) {
 				vals[i] = 1
 			}
 		} else {
-			rng := rand.New(rand.NewPCG(o.Seed, index[t.Name]))
+			rng := rand.New(rand.NewPCG(o.Seed, uint64(i)))
 			for i := range vals {
 				vals[i] = float32(rng.NormFloat64() * 0.02)
 			}

@@ -2,6 +2,7 @@ package weights
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
@@ -13,7 +14,7 @@ import (
 // generator and the sharded writer are stable across changes.
 func TestTinyLlamaFixtureIsReproducible(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "tiny")
-	files, err := Synthesize(dir, SynthOptions{Bytes: 400_000, DType: BF16, Seed: 1, Hidden: 64, Vocab: 256, ShardSize: 200_000})
+	files, err := Synthesize(context.Background(), dir, SynthOptions{Bytes: 400_000, DType: BF16, Seed: 1, Hidden: 64, Vocab: 256, ShardSize: 200_000})
 	if err != nil {
 		t.Fatal(err)
 	}

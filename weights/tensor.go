@@ -36,20 +36,28 @@ func (t TensorInfo) NumElements() (int64, error) {
 	return int64(n), nil
 }
 
-// ByteSize is NumElements × the dtype's size, checked for overflow.
+// ByteSize is the tensor's size in bytes: NumElements × the dtype's
+// size, or for a block type the number of blocks × the block's bytes (the
+// last dimension must then be a whole number of blocks), checked for
+// overflow.
 func (t TensorInfo) ByteSize() (int64, error) {
 	n, err := t.NumElements()
 	if err != nil {
 		return 0, err
 	}
-	es := int64(t.DType.Size())
-	if es == 0 {
+	be, bb := t.DType.BlockElems(), t.DType.BlockBytes()
+	if be == 0 {
 		return 0, fmt.Errorf("unknown dtype %v", t.DType)
 	}
-	if n > (1<<62)/es {
-		return 0, fmt.Errorf("%w: %v × %d bytes", ErrOverflow, t.Shape, es)
+	if be > 1 {
+		if len(t.Shape) == 0 || t.Shape[len(t.Shape)-1]%be != 0 {
+			return 0, fmt.Errorf("%s stores blocks of %d values: the last dimension of %v is not a multiple", t.DType, be, t.Shape)
+		}
 	}
-	return n * es, nil
+	if n/be > (1<<62)/bb {
+		return 0, fmt.Errorf("%w: %v × %d bytes per %d values", ErrOverflow, t.Shape, bb, be)
+	}
+	return n / be * bb, nil
 }
 
 // bytes is ByteSize for infos already validated when opened.

@@ -80,8 +80,8 @@ func EncodeSafetensorsHeader(infos []TensorInfo, metadata map[string]string) ([]
 			return nil, nil, fmt.Errorf("tensor %q: duplicate or reserved name", t.Name)
 		}
 		seen[t.Name] = true
-		if !t.DType.Writable() && t.DType.Size() == 0 {
-			return nil, nil, fmt.Errorf("tensor %q: unknown dtype", t.Name)
+		if !t.DType.InSafetensors() {
+			return nil, nil, fmt.Errorf("tensor %q: dtype %s cannot be stored in safetensors", t.Name, t.DType)
 		}
 		n, err := t.ByteSize()
 		if err != nil {
@@ -137,7 +137,7 @@ func CreateSafetensors(path string, infos []TensorInfo, metadata map[string]stri
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := CreateTemp(path)
 	if err != nil {
 		return nil, err
 	}
@@ -210,28 +210,6 @@ func (w *SafetensorsWriter) Commit() error {
 	return CommitTemp(w.f, w.path)
 }
 
-// CommitTemp finishes a temp file written beside dst: sync, close, make it
-// world-readable like a normal file, and rename it over dst. On any failure
-// the temp file is removed, so no half-written output is left.
-func CommitTemp(f *os.File, dst string) error {
-	tmp := f.Name()
-	err := f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("%s: %w", dst, err)
-	}
-	return nil
-}
-
 // Abort discards the temp file. It does nothing after a successful Commit.
 func (w *SafetensorsWriter) Abort() {
 	w.mu.Lock()
@@ -244,8 +222,7 @@ func (w *SafetensorsWriter) abortLocked() {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(w.f.Name())
+	DiscardTemp(w.f)
 }
 
 // ShardedWriter writes a Hugging Face sharded checkpoint: files named
@@ -401,21 +378,6 @@ func (s *ShardedWriter) Abort() {
 	for _, w := range s.shards {
 		w.Abort()
 	}
-}
-
-// WriteFileAtomic writes data to a temp file beside path and renames it
-// into place, so readers see the old file or the whole new one.
-func WriteFileAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return fmt.Errorf("%s: %w", path, err)
-	}
-	return CommitTemp(f, path)
 }
 
 // IsSafetensorsPath reports whether an output path names a single file.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,117 +9,110 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/weightops/weightops/merge"
-	"github.com/weightops/weightops/progress"
-	"github.com/weightops/weightops/signature"
-	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/sparsify"
+	"github.com/weightops/weightops/taskvec"
+	"github.com/weightops/weightops/wpatch"
 )
 
 func init() {
 	register(diffCommand(), addCommand(), scaleCommand(), negateCommand(), interpolateCommand())
 }
 
-var (
-	outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"}
-	dtypeFlag  = &cli.StringFlag{Name: "dtype", Usage: "output dtype of floating tensors: f32, bf16, f16, f64"}
-)
-
 func arithFlags(extra ...cli.Flag) []cli.Flag {
 	return append(extra, outputFlag, dtypeFlag, workersFlag, memoryFlag, shardSizeFlag, jsonFlag, quietFlag)
 }
 
-// openAll opens checkpoints, closing the ones already open on failure.
-func openAll(paths ...string) ([]weights.Checkpoint, error) {
-	var out []weights.Checkpoint
-	for _, p := range paths {
-		c, err := weights.Open(p)
-		if err != nil {
-			for _, o := range out {
-				o.Close()
-			}
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-func closeAll(cs []weights.Checkpoint) {
-	for _, c := range cs {
-		c.Close()
-	}
-}
-
-func streamOpts(c *cli.Context, cks []weights.Checkpoint) (merge.StreamOptions, *progress.Bar, error) {
-	workers, maxMem, shard, err := streamOptions(c)
-	if err != nil {
-		return merge.StreamOptions{}, nil, err
-	}
-	o := merge.StreamOptions{Workers: workers, MaxMemory: maxMem, ShardSize: shard,
-		Metadata: map[string]string{"weightops.version": version}}
-	if s := c.String("dtype"); s != "" {
-		dt, err := weights.ParseDType(s)
-		if err != nil || !dt.IsFloat() || !dt.Writable() {
-			return o, nil, fmt.Errorf("--dtype %q: use f32, bf16, f16 or f64", s)
-		}
-		o.DType, o.HasDType = dt, true
-	}
-	var total int64
-	for _, ck := range cks {
-		total += weights.TotalBytes(ck.Tensors())
-	}
-	bar := progress.New(total, c.Command.Name, c.Bool("quiet"))
-	o.Progress = bar.Func()
-	return o, bar, nil
-}
+// versionMetadata is what every written output records of weightops.
+func versionMetadata() map[string]string { return map[string]string{"weightops.version": version} }
 
 func diffCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "diff",
-		Usage:     "task vector τ = FT − BASE (floating tensors; equal integer tensors are copied, differing ones reported)",
+		Usage:     "task vector τ = FT − BASE (floating tensors; equal integer tensors are copied, differing ones reported), as a checkpoint or, with -o X.wpatch, a patch",
 		ArgsUsage: "FT BASE",
 		Flags: arithFlags(append([]cli.Flag{
 			&cli.BoolFlag{Name: "allow-resize", Usage: "cut tensors of FT with extra rows (grown vocabularies) to BASE's rows"},
-			&cli.StringFlag{Name: "sparsify", Value: "none", Usage: "with -o X.wpatch: none, breadcrumbs, magnitude (TIES trim), dare"},
+			&cli.StringFlag{Name: "sparsify", Value: "none", Usage: "none, breadcrumbs, magnitude (TIES trim), dare"},
 			&cli.Float64Flag{Name: "density", Value: 1, Usage: "fraction kept"},
 			&cli.Float64Flag{Name: "gamma", Value: 0.01, Usage: "breadcrumbs: top fraction dropped"},
 			&cli.StringFlag{Name: "granularity", Value: "per_tensor", Usage: "breadcrumbs ranking: per_tensor or per_row"},
 			&cli.StringFlag{Name: "rescale", Value: "none", Usage: "after dropping: none, density (1/(1-p)), l1, l2, linf"},
 			&cli.Uint64Flag{Name: "seed", Usage: "DARE random seed"},
 		}, encodingFlags...)...),
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
-				return fmt.Errorf("diff: expected FT and BASE, got %d arguments", c.NArg())
-			}
-			cks, err := openAll(c.Args().Get(0), c.Args().Get(1))
-			if err != nil {
-				return err
-			}
-			defer closeAll(cks)
-			if strings.HasSuffix(c.String("output"), ".wpatch") {
-				return diffToPatch(c, cks[0], cks[1])
-			}
-			o, bar, err := streamOpts(c, cks)
-			if err != nil {
-				return fmt.Errorf("diff: %w", err)
-			}
-			rep, err := merge.Diff(cks[0], cks[1], c.String("output"), c.Bool("allow-resize"), o)
-			bar.Done()
-			if err != nil {
-				return err
-			}
-			for _, s := range rep.Skipped {
-				fmt.Fprintf(os.Stderr, "weightops: warning: tensor %q is integer/bool and differs between FT and BASE; left out of the task vector\n", s)
-			}
-			if c.Bool("json") {
-				return json.NewEncoder(os.Stdout).Encode(rep)
-			}
-			for _, f := range rep.Files {
-				fmt.Println(f)
-			}
-			return nil
-		},
+		Action: diffAction,
 	}
+}
+
+// sparsifyMethods maps --sparsify to a method.
+var sparsifyMethods = map[string]sparsify.Method{"none": sparsify.None, "breadcrumbs": sparsify.MagnitudeOutliers, "magnitude": sparsify.Magnitude, "ties": sparsify.Magnitude, "dare": sparsify.Random}
+
+func diffAction(c *cli.Context) error {
+	if c.NArg() != 2 {
+		return fmt.Errorf("diff: expected FT and BASE, got %d arguments", c.NArg())
+	}
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("diff: %w", err)
+	}
+	o := taskvec.DiffOptions{Options: so, AllowResize: c.Bool("allow-resize"), Metadata: versionMetadata()}
+	m, ok := sparsifyMethods[c.String("sparsify")]
+	if !ok {
+		return fmt.Errorf("diff: --sparsify %q: use none, breadcrumbs, magnitude or dare", c.String("sparsify"))
+	}
+	rs, err := sparsify.ParseRescale(c.String("rescale"))
+	if err != nil {
+		return fmt.Errorf("diff: --rescale: %w", err)
+	}
+	g := c.String("granularity")
+	if g != "per_tensor" && g != "per_row" {
+		return fmt.Errorf("diff: --granularity %q: use per_tensor or per_row", g)
+	}
+	o.Sparsify = sparsify.Spec{Method: m, Density: c.Float64("density"), Gamma: c.Float64("gamma"), PerRow: g == "per_row", Rescale: rs, Seed: c.Uint64("seed")}
+	if m == sparsify.None {
+		for _, f := range []string{"density", "gamma", "granularity", "rescale", "seed"} {
+			if c.IsSet(f) {
+				return fmt.Errorf("diff: --%s applies to a sparsification: give --sparsify breadcrumbs, magnitude or dare", f)
+			}
+		}
+		o.Sparsify.Density = 1
+	}
+	out := c.String("output")
+	if strings.HasSuffix(out, ".wpatch") {
+		enc, err := encodingOf(c)
+		if err != nil {
+			return fmt.Errorf("diff: %w", err)
+		}
+		o.Patch = &enc
+		o.Metadata["sparsify"] = fmt.Sprintf("%s density=%g gamma=%g granularity=%s rescale=%s seed=%d", c.String("sparsify"), o.Sparsify.Density, o.Sparsify.Gamma, g, c.String("rescale"), o.Sparsify.Seed)
+	} else if c.IsSet("values") || c.IsSet("quantize") || c.IsSet("sparse") {
+		return fmt.Errorf("diff: --values, --quantize and --sparse choose how a patch stores values: give -o X.wpatch")
+	}
+	cks, err := openAll(c.Args().Get(0), c.Args().Get(1))
+	if err != nil {
+		return err
+	}
+	defer closeAll(cks)
+	rep, err := taskvec.Diff(c.Context, cks[0], cks[1], out, o)
+	bar.Done()
+	if err != nil {
+		return err
+	}
+	for _, s := range rep.Skipped {
+		fmt.Fprintf(os.Stderr, "weightops: warning: tensor %q is integer/bool and differs between FT and BASE; left out of the task vector\n", s)
+	}
+	if rep.Patch != nil {
+		if c.Bool("json") {
+			return printJSON(rep.Patch)
+		}
+		return rep.Patch.WriteText(os.Stdout, false)
+	}
+	if c.Bool("json") {
+		return printJSON(rep)
+	}
+	for _, f := range rep.Files {
+		fmt.Println(f)
+	}
+	return nil
 }
 
 func parseFloats(s string) ([]float64, error) {
@@ -155,16 +147,16 @@ func addCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("add: --scales: %w", err)
 			}
+			so, bar, err := streamOptions(c)
+			if err != nil {
+				return fmt.Errorf("add: %w", err)
+			}
 			cks, err := openAll(c.Args().Slice()...)
 			if err != nil {
 				return err
 			}
 			defer closeAll(cks)
-			o, bar, err := streamOpts(c, cks)
-			if err != nil {
-				return fmt.Errorf("add: %w", err)
-			}
-			files, err := merge.Add(cks[0], cks[1:], c.Float64("lambda"), scales, c.String("output"), o)
+			files, err := taskvec.Add(c.Context, cks[0], cks[1:], c.String("output"), taskvec.AddOptions{Options: so, Lambda: c.Float64("lambda"), Scales: scales, Metadata: versionMetadata()})
 			bar.Done()
 			if err != nil {
 				return err
@@ -179,16 +171,16 @@ func scaleAction(name string, factor func(*cli.Context) float64) cli.ActionFunc 
 		if c.NArg() != 1 {
 			return fmt.Errorf("%s: expected one TV, got %d arguments", name, c.NArg())
 		}
+		so, bar, err := streamOptions(c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
 		cks, err := openAll(c.Args().First())
 		if err != nil {
 			return err
 		}
 		defer closeAll(cks)
-		o, bar, err := streamOpts(c, cks)
-		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
-		}
-		files, err := merge.Scale(cks[0], factor(c), c.String("output"), o)
+		files, err := taskvec.Scale(c.Context, cks[0], factor(c), c.String("output"), taskvec.ScaleOptions{Options: so, Metadata: versionMetadata()})
 		bar.Done()
 		if err != nil {
 			return err
@@ -223,9 +215,13 @@ func interpolateCommand() *cli.Command {
 			if c.NArg() != 2 {
 				return fmt.Errorf("interpolate: expected A and B, got %d arguments", c.NArg())
 			}
-			alphas, err := merge.ParseAlphas(c.String("alpha"))
+			alphas, err := taskvec.ParseAlphas(c.String("alpha"))
 			if err != nil {
 				return fmt.Errorf("interpolate: --alpha: %w", err)
+			}
+			so, bar, err := streamOptions(c)
+			if err != nil {
+				return fmt.Errorf("interpolate: %w", err)
 			}
 			out := c.String("output")
 			outs := []string{out}
@@ -244,11 +240,7 @@ func interpolateCommand() *cli.Command {
 				return err
 			}
 			defer closeAll(cks)
-			o, bar, err := streamOpts(c, cks)
-			if err != nil {
-				return fmt.Errorf("interpolate: %w", err)
-			}
-			files, err := merge.Interpolate(cks[0], cks[1], alphas, outs, o)
+			files, err := taskvec.Interpolate(c.Context, cks[0], cks[1], alphas, outs, taskvec.ScaleOptions{Options: so, Metadata: versionMetadata()})
 			bar.Done()
 			if err != nil {
 				return err
@@ -262,52 +254,21 @@ func interpolateCommand() *cli.Command {
 	}
 }
 
-// diffToPatch writes a (sparsified) task vector as a patch file.
-func diffToPatch(c *cli.Context, ft, base weights.Checkpoint) error {
-	methods := map[string]signature.Method{"none": signature.None, "breadcrumbs": signature.MagnitudeOutliers, "magnitude": signature.Magnitude, "ties": signature.Magnitude, "dare": signature.Random}
-	m, ok := methods[c.String("sparsify")]
-	if !ok {
-		return fmt.Errorf("diff: --sparsify %q: use none, breadcrumbs, magnitude or dare", c.String("sparsify"))
+// encodingFlags choose how patch values are stored.
+var encodingFlags = []cli.Flag{
+	&cli.StringFlag{Name: "values", Value: "f32", Usage: "patch values: f32, f16, or q (with --quantize)"},
+	&cli.StringFlag{Name: "quantize", Usage: "quantize patch values, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16, 4bit-asym-block64-mse"},
+	&cli.StringFlag{Name: "sparse", Value: "auto", Usage: "sparse storage: auto (under 1/3 non-zero), never, always"},
+}
+
+func encodingOf(c *cli.Context) (wpatch.Encoding, error) {
+	enc := wpatch.Encoding{Values: c.String("values"), Sparse: c.String("sparse")}
+	if s := c.String("quantize"); s != "" {
+		q, err := parseQuant(s)
+		if err != nil {
+			return enc, err
+		}
+		enc.Values, enc.Quant = "q", q
 	}
-	rs, err := signature.ParseRescale(c.String("rescale"))
-	if err != nil {
-		return fmt.Errorf("diff: --rescale: %w", err)
-	}
-	g := c.String("granularity")
-	if g != "per_tensor" && g != "per_row" {
-		return fmt.Errorf("diff: --granularity %q: use per_tensor or per_row", g)
-	}
-	sp := signature.Sparsify{Method: m, Density: c.Float64("density"), Gamma: c.Float64("gamma"), PerRow: g == "per_row", Rescale: rs, Seed: c.Uint64("seed")}
-	if m == signature.None {
-		sp.Density = 1
-	}
-	enc, err := encodingOf(c)
-	if err != nil {
-		return fmt.Errorf("diff: %w", err)
-	}
-	kind := map[signature.Method]string{signature.None: "task-vector", signature.MagnitudeOutliers: "breadcrumbs", signature.Magnitude: "ties-trim", signature.Random: "dare"}[m]
-	md := map[string]string{"weightops.version": version, "finetune": ft.Path(), "base": base.Path(),
-		"sparsify": fmt.Sprintf("%s density=%g gamma=%g granularity=%s rescale=%s seed=%d", c.String("sparsify"), sp.Density, sp.Gamma, g, c.String("rescale"), sp.Seed)}
-	digest, err := signature.CheckpointDigest(base)
-	if err != nil {
-		return err
-	}
-	w, err := signature.CreatePatch(c.String("output"), kind, md, enc)
-	if err != nil {
-		return err
-	}
-	w.SetBase(digest)
-	if err := signature.DiffToPatch(ft, base, sp, w, c.Int("workers")); err != nil {
-		w.Abort()
-		return err
-	}
-	errs := w.Errors()
-	if err := w.Commit(); err != nil {
-		return err
-	}
-	s, err := summarize(c.String("output"), base, errs)
-	if err != nil {
-		return err
-	}
-	return printSummary(c, s)
+	return enc, nil
 }

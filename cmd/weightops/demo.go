@@ -7,6 +7,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/weightops/weightops"
+	"github.com/weightops/weightops/signature"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/weightops/weightops/demo"
@@ -20,12 +23,12 @@ func demoCommand() *cli.Command {
 		Usage: "the main job end to end on the embedded Fashion-MNIST models: robust weight signatures (F32 and 4-bit), " +
 			"patching, composing, unpatching byte for byte, and merges, in one table",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "data", Value: "testdata/demo", Usage: "demo models (made by: go run ./cmd/weightops-fixtures -demo DIR)"},
+			&cli.StringFlag{Name: "data", Usage: "demo models (default: the ones embedded in the binary; made by: go run ./cmd/weightops-fixtures -demo DIR)"},
 			&cli.StringFlag{Name: "recipes", Usage: "merge recipes directory (default: recipes/ beside --data)"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output directory (default: a new temporary directory)"},
 			&cli.IntFlag{Name: "layers", Value: 2, Usage: "signatures cover the first N weight layers with their batchnorms"},
 			&cli.StringFlag{Name: "quantize", Value: "4bit-asym-block64", Usage: "quantization of the small signatures"},
-			&cli.StringFlag{Name: "running-stats", Value: demo.StatsDifference, Usage: "batchnorm running statistics in signatures: difference (robust − clean), project (plain RWS) or skip"},
+			&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics in signatures: difference (robust − clean), project (plain RWS) or skip"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the test-time corruptions"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with an error when a claim does not hold"},
 			workersFlag, jsonFlag, quietFlag,
@@ -50,7 +53,7 @@ func demoAction(c *cli.Context) error {
 	if c.Bool("quiet") {
 		log = nil
 	}
-	res, err := demo.Run(demo.Options{Data: c.String("data"), Recipes: c.String("recipes"), Out: out, Layers: c.Int("layers"),
+	res, err := demo.Run(c.Context, demo.Options{Data: c.String("data"), Embedded: weightops.DemoData, Recipes: c.String("recipes"), Out: out, Layers: c.Int("layers"),
 		Quant: c.String("quantize"), RunningStats: c.String("running-stats"), EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Version: version, Log: log})
 	if err != nil {
 		return err

@@ -20,8 +20,7 @@ func inspectCommand() *cli.Command {
 		ArgsUsage: "PATH  (a .safetensors file, shard index, directory, or PyTorch .bin/.pt)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "stats", Usage: "read every tensor and add min/max/mean/std/NaN count"},
-			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
-			quietFlag,
+			jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
@@ -36,7 +35,7 @@ func inspectCommand() *cli.Command {
 			if c.Bool("stats") {
 				bar = progress.New(weights.TotalBytes(ck.Tensors()), "stats", c.Bool("quiet"))
 			}
-			rep, err := weights.Inspect(ck, c.Bool("stats"), bar.Func())
+			rep, err := weights.Inspect(c.Context, ck, c.Bool("stats"), bar.Func())
 			bar.Done()
 			if err != nil {
 				return err

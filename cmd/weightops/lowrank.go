@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"regexp"
@@ -10,8 +9,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/weightops/weightops/lowrank"
-	"github.com/weightops/weightops/merge"
-	"github.com/weightops/weightops/progress"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -31,7 +28,7 @@ func factorFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "fan-in-fan-out", Usage: "LoRA: linear weights are stored [in, out] (GPT-2 Conv1D)"},
 		&cli.StringFlag{Name: "skip", Usage: "regex of tensor names not to factorise (e.g. 'embed|lm_head')"},
 		&cli.StringFlag{Name: "base-name", Usage: "LoRA: base_model_name_or_path to record (default: the --base path)"},
-		dtypeFlag, workersFlag, jsonFlag, quietFlag,
+		dtypeFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
 	}
 }
 
@@ -71,7 +68,7 @@ func loraCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
 					&cli.Float64Flag{Name: "scale", Value: 1, Usage: "extra factor on every module's alpha/r"},
-					shardSizeFlag, workersFlag, jsonFlag, quietFlag,
+					shardSizeFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
 				},
 				Action: loraMergeAction,
 			},
@@ -95,11 +92,15 @@ func loraCommand() *cli.Command {
 }
 
 func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Format) error {
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	o := lowrank.Options{
+		Options:     so,
 		Rule:        lowrank.Rule{Rank: c.Int("rank"), Energy: c.Float64("energy"), Ratio: c.Float64("ratio")},
 		Format:      format,
 		FanInFanOut: c.Bool("fan-in-fan-out"),
-		Workers:     c.Int("workers"),
 		BaseName:    c.String("base-name"),
 		Metadata:    map[string]string{"weightops.version": version},
 		Method: lowrank.Method{Randomized: c.Bool("randomized"), Rand: lowrank.RandOptions{
@@ -111,25 +112,12 @@ func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Fo
 	if o.Method.Rand.Oversample < 0 || o.Method.Rand.PowerIters < 0 {
 		return fmt.Errorf("%s: --oversample and --power-iters must be ≥ 0", name)
 	}
-	var err error
 	if o.Split, err = lowrank.ParseSplit(c.String("split")); err != nil {
 		return fmt.Errorf("%s: --%w", name, err)
 	}
 	if s := c.String("skip"); s != "" {
 		if o.Skip, err = regexp.Compile(s); err != nil {
 			return fmt.Errorf("%s: --skip: %w", name, err)
-		}
-	}
-	if s := c.String("dtype"); s != "" {
-		dt, err := weights.ParseDType(s)
-		if err != nil || !dt.IsFloat() || !dt.Writable() {
-			return fmt.Errorf("%s: --dtype %q: use f32, bf16, f16 or f64", name, s)
-		}
-		o.DType, o.HasDType = dt, true
-	}
-	if c.IsSet("shard-size") {
-		if o.ShardSize, err = weights.ParseBytes(c.String("shard-size")); err != nil {
-			return fmt.Errorf("%s: --shard-size: %w", name, err)
 		}
 	}
 	if o.BaseName == "" {
@@ -148,31 +136,16 @@ func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Fo
 	if len(cks) > 1 {
 		base = cks[1]
 	}
-	var total int64
-	for _, ck := range cks {
-		total += weights.TotalBytes(ck.Tensors())
-	}
-	bar := progress.New(total, name, c.Bool("quiet"))
-	o.Progress = bar.Func()
-	out := c.String("output")
-	rep, err := lowrank.Compress(cks[0], base, out, o)
+	rep, err := lowrank.Compress(c.Context, cks[0], base, c.String("output"), o)
 	bar.Done()
 	if err != nil {
 		return err
-	}
-	if format == lowrank.FormatWeights && !weights.IsSafetensorsPath(out) {
-		// A directory output should load like the input model.
-		copied, err := merge.CopyModelFiles(inPath, out)
-		if err != nil {
-			return err
-		}
-		rep.Files = append(rep.Files, copied...)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", w)
 	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+		return printJSON(rep)
 	}
 	return writeLowrankTable(rep)
 }
@@ -214,13 +187,11 @@ func loraMergeAction(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("lora merge: expected BASE and ADAPTER_DIR, got %d arguments", c.NArg())
 	}
-	o := lowrank.MergeOptions{Scale: c.Float64("scale"), Workers: c.Int("workers"), Metadata: map[string]string{"weightops.version": version}}
-	if c.IsSet("shard-size") {
-		var err error
-		if o.ShardSize, err = weights.ParseBytes(c.String("shard-size")); err != nil {
-			return fmt.Errorf("lora merge: --shard-size: %w", err)
-		}
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("lora merge: %w", err)
 	}
+	o := lowrank.MergeOptions{Options: so, Scale: c.Float64("scale"), Metadata: versionMetadata()}
 	basePath := c.Args().Get(0)
 	ad, err := lowrank.OpenAdapter(c.Args().Get(1))
 	if err != nil {
@@ -232,23 +203,13 @@ func loraMergeAction(c *cli.Context) error {
 		return err
 	}
 	defer base.Close()
-	bar := progress.New(weights.TotalBytes(base.Tensors()), "lora merge", c.Bool("quiet"))
-	o.Progress = bar.Func()
-	out := c.String("output")
-	rep, err := ad.Merge(base, out, o)
+	rep, err := ad.Merge(c.Context, base, c.String("output"), o)
 	bar.Done()
 	if err != nil {
 		return err
 	}
-	if !weights.IsSafetensorsPath(out) {
-		copied, err := merge.CopyModelFiles(basePath, out)
-		if err != nil {
-			return err
-		}
-		rep.Files = append(rep.Files, copied...)
-	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+		return printJSON(rep)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "MODULE\tSHAPE\tRANK\tALPHA\tSCALING\tLAYOUT")

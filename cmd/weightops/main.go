@@ -1,26 +1,47 @@
-// Command weightops reads, inspects, converts and (in later commands)
-// merges and patches model checkpoints. This file holds flags and wiring
-// only; the work is in the weights, signature, merge, quantize and engine
-// packages.
+// Command weightops reads, inspects, converts, diffs, merges, patches,
+// quantizes and evaluates model checkpoints. This package maps flags to
+// the library's options, makes one library call per command and prints the
+// result; the work is in the weights, stream, taskvec, merge, wpatch,
+// signature, quantize, lowrank and engine packages.
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/pprof"
 	"sort"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/weightops/weightops/weights"
 )
 
 // version is stamped into provenance metadata.
 var version = "0.1.0-dev"
 
-func runApp(app *cli.App, args []string) error { return app.Run(interspersed(app, args)) }
+func runApp(ctx context.Context, app *cli.App, args []string) error {
+	return app.RunContext(ctx, interspersed(app, args))
+}
+
+// signalled records the signal that cancelled the command, for its exit
+// code (128 + the signal number, as a shell reports it).
+type signalled struct{ sig syscall.Signal }
+
+func (s signalled) Error() string { return "interrupted by " + s.sig.String() }
 
 func main() {
+	os.Exit(execute(os.Args))
+}
+
+// execute runs the command line and returns the exit code: 0, 1 for an
+// error, 2 for a usage error, 128+n when signal n stopped it.
+func execute(args []string) int {
 	app := newApp()
 	// WEIGHTOPS_CPUPROFILE=file profiles a whole command, for performance work.
 	if p := os.Getenv("WEIGHTOPS_CPUPROFILE"); p != "" {
@@ -29,16 +50,53 @@ func main() {
 			defer pprof.StopCPUProfile()
 		}
 	}
-	if err := runApp(app, os.Args); err != nil {
-		fmt.Fprintf(os.Stderr, "weightops: %s\n", oneLine(err))
-		code := 1
-		var ee cli.ExitCoder
-		if errors.As(err, &ee) && ee.ExitCode() != 0 {
-			code = ee.ExitCode()
+	// SIGINT, SIGTERM (a CI timeout) and SIGHUP cancel the command: jobs
+	// stop between tensors and chunks, writers remove their temp files.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	done := make(chan error, 1)
+	go func() { done <- runApp(ctx, app, args) }()
+	var err error
+	select {
+	case err = <-done:
+	case s := <-sigs:
+		sig := s.(syscall.Signal)
+		cancel(signalled{sig})
+		// Give the command a moment to stop cleanly; a second signal or
+		// the deadline ends it regardless. Either way no temp file stays.
+		select {
+		case <-done:
+		case <-sigs:
+		case <-time.After(5 * time.Second):
 		}
-		pprof.StopCPUProfile()
-		os.Exit(code)
+		weights.RemoveTemps()
+		fmt.Fprintf(os.Stderr, "weightops: interrupted by %s; no output written\n", sigName(sig))
+		return 128 + int(sig)
 	}
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "weightops: %s\n", oneLine(err))
+	var ee cli.ExitCoder
+	if errors.As(err, &ee) && ee.ExitCode() != 0 {
+		return ee.ExitCode()
+	}
+	return 1
+}
+
+func sigName(s syscall.Signal) string {
+	switch s {
+	case syscall.SIGINT:
+		return "SIGINT"
+	case syscall.SIGTERM:
+		return "SIGTERM"
+	case syscall.SIGHUP:
+		return "SIGHUP"
+	}
+	return s.String()
 }
 
 // oneLine keeps an error to one line, as a CI log reader expects.
@@ -50,8 +108,6 @@ var commands []*cli.Command
 
 func register(c ...*cli.Command) { commands = append(commands, c...) }
 
-var quietFlag = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}
-
 func newApp() *cli.App {
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	app := &cli.App{
@@ -59,7 +115,7 @@ func newApp() *cli.App {
 		Usage:           "model-weight arithmetic: inspect, convert, diff, merge, patch checkpoints",
 		Version:         version,
 		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // main prints the one error line
+		ExitErrHandler:  func(*cli.Context, error) {}, // run prints the one error line
 		Commands:        commands,
 	}
 	// A usage error is one line with a pointer to help, not a help dump.

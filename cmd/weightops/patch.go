@@ -1,124 +1,25 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 func init() { register(signatureCommand(), patchCommand(), quantizeCommand()) }
 
-// encodingFlags choose how patch values are stored.
-var encodingFlags = []cli.Flag{
-	&cli.StringFlag{Name: "values", Value: "f32", Usage: "patch values: f32, f16, or q (with --quantize)"},
-	&cli.StringFlag{Name: "quantize", Usage: "quantize patch values, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16, 4bit-asym-block64-mse"},
-	&cli.StringFlag{Name: "sparse", Value: "auto", Usage: "sparse storage: auto (under 1/3 non-zero), never, always"},
-}
-
-func encodingOf(c *cli.Context) (signature.Encoding, error) {
-	enc := signature.Encoding{Values: c.String("values"), Sparse: c.String("sparse")}
-	if s := c.String("quantize"); s != "" {
-		q, err := quantize.ParseConfig(s)
-		if err != nil {
-			return enc, err
-		}
-		enc.Values, enc.Quant = "q", q
-	}
-	return enc, nil
-}
-
-// patchSummary is what extract, diff -o x.wpatch and quantize print.
-type patchSummary struct {
-	File         string                          `json:"file"`
-	Kind         string                          `json:"kind"`
-	Tensors      int                             `json:"tensors"`
-	Elements     int64                           `json:"elements"`
-	PatchBytes   int64                           `json:"patch_bytes"`
-	ModelF32     int64                           `json:"model_f32_bytes"`
-	RatioVsModel float64                         `json:"ratio_vs_model_f32"`
-	QuantRelL2   *float64                        `json:"quant_rel_l2,omitempty"`
-	QuantMaxAbs  *float64                        `json:"quant_max_abs,omitempty"`
-	QuantSNRdB   *float64                        `json:"quant_snr_db,omitempty"`
-	PerTensor    map[string]signature.QuantError `json:"quant_per_tensor,omitempty"`
-}
-
-func summarize(path string, model weights.Checkpoint, errs map[string]signature.QuantError) (*patchSummary, error) {
-	p, err := signature.OpenPatch(path)
-	if err != nil {
-		return nil, err
-	}
-	defer p.Close()
-	s := &patchSummary{File: path, Kind: p.Kind, Tensors: len(p.Tensors), PatchBytes: p.Size}
-	for _, t := range p.Tensors {
-		s.Elements += t.Elements()
-	}
-	if model != nil {
-		for _, t := range model.Tensors() {
-			n, _ := t.NumElements()
-			s.ModelF32 += 4 * n
-		}
-		s.RatioVsModel = float64(s.ModelF32) / float64(s.PatchBytes)
-	}
-	if len(errs) > 0 {
-		var tot signature.QuantError
-		for _, e := range errs {
-			tot.Add(e)
-		}
-		r, m, snr := tot.RelL2(), tot.MaxAbs, tot.SNRdB()
-		s.QuantRelL2, s.QuantMaxAbs = &r, &m
-		if !math.IsInf(snr, 0) {
-			s.QuantSNRdB = &snr
-		}
-		s.PerTensor = errs
-	}
-	return s, nil
-}
-
-func printSummary(c *cli.Context, s *patchSummary) error {
-	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(s)
-	}
-	fmt.Printf("%s: %s patch, %d tensors, %d values, %s", s.File, s.Kind, s.Tensors, s.Elements, weights.HumanBytes(s.PatchBytes))
-	if s.ModelF32 > 0 {
-		fmt.Printf(" (%.1f× smaller than the whole model in F32, %s)", s.RatioVsModel, weights.HumanBytes(s.ModelF32))
-	}
-	fmt.Println()
-	if len(s.PerTensor) > 0 && c.Command.Name == "quantize" {
-		names := make([]string, 0, len(s.PerTensor))
-		for n := range s.PerTensor {
-			names = append(names, n)
-		}
-		sort.Slice(names, func(i, j int) bool { return weights.NaturalLess(names[i], names[j]) })
-		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "TENSOR\tREL L2\tMAX ABS\tSNR dB")
-		for _, n := range names {
-			e := s.PerTensor[n]
-			fmt.Fprintf(tw, "%s\t%.4f\t%.3g\t%.1f\n", n, e.RelL2(), e.MaxAbs, e.SNRdB())
-		}
-		tw.Flush()
-	}
-	if s.QuantRelL2 != nil {
-		fmt.Printf("quantization: relative L2 error %.4f, max abs error %.3g", *s.QuantRelL2, *s.QuantMaxAbs)
-		if s.QuantSNRdB != nil {
-			fmt.Printf(", SNR %.1f dB", *s.QuantSNRdB)
-		}
-		fmt.Println()
-	}
-	return nil
-}
+// parseQuant reads a quantization flag value (4bit-asym-block64).
+func parseQuant(s string) (quantize.Config, error) { return quantize.ParseConfig(s) }
 
 func signatureCommand() *cli.Command {
 	return &cli.Command{
@@ -154,27 +55,21 @@ func signatureCommand() *cli.Command {
 	}
 }
 
-// layerStats opens the clean and robust models (and --base) and computes
-// the signature statistics per tensor and per layer in one pass.
-func layerStats(c *cli.Context, clean, robust string) (pre, cl, rb weights.Checkpoint, stats []signature.TensorStat, layers []signature.LayerStat, closeFn func(), err error) {
+// openSources opens the clean and robust models and --base.
+func openSources(c *cli.Context, clean, robust string) (signature.Sources, func(), error) {
 	paths := []string{clean, robust}
 	if b := c.String("base"); b != "" {
 		paths = append(paths, b)
 	}
 	cks, err := openAll(paths...)
 	if err != nil {
-		return
+		return signature.Sources{}, nil, err
 	}
+	src := signature.Sources{Clean: cks[0], Robust: cks[1]}
 	if len(cks) == 3 {
-		pre = cks[2]
+		src.Pre = cks[2]
 	}
-	cl, rb, closeFn = cks[0], cks[1], func() { closeAll(cks) }
-	if stats, err = signature.SignatureStats(pre, cl, rb, c.Int("workers")); err != nil {
-		closeFn()
-		return
-	}
-	layers = signature.GroupStats(cl.Tensors(), stats)
-	return
+	return src, func() { closeAll(cks) }, nil
 }
 
 func extractAction(c *cli.Context) error {
@@ -195,54 +90,30 @@ func extractAction(c *cli.Context) error {
 			*f.dst = re
 		}
 	}
-	pre, clean, robust, stats, layers, done, err := layerStats(c, c.String("clean"), c.String("robust"))
+	if _, _, err := signature.AdjustRunningStats(c.String("running-stats"), nil, nil); err != nil {
+		return fmt.Errorf("signature extract: --running-stats: %w", err)
+	}
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("signature extract: %w", err)
+	}
+	src, done, err := openSources(c, c.String("clean"), c.String("robust"))
 	if err != nil {
 		return err
 	}
 	defer done()
-	stats, selected, err := signature.AdjustRunningStats(c.String("running-stats"), stats, sel.Select(layers))
-	if err != nil {
-		return fmt.Errorf("signature extract: --running-stats: %w", err)
-	}
-	if len(selected) == 0 {
-		return fmt.Errorf("signature extract: the selection keeps no tensor")
-	}
-	md := map[string]string{"weightops.version": version, "clean": clean.Path(), "robust": robust.Path()}
-	var srcs []string
-	for _, ck := range []weights.Checkpoint{pre, clean, robust} {
-		if ck == nil {
-			continue
-		}
-		d, err := signature.CheckpointDigest(ck)
-		if err != nil {
-			return err
-		}
-		srcs = append(srcs, filepath.Base(ck.Path())+"="+d)
-	}
-	md["sources_sha256"] = strings.Join(srcs, ",")
-	if pre != nil {
-		md["base"] = pre.Path()
-	}
-	md["selection"] = fmt.Sprintf("layers=%d energy=%g with_norms=%t include=%q exclude=%q running_stats=%s", sel.Layers, sel.Energy, sel.WithNorms, c.String("include"), c.String("exclude"), c.String("running-stats"))
-	w, err := signature.CreatePatch(c.String("output"), "rws", md, enc)
+	x, err := signature.Extract(c.Context, src, c.String("output"), signature.Options{
+		Options: so, Selection: sel, RunningStats: c.String("running-stats"), Encoding: enc,
+		Metadata: map[string]string{"weightops.version": version, "selection": sel.String() + " running_stats=" + c.String("running-stats")},
+	})
+	bar.Done()
 	if err != nil {
 		return err
 	}
-	// The signature patches the clean model: that is its base.
-	w.SetBase(strings.SplitN(srcs[len(srcs)-2], "=", 2)[1])
-	if err := signature.Extract(pre, clean, robust, stats, selected, w, c.Int("workers")); err != nil {
-		w.Abort()
-		return err
+	if c.Bool("json") {
+		return printJSON(x.Summary)
 	}
-	errs := w.Errors()
-	if err := w.Commit(); err != nil {
-		return err
-	}
-	s, err := summarize(c.String("output"), clean, errs)
-	if err != nil {
-		return err
-	}
-	return printSummary(c, s)
+	return x.WriteText(os.Stdout, false)
 }
 
 type layerRow struct {
@@ -258,20 +129,28 @@ func statsAction(c *cli.Context) error {
 	if c.NArg() != 2 {
 		return fmt.Errorf("signature stats: expected CLEAN and ROBUST, got %d arguments", c.NArg())
 	}
-	pre, _, _, _, layers, done, err := layerStats(c, c.Args().Get(0), c.Args().Get(1))
+	so, _, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("signature stats: %w", err)
+	}
+	src, done, err := openSources(c, c.Args().Get(0), c.Args().Get(1))
 	if err != nil {
 		return err
 	}
 	defer done()
+	st, err := signature.ComputeStats(c.Context, src, so)
+	if err != nil {
+		return err
+	}
 	var total, acc float64
-	for _, l := range layers {
+	for _, l := range st.Layers {
 		total += l.RWS2
 	}
 	var rows []layerRow
-	for _, l := range layers {
+	for _, l := range st.Layers {
 		acc += l.RWS2
 		r := layerRow{Layer: l.Name, Params: l.Elements, Norm: math.Sqrt(l.Theta2), RelDelta: l.RelNorm()}
-		if pre != nil {
+		if src.Pre != nil {
 			r.RelRWS = l.RelRWS()
 		}
 		if total > 0 {
@@ -280,16 +159,16 @@ func statsAction(c *cli.Context) error {
 		rows = append(rows, r)
 	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(rows)
+		return printJSON(rows)
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	if pre != nil {
+	if src.Pre != nil {
 		fmt.Fprintln(tw, "LAYER\tPARAMS\t‖θ‖\t‖δc‖/‖θ‖\t‖RWS‖/‖θ‖\tCUM. RWS ENERGY")
 	} else {
 		fmt.Fprintln(tw, "LAYER\tPARAMS\t‖θ‖\t‖δ‖/‖θ‖\tCUM. ENERGY")
 	}
 	for _, r := range rows {
-		if pre != nil {
+		if src.Pre != nil {
 			fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%.4g\t%.3f\n", r.Layer, r.Params, r.Norm, r.RelDelta, r.RelRWS, r.Energy)
 		} else {
 			fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%.3f\n", r.Layer, r.Params, r.Norm, r.RelDelta, r.Energy)
@@ -303,7 +182,7 @@ func patchCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
-		workersFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
+		workersFlag, memoryFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
 	}
 	return &cli.Command{
 		Name:  "patch",
@@ -324,38 +203,35 @@ func applyAction(c *cli.Context, remove bool) error {
 	if c.NArg() < 2 {
 		return fmt.Errorf("%s: expected a model and at least one patch", name)
 	}
+	if remove && len(c.Float64Slice("scale")) > 0 {
+		return fmt.Errorf("patch remove: scales come from the patched checkpoint's record; drop --scale")
+	}
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
 	model, err := weights.Open(c.Args().First())
 	if err != nil {
 		return err
 	}
 	defer model.Close()
-	var patches []*signature.Patch
+	var patches []*wpatch.Patch
 	for _, p := range c.Args().Slice()[1:] {
-		pt, err := signature.OpenPatch(p)
+		pt, err := wpatch.Open(p)
 		if err != nil {
 			return err
 		}
 		defer pt.Close()
 		patches = append(patches, pt)
 	}
-	o := signature.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Workers: c.Int("workers")}
-	if o.Shard, err = shardOf(c); err != nil {
-		return fmt.Errorf("%s: --shard: %w", name, err)
-	}
-	if s := c.String("shard-size"); s != "" {
-		if o.ShardSize, err = weights.ParseBytes(s); err != nil {
-			return fmt.Errorf("%s: --shard-size: %w", name, err)
-		}
-	}
-	var rep *signature.ApplyReport
+	o := wpatch.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Options: so}
+	var rep *wpatch.ApplyReport
 	if remove {
-		if len(o.Scales) > 0 {
-			return fmt.Errorf("patch remove: scales come from the patched checkpoint's record; drop --scale")
-		}
-		rep, err = signature.Remove(model, patches, c.String("output"), o)
+		rep, err = wpatch.Remove(c.Context, model, patches, c.String("output"), o)
 	} else {
-		rep, err = signature.Apply(model, patches, c.String("output"), o)
+		rep, err = wpatch.Apply(c.Context, model, patches, c.String("output"), o)
 	}
+	bar.Done()
 	if err != nil {
 		return err
 	}
@@ -363,7 +239,7 @@ func applyAction(c *cli.Context, remove bool) error {
 		fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", w)
 	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+		return printJSON(rep)
 	}
 	for _, f := range rep.Files {
 		fmt.Println(f)
@@ -375,7 +251,7 @@ func infoAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("patch info: expected one PATCH")
 	}
-	p, err := signature.OpenPatch(c.Args().First())
+	p, err := wpatch.Open(c.Args().First())
 	if err != nil {
 		return err
 	}
@@ -385,7 +261,7 @@ func infoAction(c *cli.Context) error {
 		dense += 4 * t.Elements()
 	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(map[string]any{
+		return printJSON(map[string]any{
 			"file": p.Path, "format_version": p.FormatVersion, "kind": p.Kind, "base_sha256": p.BaseSHA256,
 			"metadata": p.Metadata, "tensors": p.Tensors, "bytes": p.Size, "dense_f32_bytes": dense,
 			"ratio_vs_dense_f32": float64(dense) / float64(p.Size),
@@ -426,120 +302,80 @@ func quantizeCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "a .wpatch for a patch IN; a directory for a checkpoint IN"},
 			&cli.IntFlag{Name: "bits", Value: 4, Usage: "code width k (2, 3, 4, 8; any of 1..8)"},
-			&cli.IntFlag{Name: "group", Value: 64, Usage: "block size; 0 with --granularity channel or tensor"},
+			&cli.IntFlag{Name: "group", Value: 64, Usage: "block size, with --granularity block"},
 			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
 			&cli.StringFlag{Name: "granularity", Value: "block", Usage: "block, channel (per output row) or tensor"},
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
 			&cli.BoolFlag{Name: "mse", Usage: "per group, clip the range where that lowers the squared error (block/channel)"},
-			shardFlag, workersFlag, jsonFlag, quietFlag,
+			shardFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
 		},
 		Action: quantizeAction,
 	}
+}
+
+// quantConfig maps quantize's flags to a codec.
+func quantConfig(c *cli.Context) (quantize.Config, error) {
+	cfg := quantize.Config{Bits: c.Int("bits"), F16Scales: c.Bool("f16-scales"), MSE: c.Bool("mse")}
+	var err error
+	if cfg.Scheme, err = quantize.ParseScheme(c.String("scheme")); err != nil {
+		return cfg, err
+	}
+	if cfg.Granularity, err = quantize.ParseGranularity(c.String("granularity")); err != nil {
+		return cfg, err
+	}
+	if cfg.Granularity == quantize.PerBlock {
+		cfg.BlockSize = c.Int("group")
+	} else if c.IsSet("group") {
+		return cfg, fmt.Errorf("--group is the block size of --granularity block, not %s", c.String("granularity"))
+	}
+	return cfg, cfg.Validate()
 }
 
 func quantizeAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return fmt.Errorf("quantize: expected one IN")
 	}
-	spec := fmt.Sprintf("%dbit-%s-%s", c.Int("bits"), c.String("scheme"), c.String("granularity"))
-	if c.String("granularity") == "block" {
-		spec += fmt.Sprint(c.Int("group"))
+	cfg, err := quantConfig(c)
+	if err != nil {
+		return fmt.Errorf("quantize: %w", err)
 	}
-	if c.Bool("f16-scales") {
-		spec += "-f16"
-	}
-	if c.Bool("mse") {
-		spec += "-mse"
-	}
-	cfg, err := quantize.ParseConfig(spec)
+	so, bar, err := streamOptions(c)
 	if err != nil {
 		return fmt.Errorf("quantize: %w", err)
 	}
 	in, out := c.Args().First(), c.String("output")
-	enc := signature.Encoding{Values: "q", Quant: cfg}
-	if p, err := signature.OpenPatch(in); err == nil {
+	isPatch, err := wpatch.IsPatch(in)
+	if err != nil {
+		return err
+	}
+	var s *wpatch.Summary
+	if isPatch {
+		if so.Shard != nil {
+			return fmt.Errorf("quantize: --shard splits a checkpoint; %s is a patch", in)
+		}
+		p, err := wpatch.Open(in)
+		if err != nil {
+			return err
+		}
 		defer p.Close()
-		md := map[string]string{}
-		for k, v := range p.Metadata {
-			md[k] = v
-		}
-		md["quantized"] = cfg.String()
-		w, err := signature.CreatePatch(out, p.Kind, md, enc)
+		s, err = wpatch.Requantize(c.Context, p, out, cfg, so)
 		if err != nil {
 			return err
 		}
-		w.SetBase(p.BaseSHA256)
-		if err := signature.Requantize(p, w, c.Int("workers")); err != nil {
-			w.Abort()
-			return err
-		}
-		errs := w.Errors()
-		if err := w.Commit(); err != nil {
-			return err
-		}
-		s, err := summarize(out, nil, errs)
+	} else {
+		ck, err := weights.Open(in)
 		if err != nil {
 			return err
 		}
-		dense := 4 * s.Elements
-		s.ModelF32, s.RatioVsModel = dense, float64(dense)/float64(s.PatchBytes)
-		return printSummary(c, s)
-	}
-	ck, err := weights.Open(in)
-	if err != nil {
-		return err
-	}
-	defer ck.Close()
-	if err := os.MkdirAll(out, 0o755); err != nil {
-		return err
-	}
-	part, err := shardOf(c)
-	if err != nil {
-		return fmt.Errorf("quantize: --shard: %w", err)
-	}
-	// A sharded run writes model-i-of-n.safetensors and model-i-of-n.wq.
-	src, stem := ck.Tensors(), "model"
-	if part != nil {
-		src, stem = part.Select(src), strings.TrimSuffix(part.FileName(), ".safetensors")
-	}
-	w, err := signature.CreatePatch(filepath.Join(out, stem+".wq"), "weights", map[string]string{"source": in, "quantized": cfg.String()}, enc)
-	if err != nil {
-		return err
-	}
-	var infos []weights.TensorInfo
-	for _, t := range src {
-		if t.DType.IsFloat() && !t.DType.Writable() {
-			t.DType = weights.F32
+		defer ck.Close()
+		s, err = wpatch.QuantizeCheckpoint(c.Context, ck, out, cfg, so)
+		bar.Done()
+		if err != nil {
+			return err
 		}
-		infos = append(infos, t)
 	}
-	md := map[string]string{"format": "pt", "weightops.quantized": cfg.String(), "weightops.source": in}
-	sw, err := weights.CreateSafetensors(filepath.Join(out, stem+".safetensors"), infos, md)
-	if err != nil {
-		w.Abort()
-		return err
+	if c.Bool("json") {
+		return printJSON(s)
 	}
-	err = signature.QuantizeCheckpoint(ck, src, w, c.Int("workers"), func(t weights.Tensor) error { return sw.WriteTensor(t.Name, t.Data) })
-	if err != nil {
-		w.Abort()
-		sw.Abort()
-		return err
-	}
-	errs := w.Errors()
-	if err := w.Commit(); err != nil {
-		sw.Abort()
-		return err
-	}
-	if err := sw.Commit(); err != nil {
-		return err
-	}
-	// config.json, tokenizer and arch files go beside the dequantized copy.
-	if _, err := merge.CopyModelFiles(in, out); err != nil {
-		return err
-	}
-	s, err := summarize(filepath.Join(out, stem+".wq"), ck, errs)
-	if err != nil {
-		return err
-	}
-	return printSummary(c, s)
+	return s.WriteText(os.Stdout, true)
 }

@@ -1,11 +1,12 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/weightops/weightops"
 
 	"github.com/urfave/cli/v2"
 
@@ -20,7 +21,7 @@ func reportCommand() *cli.Command {
 		Usage: "an HTML page and a Markdown file with charts about the demo models: where the difference lives, " +
 			"task-vector similarity, patch sparsity, accuracy along an interpolation",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "data", Value: "testdata/demo", Usage: "demo models (as for weightops demo)"},
+			&cli.StringFlag{Name: "data", Usage: "demo models (as for weightops demo; default: the embedded ones)"},
 			&cli.StringFlag{Name: "from", Usage: "a `weightops demo --out` directory: include its results table and use its signature patches"},
 			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output directory (default: a new temporary directory)"},
 			&cli.StringFlag{Name: "alpha", Value: "0:1:0.25", Usage: "interpolation sweep clean → robust (start:stop:step or a list)"},
@@ -47,13 +48,13 @@ func reportAction(c *cli.Context) error {
 	if c.Bool("quiet") {
 		log = nil
 	}
-	rep, err := report.Build(report.Options{Data: c.String("data"), From: c.String("from"), Out: out, Alphas: c.String("alpha"),
+	rep, err := report.Build(c.Context, report.Options{Data: c.String("data"), Embedded: weightops.DemoData, From: c.String("from"), Out: out, Alphas: c.String("alpha"),
 		EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Log: log})
 	if err != nil {
 		return err
 	}
 	if c.Bool("json") {
-		return json.NewEncoder(os.Stdout).Encode(rep)
+		return printJSON(rep)
 	}
 	fmt.Println(filepath.Join(out, report.HTMLFile))
 	fmt.Println(filepath.Join(out, report.MarkdownFile))

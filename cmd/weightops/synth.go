@@ -33,9 +33,9 @@ func synthCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("synth: --size: %w", err)
 			}
-			dt, err := weights.ParseDType(c.String("dtype"))
-			if err != nil || !dt.IsFloat() || !dt.Writable() {
-				return fmt.Errorf("synth: --dtype %q: use bf16, f16, f32 or f64", c.String("dtype"))
+			dt, err := weights.ParseFloatDType(c.String("dtype"))
+			if err != nil {
+				return fmt.Errorf("synth: --dtype: %w", err)
 			}
 			o := weights.SynthOptions{Bytes: size, DType: dt, Seed: c.Uint64("seed"), Hidden: c.Int("hidden"), Vocab: c.Int("vocab")}
 			if s := c.String("shard-size"); s != "" {
@@ -45,7 +45,7 @@ func synthCommand() *cli.Command {
 			}
 			bar := progress.New(weights.TotalBytes(weights.SynthInfos(o)), "synth", c.Bool("quiet"))
 			o.Progress = bar.Func()
-			files, err := weights.Synthesize(c.Args().First(), o)
+			files, err := weights.Synthesize(c.Context, c.Args().First(), o)
 			bar.Done()
 			if err != nil {
 				return err

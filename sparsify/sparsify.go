@@ -1,4 +1,4 @@
-package signature
+package sparsify
 
 import (
 	"fmt"
@@ -62,8 +62,8 @@ func ParseRescale(s string) (Rescale, error) {
 	return 0, fmt.Errorf("unknown rescale %q (none, density, l1, l2, linf)", s)
 }
 
-// Sparsify is one model's sparsification of one tensor.
-type Sparsify struct {
+// Spec is one model's sparsification of one tensor.
+type Spec struct {
 	Method  Method
 	Density float64 // fraction kept (of all entries)
 	Gamma   float64 // MagnitudeOutliers: top fraction dropped
@@ -84,7 +84,7 @@ type Sparsify struct {
 // then kept (nKeep), rounding down as mergekit does (int(density·n)). When
 // the two exceed n, fewer outliers are dropped. Unlike mergekit, nTop = 0
 // (γ·n < 1) keeps the top nKeep rather than emptying the tensor.
-func (s Sparsify) Counts(n int64) (nTop, nKeep int64) {
+func (s Spec) Counts(n int64) (nTop, nKeep int64) {
 	switch s.Method {
 	case Magnitude:
 		return 0, min(n, int64(max(0, s.Density)*float64(n)))
@@ -100,7 +100,7 @@ func (s Sparsify) Counts(n int64) (nTop, nKeep int64) {
 }
 
 // Active reports whether the spec changes anything.
-func (s Sparsify) Active() bool {
+func (s Spec) Active() bool {
 	switch s.Method {
 	case Magnitude:
 		return s.Density < 1
@@ -123,11 +123,11 @@ const (
 	PassNorm               // norms before and after masking, for rescaling
 )
 
-// TensorSparsifier applies a Sparsify to one tensor streamed in row-aligned
+// TensorSparsifier applies a Spec to one tensor streamed in row-aligned
 // chunks in index order: Observe each chunk during each pre-pass that
 // Needs, then Apply each chunk once.
 type TensorSparsifier struct {
-	spec   Sparsify
+	spec   Spec
 	n      int64
 	rowLen int
 	seed   [2]uint64
@@ -149,7 +149,7 @@ type TensorSparsifier struct {
 
 // ForTensor prepares to sparsify a tensor of the given shape; model is the
 // model's index in the merge (for the Random stream).
-func (s Sparsify) ForTensor(name string, shape []int64, model int) *TensorSparsifier {
+func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier {
 	n := int64(1)
 	for _, d := range shape {
 		n *= d
@@ -353,9 +353,9 @@ func (t *TensorSparsifier) Apply(chunk []float32) int {
 	return kept
 }
 
-// SparsifyInPlace applies s to a whole tensor held in memory: the
+// InPlace applies s to a whole tensor held in memory: the
 // reference path, also used for small tensors.
-func SparsifyInPlace(s Sparsify, name string, shape []int64, model int, v []float32) {
+func InPlace(s Spec, name string, shape []int64, model int, v []float32) {
 	t := s.ForTensor(name, shape, model)
 	for _, p := range append([]Pass(nil), t.Needs()...) {
 		if !contains(t.Needs(), p) {

@@ -1,17 +1,17 @@
-package merge
+package stream
 
 import (
 	"sync"
 	"unsafe"
 )
 
-// slicePool recycles tensor-sized slices between tensors so that most
-// tensors skip the zeroing and page faults of fresh allocations. Only
-// slices up to maxLen elements are kept, and at most limit bytes in all,
-// so a pool never holds a model's worth of memory; the few huge tensors
-// (embeddings) allocate afresh and go back to the GC. Slices come back
-// with stale contents: callers overwrite them fully before reading.
-type slicePool[T any] struct {
+// Pool recycles tensor-sized slices between tensors so that most tensors
+// skip the zeroing and page faults of fresh allocations. Only slices up to
+// a quarter of the limit (and 64 MiB) are kept, and at most limit bytes in
+// all, so a pool never holds a model's worth of memory; the few huge
+// tensors (embeddings) allocate afresh and go back to the GC. Slices come
+// back with stale contents: callers overwrite them fully before reading.
+type Pool[T any] struct {
 	mu     sync.Mutex
 	free   [][]T
 	held   int64
@@ -19,19 +19,21 @@ type slicePool[T any] struct {
 	maxLen int
 }
 
-func newSlicePool[T any](limit int64) *slicePool[T] {
+// NewPool returns a pool holding at most limit bytes.
+func NewPool[T any](limit int64) *Pool[T] {
 	var z T
 	size := int64(unsafe.Sizeof(z))
-	return &slicePool[T]{limit: limit, maxLen: int(min(limit/4, 64<<20) / size)}
+	return &Pool[T]{limit: limit, maxLen: int(min(limit/4, 64<<20) / size)}
 }
 
-func (p *slicePool[T]) bytes(s []T) int64 {
+func (p *Pool[T]) bytes(s []T) int64 {
 	var z T
 	return int64(cap(s)) * int64(unsafe.Sizeof(z))
 }
 
-// get returns a slice of length n, from the pool when one is big enough.
-func (p *slicePool[T]) get(n int) []T {
+// Get returns a slice of length n, from the pool when one is big enough
+// (the smallest such), else a new one.
+func (p *Pool[T]) Get(n int) []T {
 	p.mu.Lock()
 	best := -1
 	for i, b := range p.free {
@@ -50,8 +52,8 @@ func (p *slicePool[T]) get(n int) []T {
 	return make([]T, n)
 }
 
-// put offers a slice back.
-func (p *slicePool[T]) put(b []T) {
+// Put offers a slice back.
+func (p *Pool[T]) Put(b []T) {
 	if cap(b) == 0 || cap(b) > p.maxLen {
 		return
 	}
@@ -75,8 +77,8 @@ func (p *slicePool[T]) put(b []T) {
 }
 
 // Float scratch shared by the kernels of a process: decoded copies of
-// inputs and cached task vectors, each at most the materialize limit.
+// inputs and cached task vectors, each at most MaterializeLimit.
 var (
-	f64Pool = newSlicePool[float64](48 << 20)
-	f32Pool = newSlicePool[float32](48 << 20)
+	F64 = NewPool[float64](48 << 20)
+	F32 = NewPool[float32](48 << 20)
 )

@@ -1,4 +1,4 @@
-package signature
+package sparsify
 
 import (
 	"math"
@@ -23,7 +23,7 @@ func TestBreadcrumbsHandWorked(t *testing.T) {
 	// n = 10, γ = 0.1 → drop 1 outlier (0.9); density 0.5 → keep the next
 	// five by magnitude: 0.7, 0.6, -0.5, -0.4, 0.3.
 	v := []float32{0.1, -0.5, 0.3, 0.9, -0.2, 0, 0.7, -0.4, 0.6, 0.05}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1}, "w", []int64{10}, 0, v)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1}, "w", []int64{10}, 0, v)
 	eq(t, "per-tensor", v, []float32{0, -0.5, 0.3, 0, 0, 0, 0.7, -0.4, 0.6, 0})
 }
 
@@ -31,14 +31,14 @@ func TestBreadcrumbsGammaBelowOneEntryKeepsTop(t *testing.T) {
 	// γ·n = 0.1 < 1: nothing to drop from the top, so keep the top 30%
 	// (mergekit would zero the whole tensor here).
 	v := []float32{0.1, -0.5, 0.3, 0.9, -0.2, 0, 0.7, -0.4, 0.6, 0.05}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.3, Gamma: 0.01}, "w", []int64{10}, 0, v)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.3, Gamma: 0.01}, "w", []int64{10}, 0, v)
 	eq(t, "γn<1", v, []float32{0, 0, 0, 0.9, 0, 0, 0.7, 0, 0.6, 0})
 }
 
 func TestBreadcrumbsDensityPlusGammaOverOne(t *testing.T) {
 	// density 0.8, γ 0.5, n = 4: nKeep = 3, nTop would be 2 but only 1 fits.
 	v := []float32{4, 3, 2, 1}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.8, Gamma: 0.5}, "w", []int64{4}, 0, v)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.8, Gamma: 0.5}, "w", []int64{4}, 0, v)
 	eq(t, "capped γ", v, []float32{0, 3, 2, 1})
 }
 
@@ -49,36 +49,36 @@ func TestBreadcrumbsPerRow(t *testing.T) {
 		1, 2, 3, 4,
 		-40, 30, -20, 10,
 	}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25, PerRow: true}, "w", []int64{2, 4}, 0, v)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25, PerRow: true}, "w", []int64{2, 4}, 0, v)
 	eq(t, "per-row", v, []float32{0, 2, 3, 0, 0, 30, -20, 0})
 	// The same matrix per tensor: drop top 2 of 8 (-40, 30), keep 4.
 	w := []float32{1, 2, 3, 4, -40, 30, -20, 10}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{2, 4}, 0, w)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{2, 4}, 0, w)
 	eq(t, "per-tensor", w, []float32{0, 0, 3, 4, 0, 0, -20, 10})
 }
 
 func TestMagnitudeTiesBrokenByIndex(t *testing.T) {
 	v := []float32{0.5, -0.5, 0.5, 0.1}
-	SparsifyInPlace(Sparsify{Method: Magnitude, Density: 0.5}, "w", []int64{4}, 0, v)
+	InPlace(Spec{Method: Magnitude, Density: 0.5}, "w", []int64{4}, 0, v)
 	eq(t, "ties", v, []float32{0.5, -0.5, 0, 0})
 	// Breadcrumbs dropping one of three equal outliers: the lowest index.
 	w := []float32{0.5, -0.5, 0.5, 0.1}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{4}, 0, w)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.25}, "w", []int64{4}, 0, w)
 	eq(t, "ties outliers", w, []float32{0, -0.5, 0.5, 0})
 }
 
 func TestDegenerateInputs(t *testing.T) {
 	zero := make([]float32, 7)
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1, Rescale: L1}, "w", []int64{7}, 0, zero)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.1, Rescale: L1}, "w", []int64{7}, 0, zero)
 	eq(t, "all zero", zero, make([]float32, 7))
 	one := []float32{3, -1}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 1, Gamma: 0.01}, "w", []int64{2}, 0, one)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 1, Gamma: 0.01}, "w", []int64{2}, 0, one)
 	eq(t, "density 1", one, []float32{3, -1})
 	none := []float32{3, -1}
-	SparsifyInPlace(Sparsify{Method: Magnitude, Density: 0}, "w", []int64{2}, 0, none)
+	InPlace(Spec{Method: Magnitude, Density: 0}, "w", []int64{2}, 0, none)
 	eq(t, "density 0", none, []float32{0, 0})
 	scalar := []float32{2}
-	SparsifyInPlace(Sparsify{Method: MagnitudeOutliers, Density: 0.9, Gamma: 0.1, PerRow: true}, "s", []int64{}, 0, scalar)
+	InPlace(Spec{Method: MagnitudeOutliers, Density: 0.9, Gamma: 0.1, PerRow: true}, "s", []int64{}, 0, scalar)
 	eq(t, "scalar", scalar, []float32{0}) // int(0.9·1) = 0 kept
 }
 
@@ -119,7 +119,7 @@ func TestStreamedCutsMatchSortReference(t *testing.T) {
 				v[i] = float32(rng.NormFloat64() * math.Pow(10, float64(rng.IntN(8)-4)))
 			}
 		}
-		s := Sparsify{Method: MagnitudeOutliers, Density: rng.Float64(), Gamma: rng.Float64() * 0.3}
+		s := Spec{Method: MagnitudeOutliers, Density: rng.Float64(), Gamma: rng.Float64() * 0.3}
 		nTop, nKeep := s.Counts(int64(n))
 		want := refKeep(v, int(nTop), int(nKeep))
 		// Stream in uneven chunk sizes.
@@ -158,9 +158,9 @@ func TestDAREKeepsDensityAndRescales(t *testing.T) {
 		v[i] = float32(rng.NormFloat64())
 	}
 	for _, density := range []float64{0.1, 0.5, 0.9} {
-		s := Sparsify{Method: Random, Density: density, Rescale: InverseDensity, Seed: 7}
+		s := Spec{Method: Random, Density: density, Rescale: InverseDensity, Seed: 7}
 		a := append([]float32(nil), v...)
-		SparsifyInPlace(s, "w", []int64{int64(n)}, 0, a)
+		InPlace(s, "w", []int64{int64(n)}, 0, a)
 		kept := 0
 		for i := range a {
 			if a[i] != 0 {
@@ -176,10 +176,10 @@ func TestDAREKeepsDensityAndRescales(t *testing.T) {
 			t.Errorf("density %.1f: kept %d of %d", density, kept, n)
 		}
 		b := append([]float32(nil), v...)
-		SparsifyInPlace(s, "w", []int64{int64(n)}, 0, b)
+		InPlace(s, "w", []int64{int64(n)}, 0, b)
 		eq(t, "same seed", b, a)
 		c := append([]float32(nil), v...)
-		SparsifyInPlace(s, "w", []int64{int64(n)}, 1, c)
+		InPlace(s, "w", []int64{int64(n)}, 1, c)
 		same := true
 		for i := range c {
 			same = same && c[i] == a[i]
@@ -189,9 +189,9 @@ func TestDAREKeepsDensityAndRescales(t *testing.T) {
 		}
 	}
 	// L1 rescale: the L1 norm after equals the norm before (float64 check).
-	s := Sparsify{Method: Random, Density: 0.3, Rescale: L1, Seed: 9}
+	s := Spec{Method: Random, Density: 0.3, Rescale: L1, Seed: 9}
 	a := append([]float32(nil), v...)
-	SparsifyInPlace(s, "w", []int64{int64(n)}, 0, a)
+	InPlace(s, "w", []int64{int64(n)}, 0, a)
 	var before, after float64
 	for i := range v {
 		before += math.Abs(float64(v[i]))

@@ -1,22 +1,20 @@
-package signature
+package wpatch
 
 import (
 	"bytes"
-	"crypto/sha256"
+	"context"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"maps"
-	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -42,14 +40,11 @@ type ApplyOptions struct {
 	Scales []float64
 	// Strict makes a patch recorded for another base checkpoint an error
 	// instead of a warning.
-	Strict    bool
-	Workers   int
-	ShardSize int64
-	Progress  func(int64)
-	// Shard writes only this worker's balanced share of the tensors into
-	// out/model-i-of-n.safetensors. Undo records cover every patched
-	// tensor, so every shard carries the same metadata.
-	Shard *weights.ShardSpec
+	Strict bool
+	// Options: workers, memory, output sharding. With Shard, only this
+	// worker's share of the tensors is written; the undo records cover
+	// every patched tensor, so every shard carries the same metadata.
+	stream.Options
 }
 
 // ApplyReport tells what Apply or Remove did.
@@ -62,51 +57,6 @@ type ApplyReport struct {
 	// not give θ back.
 	UndoEntries int64 `json:"undo_entries"`
 	UndoBytes   int   `json:"undo_bytes"`
-}
-
-// FileSHA256 hashes one file.
-func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// CheckpointDigest is the SHA-256 of a single-file checkpoint, or for a
-// sharded one the SHA-256 of its "name sha256" lines in name order.
-func CheckpointDigest(c weights.Checkpoint) (string, error) {
-	files := []string{c.Path()}
-	if f, ok := c.(interface{ Files() []string }); ok {
-		files = f.Files()
-	}
-	if len(files) == 1 {
-		return FileSHA256(files[0])
-	}
-	sort.Strings(files)
-	h := sha256.New()
-	for _, f := range files {
-		s, err := FileSHA256(f)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s %s\n", baseName(f), s)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-func baseName(p string) string {
-	for i := len(p) - 1; i >= 0; i-- {
-		if p[i] == '/' {
-			return p[i+1:]
-		}
-	}
-	return p
 }
 
 // patchPlan maps each patched tensor to the patches touching it.
@@ -146,20 +96,64 @@ func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64) (*pat
 }
 
 // delta sums s_i·d_i over the patches touching a tensor, in patch order,
-// in float64: Apply and Remove compute it identically.
-func (pl *patchPlan) delta(name string, n int64) ([]float64, error) {
-	acc := make([]float64, n)
-	buf := make([]float32, n)
+// in float64 into acc: Apply and Remove compute it identically.
+func (pl *patchPlan) delta(name string, acc []float64) error {
+	clear(acc)
+	buf := stream.F32.Get(len(acc))
+	defer stream.F32.Put(buf)
 	for _, i := range pl.touched[name] {
 		if err := pl.patches[i].Load(name, buf); err != nil {
-			return nil, err
+			return err
 		}
 		s := pl.scales[i]
 		for e, v := range buf {
 			acc[e] += s * float64(v)
 		}
 	}
-	return acc, nil
+	return nil
+}
+
+// job is the streaming job over the model that writes (or, with no out,
+// only visits) the patched tensors, each computed by fn from the model's
+// bytes and Σ s_i·d_i into dst.
+func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, fn func(t weights.Tensor, acc []float64, dst []byte) error) *stream.Job {
+	return &stream.Job{
+		Inputs:  []weights.Checkpoint{pl.model},
+		Tensors: tensors,
+		PassThrough: func(t weights.TensorInfo) int {
+			if _, ok := pl.touched[t.Name]; ok {
+				return -1
+			}
+			return 0
+		},
+		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
+			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
+				n, _ := t.NumElements()
+				acc := stream.F64.Get(int(n))
+				defer stream.F64.Put(acc)
+				if err := pl.delta(t.Name, acc); err != nil {
+					return err
+				}
+				var dst []byte
+				if len(t.Out) > 0 {
+					dst = t.Out[0]
+				}
+				if err := fn(t.In[0], acc, dst); err != nil {
+					return &weights.TensorError{File: pl.model.Path(), Tensor: t.Name, Err: err}
+				}
+				return nil
+			}), nil
+		},
+		// The model's bytes, the output's, θ and Σ s·d in float64, and a
+		// float32 patch buffer.
+		Cost: func(t weights.TensorInfo) int64 {
+			b, _ := t.ByteSize()
+			n, _ := t.NumElements()
+			return 3*b + 20*n
+		},
+		Phase:   phase,
+		Options: o,
+	}
 }
 
 type undoRecord struct {
@@ -168,25 +162,26 @@ type undoRecord struct {
 	orig    []byte // original element bytes, concatenated
 }
 
-// applyTensor returns round(θ + acc) in the tensor's dtype, and the
-// elements where round(round(θ + acc) − acc) ≠ θ with their original bytes.
-func applyTensor(t weights.Tensor, acc []float64) ([]byte, undoRecord, error) {
+// applyTensor writes round(θ + acc) in the tensor's dtype into out, and
+// returns the elements where round(round(θ + acc) − acc) ≠ θ with their
+// original bytes.
+func applyTensor(t weights.Tensor, acc []float64, out []byte) (undoRecord, error) {
 	n := len(acc)
 	es := t.DType.Size()
-	theta := make([]float64, n)
+	theta := stream.F64.Get(n)
+	defer stream.F64.Put(theta)
 	if err := weights.Decode(t.DType, t.Data, theta); err != nil {
-		return nil, undoRecord{}, err
+		return undoRecord{}, err
 	}
 	for i := range theta {
 		theta[i] += acc[i]
 	}
-	out := make([]byte, len(t.Data))
 	if err := weights.Encode(t.DType, theta, out); err != nil {
-		return nil, undoRecord{}, err
+		return undoRecord{}, err
 	}
-	back, err := subtract(t.DType, out, acc)
-	if err != nil {
-		return nil, undoRecord{}, err
+	back := make([]byte, len(out))
+	if err := subtract(t.DType, out, acc, back); err != nil {
+		return undoRecord{}, err
 	}
 	u := undoRecord{name: t.Name}
 	for i := 0; i < n; i++ {
@@ -195,28 +190,27 @@ func applyTensor(t weights.Tensor, acc []float64) ([]byte, undoRecord, error) {
 			u.orig = append(u.orig, t.Data[i*es:(i+1)*es]...)
 		}
 	}
-	return out, u, nil
+	return u, nil
 }
 
-// subtract returns round(θ' − acc), the naive inverse.
-func subtract(dt weights.DType, patched []byte, acc []float64) ([]byte, error) {
-	v := make([]float64, len(acc))
+// subtract writes round(θ' − acc) into out: the naive inverse.
+func subtract(dt weights.DType, patched []byte, acc []float64, out []byte) error {
+	v := stream.F64.Get(len(acc))
+	defer stream.F64.Put(v)
 	if err := weights.Decode(dt, patched, v); err != nil {
-		return nil, err
+		return err
 	}
 	for i := range v {
 		v[i] -= acc[i]
 	}
-	out := make([]byte, len(patched))
-	return out, weights.Encode(dt, v, out)
+	return weights.Encode(dt, v, out)
 }
 
-func encodeUndo(recs []undoRecord) (string, int64, error) {
+func encodeUndo(recs []undoRecord) string {
 	sort.Slice(recs, func(i, j int) bool { return recs[i].name < recs[j].name })
 	var b bytes.Buffer
 	var tmp [binary.MaxVarintLen64]byte
 	put := func(v uint64) { b.Write(tmp[:binary.PutUvarint(tmp[:], v)]) }
-	var total int64
 	for _, r := range recs {
 		if len(r.indices) == 0 {
 			continue
@@ -230,11 +224,9 @@ func encodeUndo(recs []undoRecord) (string, int64, error) {
 			prev = i
 		}
 		b.Write(r.orig)
-		total += int64(len(r.indices))
 	}
 	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-	comp := zw.EncodeAll(b.Bytes(), nil)
-	return base64.StdEncoding.EncodeToString(comp), total, nil
+	return base64.StdEncoding.EncodeToString(zw.EncodeAll(b.Bytes(), nil))
 }
 
 func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, error) {
@@ -295,52 +287,31 @@ func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, erro
 	return out, nil
 }
 
-// stream writes every tensor of model to out, replacing the touched ones
-// with fn's bytes.
-func (pl *patchPlan) stream(out string, md map[string]string, o ApplyOptions, fn func(t weights.Tensor) ([]byte, error)) ([]string, error) {
-	infos := pl.model.Tensors()
-	if o.Shard != nil {
-		if err := os.MkdirAll(out, 0o755); err != nil {
-			return nil, err
-		}
-		infos, out = o.Shard.Select(infos), filepath.Join(out, o.Shard.FileName())
-	}
-	w, files, err := weights.CreateOutput(out, infos, md, o.ShardSize)
+// write streams every tensor of the model (of its shard) to out, the
+// touched ones computed by fn.
+func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string, o stream.Options, phase string, fn func(t weights.Tensor, acc []float64, dst []byte) error) ([]string, error) {
+	infos, out, err := o.ShardOutput(pl.model.Tensors(), out)
 	if err != nil {
 		return nil, err
 	}
-	err = weights.ForEach(infos, o.Workers, func(_ int, t weights.TensorInfo) error {
-		ten, err := pl.model.ReadTensor(t.Name, nil)
-		if err != nil {
-			return err
-		}
-		data := ten.Data
-		if _, ok := pl.touched[t.Name]; ok {
-			if data, err = fn(ten); err != nil {
-				return err
-			}
-		}
-		if err := w.WriteTensor(t.Name, data); err != nil {
-			return err
-		}
-		if o.Progress != nil {
-			o.Progress(int64(len(ten.Data)))
-		}
-		return nil
-	})
+	job := pl.job(infos, o, phase, fn)
+	same := func(t weights.TensorInfo) weights.DType { return t.DType }
+	job.Outputs = []stream.Output{stream.CheckpointOutput(out, md, same, o.ShardSize)}
+	files, err := job.Run(ctx)
 	if err != nil {
-		w.Abort()
 		return nil, err
 	}
-	return files, w.Commit()
+	return files[0], nil
 }
 
 // Apply writes model + Σ s_i·patch_i to out. Each patched element is
 // rounded once to the model's dtype. So that Remove can restore the model
 // exactly, the output's metadata records the patches (SHA-256 and scale),
 // the original metadata, and the few elements where subtracting the patch
-// again would not round back to the original (undo records).
-func Apply(model weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
+// again would not round back to the original (undo records). The header
+// holding them comes first in the file, so the patched tensors are
+// computed twice: once for the records, once to write.
+func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
 	pl, err := newPlan(model, patches, o.Scales)
 	if err != nil {
 		return nil, err
@@ -349,16 +320,16 @@ func Apply(model weights.Checkpoint, patches []*Patch, out string, o ApplyOption
 	var digest string
 	var applied []AppliedPatch
 	for i, p := range patches {
-		sum, err := FileSHA256(p.Path)
+		sum, err := weights.FileSHA256(p.Path)
 		if err != nil {
 			return nil, err
 		}
-		applied = append(applied, AppliedPatch{SHA256: sum, Scale: pl.scales[i], File: baseName(p.Path), Kind: p.Kind})
+		applied = append(applied, AppliedPatch{SHA256: sum, Scale: pl.scales[i], File: filepath.Base(p.Path), Kind: p.Kind})
 		if p.BaseSHA256 == "" {
 			continue
 		}
 		if digest == "" {
-			if digest, err = CheckpointDigest(model); err != nil {
+			if digest, err = weights.CheckpointDigest(model); err != nil {
 				return nil, err
 			}
 		}
@@ -371,62 +342,44 @@ func Apply(model weights.Checkpoint, patches []*Patch, out string, o ApplyOption
 		}
 	}
 	// Pass 1: the undo records, over the patched tensors only.
-	var names []weights.TensorInfo
+	var touched []weights.TensorInfo
 	for _, t := range model.Tensors() {
 		if _, ok := pl.touched[t.Name]; ok {
-			names = append(names, t)
+			touched = append(touched, t)
 		}
 	}
 	var mu sync.Mutex
 	var recs []undoRecord
-	err = weights.ForEach(names, o.Workers, func(_ int, t weights.TensorInfo) error {
-		ten, err := model.ReadTensor(t.Name, nil)
+	undoJob := pl.job(touched, o.Options, "computing undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
+		out := make([]byte, len(t.Data))
+		u, err := applyTensor(t, acc, out)
 		if err != nil {
 			return err
-		}
-		acc, err := pl.delta(t.Name, int64(len(ten.Data)/ten.DType.Size()))
-		if err != nil {
-			return err
-		}
-		_, u, err := applyTensor(ten, acc)
-		if err != nil {
-			return &weights.TensorError{File: model.Path(), Tensor: t.Name, Err: err}
 		}
 		mu.Lock()
 		recs = append(recs, u)
 		mu.Unlock()
 		return nil
 	})
-	if err != nil {
+	if _, err := undoJob.Run(ctx); err != nil {
 		return nil, err
 	}
-	undo, entries, err := encodeUndo(recs)
-	if err != nil {
-		return nil, err
+	for _, r := range recs {
+		rep.UndoEntries += int64(len(r.indices))
 	}
+	undo := encodeUndo(recs)
 	orig := model.Metadata()
 	origJSON, _ := json.Marshal(orig)
 	appliedJSON, _ := json.Marshal(applied)
-	md := map[string]string{}
-	maps.Copy(md, orig)
-	if _, ok := md["format"]; !ok {
-		md["format"] = "pt"
-	}
+	md := stream.HFMetadata(orig)
 	md[MetaPatches] = string(appliedJSON)
 	md[MetaUndo] = undo
 	md[MetaUndoMetadata] = string(origJSON)
-	if orig == nil {
-		md[MetaUndoMetadata] = "null"
-	}
-	rep.UndoEntries, rep.UndoBytes = entries, len(undo)
+	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
-	rep.Files, err = pl.stream(out, md, o, func(t weights.Tensor) ([]byte, error) {
-		acc, err := pl.delta(t.Name, int64(len(t.Data)/t.DType.Size()))
-		if err != nil {
-			return nil, err
-		}
-		b, _, err := applyTensor(t, acc)
-		return b, err
+	rep.Files, err = pl.write(ctx, out, md, o.Options, "patching", func(t weights.Tensor, acc []float64, dst []byte) error {
+		_, err := applyTensor(t, acc, dst)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -438,7 +391,7 @@ func Apply(model weights.Checkpoint, patches []*Patch, out string, o ApplyOption
 // it writes the original tensors and metadata back, bit for bit. The
 // patches must be the ones recorded (same files, same order); their
 // recorded scales are used.
-func Remove(patched weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
+func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
 	md := patched.Metadata()
 	var applied []AppliedPatch
 	if err := json.Unmarshal([]byte(md[MetaPatches]), &applied); err != nil || md[MetaPatches] == "" {
@@ -449,7 +402,7 @@ func Remove(patched weights.Checkpoint, patches []*Patch, out string, o ApplyOpt
 	}
 	scales := make([]float64, len(patches))
 	for i, p := range patches {
-		sum, err := FileSHA256(p.Path)
+		sum, err := weights.FileSHA256(p.Path)
 		if err != nil {
 			return nil, err
 		}
@@ -471,22 +424,17 @@ func Remove(patched weights.Checkpoint, patches []*Patch, out string, o ApplyOpt
 		return nil, fmt.Errorf("%s: original metadata record: %w", patched.Path(), err)
 	}
 	rep := &ApplyReport{Tensors: len(pl.touched)}
-	rep.Files, err = pl.stream(out, orig, o, func(t weights.Tensor) ([]byte, error) {
-		acc, err := pl.delta(t.Name, int64(len(t.Data)/t.DType.Size()))
-		if err != nil {
-			return nil, err
-		}
-		b, err := subtract(t.DType, t.Data, acc)
-		if err != nil {
-			return nil, err
+	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc []float64, dst []byte) error {
+		if err := subtract(t.DType, t.Data, acc, dst); err != nil {
+			return err
 		}
 		es := t.DType.Size()
 		if u, ok := undo[t.Name]; ok {
 			for k, i := range u.indices {
-				copy(b[int(i)*es:], u.orig[k*es:(k+1)*es])
+				copy(dst[int(i)*es:], u.orig[k*es:(k+1)*es])
 			}
 		}
-		return b, nil
+		return nil
 	})
 	return rep, err
 }

@@ -1,4 +1,4 @@
-package signature
+package wpatch
 
 import (
 	"bytes"
@@ -11,22 +11,47 @@ import (
 	"maps"
 	"math"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
+
+// A patch is not a checkpoint: opening one where a checkpoint is expected
+// says what it is.
+func init() {
+	weights.RegisterFormat(weights.Format{
+		Name:  "wpatch",
+		Match: func(h []byte) bool { return bytes.HasPrefix(h, []byte(Magic)) },
+		Open: func(path string) (weights.Checkpoint, error) {
+			return nil, fmt.Errorf("%s: a weightops patch, not a checkpoint (see weightops patch info / apply)", path)
+		},
+	})
+}
+
+// IsPatch reports whether the file at path starts with the patch magic,
+// so a caller can tell "not a patch" from "a damaged patch".
+func IsPatch(path string) (bool, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	var m [len(Magic)]byte
+	n, _ := io.ReadFull(f, m[:])
+	return n == len(m) && string(m[:]) == Magic, nil
+}
 
 // Patch file format, version 1 (".wpatch"). Written in one streaming pass,
 // read with random access, one tensor at a time:
 //
 //	offset 0      magic "WOPATCH\n" (8 bytes)
 //	offset 8      payloads, each tensor's bytes compressed alone with zstd
-//	header offset header: UTF-8 JSON (PatchHeader)
+//	header offset header: UTF-8 JSON (Header)
 //	end − 24      footer: header offset u64, header length u64,
 //	              CRC-32 (IEEE) of the header u32, format version u32
 //
@@ -41,22 +66,22 @@ import (
 // container ("q": codes + scales, see package quantize) of the dense
 // tensor or of the sparse values vector.
 const (
-	PatchMagic   = "WOPATCH\n"
-	PatchVersion = 1
-	footerLen    = 24
+	Magic     = "WOPATCH\n"
+	Version   = 1
+	footerLen = 24
 )
 
-// PatchHeader is the JSON header of a patch file.
-type PatchHeader struct {
+// Header is the JSON header of a patch file.
+type Header struct {
 	FormatVersion int               `json:"format_version"`
 	Kind          string            `json:"kind"` // rws, breadcrumbs, task-vector, weights, ...
 	BaseSHA256    string            `json:"base_sha256,omitempty"`
 	Metadata      map[string]string `json:"metadata,omitempty"`
-	Tensors       []PatchTensor     `json:"tensors"`
+	Tensors       []Entry           `json:"tensors"`
 }
 
-// PatchTensor describes one tensor of a patch.
-type PatchTensor struct {
+// Entry describes one tensor of a patch.
+type Entry struct {
 	Name  string  `json:"name"`
 	Shape []int64 `json:"shape"`
 	// DType is the dtype of the model tensor the patch applies to.
@@ -72,12 +97,12 @@ type PatchTensor struct {
 }
 
 // Elements is the product of the shape.
-func (t PatchTensor) Elements() int64 {
+func (t Entry) Elements() int64 {
 	n, _ := weights.TensorInfo{Shape: t.Shape, DType: weights.F32}.NumElements()
 	return n
 }
 
-// Encoding chooses how a PatchWriter stores values.
+// Encoding chooses how a Writer stores values.
 type Encoding struct {
 	// Values: "f32" (default), "f16" or "q" (Quant must be set).
 	Values string
@@ -87,13 +112,13 @@ type Encoding struct {
 	Sparse string
 }
 
-// PatchWriter writes a patch, one tensor at a time from any goroutine.
-type PatchWriter struct {
+// Writer writes a patch, one tensor at a time from any goroutine.
+type Writer struct {
 	path string
 	f    *os.File
 	mu   sync.Mutex
 	at   int64
-	hdr  PatchHeader
+	hdr  Header
 	enc  Encoding
 	zw   *zstd.Encoder
 	decl map[string]weights.TensorInfo
@@ -135,14 +160,14 @@ func (e *QuantError) Add(o QuantError) {
 
 // Errors returns the quantization error of every tensor added with
 // quantized values.
-func (w *PatchWriter) Errors() map[string]QuantError {
+func (w *Writer) Errors() map[string]QuantError {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return maps.Clone(w.errs)
 }
 
-// CreatePatch starts a patch file at path (a temp file until Commit).
-func CreatePatch(path, kind string, metadata map[string]string, enc Encoding) (*PatchWriter, error) {
+// Create starts a patch file at path (a temp file until Commit).
+func Create(path, kind string, metadata map[string]string, enc Encoding) (*Writer, error) {
 	if enc.Values == "" {
 		enc.Values = "f32"
 	}
@@ -158,14 +183,14 @@ func CreatePatch(path, kind string, metadata map[string]string, enc Encoding) (*
 	default:
 		return nil, fmt.Errorf("patch values %q: use f32, f16 or q", enc.Values)
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	f, err := weights.CreateTemp(path)
 	if err != nil {
 		return nil, err
 	}
 	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithSingleSegment(true))
-	w := &PatchWriter{path: path, f: f, at: int64(len(PatchMagic)), enc: enc, zw: zw,
-		hdr: PatchHeader{FormatVersion: PatchVersion, Kind: kind, Metadata: metadata}}
-	if _, err := f.WriteString(PatchMagic); err != nil {
+	w := &Writer{path: path, f: f, at: int64(len(Magic)), enc: enc, zw: zw,
+		hdr: Header{FormatVersion: Version, Kind: kind, Metadata: metadata}}
+	if _, err := f.WriteString(Magic); err != nil {
 		w.Abort()
 		return nil, err
 	}
@@ -173,11 +198,11 @@ func CreatePatch(path, kind string, metadata map[string]string, enc Encoding) (*
 }
 
 // SetBase records the SHA-256 of the checkpoint the patch applies to.
-func (w *PatchWriter) SetBase(sha string) { w.hdr.BaseSHA256 = sha }
+func (w *Writer) SetBase(sha string) { w.hdr.BaseSHA256 = sha }
 
 // Add encodes, compresses and appends one tensor's values. dtype is the
 // model tensor's dtype, recorded so apply can check it.
-func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, values []float32) error {
+func (w *Writer) Add(name string, shape []int64, dtype weights.DType, values []float32) error {
 	_, err := w.add(name, shape, dtype, values, false)
 	return err
 }
@@ -185,18 +210,18 @@ func (w *PatchWriter) Add(name string, shape []int64, dtype weights.DType, value
 // AddReconstructed is Add that also returns the values as Load will give
 // them back (dequantized for quantized values, zeros where sparse), so a
 // caller needing both does not quantize twice.
-func (w *PatchWriter) AddReconstructed(name string, shape []int64, dtype weights.DType, values []float32) ([]float32, error) {
+func (w *Writer) AddReconstructed(name string, shape []int64, dtype weights.DType, values []float32) ([]float32, error) {
 	return w.add(name, shape, dtype, values, true)
 }
 
-func (w *PatchWriter) add(name string, shape []int64, dtype weights.DType, values []float32, recon bool) ([]float32, error) {
+func (w *Writer) add(name string, shape []int64, dtype weights.DType, values []float32, recon bool) ([]float32, error) {
 	var back []float32
 	for _, v := range values {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return nil, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
 		}
 	}
-	pt := PatchTensor{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
+	pt := Entry{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
 	var nnz int64
 	for _, v := range values {
 		if v != 0 {
@@ -305,9 +330,9 @@ func (w *PatchWriter) add(name string, shape []int64, dtype weights.DType, value
 	return back, nil
 }
 
-// WriteTensor adapts the writer to the merge executor: data is the F32
-// bytes of a declared tensor (see TensorWriter).
-func (w *PatchWriter) WriteTensor(name string, data []byte) error {
+// WriteTensor makes the writer a stream.Sink: data is the F32 bytes of a
+// declared tensor (see Declare, Output).
+func (w *Writer) WriteTensor(name string, data []byte) error {
 	info, ok := w.declared(name)
 	if !ok {
 		return fmt.Errorf("%s: tensor %q not declared", w.path, name)
@@ -321,7 +346,7 @@ func (w *PatchWriter) WriteTensor(name string, data []byte) error {
 
 // Declare lists the tensors WriteTensor will receive, with the dtype of
 // the model tensor each applies to.
-func (w *PatchWriter) Declare(infos []weights.TensorInfo) {
+func (w *Writer) Declare(infos []weights.TensorInfo) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.decl = map[string]weights.TensorInfo{}
@@ -330,16 +355,38 @@ func (w *PatchWriter) Declare(infos []weights.TensorInfo) {
 	}
 }
 
-func (w *PatchWriter) declared(name string) (weights.TensorInfo, bool) {
+func (w *Writer) declared(name string) (weights.TensorInfo, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	t, ok := w.decl[name]
 	return t, ok
 }
 
+// Output makes the writer an output of a stream job: every tensor arrives
+// as F32 values and is stored with the job's source dtype as the model
+// dtype it applies to.
+func (w *Writer) Output() stream.Output {
+	return stream.Output{
+		Path:  w.path,
+		DType: func(weights.TensorInfo) weights.DType { return weights.F32 },
+		Create: func(tensors []weights.TensorInfo) (stream.Sink, []string, error) {
+			w.Declare(tensors)
+			return w, []string{w.path}, nil
+		},
+		// Add holds the values, the raw payload and the compressed one.
+		Cost: func(t weights.TensorInfo) int64 {
+			n, _ := t.NumElements()
+			return 12 * n
+		},
+	}
+}
+
+// Path is the file the patch is committed to.
+func (w *Writer) Path() string { return w.path }
+
 // Commit writes the header and footer and renames the file into place.
 // Tensors are listed in natural name order whatever order they came in.
-func (w *PatchWriter) Commit() error {
+func (w *Writer) Commit() error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
@@ -348,8 +395,7 @@ func (w *PatchWriter) Commit() error {
 	w.done = true
 	sort.Slice(w.hdr.Tensors, func(i, j int) bool { return weights.NaturalLess(w.hdr.Tensors[i].Name, w.hdr.Tensors[j].Name) })
 	if err := w.reorder(); err != nil {
-		w.f.Close()
-		os.Remove(w.f.Name())
+		weights.DiscardTemp(w.f)
 		return fmt.Errorf("%s: %w", w.path, err)
 	}
 	hdr, err := json.Marshal(w.hdr)
@@ -358,12 +404,11 @@ func (w *PatchWriter) Commit() error {
 		binary.LittleEndian.PutUint64(foot[0:], uint64(w.at))
 		binary.LittleEndian.PutUint64(foot[8:], uint64(len(hdr)))
 		binary.LittleEndian.PutUint32(foot[16:], crc32.ChecksumIEEE(hdr))
-		binary.LittleEndian.PutUint32(foot[20:], PatchVersion)
+		binary.LittleEndian.PutUint32(foot[20:], Version)
 		_, err = w.f.WriteAt(append(hdr, foot[:]...), w.at)
 	}
 	if err != nil {
-		w.f.Close()
-		os.Remove(w.f.Name())
+		weights.DiscardTemp(w.f)
 		return fmt.Errorf("%s: %w", w.path, err)
 	}
 	return weights.CommitTemp(w.f, w.path)
@@ -372,8 +417,8 @@ func (w *PatchWriter) Commit() error {
 // reorder lays payloads out in name order when workers added them in
 // another order, so the same patch is the same bytes whatever the
 // scheduling: payloads are copied into a fresh temp file.
-func (w *PatchWriter) reorder() error {
-	at := int64(len(PatchMagic))
+func (w *Writer) reorder() error {
+	at := int64(len(Magic))
 	inOrder := true
 	for _, t := range w.hdr.Tensors {
 		if t.Offset != at {
@@ -385,19 +430,18 @@ func (w *PatchWriter) reorder() error {
 	if inOrder {
 		return nil
 	}
-	nf, err := os.CreateTemp(filepath.Dir(w.path), "."+filepath.Base(w.path)+".tmp-*")
+	nf, err := weights.CreateTemp(w.path)
 	if err != nil {
 		return err
 	}
 	fail := func(err error) error {
-		nf.Close()
-		os.Remove(nf.Name())
+		weights.DiscardTemp(nf)
 		return err
 	}
-	if _, err := nf.WriteString(PatchMagic); err != nil {
+	if _, err := nf.WriteString(Magic); err != nil {
 		return fail(err)
 	}
-	at = int64(len(PatchMagic))
+	at = int64(len(Magic))
 	for i, t := range w.hdr.Tensors {
 		if _, err := io.Copy(nf, io.NewSectionReader(w.f, t.Offset, t.Length)); err != nil {
 			return fail(err)
@@ -405,41 +449,39 @@ func (w *PatchWriter) reorder() error {
 		w.hdr.Tensors[i].Offset = at
 		at += t.Length
 	}
-	w.f.Close()
-	os.Remove(w.f.Name())
+	weights.DiscardTemp(w.f)
 	w.f, w.at = nf, at
 	return nil
 }
 
 // Abort discards the patch.
-func (w *PatchWriter) Abort() {
+func (w *Writer) Abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
 		return
 	}
 	w.done = true
-	w.f.Close()
-	os.Remove(w.f.Name())
+	weights.DiscardTemp(w.f)
 }
 
 // Patch is an open patch file.
 type Patch struct {
 	Path string
-	PatchHeader
+	Header
 	Size  int64
 	f     *os.File
 	index map[string]int
 }
 
-// ErrPatchVersion is returned for patch files of a version this build
+// ErrVersion is returned for patch files of a version this build
 // does not read.
-var ErrPatchVersion = errors.New("unsupported patch format version")
+var ErrVersion = errors.New("unsupported patch format version")
 
-// OpenPatch opens and validates a patch file: magic, footer, header CRC
+// Open opens and validates a patch file: magic, footer, header CRC
 // and version, and every tensor's byte range, shape, encoding and sizes.
 // Nothing is decompressed until Load.
-func OpenPatch(path string) (*Patch, error) {
+func Open(path string) (*Patch, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -461,23 +503,23 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("%s: not a valid patch: %s", path, fmt.Sprintf(format, a...))
 	}
-	if size < int64(len(PatchMagic))+footerLen {
+	if size < int64(len(Magic))+footerLen {
 		return nil, bad("%d bytes is too short", size)
 	}
 	var magic [8]byte
-	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != PatchMagic {
+	if _, err := f.ReadAt(magic[:], 0); err != nil || string(magic[:]) != Magic {
 		return nil, bad("wrong magic (not a weightops patch)")
 	}
 	var foot [footerLen]byte
 	if _, err := f.ReadAt(foot[:], size-footerLen); err != nil {
 		return nil, bad("reading footer: %v", err)
 	}
-	if v := binary.LittleEndian.Uint32(foot[20:]); v != PatchVersion {
-		return nil, fmt.Errorf("%s: %w %d (this weightops reads version %d)", path, ErrPatchVersion, v, PatchVersion)
+	if v := binary.LittleEndian.Uint32(foot[20:]); v != Version {
+		return nil, fmt.Errorf("%s: %w %d (this weightops reads version %d)", path, ErrVersion, v, Version)
 	}
 	hoff := binary.LittleEndian.Uint64(foot[0:])
 	hlen := binary.LittleEndian.Uint64(foot[8:])
-	if hoff < uint64(len(PatchMagic)) || hlen > uint64(size) || hoff > uint64(size)-footerLen-hlen || hoff+hlen != uint64(size)-footerLen {
+	if hoff < uint64(len(Magic)) || hlen > uint64(size) || hoff > uint64(size)-footerLen-hlen || hoff+hlen != uint64(size)-footerLen {
 		return nil, bad("header range [%d, +%d) is outside the file (truncated?)", hoff, hlen)
 	}
 	hdr := make([]byte, hlen)
@@ -488,11 +530,11 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 		return nil, bad("header checksum mismatch (corrupted)")
 	}
 	p := &Patch{Path: path, Size: size, f: f, index: map[string]int{}}
-	if err := json.Unmarshal(hdr, &p.PatchHeader); err != nil {
+	if err := json.Unmarshal(hdr, &p.Header); err != nil {
 		return nil, bad("header JSON: %v", err)
 	}
-	if p.FormatVersion != PatchVersion {
-		return nil, fmt.Errorf("%s: %w %d in header", path, ErrPatchVersion, p.FormatVersion)
+	if p.FormatVersion != Version {
+		return nil, fmt.Errorf("%s: %w %d in header", path, ErrVersion, p.FormatVersion)
 	}
 	for i, t := range p.Tensors {
 		tb := func(format string, a ...any) error {
@@ -509,7 +551,7 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 		if _, err := weights.ParseDType(t.DType); err != nil {
 			return nil, tb("%v", err)
 		}
-		if t.Offset < int64(len(PatchMagic)) || t.Length < 0 || t.Offset > int64(hoff)-t.Length {
+		if t.Offset < int64(len(Magic)) || t.Length < 0 || t.Offset > int64(hoff)-t.Length {
 			return nil, tb("payload [%d, +%d) outside the data area", t.Offset, t.Length)
 		}
 		vs := map[string]int64{"f32": 4, "f16": 2, "q": 0}
@@ -547,10 +589,10 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 func (p *Patch) Close() error { return p.f.Close() }
 
 // Tensor finds a tensor's entry.
-func (p *Patch) Tensor(name string) (PatchTensor, bool) {
+func (p *Patch) Tensor(name string) (Entry, bool) {
 	i, ok := p.index[name]
 	if !ok {
-		return PatchTensor{}, false
+		return Entry{}, false
 	}
 	return p.Tensors[i], true
 }
@@ -630,7 +672,7 @@ func (p *Patch) Load(name string, dst []float32) error {
 	return nil
 }
 
-func decodeValues(t PatchTensor, b []byte, count int64) ([]float32, error) {
+func decodeValues(t Entry, b []byte, count int64) ([]float32, error) {
 	switch t.Values {
 	case "f32", "f16":
 		es := int64(4)

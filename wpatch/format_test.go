@@ -1,4 +1,4 @@
-package signature
+package wpatch
 
 import (
 	"encoding/binary"
@@ -16,7 +16,7 @@ import (
 
 func writePatch(t testing.TB, path string, enc Encoding, tensors map[string][]float32) {
 	t.Helper()
-	w, err := CreatePatch(path, "task-vector", map[string]string{"source": "test"}, enc)
+	w, err := Create(path, "task-vector", map[string]string{"source": "test"}, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,12 +45,12 @@ func TestPatchRoundTrip(t *testing.T) {
 	for _, enc := range []Encoding{{Values: "f32"}, {Values: "f16"}, {Values: "q", Quant: q4}, {Values: "f32", Sparse: "never"}, {Values: "f32", Sparse: "always"}} {
 		p := filepath.Join(t.TempDir(), "x.wpatch")
 		writePatch(t, p, enc, map[string][]float32{"layers.10.w": dense, "layers.2.w": sparse, "z": zeros})
-		pt, err := OpenPatch(p)
+		pt, err := Open(p)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if pt.Kind != "task-vector" || pt.Metadata["source"] != "test" || pt.Tensors[0].Name != "layers.2.w" {
-			t.Errorf("header %+v", pt.PatchHeader)
+			t.Errorf("header %+v", pt.Header)
 		}
 		for name, want := range map[string][]float32{"layers.10.w": dense, "layers.2.w": sparse, "z": zeros} {
 			got := make([]float32, len(want))
@@ -88,7 +88,7 @@ func TestPatchCorruptionIsReported(t *testing.T) {
 		t.Helper()
 		q := filepath.Join(dir, "bad.wpatch")
 		os.WriteFile(q, data, 0o644)
-		pt, err := OpenPatch(q)
+		pt, err := Open(q)
 		if err == nil {
 			// The header survived: every payload must then load or fail cleanly.
 			for _, e := range pt.Tensors {
@@ -117,13 +117,13 @@ func TestPatchCorruptionIsReported(t *testing.T) {
 	binary.LittleEndian.PutUint32(v2[len(v2)-4:], 2)
 	q := filepath.Join(dir, "v2.wpatch")
 	os.WriteFile(q, v2, 0o644)
-	if _, err := OpenPatch(q); !errors.Is(err, ErrPatchVersion) || !strings.Contains(err.Error(), "version 2") {
+	if _, err := Open(q); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "version 2") {
 		t.Errorf("future version: %v", err)
 	}
 }
 
 func TestPatchRefusesNonFinite(t *testing.T) {
-	w, err := CreatePatch(filepath.Join(t.TempDir(), "x.wpatch"), "rws", nil, Encoding{})
+	w, err := Create(filepath.Join(t.TempDir(), "x.wpatch"), "rws", nil, Encoding{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +149,7 @@ func FuzzPatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		q := filepath.Join(t.TempDir(), "f.wpatch")
 		os.WriteFile(q, data, 0o644)
-		pt, err := OpenPatch(q)
+		pt, err := Open(q)
 		if err != nil {
 			return
 		}
@@ -167,7 +167,7 @@ func FuzzPatch(f *testing.F) {
 func TestPatchBytesIndependentOfOrder(t *testing.T) {
 	d := t.TempDir()
 	write := func(p string, order []string) {
-		w, err := CreatePatch(p, "rws", map[string]string{"k": "v"}, Encoding{})
+		w, err := Create(p, "rws", map[string]string{"k": "v"}, Encoding{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,7 +192,7 @@ func TestPatchBytesIndependentOfOrder(t *testing.T) {
 	if string(x) != string(y) {
 		t.Fatal("the same tensors added in another order give other bytes")
 	}
-	if _, err := OpenPatch(a); err != nil {
+	if _, err := Open(a); err != nil {
 		t.Fatal(err)
 	}
 	if ents, _ := os.ReadDir(d); len(ents) != 2 {
@@ -213,13 +213,13 @@ func TestAddReconstructedMatchesLoad(t *testing.T) {
 	q4, _ := quantize.ParseConfig("4bit-asym-block32")
 	for _, enc := range []Encoding{{Values: "f32"}, {Values: "f16"}, {Values: "q", Quant: q4}, {Values: "q", Quant: q4, Sparse: "never"}} {
 		p := filepath.Join(t.TempDir(), "r.wpatch")
-		w, _ := CreatePatch(p, "weights", nil, enc)
+		w, _ := Create(p, "weights", nil, enc)
 		back, err := w.AddReconstructed("w", []int64{16, 16}, weights.F32, v)
 		if err != nil {
 			t.Fatal(err)
 		}
 		w.Commit()
-		pt, _ := OpenPatch(p)
+		pt, _ := Open(p)
 		got := make([]float32, len(v))
 		if err := pt.Load("w", got); err != nil {
 			t.Fatal(err)

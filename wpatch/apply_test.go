@@ -1,7 +1,8 @@
-package signature
+package wpatch
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -41,7 +42,7 @@ func randModel(t *testing.T, path string, dt weights.DType, seed uint64) {
 func randPatch(t *testing.T, path string, model weights.Checkpoint, seed uint64, enc Encoding, only ...string) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 2))
-	w, err := CreatePatch(path, "rws", nil, enc)
+	w, err := Create(path, "rws", nil, enc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func randPatch(t *testing.T, path string, model weights.Checkpoint, seed uint64,
 func openPatches(t *testing.T, paths ...string) []*Patch {
 	var out []*Patch
 	for _, p := range paths {
-		pt, err := OpenPatch(p)
+		pt, err := Open(p)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,7 +95,7 @@ func TestApplyRemoveBitExactEveryDType(t *testing.T) {
 			randPatch(t, p2, model, 2, Encoding{Values: "f16"}, "layers.0.weight")
 			patches := openPatches(t, p1, p2)
 			out := filepath.Join(d, "patched.safetensors")
-			rep, err := Apply(model, patches, out, ApplyOptions{Scales: []float64{0.7, -1.3}})
+			rep, err := Apply(context.Background(), model, patches, out, ApplyOptions{Scales: []float64{0.7, -1.3}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,7 +126,7 @@ func TestApplyRemoveBitExactEveryDType(t *testing.T) {
 				t.Error("integer tensor changed")
 			}
 			back := filepath.Join(d, "back.safetensors")
-			if _, err := Remove(patched, patches, back, ApplyOptions{}); err != nil {
+			if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
 				t.Fatal(err)
 			}
 			a, _ := os.ReadFile(mp)
@@ -148,7 +149,7 @@ func TestApplyScaleZeroIsIdentityAndErrors(t *testing.T) {
 	randPatch(t, pp, model, 3, Encoding{})
 	patches := openPatches(t, pp)
 	out := filepath.Join(d, "same.safetensors")
-	if _, err := Apply(model, patches, out, ApplyOptions{Scales: []float64{0}}); err != nil {
+	if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{Scales: []float64{0}}); err != nil {
 		t.Fatal(err)
 	}
 	o, _ := weights.Open(out)
@@ -163,7 +164,7 @@ func TestApplyScaleZeroIsIdentityAndErrors(t *testing.T) {
 	// Removing with other patches than applied is refused.
 	other := filepath.Join(d, "b.wpatch")
 	randPatch(t, other, model, 4, Encoding{})
-	if _, err := Remove(o, openPatches(t, other), filepath.Join(d, "x.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), "a.wpatch") {
+	if _, err := Remove(context.Background(), o, openPatches(t, other), filepath.Join(d, "x.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), "a.wpatch") {
 		t.Errorf("wrong patch on remove: %v", err)
 	}
 	// A patch for another model's shapes.
@@ -171,7 +172,7 @@ func TestApplyScaleZeroIsIdentityAndErrors(t *testing.T) {
 	weights.WriteSafetensors(mp2, []weights.Tensor{{TensorInfo: weights.TensorInfo{Name: "layers.0.weight", DType: weights.F32, Shape: []int64{2}}, Data: make([]byte, 8)}}, nil)
 	m2, _ := weights.Open(mp2)
 	defer m2.Close()
-	if _, err := Apply(m2, patches, filepath.Join(d, "y.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), `tensor "layers.0.weight"`) {
+	if _, err := Apply(context.Background(), m2, patches, filepath.Join(d, "y.safetensors"), ApplyOptions{}); err == nil || !strings.Contains(err.Error(), `tensor "layers.0.weight"`) {
 		t.Errorf("shape mismatch: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(d, "y.safetensors")); err == nil {
@@ -186,24 +187,24 @@ func TestBaseMismatchWarnsOrFails(t *testing.T) {
 	model, _ := weights.Open(mp)
 	defer model.Close()
 	pp := filepath.Join(d, "a.wpatch")
-	w, _ := CreatePatch(pp, "rws", nil, Encoding{})
+	w, _ := Create(pp, "rws", nil, Encoding{})
 	w.SetBase(strings.Repeat("ab", 32))
 	w.Add("layers.1.weight", []int64{32}, weights.F32, make([]float32, 32))
 	w.Commit()
 	patches := openPatches(t, pp)
-	rep, err := Apply(model, patches, filepath.Join(d, "o.safetensors"), ApplyOptions{})
+	rep, err := Apply(context.Background(), model, patches, filepath.Join(d, "o.safetensors"), ApplyOptions{})
 	if err != nil || len(rep.Warnings) != 1 {
 		t.Errorf("non-strict: %v %v", err, rep)
 	}
-	if _, err := Apply(model, patches, filepath.Join(d, "s.safetensors"), ApplyOptions{Strict: true}); err == nil {
+	if _, err := Apply(context.Background(), model, patches, filepath.Join(d, "s.safetensors"), ApplyOptions{Strict: true}); err == nil {
 		t.Error("strict accepted a patch for another base")
 	}
-	digest, _ := CheckpointDigest(model)
-	w, _ = CreatePatch(pp, "rws", nil, Encoding{})
+	digest, _ := weights.CheckpointDigest(model)
+	w, _ = Create(pp, "rws", nil, Encoding{})
 	w.SetBase(digest)
 	w.Add("layers.1.weight", []int64{32}, weights.F32, make([]float32, 32))
 	w.Commit()
-	if rep, err := Apply(model, openPatches(t, pp), filepath.Join(d, "t.safetensors"), ApplyOptions{Strict: true}); err != nil || len(rep.Warnings) != 0 {
+	if rep, err := Apply(context.Background(), model, openPatches(t, pp), filepath.Join(d, "t.safetensors"), ApplyOptions{Strict: true}); err != nil || len(rep.Warnings) != 0 {
 		t.Errorf("matching base: %v %v", err, rep)
 	}
 }

@@ -1,0 +1,447 @@
+package merge
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sync"
+
+	"github.com/weightops/weightops/sparsify"
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/weights"
+)
+
+// The generalized task arithmetic family (mergekit's GTA methods): a
+// sparsification of each task vector, an optional sign election, and a
+// weighted sum added to the base.
+func init() {
+	for _, m := range []struct {
+		name, summary      string
+		sp                 sparsify.Method
+		consensus          bool
+		normalize, rescale bool
+	}{
+		{"task_arithmetic", "θ_base + λ·Σ w_i·τ_i", sparsify.None, false, false, false},
+		{"ties", "trim each τ_i to its top density by magnitude, elect the sign of Σ w_i·τ_i per entry, average the agreeing entries (disjoint mean)", sparsify.Magnitude, true, true, false},
+		{"dare_ties", "drop entries of each τ_i with probability 1−density, rescale; sign election as ties", sparsify.Random, true, false, true},
+		{"dare_linear", "drop entries of each τ_i with probability 1−density, rescale; weighted sum", sparsify.Random, false, false, true},
+		{"breadcrumbs", "drop the top gamma fraction of |τ_i| (outliers) and keep the next density fraction; weighted sum", sparsify.MagnitudeOutliers, false, false, false},
+		{"breadcrumbs_ties", "breadcrumbs with the sign election of ties", sparsify.MagnitudeOutliers, true, false, false},
+	} {
+		Register(gtaMethod(m.name, m.summary, m.sp, m.consensus, m.normalize, m.rescale))
+	}
+}
+
+// gta describes one GTA method: its sparsification and defaults.
+type gta struct {
+	sp                 sparsify.Method
+	consensus          bool
+	normalize, rescale bool // defaults
+}
+
+func gtaMethod(name, summary string, sp sparsify.Method, consensus, normalize, rescale bool) Method {
+	g := gta{sp: sp, consensus: consensus, normalize: normalize, rescale: rescale}
+	m := Method{Name: name, Summary: summary, NeedsBase: true,
+		Global: map[string]ParamSpec{
+			"normalize": withDefault(boolParam, fmt.Sprint(normalize)), "rescale": withDefault(boolParam, fmt.Sprint(rescale)),
+			"int8_mask": boolParam, "lambda": withDefault(numberParam, "1"),
+			// weightops extensions:
+			"rescale_norm": {Type: "string", Choices: []string{"none", "density", "l1", "l2", "linf"}},
+			"seed":         numberParam,
+			"granularity":  {Type: "string", Choices: []string{"per_tensor", "per_row"}, Default: "per_tensor"},
+			"trim_scope":   {Type: "string", Choices: []string{"tensor", "model"}, Default: "tensor"},
+		},
+		Tensor: map[string]ParamSpec{"weight": required(numberParam), "density": withDefault(unitParam, "1")},
+		Check:  g.check,
+		Build:  g.build,
+	}
+	if sp == sparsify.MagnitudeOutliers {
+		m.Tensor["gamma"] = withDefault(unitParam, "0.01")
+	}
+	return m
+}
+
+// check: trim_scope: model is for magnitude trimming, with one density
+// and gamma per model.
+func (g gta) check(r *Recipe, pr *Problems) {
+	ts, ok := r.Params["trim_scope"]
+	if !ok || ts.Str == nil || *ts.Str != "model" {
+		return
+	}
+	if g.sp != sparsify.Magnitude && g.sp != sparsify.MagnitudeOutliers {
+		pr.add("line %d: trim_scope: model applies to magnitude trimming (ties, breadcrumbs), not %s", ts.Line, r.Method)
+	}
+	scalar := func(params map[string]Param) {
+		for _, name := range []string{"density", "gamma"} {
+			if v, ok := params[name]; ok && (v.Grad != nil || v.Filters != nil) {
+				pr.add("line %d: trim_scope: model needs a single %s per model, not a gradient or filter list", v.Line, name)
+			}
+		}
+	}
+	scalar(r.Params)
+	for _, m := range r.Models {
+		scalar(m.Params)
+	}
+}
+
+func (g gta) build(ctx context.Context, p *Plan, o stream.Options) (KernelFactory, error) {
+	var global [][2]sparsify.Cut
+	if p.strParam("trim_scope", "tensor") == "model" {
+		var err error
+		if global, err = g.globalCuts(ctx, p, o); err != nil {
+			return nil, err
+		}
+	}
+	return func(t weights.TensorInfo) (stream.Kernel, error) {
+		pos := p.LayerT(t.Name)
+		rescale := sparsify.NoRescale
+		if p.boolParam("rescale", g.rescale) {
+			rescale = sparsify.L1 // mergekit's norm matching
+		}
+		if s := p.strParam("rescale_norm", ""); s != "" {
+			rescale, _ = sparsify.ParseRescale(s)
+		}
+		cfg := GTAConfig{
+			Consensus: g.consensus,
+			Normalize: p.boolParam("normalize", g.normalize),
+			Lambda:    p.param(-1, "lambda").Float(t.Name, pos, 1),
+		}
+		seed := uint64(p.param(-1, "seed").Float(t.Name, pos, 0))
+		perRow := p.strParam("granularity", "per_tensor") == "per_row"
+		for i := range p.Models {
+			var gc *[2]sparsify.Cut
+			if global != nil {
+				gc = &global[i]
+			}
+			cfg.Weights = append(cfg.Weights, p.param(i, "weight").Float(t.Name, pos, 0))
+			cfg.Sparsify = append(cfg.Sparsify, sparsify.Spec{
+				Method:  g.sp,
+				Density: p.param(i, "density").Float(t.Name, pos, 1),
+				Gamma:   p.param(i, "gamma").Float(t.Name, pos, 0.01),
+				PerRow:  perRow,
+				Rescale: rescale,
+				Seed:    seed,
+				Global:  gc,
+			})
+		}
+		return stream.Passes(NewGTAKernel(t.Name, t.Shape, cfg)), nil
+	}, nil
+}
+
+// globalCuts computes, per model, the magnitude cuts of its task vector
+// over every floating tensor of the model at once (the TIES paper's
+// model-wide top-k), with two streaming histogram passes over the model.
+func (g gta) globalCuts(ctx context.Context, p *Plan, o stream.Options) ([][2]sparsify.Cut, error) {
+	var floats []weights.TensorInfo
+	var total int64
+	for _, t := range p.Tensors {
+		if t.DType.IsFloat() {
+			floats = append(floats, t)
+			n, _ := t.NumElements()
+			total += n
+		}
+	}
+	out := make([][2]sparsify.Cut, len(p.Models))
+	for i, m := range p.Models {
+		sp := sparsify.Spec{
+			Method:  g.sp,
+			Density: p.param(i, "density").Float("", 0, 1),
+			Gamma:   p.param(i, "gamma").Float("", 0, 0.01),
+		}
+		nTop, nKeep := sp.Counts(total)
+		h := sparsify.NewHistogram(nTop, nTop+nKeep)
+		pass := func(fine bool, phase string) error {
+			var mu sync.Mutex
+			job := &stream.Job{
+				Inputs:  []weights.Checkpoint{p.Base, m},
+				Tensors: floats,
+				Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
+					var local *sparsify.Histogram
+					if fine {
+						local = h.FineCopy()
+					} else {
+						local = sparsify.NewHistogram(nTop, nTop+nKeep)
+					}
+					var tau []float32
+					count := stream.ElementwiseFunc(func(in, _ [][]float64) {
+						b, mv := in[0], in[1]
+						if cap(tau) < len(b) {
+							tau = make([]float32, len(b))
+						}
+						t := tau[:len(b)]
+						for k := range t {
+							t[k] = float32(mv[k] - b[k])
+						}
+						if fine {
+							local.AddFineValues(t)
+						} else {
+							local.AddCoarseValues(t)
+						}
+					})
+					return stream.KernelFunc(func(ctx context.Context, t *stream.Tensor) error {
+						if err := stream.Passes(count).Compute(ctx, t); err != nil {
+							return err
+						}
+						mu.Lock()
+						h.Merge(local)
+						mu.Unlock()
+						return nil
+					}), nil
+				},
+				Phase:   phase,
+				Options: o,
+			}
+			_, err := job.Run(ctx)
+			return err
+		}
+		label := fmt.Sprintf("model-wide trim, model %d/%d", i+1, len(p.Models))
+		if err := pass(false, label+", pass 1/2"); err != nil {
+			return nil, err
+		}
+		if h.EndCoarse() {
+			if err := pass(true, label+", pass 2/2"); err != nil {
+				return nil, err
+			}
+		}
+		c := h.Cuts()
+		out[i] = [2]sparsify.Cut{sparsify.GlobalCut(c[0]), sparsify.GlobalCut(c[1])}
+	}
+	return out, nil
+}
+
+// GTAKernel is mergekit's generalized task arithmetic on one tensor: in[0]
+// is the base, in[i] (i ≥ 1) the models. Each model's task vector
+// τ_i = θ_i − θ_base is sparsified, weighted (w_i·τ_i), optionally filtered
+// by sign consensus (TIES: keep entries whose sign agrees with the sign of
+// Σ w_i·τ_i, zero counting as positive), summed, optionally divided by the
+// sum of the weights that contributed, scaled by λ and added to the base.
+type GTAKernel struct {
+	sp        []*sparsify.TensorSparsifier
+	w         []float64
+	consensus bool
+	normalize bool
+	lambda    float64
+	tau       [][]float32
+	raw       []weights.Tensor // models' raw bytes (input i+1)
+	pos       int64            // index of the next chunk's first element
+	// cache keeps every model's τ for the whole tensor after the first
+	// pass when that fits in cacheLimit, so later passes skip recomputing.
+	cache   [][]float32
+	cached  bool
+	scratch [][]float32
+}
+
+// Release returns the task-vector cache to the pool (the executor calls
+// it when the tensor is written).
+func (k *GTAKernel) Release() {
+	for i, c := range k.cache {
+		stream.F32.Put(c)
+		k.cache[i] = nil
+	}
+	k.cache = nil
+}
+
+const cacheLimit = 64 << 20
+
+// RawInput: the models are read raw, the base decoded.
+func (k *GTAKernel) RawInput(i int) bool { return i >= 1 }
+
+// SetRaw receives a model's raw tensor.
+func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
+	if k.raw == nil {
+		k.raw = make([]weights.Tensor, len(k.sp))
+	}
+	k.raw[i-1] = t
+}
+
+// GTAConfig is the per-tensor configuration of a GTA merge.
+type GTAConfig struct {
+	Sparsify  []sparsify.Spec // per model
+	Weights   []float64       // per model
+	Consensus bool
+	Normalize bool
+	Lambda    float64
+}
+
+// NewGTAKernel builds the kernel for tensor name of the given shape.
+func NewGTAKernel(name string, shape []int64, c GTAConfig) *GTAKernel {
+	k := &GTAKernel{w: c.Weights, consensus: c.Consensus, normalize: c.Normalize, lambda: c.Lambda}
+	for i, s := range c.Sparsify {
+		k.sp = append(k.sp, s.ForTensor(name, shape, i))
+	}
+	k.tau = make([][]float32, len(c.Sparsify))
+	k.scratch = make([][]float32, len(c.Sparsify))
+	n := int64(1)
+	for _, d := range shape {
+		n *= d
+	}
+	if _, more := k.NextPass(); more && n*4*int64(len(c.Sparsify)) <= cacheLimit {
+		k.cache = make([][]float32, len(c.Sparsify))
+		for i := range k.cache {
+			k.cache[i] = stream.F32.Get(int(n))
+		}
+	}
+	return k
+}
+
+// NextPass returns the first pass any model still needs.
+func (k *GTAKernel) NextPass() (int, bool) {
+	best := -1
+	for _, s := range k.sp {
+		if ps := s.Needs(); len(ps) > 0 && (best < 0 || int(ps[0]) < best) {
+			best = int(ps[0])
+		}
+	}
+	return best, best >= 0
+}
+
+func (k *GTAKernel) deltas(in [][]float64) {
+	b := in[0]
+	n := int64(len(b))
+	if k.cached {
+		for i := range k.sp {
+			k.tau[i] = k.cache[i][k.pos : k.pos+n]
+		}
+		k.pos += n
+		return
+	}
+	for i := range k.sp {
+		// The first pass writes τ straight into the cache when there is one.
+		var t []float32
+		if k.cache != nil {
+			t = k.cache[i][k.pos : k.pos+n]
+		} else {
+			if cap(k.scratch[i]) < len(b) {
+				k.scratch[i] = make([]float32, len(b))
+			}
+			t = k.scratch[i][:len(b)]
+		}
+		if k.raw != nil && k.raw[i].Data != nil {
+			// τ = float32(m − b): the float64 difference of float32-or-
+			// narrower values is exact, so one rounding, as from decoded
+			// inputs, straight from the model's bytes.
+			r := k.raw[i]
+			es := int64(r.DType.Size())
+			_ = weights.DeltaFloat32(r.DType, r.Data[k.pos*es:(k.pos+n)*es], b, t)
+		} else {
+			m := in[i+1][:len(t)]
+			for e := range t {
+				t[e] = float32(m[e] - b[e])
+			}
+		}
+		k.tau[i] = t
+	}
+	k.pos += n
+}
+
+// Observe feeds the models that need pass p.
+func (k *GTAKernel) Observe(p int, in [][]float64) error {
+	k.deltas(in)
+	for i, s := range k.sp {
+		if needs(s, p) {
+			s.Observe(sparsify.Pass(p), k.tau[i])
+		}
+	}
+	return nil
+}
+
+// EndPass closes pass p for the models that needed it.
+func (k *GTAKernel) EndPass(p int) error {
+	k.pos = 0
+	k.cached = k.cache != nil
+	for _, s := range k.sp {
+		if needs(s, p) {
+			s.EndPass(sparsify.Pass(p))
+		}
+	}
+	return nil
+}
+
+func needs(s *sparsify.TensorSparsifier, p int) bool {
+	for _, q := range s.Needs() {
+		if int(q) == p {
+			return true
+		}
+	}
+	return false
+}
+
+// Compute mixes the sparsified task vectors of one chunk into the base.
+func (k *GTAKernel) Compute(in [][]float64, out [][]float64) error {
+	k.mix(in, out)
+	return nil
+}
+
+func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
+	k.deltas(in)
+	for i, s := range k.sp {
+		s.Apply(k.tau[i])
+	}
+	base, o := in[0], out[0]
+	var wsum float64
+	for _, w := range k.w {
+		wsum += w
+	}
+	if !k.consensus {
+		// Without consensus the divisor is the same for every entry:
+		// out = base + Σ c_i·τ_i with c_i = λ·w_i/div, one fused loop.
+		div := 1.0
+		if k.normalize && math.Abs(wsum) >= 1e-8 {
+			div = wsum
+		}
+		c := make([]float64, len(k.w))
+		for i, w := range k.w {
+			c[i] = k.lambda * w / div
+		}
+		if len(c) == 2 {
+			t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
+			for e := range o {
+				o[e] = base[e] + c[0]*float64(t0[e]) + c[1]*float64(t1[e])
+			}
+			return
+		}
+		for e := range o {
+			acc := base[e]
+			for i := range c {
+				acc += c[i] * float64(k.tau[i][e])
+			}
+			o[e] = acc
+		}
+		return
+	}
+	for e := range o {
+		var mixed, div float64
+		if k.consensus {
+			var total float64
+			for i, w := range k.w {
+				total += w * float64(k.tau[i][e])
+			}
+			majority := 1.0
+			if total < 0 {
+				majority = -1
+			}
+			for i, w := range k.w {
+				x := w * float64(k.tau[i][e])
+				if (x > 0 && majority > 0) || (x < 0 && majority < 0) {
+					mixed += x
+					div += w
+				}
+			}
+			if div == 0 {
+				div = 1
+			}
+		} else {
+			for i, w := range k.w {
+				mixed += w * float64(k.tau[i][e])
+			}
+			div = wsum
+			if math.Abs(div) < 1e-8 {
+				div = 1
+			}
+		}
+		if k.normalize {
+			mixed /= div
+		}
+		o[e] = base[e] + k.lambda*mixed
+	}
+}

@@ -1,0 +1,51 @@
+package merge
+
+import (
+	"context"
+
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/weights"
+)
+
+func init() {
+	Register(Method{
+		Name:        "linear",
+		Summary:     "Σ w_i·θ_i / Σ w_i",
+		BaseIsModel: true,
+		Global:      map[string]ParamSpec{"normalize": withDefault(boolParam, "true")},
+		Tensor:      map[string]ParamSpec{"weight": required(numberParam)},
+		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
+			normalize := p.boolParam("normalize", true)
+			return func(t weights.TensorInfo) (stream.Kernel, error) {
+				pos := p.LayerT(t.Name)
+				w := make([]float64, len(p.Models))
+				for i := range w {
+					w[i] = p.param(i, "weight").Float(t.Name, pos, 0)
+				}
+				return stream.Passes(LinearKernel(w, normalize)), nil
+			}, nil
+		},
+	})
+}
+
+// LinearKernel: the weighted average Σ w_i·in[i] / Σ w_i (normalize) or
+// the plain weighted sum.
+func LinearKernel(w []float64, normalize bool) stream.PassKernel {
+	div := 1.0
+	if normalize {
+		div = 0
+		for _, x := range w {
+			div += x
+		}
+	}
+	return stream.ElementwiseFunc(func(in [][]float64, out [][]float64) {
+		o := out[0]
+		for e := range o {
+			var s float64
+			for i := range in {
+				s += w[i] * in[i][e]
+			}
+			o[e] = s / div
+		}
+	})
+}

@@ -1,0 +1,355 @@
+// Package stream is the one streaming engine of weightops: a Job reads the
+// same-named tensor of several input checkpoints, hands it to a Kernel and
+// writes what the kernel computes to output sinks (safetensors
+// checkpoints, patch files), tensor by tensor, on a pool of workers, with
+// the bytes in flight bounded by Options.MaxMemory and buffers pooled
+// between tensors. Merges, task-vector arithmetic, patch apply and remove,
+// signature extraction, low-rank compression, quantization and conversion
+// are all jobs over it.
+//
+// A job can be cancelled through its context: the workers stop between
+// tensors (and between chunks of a tensor), the sinks are aborted, and no
+// output is left behind.
+package stream
+
+import (
+	"context"
+	"fmt"
+	"maps"
+
+	"golang.org/x/sync/semaphore"
+
+	"github.com/weightops/weightops/internal/parallel"
+	"github.com/weightops/weightops/weights"
+)
+
+// Sink receives the tensors a job computes for one output. The tensors
+// were declared when the sink was created; they may arrive in any order
+// and from several goroutines. Nothing appears at the output until Commit
+// succeeds; Abort (safe after Commit) discards everything.
+// weights.TensorWriter is a Sink.
+type Sink interface {
+	WriteTensor(name string, data []byte) error
+	Commit() error
+	Abort()
+}
+
+// MetadataRewriter is a Sink that can replace its metadata before Commit
+// (same encoded length), for values known only at the end, such as input
+// digests computed while the job streams.
+type MetadataRewriter interface {
+	RewriteMetadata(md map[string]string) error
+}
+
+// Output is one output of a job.
+type Output struct {
+	// Path names the output in errors and in the files returned.
+	Path string
+	// DType chooses each tensor's dtype in this output.
+	DType func(t weights.TensorInfo) weights.DType
+	// Create opens the sink for the job's tensors (with their source
+	// dtypes; the sink's own dtypes are what DType says). It returns the
+	// files the sink will write.
+	Create func(tensors []weights.TensorInfo) (Sink, []string, error)
+	// Cost, if set, is the bytes the sink holds while it takes one tensor
+	// (a compressor's buffers), counted against the job's memory bound.
+	Cost func(t weights.TensorInfo) int64
+}
+
+// CheckpointOutput is an Output writing a safetensors checkpoint at path:
+// a .safetensors file, or a directory of model.safetensors or Hugging Face
+// shards (see weights.CreateOutput), with metadata md as given (see
+// HFMetadata).
+func CheckpointOutput(path string, md map[string]string, dtype func(weights.TensorInfo) weights.DType, shardSize int64) Output {
+	return Output{Path: path, DType: dtype, Create: func(tensors []weights.TensorInfo) (Sink, []string, error) {
+		return weights.CreateOutput(path, OutputInfos(tensors, dtype), md, shardSize)
+	}}
+}
+
+// HFMetadata returns a copy of the metadata maps, later ones overriding,
+// with format=pt unless one sets a format: transformers refuses
+// safetensors files without it.
+func HFMetadata(mds ...map[string]string) map[string]string {
+	out := map[string]string{"format": "pt"}
+	for _, md := range mds {
+		maps.Copy(out, md)
+	}
+	return out
+}
+
+// OutputInfos is tensors with each dtype replaced by dtype's choice.
+func OutputInfos(tensors []weights.TensorInfo, dtype func(weights.TensorInfo) weights.DType) []weights.TensorInfo {
+	out := make([]weights.TensorInfo, len(tensors))
+	for i, t := range tensors {
+		out[i] = weights.TensorInfo{Name: t.Name, DType: dtype(t), Shape: t.Shape}
+	}
+	return out
+}
+
+// Kernel computes one tensor of a job.
+type Kernel interface {
+	// Compute fills t.Out from t.In. It should return promptly once ctx
+	// is done.
+	Compute(ctx context.Context, t *Tensor) error
+}
+
+// KernelFunc adapts a function to a Kernel.
+type KernelFunc func(ctx context.Context, t *Tensor) error
+
+// Compute calls f.
+func (f KernelFunc) Compute(ctx context.Context, t *Tensor) error { return f(ctx, t) }
+
+// Tensor is the work on one tensor: its inputs' bytes and the outputs to
+// fill.
+type Tensor struct {
+	weights.TensorInfo
+	// In holds each input's tensor, raw; a missing optional input is the
+	// zero Tensor (nil Data), which reads as zeros.
+	In []weights.Tensor
+	// Out holds one buffer per output, sized for the tensor in OutDType[k];
+	// the kernel fills it completely.
+	Out      [][]byte
+	OutDType []weights.DType
+	job      *Job
+}
+
+// Missing reports whether input i lacks the tensor (an optional input).
+func (t *Tensor) Missing(i int) bool { return t.In[i].Data == nil && t.In[i].Name == "" }
+
+// Job is a streaming computation over aligned tensors of several inputs.
+type Job struct {
+	Inputs []weights.Checkpoint
+	// Optional marks inputs that may lack a tensor; a missing tensor reads
+	// as zeros (a task vector that covers only some layers).
+	Optional []bool
+	// Tensors are the tensors to compute (name and shape; the dtype is the
+	// source's, used for pass-through and by Output.DType).
+	Tensors []weights.TensorInfo
+	Outputs []Output
+	// Kernel builds the computation of one tensor.
+	Kernel func(t weights.TensorInfo) (Kernel, error)
+	// PassThrough returns the input whose bytes are copied (converted to
+	// each output's dtype) for a tensor no kernel computes, or -1 for a
+	// tensor the kernel computes. nil means: floating tensors are
+	// computed, the others copied from input 0.
+	PassThrough func(t weights.TensorInfo) int
+	// Cost, if set, estimates the bytes one tensor holds while processed,
+	// replacing the default estimate (inputs + outputs + decoded copies).
+	Cost func(t weights.TensorInfo) int64
+	// Phase names the job's progress phase ("merging").
+	Phase string
+	// Finalize, if set, runs after every tensor is written and before
+	// commit, and may return new metadata for outputs (nil entries keep
+	// theirs), e.g. to fill in input hashes computed concurrently.
+	Finalize func() ([]map[string]string, error)
+	Options
+
+	bytes *Pool[byte]
+}
+
+// Run executes the job and returns the files written for each output. On
+// any error, or when ctx is cancelled, every output is discarded.
+func (j *Job) Run(ctx context.Context) ([][]string, error) {
+	budget := j.maxMemory()
+	sinks := make([]Sink, len(j.Outputs))
+	files := make([][]string, len(j.Outputs))
+	abort := func() {
+		for _, s := range sinks {
+			if s != nil {
+				s.Abort()
+			}
+		}
+	}
+	for k, o := range j.Outputs {
+		s, fs, err := o.Create(j.Tensors)
+		if err != nil {
+			abort()
+			return nil, err
+		}
+		sinks[k], files[k] = s, fs
+	}
+	if j.Phase != "" {
+		StartPhase(j.Progress, j.Phase, j.inputBytes())
+	}
+	sem := semaphore.NewWeighted(budget)
+	j.bytes = NewPool[byte](budget / 4)
+	err := parallel.Items(ctx, len(j.Tensors), j.workers(), func(_, i int) error {
+		t := j.Tensors[i]
+		cost := min(j.cost(t), budget)
+		if err := sem.Acquire(ctx, cost); err != nil {
+			return context.Cause(ctx)
+		}
+		defer sem.Release(cost)
+		return j.runTensor(ctx, t, sinks)
+	})
+	if err == nil && j.Finalize != nil {
+		var mds []map[string]string
+		mds, err = j.Finalize()
+		for k := range mds {
+			if err != nil || mds[k] == nil {
+				continue
+			}
+			rw, ok := sinks[k].(MetadataRewriter)
+			if !ok {
+				err = fmt.Errorf("%s: output cannot rewrite metadata", j.Outputs[k].Path)
+				break
+			}
+			err = rw.RewriteMetadata(HFMetadata(mds[k]))
+		}
+	}
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	if err != nil {
+		abort()
+		return nil, err
+	}
+	for k, s := range sinks {
+		if err := s.Commit(); err != nil {
+			for _, s2 := range sinks[k+1:] {
+				s2.Abort()
+			}
+			return nil, err
+		}
+	}
+	return files, nil
+}
+
+// inputBytes sums the bytes the job reads: what progress counts.
+func (j *Job) inputBytes() int64 {
+	var n int64
+	for _, t := range j.Tensors {
+		for _, in := range j.Inputs {
+			if info, ok := in.Info(t.Name); ok {
+				b, _ := info.ByteSize()
+				n += b
+			}
+		}
+	}
+	return n
+}
+
+// cost estimates the bytes one tensor holds while it is processed: every
+// input's raw bytes, every output's, decoded copies for multi-pass kernels
+// of tensors small enough to keep them, and chunk scratch.
+func (j *Job) cost(t weights.TensorInfo) int64 {
+	var c int64
+	if j.Cost != nil {
+		c = j.Cost(t)
+		for _, o := range j.Outputs {
+			if o.Cost != nil {
+				c += o.Cost(t)
+			}
+		}
+		return c
+	}
+	for _, in := range j.Inputs {
+		if info, ok := in.Info(t.Name); ok {
+			b, _ := info.ByteSize()
+			c += b
+		}
+	}
+	n, _ := t.NumElements()
+	for _, o := range j.Outputs {
+		c += o.DType(t).Bytes(n)
+		if o.Cost != nil {
+			c += o.Cost(t)
+		}
+	}
+	if m := n * 8 * int64(len(j.Inputs)); m <= MaterializeLimit {
+		c += m // multi-pass kernels may hold decoded copies
+	}
+	return c + int64(len(j.Inputs)+len(j.Outputs))*ChunkElems*8
+}
+
+func (j *Job) passThrough(t weights.TensorInfo) int {
+	if j.PassThrough != nil {
+		return j.PassThrough(t)
+	}
+	if t.DType.IsFloat() {
+		return -1
+	}
+	return 0
+}
+
+func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink) error {
+	if src := j.passThrough(t); src >= 0 {
+		return j.copyTensor(t, src, sinks)
+	}
+	kern, err := j.Kernel(t)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	task := &Tensor{TensorInfo: t, In: make([]weights.Tensor, len(j.Inputs)), job: j}
+	var read int64
+	for i, in := range j.Inputs {
+		info, ok := in.Info(t.Name)
+		if !ok && i < len(j.Optional) && j.Optional[i] {
+			continue // reads as zeros
+		}
+		size, _ := info.ByteSize()
+		ten, err := in.ReadTensor(t.Name, j.bytes.Get(int(size)))
+		if err != nil {
+			return err
+		}
+		defer j.bytes.Put(ten.Data)
+		if !weights.SameShape(ten.Shape, t.Shape) {
+			return &weights.TensorError{File: in.Path(), Tensor: t.Name, Err: fmt.Errorf("shape %s, expected %s", ten.ShapeString(), t.ShapeString())}
+		}
+		task.In[i] = ten
+		read += int64(len(ten.Data))
+	}
+	n, _ := t.NumElements()
+	task.Out = make([][]byte, len(j.Outputs))
+	task.OutDType = make([]weights.DType, len(j.Outputs))
+	for k, o := range j.Outputs {
+		dt := o.DType(t)
+		task.OutDType[k] = dt
+		task.Out[k] = j.bytes.Get(int(dt.Bytes(n)))
+		defer j.bytes.Put(task.Out[k])
+	}
+	if err := kern.Compute(ctx, task); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	for k, s := range sinks {
+		if err := s.WriteTensor(t.Name, task.Out[k]); err != nil {
+			return err
+		}
+	}
+	if r, ok := kern.(interface{ Release() }); ok {
+		r.Release()
+	}
+	add(j.Progress, read)
+	return nil
+}
+
+// copyTensor writes input src's bytes of t to every output, converted to
+// the output's dtype.
+func (j *Job) copyTensor(t weights.TensorInfo, src int, sinks []Sink) error {
+	info, _ := j.Inputs[src].Info(t.Name)
+	size, _ := info.ByteSize()
+	ten, err := j.Inputs[src].ReadTensor(t.Name, j.bytes.Get(int(size)))
+	if err != nil {
+		return err
+	}
+	defer j.bytes.Put(ten.Data)
+	for k, s := range sinks {
+		data := ten.Data
+		if dt := j.Outputs[k].DType(t); dt != ten.DType {
+			n, _ := ten.NumElements()
+			buf := j.bytes.Get(int(dt.Bytes(n)))
+			if data, err = weights.ConvertBytesInto(ten.DType, dt, ten.Data, buf); err != nil {
+				return &weights.TensorError{File: j.Outputs[k].Path, Tensor: t.Name, Err: err}
+			}
+			defer j.bytes.Put(buf)
+		}
+		if err := s.WriteTensor(t.Name, data); err != nil {
+			return err
+		}
+	}
+	add(j.Progress, int64(len(ten.Data)))
+	return nil
+}

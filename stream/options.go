@@ -1,0 +1,93 @@
+package stream
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/weightops/weightops/internal/parallel"
+	"github.com/weightops/weightops/weights"
+)
+
+// DefaultMaxMemory is the bound on tensor bytes in flight when Options
+// gives none.
+const DefaultMaxMemory = 256 << 20
+
+// Options are the settings every streaming command shares; each command's
+// options embed them.
+type Options struct {
+	// Workers is how many tensors are processed at once (0: min(cores, 2)).
+	Workers int
+	// MaxMemory bounds the bytes held by the tensors in flight (inputs,
+	// outputs and scratch); a tensor larger than the bound runs alone.
+	// 0 means DefaultMaxMemory.
+	MaxMemory int64
+	// ShardSize > 0 writes checkpoint outputs as Hugging Face shards of at
+	// most this many bytes, with an index.
+	ShardSize int64
+	// Shard, when set, computes only this worker's balanced share of the
+	// tensors into OUT/model-i-of-n.safetensors (see weights.ShardSpec);
+	// `weightops index` stitches the shards together.
+	Shard *weights.ShardSpec
+	// DType, when set, is the output dtype of floating tensors.
+	DType *weights.DType
+	// Progress, if set, is told the phases and the bytes done.
+	Progress Progress
+}
+
+// workers is the resolved worker count.
+func (o Options) workers() int { return parallel.Workers(o.Workers) }
+
+func (o Options) maxMemory() int64 {
+	if o.MaxMemory > 0 {
+		return o.MaxMemory
+	}
+	return DefaultMaxMemory
+}
+
+// OutputDType is the dtype tensor t is written in under these options
+// (see weights.OutputDType).
+func (o Options) OutputDType(t weights.TensorInfo) weights.DType {
+	return weights.OutputDType(t.DType, o.DType)
+}
+
+// ShardOutput applies o.Shard to a job's tensors and output path: with a
+// shard, only its share of the tensors, written as
+// out/model-i-of-n.safetensors (out is created as a directory); without,
+// everything into out.
+func (o Options) ShardOutput(tensors []weights.TensorInfo, out string) ([]weights.TensorInfo, string, error) {
+	if o.Shard == nil {
+		return tensors, out, nil
+	}
+	if weights.IsSafetensorsPath(out) {
+		return nil, "", fmt.Errorf("%s: a sharded run (--shard %d/%d) writes into a directory", out, o.Shard.Index, o.Shard.Count)
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return nil, "", err
+	}
+	return o.Shard.Select(tensors), filepath.Join(out, o.Shard.FileName()), nil
+}
+
+// Progress is told what a long operation is doing: progress.Bar
+// implements it, nil means no report.
+type Progress interface {
+	// Phase starts a named phase ("merging", "hashing", "pass 1/2")
+	// that will count total bytes.
+	Phase(name string, total int64)
+	// Add counts n more bytes done in the current phase; safe for
+	// concurrent use.
+	Add(n int64)
+}
+
+// StartPhase starts a phase on p when there is one.
+func StartPhase(p Progress, name string, total int64) {
+	if p != nil {
+		p.Phase(name, total)
+	}
+}
+
+func add(p Progress, n int64) {
+	if p != nil {
+		p.Add(n)
+	}
+}

@@ -1,0 +1,99 @@
+package weights
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+)
+
+// Every output is written to a temp file beside its destination and
+// renamed into place when complete. The temp files in flight are
+// registered here, so that a command interrupted by a signal can remove
+// them even if the goroutine writing one never gets to run its cleanup.
+var temps struct {
+	sync.Mutex
+	names map[string]struct{}
+}
+
+// CreateTemp creates the temp file for an output at dst: a hidden file in
+// dst's directory (so the final rename stays on one file system).
+func CreateTemp(dst string) (*os.File, error) {
+	f, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	if err != nil {
+		return nil, err
+	}
+	temps.Lock()
+	if temps.names == nil {
+		temps.names = map[string]struct{}{}
+	}
+	temps.names[f.Name()] = struct{}{}
+	temps.Unlock()
+	return f, nil
+}
+
+func forgetTemp(name string) {
+	temps.Lock()
+	delete(temps.names, name)
+	temps.Unlock()
+}
+
+// DiscardTemp closes and removes a temp file from CreateTemp.
+func DiscardTemp(f *os.File) {
+	f.Close()
+	os.Remove(f.Name())
+	forgetTemp(f.Name())
+}
+
+// CommitTemp finishes a temp file from CreateTemp: sync, close, make it
+// readable like a normal file, and rename it over dst. On any failure the
+// temp file is removed, so no half-written output is left.
+func CommitTemp(f *os.File, dst string) error {
+	tmp := f.Name()
+	defer forgetTemp(tmp)
+	err := f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s: %w", dst, err)
+	}
+	return nil
+}
+
+// RemoveTemps removes every temp file still in flight and returns their
+// names: the last step of a command stopped by a signal.
+func RemoveTemps() []string {
+	temps.Lock()
+	defer temps.Unlock()
+	var out []string
+	for name := range temps.names {
+		os.Remove(name)
+		out = append(out, name)
+	}
+	clear(temps.names)
+	sort.Strings(out)
+	return out
+}
+
+// WriteFileAtomic writes data to a temp file beside path and renames it
+// into place, so readers see the old file or the whole new one.
+func WriteFileAtomic(path string, data []byte) error {
+	f, err := CreateTemp(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		DiscardTemp(f)
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return CommitTemp(f, path)
+}
