@@ -6,42 +6,14 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/weightops/weightops/internal/testutil"
+
 	"gonum.org/v1/gonum/mat"
 )
 
-// orthonormal returns an m×k matrix with orthonormal columns by modified
-// Gram–Schmidt (applied twice) on a Gaussian matrix: written here, with no
-// LAPACK, so the tests do not check the code with itself.
-func orthonormal(rng *rand.Rand, m, k int) [][]float64 {
-	cols := make([][]float64, k)
-	for j := range cols {
-		v := make([]float64, m)
-		for i := range v {
-			v[i] = rng.NormFloat64()
-		}
-		for pass := 0; pass < 2; pass++ {
-			for _, q := range cols[:j] {
-				var d float64
-				for i := range v {
-					d += v[i] * q[i]
-				}
-				for i := range v {
-					v[i] -= d * q[i]
-				}
-			}
-		}
-		var n float64
-		for _, x := range v {
-			n += x * x
-		}
-		n = math.Sqrt(n)
-		for i := range v {
-			v[i] /= n
-		}
-		cols[j] = v
-	}
-	return cols
-}
+// orthonormal is testutil.Orthonormal: built without LAPACK, so the tests
+// do not check the code with itself.
+func orthonormal(rng *rand.Rand, m, k int) [][]float64 { return testutil.Orthonormal(rng, m, k) }
 
 // known builds A = U·diag(s)·Vᵀ (m×n, row-major) from random orthonormal
 // U, V and the given singular values, and returns A and the rank-r

@@ -14,7 +14,7 @@ import (
 )
 
 // Bar counts bytes towards a total, phase by phase. A nil *Bar is valid
-// and does nothing; *Bar implements stream.Progress.
+// and does nothing; its Phase and Add make a stream.Progress.
 type Bar struct {
 	mu    sync.Mutex
 	w     io.Writer

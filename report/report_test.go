@@ -20,6 +20,9 @@ const demoData = "../testdata/demo"
 // must hold every section and chart, and the screenshot must be a real
 // picture, not a blank page.
 func TestBuildRendersInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the whole report (about 20 s); skipped with -short")
+	}
 	out := t.TempDir()
 	start := time.Now()
 	rep, err := Build(context.Background(), Options{Data: demoData, Out: out})

@@ -16,6 +16,8 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
+	"runtime/debug"
 
 	"golang.org/x/sync/semaphore"
 
@@ -171,15 +173,33 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 	if j.Phase != "" {
 		StartPhase(j.Progress, j.Phase, j.inputBytes())
 	}
+	// A tensor larger than the budget runs alone, but it still needs its
+	// bytes: keep the Go heap limit (which the CLI sets near the budget)
+	// above what the largest tensor needs, or the collector thrashes.
+	var most int64
+	for _, t := range j.Tensors {
+		most = max(most, j.cost(t))
+	}
+	if lim := debug.SetMemoryLimit(-1); lim != math.MaxInt64 {
+		if need := max(most, budget) + max(most, budget)/2 + 64<<20; need > lim {
+			defer debug.SetMemoryLimit(debug.SetMemoryLimit(need))
+		}
+	}
 	sem := semaphore.NewWeighted(budget)
 	j.bytes = NewPool[byte](budget / 4)
-	err := parallel.Items(ctx, len(j.Tensors), j.workers(), func(_, i int) error {
+	// Copies reuse one read and one conversion buffer per worker, grown to
+	// the largest tensor: no allocation per tensor once warm.
+	copyBufs := make([][2][]byte, j.workers())
+	err := parallel.Items(ctx, len(j.Tensors), j.workers(), func(w, i int) error {
 		t := j.Tensors[i]
 		cost := min(j.cost(t), budget)
 		if err := sem.Acquire(ctx, cost); err != nil {
 			return context.Cause(ctx)
 		}
 		defer sem.Release(cost)
+		if src := j.passThrough(t); src >= 0 {
+			return j.copyTensor(t, src, sinks, &copyBufs[w])
+		}
 		return j.runTensor(ctx, t, sinks)
 	})
 	if err == nil && j.Finalize != nil {
@@ -273,9 +293,6 @@ func (j *Job) passThrough(t weights.TensorInfo) int {
 }
 
 func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink) error {
-	if src := j.passThrough(t); src >= 0 {
-		return j.copyTensor(t, src, sinks)
-	}
 	kern, err := j.Kernel(t)
 	if err != nil {
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
@@ -327,24 +344,20 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 }
 
 // copyTensor writes input src's bytes of t to every output, converted to
-// the output's dtype.
-func (j *Job) copyTensor(t weights.TensorInfo, src int, sinks []Sink) error {
-	info, _ := j.Inputs[src].Info(t.Name)
-	size, _ := info.ByteSize()
-	ten, err := j.Inputs[src].ReadTensor(t.Name, j.bytes.Get(int(size)))
+// the output's dtype, through the worker's buffers.
+func (j *Job) copyTensor(t weights.TensorInfo, src int, sinks []Sink, bufs *[2][]byte) error {
+	ten, err := j.Inputs[src].ReadTensor(t.Name, bufs[0])
 	if err != nil {
 		return err
 	}
-	defer j.bytes.Put(ten.Data)
+	bufs[0] = ten.Data
 	for k, s := range sinks {
 		data := ten.Data
 		if dt := j.Outputs[k].DType(t); dt != ten.DType {
-			n, _ := ten.NumElements()
-			buf := j.bytes.Get(int(dt.Bytes(n)))
-			if data, err = weights.ConvertBytesInto(ten.DType, dt, ten.Data, buf); err != nil {
+			if data, err = weights.ConvertBytesInto(ten.DType, dt, ten.Data, bufs[1]); err != nil {
 				return &weights.TensorError{File: j.Outputs[k].Path, Tensor: t.Name, Err: err}
 			}
-			defer j.bytes.Put(buf)
+			bufs[1] = data
 		}
 		if err := s.WriteTensor(t.Name, data); err != nil {
 			return err

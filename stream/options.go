@@ -68,26 +68,28 @@ func (o Options) ShardOutput(tensors []weights.TensorInfo, out string) ([]weight
 	return o.Shard.Select(tensors), filepath.Join(out, o.Shard.FileName()), nil
 }
 
-// Progress is told what a long operation is doing: progress.Bar
-// implements it, nil means no report.
-type Progress interface {
+// Progress is told what a long operation is doing (a progress.Bar's
+// methods, typically); nil functions mean no report. Functions rather than
+// an interface: a value in an interface makes the linker keep every
+// method reachable from it, and a progress bar's reach net/http.
+type Progress struct {
 	// Phase starts a named phase ("merging", "hashing", "pass 1/2")
 	// that will count total bytes.
-	Phase(name string, total int64)
-	// Add counts n more bytes done in the current phase; safe for
-	// concurrent use.
-	Add(n int64)
+	Phase func(name string, total int64)
+	// Add counts n more bytes done in the current phase; it must be safe
+	// for concurrent use.
+	Add func(n int64)
 }
 
 // StartPhase starts a phase on p when there is one.
 func StartPhase(p Progress, name string, total int64) {
-	if p != nil {
+	if p.Phase != nil {
 		p.Phase(name, total)
 	}
 }
 
 func add(p Progress, n int64) {
-	if p != nil {
+	if p.Add != nil {
 		p.Add(n)
 	}
 }

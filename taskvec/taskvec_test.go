@@ -3,12 +3,16 @@ package taskvec
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/sparsify"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
 )
 
 func TestDiffAddInterpolate(t *testing.T) {
@@ -73,4 +77,65 @@ func TestDiffAddInterpolate(t *testing.T) {
 	testutil.Near(t, "α=0", testutil.Read(t, outs[0], "w"), []float64{1, 2, 3}, 1e-6)
 	testutil.Near(t, "α=0.25", testutil.Read(t, outs[1], "w"), []float64{1.5, 2, 2.5}, 1e-6)
 	testutil.Near(t, "α=1", testutil.Read(t, outs[4], "embed"), []float64{5, 6, 7, 8}, 1e-6)
+}
+
+// TestDiffOutputsAgree: the patch and the checkpoint a diff writes hold
+// the same values, sparsified or not (one implementation), and the
+// sparsified values are the reference sparsification of float32(ft − base)
+// done on the whole tensor.
+func TestDiffOutputsAgree(t *testing.T) {
+	ctx := context.Background()
+	d := t.TempDir()
+	rng := rand.New(rand.NewPCG(3, 4))
+	base, ft := map[string][]float64{}, map[string][]float64{}
+	shapes := map[string][]int64{"a": {64, 300}, "b": {1000}}
+	for n, s := range shapes {
+		k := int(s[0])
+		if len(s) > 1 {
+			k *= int(s[1])
+		}
+		for i := 0; i < k; i++ {
+			// Values an F32 file holds exactly, so the reference sees them.
+			x := float64(float32(rng.NormFloat64()))
+			base[n] = append(base[n], x)
+			ft[n] = append(ft[n], float64(float32(x+rng.NormFloat64()*0.01)))
+		}
+	}
+	cks := testutil.Open(t, testutil.WriteF32(t, filepath.Join(d, "ft.safetensors"), ft, shapes), testutil.WriteF32(t, filepath.Join(d, "base.safetensors"), base, shapes))
+	for _, sp := range []sparsify.Spec{
+		{Method: sparsify.None, Density: 1},
+		{Method: sparsify.MagnitudeOutliers, Density: 0.3, Gamma: 0.02},
+		{Method: sparsify.Random, Density: 0.4, Seed: 5, Rescale: sparsify.L1},
+	} {
+		st, wp := filepath.Join(d, "tv.safetensors"), filepath.Join(d, "tv.wpatch")
+		if _, err := Diff(ctx, cks[0], cks[1], st, DiffOptions{Sparsify: sp, Options: stream.Options{Workers: 2, MaxMemory: 100_000}}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := Diff(ctx, cks[0], cks[1], wp, DiffOptions{Sparsify: sp, Patch: &wpatch.Encoding{}})
+		if err != nil || rep.Patch == nil {
+			t.Fatal(err)
+		}
+		p, err := wpatch.Open(wp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for n, s := range shapes {
+			want := make([]float32, len(ft[n]))
+			for i := range want {
+				want[i] = float32(ft[n][i] - base[n][i])
+			}
+			sparsify.InPlace(sp, n, s, 0, want)
+			got := make([]float32, len(want))
+			if err := p.Load(n, got); err != nil {
+				t.Fatal(err)
+			}
+			ck := testutil.Read(t, st, n)
+			for i := range want {
+				if got[i] != want[i] || float32(ck[i]) != want[i] {
+					t.Fatalf("%v %s[%d]: patch %g, checkpoint %g, reference %g", sp.Method, n, i, got[i], ck[i], want[i])
+				}
+			}
+		}
+		p.Close()
+	}
 }

@@ -323,6 +323,11 @@ func u16(b []byte) []uint16 {
 	return unsafe.Slice((*uint16)(unsafe.Pointer(&b[0])), len(b)/2)
 }
 
+// Float32View views little-endian F32 bytes as float32 values without
+// copying (the host is little-endian, see endian.go); the slices share
+// memory.
+func Float32View(b []byte) []float32 { return f32(b) }
+
 func f32(b []byte) []float32 {
 	if len(b) < 4 {
 		return nil

@@ -144,12 +144,12 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 				return nil
 			}), nil
 		},
-		// The model's bytes, the output's, θ and Σ s·d in float64, and a
-		// float32 patch buffer.
+		// The model's bytes, the output's, Σ s·d in float64 and a float32
+		// patch buffer (θ is worked on in chunks).
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
 			n, _ := t.NumElements()
-			return 3*b + 20*n
+			return 2*b + 12*n + 32*stream.ChunkElems
 		},
 		Phase:   phase,
 		Options: o,
@@ -164,46 +164,73 @@ type undoRecord struct {
 
 // applyTensor writes round(θ + acc) in the tensor's dtype into out, and
 // returns the elements where round(round(θ + acc) − acc) ≠ θ with their
-// original bytes.
+// original bytes. It works in chunks, so its float64 scratch stays small;
+// with out nil only the undo records are computed.
 func applyTensor(t weights.Tensor, acc []float64, out []byte) (undoRecord, error) {
 	n := len(acc)
-	es := t.DType.Size()
-	theta := stream.F64.Get(n)
+	dt := t.DType
+	es := dt.Size()
+	chunk := min(n, stream.ChunkElems)
+	theta := stream.F64.Get(chunk)
 	defer stream.F64.Put(theta)
-	if err := weights.Decode(t.DType, t.Data, theta); err != nil {
-		return undoRecord{}, err
-	}
-	for i := range theta {
-		theta[i] += acc[i]
-	}
-	if err := weights.Encode(t.DType, theta, out); err != nil {
-		return undoRecord{}, err
-	}
-	back := make([]byte, len(out))
-	if err := subtract(t.DType, out, acc, back); err != nil {
-		return undoRecord{}, err
+	back := make([]byte, chunk*es)
+	var scratch []byte
+	if out == nil {
+		scratch = make([]byte, chunk*es)
 	}
 	u := undoRecord{name: t.Name}
-	for i := 0; i < n; i++ {
-		if !bytes.Equal(back[i*es:(i+1)*es], t.Data[i*es:(i+1)*es]) {
-			u.indices = append(u.indices, int64(i))
-			u.orig = append(u.orig, t.Data[i*es:(i+1)*es]...)
+	for s := 0; s < n; s += chunk {
+		e := min(n, s+chunk)
+		th, orig := theta[:e-s], t.Data[s*es:e*es]
+		var o []byte
+		if out != nil {
+			o = out[s*es : e*es]
+		} else {
+			o = scratch[:len(orig)]
+		}
+		if err := weights.Decode(dt, orig, th); err != nil {
+			return undoRecord{}, err
+		}
+		for i := range th {
+			th[i] += acc[s+i]
+		}
+		if err := weights.Encode(dt, th, o); err != nil {
+			return undoRecord{}, err
+		}
+		b := back[:len(o)]
+		if err := subtract(dt, o, acc[s:e], b); err != nil {
+			return undoRecord{}, err
+		}
+		for i := 0; i < e-s; i++ {
+			if !bytes.Equal(b[i*es:(i+1)*es], orig[i*es:(i+1)*es]) {
+				u.indices = append(u.indices, int64(s+i))
+				u.orig = append(u.orig, orig[i*es:(i+1)*es]...)
+			}
 		}
 	}
 	return u, nil
 }
 
-// subtract writes round(θ' − acc) into out: the naive inverse.
+// subtract writes round(θ' − acc) into out: the naive inverse, in chunks.
 func subtract(dt weights.DType, patched []byte, acc []float64, out []byte) error {
-	v := stream.F64.Get(len(acc))
+	n, es := len(acc), dt.Size()
+	chunk := min(n, stream.ChunkElems)
+	v := stream.F64.Get(chunk)
 	defer stream.F64.Put(v)
-	if err := weights.Decode(dt, patched, v); err != nil {
-		return err
+	for s := 0; s < n; s += chunk {
+		e := min(n, s+chunk)
+		x := v[:e-s]
+		if err := weights.Decode(dt, patched[s*es:e*es], x); err != nil {
+			return err
+		}
+		for i := range x {
+			x[i] -= acc[s+i]
+		}
+		if err := weights.Encode(dt, x, out[s*es:e*es]); err != nil {
+			return err
+		}
 	}
-	for i := range v {
-		v[i] -= acc[i]
-	}
-	return weights.Encode(dt, v, out)
+	return nil
 }
 
 func encodeUndo(recs []undoRecord) string {
@@ -351,8 +378,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	var mu sync.Mutex
 	var recs []undoRecord
 	undoJob := pl.job(touched, o.Options, "computing undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
-		out := make([]byte, len(t.Data))
-		u, err := applyTensor(t, acc, out)
+		u, err := applyTensor(t, acc, nil)
 		if err != nil {
 			return err
 		}

@@ -337,11 +337,11 @@ func (w *Writer) WriteTensor(name string, data []byte) error {
 	if !ok {
 		return fmt.Errorf("%s: tensor %q not declared", w.path, name)
 	}
-	vals := make([]float32, len(data)/4)
-	if err := weights.DecodeFloat32(weights.F32, data, vals); err != nil {
-		return err
+	if len(data)%4 != 0 {
+		return fmt.Errorf("%s: tensor %q: %d bytes are not F32 values", w.path, name, len(data))
 	}
-	return w.Add(name, info.Shape, info.DType, vals)
+	// Add reads the values and keeps none of them: a view will do.
+	return w.Add(name, info.Shape, info.DType, weights.Float32View(data))
 }
 
 // Declare lists the tensors WriteTensor will receive, with the dtype of

@@ -32,12 +32,17 @@ const (
 	mergeSlack     = 0.01  // breadcrumbs − task arithmetic, mean over corruptions (seeds: −0.8 to +1.1 pts)
 )
 
-// TestDemoPipeline runs `weightops demo` on the committed models and
-// checks what the numbers are meant to show (see the README's table).
+// TestDemoPipeline runs `weightops demo` on the models embedded in the
+// binary (the committed ones), from a directory that is not the
+// repository's, and checks what the numbers are meant to show (see the
+// README's table).
 func TestDemoPipeline(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole demo (about 20 s); skipped with -short")
+	}
 	out := t.TempDir()
 	start := time.Now()
-	stdout, stderr, code := run(t, "demo", "--data", demoData, "--out", out, "--json", "-q")
+	stdout, stderr, code := runIn(t, t.TempDir(), "demo", "--out", out, "--json", "-q")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}

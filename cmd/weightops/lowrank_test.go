@@ -9,41 +9,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/internal/testutil"
 	"github.com/weightops/weightops/lowrank"
 	"github.com/weightops/weightops/weights"
 )
-
-// lrOrthonormal returns k orthonormal vectors of length m (Gram–Schmidt,
-// twice, on Gaussian vectors): independent of the code under test.
-func lrOrthonormal(rng *rand.Rand, m, k int) [][]float64 {
-	cols := make([][]float64, k)
-	for j := range cols {
-		v := make([]float64, m)
-		for i := range v {
-			v[i] = rng.NormFloat64()
-		}
-		for pass := 0; pass < 2; pass++ {
-			for _, q := range cols[:j] {
-				var d float64
-				for i := range v {
-					d += v[i] * q[i]
-				}
-				for i := range v {
-					v[i] -= d * q[i]
-				}
-			}
-		}
-		var n float64
-		for _, x := range v {
-			n += x * x
-		}
-		for i := range v {
-			v[i] /= math.Sqrt(n)
-		}
-		cols[j] = v
-	}
-	return cols
-}
 
 // lrDelta is Δ = Σ_l s_l·u_l·v_lᵀ (m×n) with known singular values.
 type lrDelta struct {
@@ -91,35 +60,6 @@ func lrWrite(t *testing.T, path string, names []string, shapes [][]int64, vals [
 	}
 }
 
-func lrRead(t *testing.T, path string) map[string][]float64 {
-	t.Helper()
-	ck, err := weights.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ck.Close()
-	out := map[string][]float64{}
-	for _, info := range ck.Tensors() {
-		ten, err := ck.ReadTensor(info.Name, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if out[info.Name], err = ten.Float64s(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return out
-}
-
-func lrRel(got, want []float64) float64 {
-	var d, n float64
-	for i := range want {
-		d += (got[i] - want[i]) * (got[i] - want[i])
-		n += want[i] * want[i]
-	}
-	return math.Sqrt(d / n)
-}
-
 // lrFixture writes a small F32 base and a fine-tune whose 2-D deltas have
 // known singular values, plus a 1-D bias that differs.
 func lrFixture(t *testing.T) (dir, base, ft string, deltas map[string]*lrDelta, baseVals map[string][]float64) {
@@ -146,7 +86,7 @@ func lrFixture(t *testing.T) (dir, base, ft string, deltas map[string]*lrDelta, 
 			for l := range d.s {
 				d.s[l] = 0.8 * math.Pow(0.7, float64(l))
 			}
-			d.u, d.v = lrOrthonormal(rng, m, len(d.s)), lrOrthonormal(rng, k, len(d.s))
+			d.u, d.v = testutil.Orthonormal(rng, m, len(d.s)), testutil.Orthonormal(rng, k, len(d.s))
 			dv := d.values()
 			for j := range f {
 				f[j] = w[j] + dv[j]
@@ -170,7 +110,7 @@ func lrFixture(t *testing.T) (dir, base, ft string, deltas map[string]*lrDelta, 
 // √(Σ_{i>r} σ_i²)/‖Δ‖ fixed when the deltas were built.
 func TestLoraExtractMergeRoundTrip(t *testing.T) {
 	dir, base, ft, deltas, baseVals := lrFixture(t)
-	want := lrRead(t, ft)
+	want := testutil.ReadAll(t, ft)
 
 	full := filepath.Join(dir, "full-adapter")
 	if _, e, code := run(t, "lora", "extract", ft, "--base", base, "--rank", "16", "-o", full, "-q"); code != 0 {
@@ -180,9 +120,9 @@ func TestLoraExtractMergeRoundTrip(t *testing.T) {
 	if _, e, code := run(t, "lora", "merge", base, full, "-o", merged, "-q"); code != 0 {
 		t.Fatalf("merge: %s", e)
 	}
-	got := lrRead(t, merged)
+	got := testutil.ReadAll(t, merged)
 	for name, w := range want {
-		if e := lrRel(got[name], w); e > 1e-5 {
+		if e := testutil.RelFrob(got[name], w); e > 1e-5 {
 			t.Errorf("%s: full-rank round trip relative error %g", name, e)
 		}
 	}
@@ -210,7 +150,7 @@ func TestLoraExtractMergeRoundTrip(t *testing.T) {
 		if _, e, code := run(t, "lora", "merge", base, ad, "-o", m, "-q"); code != 0 {
 			t.Fatalf("merge r=4: %s", e)
 		}
-		got := lrRead(t, m)
+		got := testutil.ReadAll(t, m)
 		for _, mod := range rep.Modules {
 			d := deltas[mod.Tensor]
 			exact := d.relTail(r)
@@ -219,7 +159,7 @@ func TestLoraExtractMergeRoundTrip(t *testing.T) {
 			for i := range dv {
 				diff[i] = got[mod.Tensor][i] - baseVals[mod.Tensor][i]
 			}
-			merr := lrRel(diff, dv)
+			merr := testutil.RelFrob(diff, dv)
 			if !randomized {
 				if math.Abs(mod.RelError-exact) > 2e-5 || math.Abs(merr-exact) > 2e-5 || mod.Method != "exact" {
 					t.Errorf("%s: reported %g, merged %g, want %g", mod.Tensor, mod.RelError, merr, exact)
@@ -244,8 +184,8 @@ func TestLowrankCommand(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", w, stdout)
 		}
 	}
-	got, ftv := lrRead(t, out), lrRead(t, ft)
-	if lrRel(got["model.layers.0.self_attn.q_proj.bias"], ftv["model.layers.0.self_attn.q_proj.bias"]) != 0 {
+	got, ftv := testutil.ReadAll(t, out), testutil.ReadAll(t, ft)
+	if testutil.RelFrob(got["model.layers.0.self_attn.q_proj.bias"], ftv["model.layers.0.self_attn.q_proj.bias"]) != 0 {
 		t.Error("bias not copied from FT")
 	}
 	for name, d := range deltas {
@@ -255,7 +195,7 @@ func TestLowrankCommand(t *testing.T) {
 			diff[i] = got[name][i] - baseVals[name][i]
 		}
 		// Energy 0.9 keeps at most 10% of ‖Δ‖², so at most √0.1 relative error.
-		if e := lrRel(diff, dv); e > math.Sqrt(0.1)+1e-5 {
+		if e := testutil.RelFrob(diff, dv); e > math.Sqrt(0.1)+1e-5 {
 			t.Errorf("%s: error %g", name, e)
 		}
 	}

@@ -3,13 +3,16 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/weightops/weightops/weights"
 )
@@ -34,7 +37,14 @@ func TestMain(m *testing.M) {
 
 func run(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
+	return runIn(t, "", args...)
+}
+
+// runIn runs the binary in directory dir ("" for the test's).
+func runIn(t *testing.T, dir string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(bin, args...)
+	cmd.Dir = dir
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -412,4 +422,63 @@ func TestShardedRunsEqualOneRun(t *testing.T) {
 		t.Fatal(e)
 	}
 	same(base, back)
+}
+
+// TestSignalsStopCleanly: SIGTERM (a CI timeout), SIGINT (Ctrl-C) and
+// SIGHUP stop a running merge with exit code 128+signal, one line on
+// stderr, no output and no temp file left.
+func TestSignalsStopCleanly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("interrupts three merges (about 8 s); skipped with -short")
+	}
+	d := t.TempDir()
+	for i := 1; i <= 3; i++ {
+		if _, e, code := run(t, "synth", "-q", "--size", "40MiB", "--seed", fmt.Sprint(i), filepath.Join(d, fmt.Sprintf("m%d.safetensors", i))); code != 0 {
+			t.Fatal(e)
+		}
+	}
+	recipe := filepath.Join(d, "r.yaml")
+	os.WriteFile(recipe, []byte("merge_method: breadcrumbs\nbase_model: m1.safetensors\nmodels:\n"+
+		"  - model: m2.safetensors\n    parameters: {weight: 0.5, density: 0.9, gamma: 0.01}\n"+
+		"  - model: m3.safetensors\n    parameters: {weight: 0.5, density: 0.9, gamma: 0.01}\n"), 0o644)
+	temps := func() []string {
+		m, _ := filepath.Glob(filepath.Join(d, ".*.tmp-*"))
+		return m
+	}
+	for _, c := range []struct {
+		sig  syscall.Signal
+		code int
+	}{{syscall.SIGTERM, 143}, {syscall.SIGINT, 130}, {syscall.SIGHUP, 129}} {
+		out := filepath.Join(d, fmt.Sprintf("out-%d.safetensors", c.sig))
+		cmd := exec.Command(bin, "merge", "-q", recipe, "-o", out)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Signal once the output's temp file exists: the merge is running.
+		deadline := time.Now().Add(20 * time.Second)
+		for len(temps()) == 0 && time.Now().Before(deadline) {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if len(temps()) == 0 {
+			cmd.Process.Kill()
+			t.Fatalf("%v: no temp file appeared", c.sig)
+		}
+		cmd.Process.Signal(c.sig)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != c.code {
+			t.Errorf("%v: %v, want exit code %d (stderr %q)", c.sig, err, c.code, stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "interrupted") || strings.Count(strings.TrimSpace(stderr.String()), "\n") != 0 {
+			t.Errorf("%v: stderr %q, want one line saying it was interrupted", c.sig, stderr.String())
+		}
+		if l := temps(); len(l) > 0 {
+			t.Errorf("%v: temp files left: %v", c.sig, l)
+		}
+		if _, err := os.Stat(out); !os.IsNotExist(err) {
+			t.Errorf("%v: output written", c.sig)
+		}
+	}
 }

@@ -67,7 +67,7 @@ func streamOptions(c *cli.Context) (stream.Options, *progress.Bar, error) {
 	debug.SetMemoryLimit(mem + mem/2 + 64<<20)
 	bar := progress.Phases(c.Bool("quiet"))
 	if bar != nil {
-		o.Progress = bar
+		o.Progress = stream.Progress{Phase: bar.Phase, Add: bar.Add}
 	}
 	return o, bar, nil
 }
