@@ -10,7 +10,8 @@ import (
 	"io"
 	"math"
 	"math/bits"
-	"os"
+
+	"github.com/weightops/weightops/weights"
 )
 
 // Kind is an array's element type.
@@ -116,7 +117,7 @@ func (a *Array) Labels() ([]int, error) {
 // ReadArray reads an IDX or .npy file, gzipped or not; the format is
 // sniffed from the bytes, not the name.
 func ReadArray(path string) (*Array, error) {
-	f, err := os.Open(path)
+	f, err := weights.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}

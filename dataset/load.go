@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"strconv"
 	"strings"
+
+	"github.com/weightops/weightops/weights"
 )
 
 // Load reads samples from dataPath and their labels from labelsPath, each
@@ -67,7 +68,7 @@ func FromArrays(x, y *Array, dataPath, labelsPath string) (*Set, error) {
 // skipped. Every row must have the same number of columns; labels must be
 // non-negative integers.
 func LoadCSV(path string, labelCol int) (*Set, error) {
-	f, err := os.Open(path)
+	f, err := weights.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}

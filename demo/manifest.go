@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/weightops/weightops/dataset"
+	"github.com/weightops/weightops/weights"
 )
 
 // ManifestFile is the name of the manifest in a demo data directory.
@@ -87,7 +88,7 @@ type ModelEntry struct {
 // corruption specs, and every model directory present.
 func ReadManifest(dir string) (*Manifest, error) {
 	path := filepath.Join(dir, ManifestFile)
-	b, err := os.ReadFile(path)
+	b, err := weights.ReadFile(path, weights.MaxConfigSize, "demo manifest")
 	if err != nil {
 		return nil, fmt.Errorf("demo data: %w (make it with: go run ./cmd/weightops-fixtures -demo %s)", err, dir)
 	}

@@ -3,7 +3,6 @@ package demo
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -18,7 +17,7 @@ const (
 
 // ReadResult reads a results.json written by Run.
 func ReadResult(path string) (*Result, error) {
-	b, err := os.ReadFile(path)
+	b, err := weights.ReadFile(path, 256<<20, "demo results file")
 	if err != nil {
 		return nil, err
 	}

@@ -370,7 +370,7 @@ func ParseArch(data []byte) (*Arch, error) {
 
 // ReadArch reads and validates an arch file; errors name the file.
 func ReadArch(path string) (*Arch, error) {
-	data, err := os.ReadFile(path)
+	data, err := weights.ReadFile(path, weights.MaxRecipeSize, "architecture file")
 	if err != nil {
 		return nil, err
 	}

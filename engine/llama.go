@@ -133,7 +133,7 @@ func LoadLlama(path string) (*Llama, error) {
 		dir = filepath.Dir(path)
 	}
 	cfgPath := filepath.Join(dir, "config.json")
-	b, err := os.ReadFile(cfgPath)
+	b, err := weights.ReadFile(cfgPath, weights.MaxConfigSize, "model config")
 	if err != nil {
 		return nil, fmt.Errorf("reading the model's config: %w", err)
 	}

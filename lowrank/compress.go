@@ -336,6 +336,15 @@ func (c *compressor) methodString() string {
 
 // weights writes the reconstruction checkpoint.
 func (c *compressor) weights(ctx context.Context, out string) (*Report, error) {
+	// A directory output loads like the input model: its side files are
+	// read (and checked) now, written after.
+	var side *weights.SideFiles
+	if !weights.IsSafetensorsPath(out) {
+		var err error
+		if side, err = c.o.ReadModelFiles(c.in.Path()); err != nil {
+			return nil, err
+		}
+	}
 	job := c.job("factorising", func(ten weights.Tensor, dst []byte) error {
 		t := ten.TensorInfo
 		to := c.outDType(t)
@@ -376,9 +385,8 @@ func (c *compressor) weights(ctx context.Context, out string) (*Report, error) {
 		return nil, err
 	}
 	written := files[0]
-	if !weights.IsSafetensorsPath(out) {
-		// A directory output loads like the input model.
-		copied, err := weights.CopyModelFiles(c.in.Path(), out)
+	if side != nil {
+		copied, err := side.Write(out)
 		if err != nil {
 			return nil, err
 		}

@@ -269,6 +269,14 @@ func (a *Adapter) Merge(ctx context.Context, base weights.Checkpoint, out string
 	if err != nil {
 		return nil, err
 	}
+	// A directory output loads like the base model: its side files are
+	// read (and checked) now, written after.
+	var side *weights.SideFiles
+	if !weights.IsSafetensorsPath(out) {
+		if side, err = o.ReadModelFiles(base.Path()); err != nil {
+			return nil, err
+		}
+	}
 	md := stream.HFMetadata(base.Metadata())
 	md["weightops.lora.adapter"] = a.WeightsPath
 	md["weightops.lora.scale"] = fmt.Sprint(o.Scale)
@@ -331,9 +339,8 @@ func (a *Adapter) Merge(ctx context.Context, base weights.Checkpoint, out string
 		return nil, err
 	}
 	rep.Files = files[0]
-	if !weights.IsSafetensorsPath(out) {
-		// A directory output loads like the base model.
-		copied, err := weights.CopyModelFiles(base.Path(), out)
+	if side != nil {
+		copied, err := side.Write(out)
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/weightops/weightops/weights"
 )
 
 // PEFT file names and the prefix PEFT puts before every module name.
@@ -59,7 +61,7 @@ type AdapterConfig struct {
 // ReadAdapterConfig reads and checks an adapter_config.json. Every problem
 // is an error naming the file and the key; nothing panics on bad input.
 func ReadAdapterConfig(path string) (*AdapterConfig, error) {
-	data, err := os.ReadFile(path)
+	data, err := weights.ReadFile(path, weights.MaxConfigSize, "adapter config")
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package merge
 
 import (
 	"context"
+	"math"
 
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
@@ -14,6 +15,27 @@ func init() {
 		BaseIsModel: true,
 		Global:      map[string]ParamSpec{"normalize": withDefault(boolParam, "true")},
 		Tensor:      map[string]ParamSpec{"weight": required(numberParam)},
+		// Normalizing divides by Σ w_i: a sum of (nearly) zero for any
+		// tensor would give an infinite or NaN model.
+		CheckPlan: func(p *Plan, pr *Problems) {
+			if !p.boolParam("normalize", true) {
+				return
+			}
+			for _, t := range p.Tensors {
+				if !t.DType.IsFloat() {
+					continue
+				}
+				pos := p.LayerT(t.Name)
+				var sum float64
+				for i := range p.Models {
+					sum += p.param(i, "weight").Float(t.Name, pos, 0)
+				}
+				if math.Abs(sum) < 1e-8 {
+					pr.add("linear with normalize: the weights of tensor %q sum to %g; normalize divides by it (set normalize: false or change the weights)", t.Name, sum)
+					return
+				}
+			}
+		},
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			normalize := p.boolParam("normalize", true)
 			return func(t weights.TensorInfo) (stream.Kernel, error) {

@@ -60,6 +60,11 @@ type Method struct {
 	// Check, if set, adds the method's own recipe problems (how many
 	// models it merges).
 	Check func(r *Recipe, pr *Problems)
+	// CheckPlan, if set, adds problems that depend on the models' tensors
+	// (a parameter that resolves, for some tensor, to a value the method
+	// cannot use); it runs when the recipe is opened, before any tensor
+	// data is read.
+	CheckPlan func(p *Plan, pr *Problems)
 	// Build prepares a validated, opened plan — running any model-wide
 	// passes it needs first — and returns the per-tensor kernels.
 	Build func(ctx context.Context, p *Plan, o stream.Options) (KernelFactory, error)

@@ -41,6 +41,9 @@ func decodeParam(n *yaml.Node) (Param, error) {
 			if err := n.Decode(&f); err != nil {
 				return p, err
 			}
+			if math.IsNaN(f) || math.IsInf(f, 0) {
+				return p, fmt.Errorf("line %d: %s is not a finite number", n.Line, n.Value)
+			}
 			p.Num = &f
 		case "!!bool":
 			var b bool
@@ -64,6 +67,9 @@ func decodeParam(n *yaml.Node) (Param, error) {
 				var f float64
 				if err := c.Decode(&f); err != nil {
 					return p, err
+				}
+				if math.IsNaN(f) || math.IsInf(f, 0) {
+					return p, fmt.Errorf("line %d: %s is not a finite number", c.Line, c.Value)
 				}
 				p.Grad = append(p.Grad, f)
 			}

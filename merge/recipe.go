@@ -80,7 +80,7 @@ var topKeys = []string{"merge_method", "base_model", "models", "parameters", "dt
 // methods (with a did-you-mean), parameter names, types and ranges. It does
 // not open models; Open does.
 func ParseRecipe(path string) (*Recipe, error) {
-	src, err := os.ReadFile(path)
+	src, err := weights.ReadFile(path, weights.MaxRecipeSize, "recipe")
 	if err != nil {
 		return nil, err
 	}
@@ -418,6 +418,12 @@ func (r *Recipe) Open() (*Plan, error) {
 		tensors[i] = t.Name
 	}
 	p.layers = tensorname.Layers(tensors)
+	if r.methodDef.CheckPlan != nil {
+		if r.methodDef.CheckPlan(p, pr); len(pr.List) > 0 {
+			p.Close()
+			return nil, pr
+		}
+	}
 	return p, nil
 }
 

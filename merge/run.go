@@ -44,6 +44,19 @@ var placeholder = strings.Repeat("0", 64)
 // and each input's SHA-256 per file; config.json and tokenizer files of the
 // base (or first) model directory are copied beside the weights.
 func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, error) {
+	// The side files (config, tokenizer) are read and checked before the
+	// merge, written after it.
+	var side *weights.SideFiles
+	if !weights.IsSafetensorsPath(out) || o.Shard != nil {
+		src := p.Recipe.BaseModel
+		if src == "" {
+			src = p.entries[0].Model
+		}
+		var err error
+		if side, err = o.ReadModelFiles(p.Recipe.resolve(src)); err != nil {
+			return nil, err
+		}
+	}
 	kernels, err := p.Recipe.methodDef.Build(ctx, p, o.Options)
 	if err != nil {
 		return nil, err
@@ -106,12 +119,8 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		return nil, err
 	}
 	written := files[0]
-	if !weights.IsSafetensorsPath(path) || o.Shard != nil {
-		src := p.Recipe.BaseModel
-		if src == "" {
-			src = p.entries[0].Model
-		}
-		copied, err := weights.CopyModelFiles(p.Recipe.resolve(src), out)
+	if side != nil {
+		copied, err := side.Write(out)
 		if err != nil {
 			return nil, err
 		}

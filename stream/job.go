@@ -7,6 +7,13 @@
 // signature extraction, low-rank compression, quantization and conversion
 // are all jobs over it.
 //
+// Non-finite inputs. A NaN or ±Inf value in an input of a computed tensor
+// is an error naming the file, the tensor and the count, unless
+// Options.AllowNonFinite; then it is handled the same way whatever the
+// kernel: at each such position every input reads as 0 (no part in norms,
+// ranks, cuts) and every floating output is NaN. Copied tensors are copied
+// as they are.
+//
 // A job can be cancelled through its context: the workers stop between
 // tensors (and between chunks of a tensor), the sinks are aborted, and no
 // output is left behind.
@@ -18,6 +25,7 @@ import (
 	"maps"
 	"math"
 	"runtime/debug"
+	"slices"
 
 	"golang.org/x/sync/semaphore"
 
@@ -317,6 +325,10 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 		read += int64(len(ten.Data))
 	}
 	n, _ := t.NumElements()
+	mask, err := j.nonFinite(task, n)
+	if err != nil {
+		return err
+	}
 	task.Out = make([][]byte, len(j.Outputs))
 	task.OutDType = make([]weights.DType, len(j.Outputs))
 	for k, o := range j.Outputs {
@@ -331,6 +343,11 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 	if err := context.Cause(ctx); err != nil {
 		return err
 	}
+	if mask != nil {
+		for k := range task.Out {
+			weights.SetNaNMarked(task.OutDType[k], task.Out[k], mask)
+		}
+	}
 	for k, s := range sinks {
 		if err := s.WriteTensor(t.Name, task.Out[k]); err != nil {
 			return err
@@ -341,6 +358,47 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 	}
 	add(j.Progress, read)
 	return nil
+}
+
+// nonFinite applies the non-finite policy to a tensor's inputs: an error
+// naming the first input holding NaN or Inf, or with AllowNonFinite the
+// mask of positions where any input does (their values zeroed in every
+// input), nil when there are none.
+func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
+	var mask []bool
+	for i, in := range t.In {
+		if in.Data == nil || !in.DType.IsFloat() {
+			continue
+		}
+		if !j.AllowNonFinite {
+			nan, inf, err := weights.CountNonFinite(in.DType, in.Data)
+			if err != nil {
+				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+			}
+			if nan+inf > 0 {
+				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name,
+					Err: fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf)}
+			}
+			continue
+		}
+		if mask == nil {
+			mask = make([]bool, n)
+		}
+		if _, err := weights.MarkNonFinite(in.DType, in.Data, mask); err != nil {
+			return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+		}
+	}
+	if mask == nil || !slices.Contains(mask, true) {
+		return nil, nil
+	}
+	for i, in := range t.In {
+		if in.Data != nil && in.DType.IsFloat() {
+			if err := weights.ZeroMarked(in.DType, in.Data, mask); err != nil {
+				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+			}
+		}
+	}
+	return mask, nil
 }
 
 // copyTensor writes input src's bytes of t to every output, converted to

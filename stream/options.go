@@ -33,6 +33,34 @@ type Options struct {
 	DType *weights.DType
 	// Progress, if set, is told the phases and the bytes done.
 	Progress Progress
+	// AllowNonFinite computes with NaN and ±Inf input values instead of
+	// refusing them (see Job): wherever any input of a computed tensor is
+	// non-finite, every input counts as 0 there (so it takes no part in
+	// norms, ranks and cuts) and the output is NaN.
+	AllowNonFinite bool
+	// Warn, if set, receives warnings: what a job did that its caller may
+	// not expect (a side file not copied), one line each.
+	Warn func(msg string)
+}
+
+// Warnf sends a warning to o.Warn when there is one.
+func (o Options) Warnf(format string, a ...any) {
+	if o.Warn != nil {
+		o.Warn(fmt.Sprintf(format, a...))
+	}
+}
+
+// ReadModelFiles reads the side files of a model reference for an output
+// (weights.ReadModelFiles), warning about each one skipped.
+func (o Options) ReadModelFiles(ref string) (*weights.SideFiles, error) {
+	sf, err := weights.ReadModelFiles(ref)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range sf.Skipped {
+		o.Warnf("%s", s)
+	}
+	return sf, nil
 }
 
 // workers is the resolved worker count.

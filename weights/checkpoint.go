@@ -58,7 +58,9 @@ var ErrNotFound = errors.New("no such tensor")
 //   - a file of any registered format (see RegisterFormat): safetensors,
 //     PyTorch zip or legacy pickle, and whatever other packages add.
 //
-// The format of a file is sniffed from its first bytes, not its name.
+// The format of a file is sniffed from its first bytes, not its name. Only
+// directories and regular files are opened (links followed): a FIFO or a
+// device is an error, not a hang.
 func Open(path string) (Checkpoint, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -70,7 +72,14 @@ func Open(path string) (Checkpoint, error) {
 	if strings.HasSuffix(path, ".json") {
 		return OpenIndex(path)
 	}
-	f, err := os.Open(path)
+	return openFile(path)
+}
+
+// openFile opens a checkpoint file (never a directory or an index) of a
+// registered format: how a shard is opened, so an index cannot lead to
+// itself.
+func openFile(path string) (Checkpoint, error) {
+	f, err := OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +92,7 @@ func Open(path string) (Checkpoint, error) {
 func openDir(dir string) (Checkpoint, error) {
 	for _, idx := range []string{"model.safetensors.index.json", "pytorch_model.bin.index.json"} {
 		p := filepath.Join(dir, idx)
-		if _, err := os.Stat(p); err == nil {
+		if _, err := os.Lstat(p); err == nil {
 			return OpenIndex(p)
 		}
 	}
@@ -91,8 +100,10 @@ func openDir(dir string) (Checkpoint, error) {
 		m, _ := filepath.Glob(filepath.Join(dir, pat))
 		sort.Strings(m)
 		switch {
+		case len(m) == 1 && strings.HasSuffix(pat, ".json"):
+			return OpenIndex(m[0])
 		case len(m) == 1:
-			return Open(m[0])
+			return openFile(m[0])
 		case len(m) > 1 && pat == "*.safetensors":
 			return openShardSet(dir, m)
 		case len(m) > 1:

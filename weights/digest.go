@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"sort"
 )
@@ -21,7 +20,7 @@ func Files(c Checkpoint) []string {
 
 // FileSHA256 hashes one file.
 func FileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
+	f, err := OpenFile(path)
 	if err != nil {
 		return "", err
 	}

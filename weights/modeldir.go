@@ -1,8 +1,13 @@
 package weights
 
 import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 )
 
 // ModelFiles are the files of a Hugging Face model directory that describe
@@ -24,22 +29,82 @@ func ModelDir(ref string) string {
 	return ref
 }
 
-// CopyModelFiles copies the ModelFiles present in the directory of a model
-// reference (a directory, or a file inside one) into dir, each atomically,
-// and returns the files written.
-func CopyModelFiles(ref, dir string) ([]string, error) {
+// SideFile is one model-directory file, read.
+type SideFile struct {
+	Name string
+	Data []byte
+}
+
+// SideFiles are the ModelFiles of a model directory, read and checked up
+// front (before any heavy work) so that a bad one fails at once and what is
+// later written beside an output is exactly what was checked.
+type SideFiles struct {
+	Files []SideFile
+	// Skipped says, per file left out, why: a link that leaves the
+	// model's directory is never followed.
+	Skipped []string
+}
+
+// ReadModelFiles reads the ModelFiles present in the directory of a model
+// reference. Only regular files inside that directory are taken: a link
+// resolving outside it is skipped (and said so in Skipped), so a release
+// artifact never carries /etc/passwd as tokenizer.json. A file that is not
+// regular (a FIFO, a device), over MaxSideFileSize, or a .json file that is
+// not valid JSON is an error naming it.
+func ReadModelFiles(ref string) (*SideFiles, error) {
 	src := ModelDir(ref)
-	var out []string
+	root, err := filepath.EvalSymlinks(src)
+	if err != nil {
+		return nil, err
+	}
+	sf := &SideFiles{}
 	for _, name := range ModelFiles {
-		data, err := os.ReadFile(filepath.Join(src, name))
-		if err != nil {
+		p := filepath.Join(src, name)
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		dst := filepath.Join(dir, name)
-		if err := WriteFileAtomic(dst, data); err != nil {
+		real, err := filepath.EvalSymlinks(p)
+		if err != nil {
+			sf.Skipped = append(sf.Skipped, fmt.Sprintf("%s: a link that does not resolve; not copied", p))
+			continue
+		}
+		if rel, err := filepath.Rel(root, real); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			sf.Skipped = append(sf.Skipped, fmt.Sprintf("%s: a link to outside the model directory; not copied", p))
+			continue
+		}
+		data, err := ReadFile(p, MaxSideFileSize, "model file")
+		if err != nil {
+			return nil, err
+		}
+		if strings.HasSuffix(name, ".json") && !json.Valid(data) {
+			return nil, fmt.Errorf("%s: not valid JSON", p)
+		}
+		sf.Files = append(sf.Files, SideFile{Name: name, Data: data})
+	}
+	return sf, nil
+}
+
+// Write writes the files into dir, each atomically, and returns the paths
+// written.
+func (s *SideFiles) Write(dir string) ([]string, error) {
+	var out []string
+	for _, f := range s.Files {
+		dst := filepath.Join(dir, f.Name)
+		if err := WriteFileAtomic(dst, f.Data); err != nil {
 			return out, err
 		}
 		out = append(out, dst)
 	}
 	return out, nil
+}
+
+// CopyModelFiles reads the model files of a reference (ReadModelFiles) and
+// writes them into dir, returning the files written and the ones skipped.
+func CopyModelFiles(ref, dir string) (written, skipped []string, err error) {
+	sf, err := ReadModelFiles(ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	written, err = sf.Write(dir)
+	return written, sf.Skipped, err
 }

@@ -67,7 +67,7 @@ var wrapperKeys = []string{"state_dict", "model_state_dict", "model", "module"}
 //
 // The returned Checkpoint is safe for concurrent ReadTensor calls.
 func OpenPyTorch(path string) (Checkpoint, error) {
-	f, err := os.Open(path)
+	f, err := OpenFile(path)
 	if err != nil {
 		return nil, err
 	}

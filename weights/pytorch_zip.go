@@ -53,7 +53,10 @@ func (c *torchCheckpoint) loadZip(l *torchLoader) (any, error) {
 			return nil, c.errorf("unknown byte order %q in %s", s, bo.Name)
 		}
 	}
-	data, err := readZipEntry(pkl, pickle.MaxSize)
+	// A pickle describes tensors: its size is bounded by what the
+	// archive's entries can need (a deflated pickle could otherwise expand
+	// a thousandfold), and reading stops at that bound.
+	data, err := readZipEntry(pkl, pickleLimit(len(zr.File)))
 	if err != nil {
 		return nil, c.errorf("reading %s: %w", pkl.Name, err)
 	}
@@ -97,6 +100,13 @@ func (c *torchCheckpoint) loadZip(l *torchLoader) (any, error) {
 		}
 	}
 	return obj, nil
+}
+
+// pickleLimit bounds the data.pkl of an archive of entries: 16 MiB plus
+// 64 KiB per entry (a tensor's rebuild call and name take a few hundred
+// bytes; real pickles are a few MB at most), within pickle.MaxSize.
+func pickleLimit(entries int) int64 {
+	return min(int64(pickle.MaxSize), 16<<20+int64(entries)*(64<<10))
 }
 
 // readZipEntry reads a whole entry of at most limit bytes.

@@ -46,7 +46,7 @@ type stEntry struct {
 // tensor's byte range, ranges contiguous from 0 and covering the data
 // buffer exactly, no overflow. Tensor bytes are not read.
 func OpenSafetensors(path string) (Checkpoint, error) {
-	f, err := os.Open(path)
+	f, err := OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -126,10 +126,12 @@ func ParseSafetensorsHeader(r io.ReaderAt, size int64) (*SafetensorsHeader, erro
 	}
 	n := binary.LittleEndian.Uint64(lenBuf[:])
 	if n > MaxHeaderSize {
-		return nil, fmt.Errorf("header length %d exceeds the %d-byte limit (not a safetensors file?)", n, MaxHeaderSize)
+		// The "length" is the file's first 8 bytes: not printed, since a
+		// file that is not safetensors may hold anything there.
+		return nil, fmt.Errorf("the header length in the first 8 bytes exceeds the %d-byte limit (not a safetensors file?)", MaxHeaderSize)
 	}
 	if n > uint64(size-8) {
-		return nil, fmt.Errorf("header length %d is beyond the end of the %d-byte file (truncated or not safetensors)", n, size)
+		return nil, fmt.Errorf("the header length in the first 8 bytes is beyond the end of the %d-byte file (truncated or not safetensors)", size)
 	}
 	hdr := make([]byte, n)
 	if _, err := r.ReadAt(hdr, 8); err != nil {

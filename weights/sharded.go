@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 )
 
 // shardedCheckpoint presents several checkpoint files as one.
@@ -24,9 +25,11 @@ type shardedCheckpoint struct {
 // object with "metadata" and a "weight_map" from tensor name to shard file
 // name, relative to the index's directory. A missing shard, a tensor listed
 // twice, a listed tensor absent from its shard, or a shard tensor missing
-// from the map is an error.
+// from the map is an error. Shards are plain file names in the index's
+// directory, regular checkpoint files (not indexes or directories, so an
+// index cannot lead to itself or another index).
 func OpenIndex(path string) (Checkpoint, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := ReadFile(path, MaxIndexSize, "shard index")
 	if err != nil {
 		return nil, err
 	}
@@ -47,16 +50,20 @@ func OpenIndex(path string) (Checkpoint, error) {
 	sc := &shardedCheckpoint{path: path, owner: make(map[string]Checkpoint, len(wm))}
 	byFile := map[string]Checkpoint{}
 	for _, name := range files {
-		if filepath.IsAbs(name) || name != filepath.Base(name) {
+		if name == "" || name == "." || name == ".." || strings.ContainsAny(name, `/\`) || filepath.IsAbs(name) || name != filepath.Base(name) {
 			sc.Close()
 			return nil, fmt.Errorf("%s: shard %q must be a file name beside the index", path, name)
+		}
+		if strings.HasSuffix(name, ".json") {
+			sc.Close()
+			return nil, fmt.Errorf("%s: shard %q is an index, not a checkpoint file", path, name)
 		}
 		p := filepath.Join(dir, name)
 		if _, err := os.Stat(p); err != nil {
 			sc.Close()
 			return nil, fmt.Errorf("%s: missing shard %s", path, name)
 		}
-		c, err := Open(p)
+		c, err := openFile(p)
 		if err != nil {
 			sc.Close()
 			return nil, err
@@ -151,7 +158,7 @@ func parseIndex(raw []byte) ([]indexEntry, map[string]string, error) {
 func openShardSet(dir string, files []string) (Checkpoint, error) {
 	sc := &shardedCheckpoint{path: dir, owner: map[string]Checkpoint{}}
 	for _, p := range files {
-		c, err := Open(p)
+		c, err := openFile(p)
 		if err != nil {
 			sc.Close()
 			return nil, err

@@ -93,6 +93,7 @@ func WriteIndex(dir string) (string, error) {
 	}
 	weightMap := map[string]string{}
 	var total int64
+	var first map[string]string
 	for i := 1; i <= count; i++ {
 		name, ok := found[i]
 		if !ok {
@@ -101,6 +102,16 @@ func WriteIndex(dir string) (string, error) {
 		c, err := OpenSafetensors(filepath.Join(dir, name))
 		if err != nil {
 			return "", err
+		}
+		// The shards of one run carry the same metadata (recipe, inputs
+		// and their digests, patches): any difference means shards of
+		// different runs.
+		md := c.Metadata()
+		if i == 1 {
+			first = md
+		} else if k, ok := metadataDiff(first, md); ok {
+			c.Close()
+			return "", fmt.Errorf("%s: %s and %s come from different runs: their metadata %q differs", dir, found[1], name, k)
 		}
 		for _, t := range c.Tensors() {
 			if prev, dup := weightMap[t.Name]; dup {
@@ -118,5 +129,37 @@ func WriteIndex(dir string) (string, error) {
 		return "", err
 	}
 	p := filepath.Join(dir, IndexName)
-	return p, WriteFileAtomic(p, idx)
+	if err := WriteFileAtomic(p, idx); err != nil {
+		return "", err
+	}
+	keep := map[string]bool{IndexName: true}
+	for _, name := range found {
+		keep[name] = true
+	}
+	return p, RemoveStale(dir, keep)
+}
+
+// metadataDiff returns the first key (in sorted order) whose value
+// differs between two metadata maps.
+func metadataDiff(a, b map[string]string) (string, bool) {
+	keys := map[string]bool{}
+	for k := range a {
+		keys[k] = true
+	}
+	for k := range b {
+		keys[k] = true
+	}
+	var sorted []string
+	for k := range keys {
+		sorted = append(sorted, k)
+	}
+	sort.Strings(sorted)
+	for _, k := range sorted {
+		va, oka := a[k]
+		vb, okb := b[k]
+		if va != vb || oka != okb {
+			return k, true
+		}
+	}
+	return "", false
 }

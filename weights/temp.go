@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"syscall"
 )
 
 // Every output is written to a temp file beside its destination and
@@ -16,6 +17,15 @@ var temps struct {
 	sync.Mutex
 	names map[string]struct{}
 }
+
+// fileMode is the mode an output gets: 0666 less the process umask, as
+// os.Create gives (a temp file starts private, 0600). Read once at start,
+// before anything runs concurrently, since reading it means setting it.
+var fileMode = func() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return 0o666 &^ os.FileMode(m)
+}()
 
 // CreateTemp creates the temp file for an output at dst: a hidden file in
 // dst's directory (so the final rename stays on one file system).
@@ -46,8 +56,8 @@ func DiscardTemp(f *os.File) {
 	forgetTemp(f.Name())
 }
 
-// CommitTemp finishes a temp file from CreateTemp: sync, close, make it
-// readable like a normal file, and rename it over dst. On any failure the
+// CommitTemp finishes a temp file from CreateTemp: sync, close, give it the
+// mode a new file gets under the umask, and rename it over dst. On any failure the
 // temp file is removed, so no half-written output is left.
 func CommitTemp(f *os.File, dst string) error {
 	tmp := f.Name()
@@ -57,7 +67,7 @@ func CommitTemp(f *os.File, dst string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Chmod(tmp, 0o644)
+		err = os.Chmod(tmp, fileMode)
 	}
 	if err == nil {
 		err = os.Rename(tmp, dst)

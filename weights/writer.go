@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -370,6 +371,60 @@ func (s *ShardedWriter) Commit() error {
 			return fail(err)
 		}
 	}
+	keep := map[string]bool{}
+	for _, f := range s.Files() {
+		keep[filepath.Base(f)] = true
+	}
+	return RemoveStale(s.dir, keep)
+}
+
+var (
+	stShardRe  = regexp.MustCompile(`^model-\d{5}-of-\d{5}\.safetensors$`)
+	binShardRe = regexp.MustCompile(`^pytorch_model-\d{5}-of-\d{5}\.bin$`)
+)
+
+// RemoveStale removes from dir the files of a checkpoint an earlier write
+// left there — model.safetensors, pytorch_model.bin, their indexes, the
+// shards those list and Hugging Face shard names — except those in keep:
+// a directory holds one checkpoint, or readers (weightops included) would
+// open the old one. Only plain file names in dir are touched.
+func RemoveStale(dir string, keep map[string]bool) error {
+	stale := map[string]bool{}
+	for _, idx := range []string{IndexName, "pytorch_model.bin.index.json"} {
+		stale[idx] = true
+		raw, err := ReadFile(filepath.Join(dir, idx), MaxIndexSize, "shard index")
+		if err != nil {
+			continue
+		}
+		if wm, _, err := parseIndex(raw); err == nil {
+			for _, e := range wm {
+				if e.file == filepath.Base(e.file) && e.file != "." && e.file != ".." {
+					stale[e.file] = true
+				}
+			}
+		}
+	}
+	stale["model.safetensors"], stale["pytorch_model.bin"] = true, true
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if stShardRe.MatchString(e.Name()) || binShardRe.MatchString(e.Name()) {
+			stale[e.Name()] = true
+		}
+	}
+	for name := range stale {
+		if keep[name] {
+			continue
+		}
+		p := filepath.Join(dir, name)
+		if st, err := os.Lstat(p); err == nil && !st.IsDir() {
+			if err := os.Remove(p); err != nil {
+				return fmt.Errorf("%s: removing a stale checkpoint file: %w", p, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -447,6 +502,11 @@ func (s *ShardedWriter) RewriteMetadata(md map[string]string) error {
 // given, else a directory holding model.safetensors or, past shardSize,
 // Hugging Face shards and an index. It returns the files it will write.
 func CreateOutput(path string, infos []TensorInfo, metadata map[string]string, shardSize int64) (TensorWriter, []string, error) {
+	if shardSize == 0 && filepath.Base(path) == "model.safetensors" {
+		// The canonical name makes it a model directory's checkpoint:
+		// written as a directory output, so a stale one is replaced.
+		path = filepath.Dir(path)
+	}
 	if shardSize > 0 || !IsSafetensorsPath(path) {
 		w, err := CreateSharded(path, infos, metadata, shardSize)
 		if err != nil {

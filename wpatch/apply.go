@@ -67,7 +67,12 @@ type patchPlan struct {
 	touched map[string][]int
 }
 
-func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64) (*patchPlan, error) {
+// newPlan checks the patches against the model: every tensor present,
+// of the same shape and a patchable dtype; a patch of kind "weights" (a
+// quantized checkpoint container, .wq) is not a difference and is refused.
+// A tensor recorded for another dtype than the model's is a warning (an
+// error when strict): the patch was likely made for another model.
+func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64, strict bool) (*patchPlan, []string, error) {
 	if len(scales) == 0 {
 		scales = make([]float64, len(patches))
 		for i := range scales {
@@ -75,24 +80,40 @@ func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64) (*pat
 		}
 	}
 	if len(scales) != len(patches) {
-		return nil, fmt.Errorf("%d scales for %d patches", len(scales), len(patches))
+		return nil, nil, fmt.Errorf("%d scales for %d patches", len(scales), len(patches))
 	}
 	pl := &patchPlan{model: model, patches: patches, scales: scales, touched: map[string][]int{}}
+	var warnings []string
 	for i, p := range patches {
+		if p.Kind == "weights" {
+			return nil, nil, fmt.Errorf("%s: a quantized checkpoint container (kind weights), not a patch: it holds weights, not differences (use the dequantized model beside it)", p.Path)
+		}
+		mismatched := 0
 		for _, t := range p.Tensors {
 			info, ok := model.Info(t.Name)
 			switch {
 			case !ok:
-				return nil, fmt.Errorf("%s: tensor %q: not in %s (patch made for another model?)", p.Path, t.Name, model.Path())
+				return nil, nil, fmt.Errorf("%s: tensor %q: not in %s (patch made for another model?)", p.Path, t.Name, model.Path())
 			case !weights.SameShape(info.Shape, t.Shape):
-				return nil, fmt.Errorf("%s: tensor %q: shape %v, %s has %s", p.Path, t.Name, t.Shape, model.Path(), info.ShapeString())
+				return nil, nil, fmt.Errorf("%s: tensor %q: shape %v, %s has %s", p.Path, t.Name, t.Shape, model.Path(), info.ShapeString())
 			case !info.DType.IsFloat() || !info.DType.Writable():
-				return nil, fmt.Errorf("%s: tensor %q: cannot patch a %s tensor", p.Path, t.Name, info.DType)
+				return nil, nil, fmt.Errorf("%s: tensor %q: cannot patch a %s tensor", p.Path, t.Name, info.DType)
+			case t.DType != info.DType.String():
+				if strict {
+					return nil, nil, fmt.Errorf("%s: tensor %q: made for a %s tensor, %s has %s (--strict)", p.Path, t.Name, t.DType, model.Path(), info.DType)
+				}
+				if mismatched == 0 {
+					warnings = append(warnings, fmt.Sprintf("%s: tensor %q was made for a %s tensor, %s has %s", p.Path, t.Name, t.DType, model.Path(), info.DType))
+				}
+				mismatched++
 			}
 			pl.touched[t.Name] = append(pl.touched[t.Name], i)
 		}
+		if mismatched > 1 {
+			warnings = append(warnings, fmt.Sprintf("%s: %d tensors in all made for another dtype", p.Path, mismatched))
+		}
 	}
-	return pl, nil
+	return pl, warnings, nil
 }
 
 // delta sums s_i·d_i over the patches touching a tensor, in patch order,
@@ -339,11 +360,11 @@ func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string
 // holding them comes first in the file, so the patched tensors are
 // computed twice: once for the records, once to write.
 func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
-	pl, err := newPlan(model, patches, o.Scales)
+	pl, warnings, err := newPlan(model, patches, o.Scales, o.Strict)
 	if err != nil {
 		return nil, err
 	}
-	rep := &ApplyReport{Tensors: len(pl.touched)}
+	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: warnings}
 	var digest string
 	var applied []AppliedPatch
 	for i, p := range patches {
@@ -437,7 +458,7 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 		}
 		scales[i] = applied[i].Scale
 	}
-	pl, err := newPlan(patched, patches, scales)
+	pl, warnings, err := newPlan(patched, patches, scales, o.Strict)
 	if err != nil {
 		return nil, err
 	}
@@ -449,7 +470,7 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
 		return nil, fmt.Errorf("%s: original metadata record: %w", patched.Path(), err)
 	}
-	rep := &ApplyReport{Tensors: len(pl.touched)}
+	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: warnings}
 	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc []float64, dst []byte) error {
 		if err := subtract(t.DType, t.Data, acc, dst); err != nil {
 			return err

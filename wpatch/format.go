@@ -36,7 +36,10 @@ func init() {
 // IsPatch reports whether the file at path starts with the patch magic,
 // so a caller can tell "not a patch" from "a damaged patch".
 func IsPatch(path string) (bool, error) {
-	f, err := os.Open(path)
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		return false, nil // a model directory
+	}
+	f, err := weights.OpenFile(path)
 	if err != nil {
 		return false, err
 	}
@@ -122,8 +125,10 @@ type Writer struct {
 	enc  Encoding
 	zw   *zstd.Encoder
 	decl map[string]weights.TensorInfo
-	done bool
-	errs map[string]QuantError
+	// names are the tensors added so far.
+	names map[string]bool
+	done  bool
+	errs  map[string]QuantError
 }
 
 // QuantError measures what quantizing one tensor lost, in float64.
@@ -215,37 +220,88 @@ func (w *Writer) AddReconstructed(name string, shape []int64, dtype weights.DTyp
 }
 
 func (w *Writer) add(name string, shape []int64, dtype weights.DType, values []float32, recon bool) ([]float32, error) {
-	var back []float32
-	for _, v := range values {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return nil, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
-		}
-	}
-	pt := Entry{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
 	var nnz int64
 	for _, v := range values {
 		if v != 0 {
 			nnz++
 		}
 	}
-	sparse := w.enc.Sparse == "always" || (w.enc.Sparse == "auto" && nnz*3 < int64(len(values)))
+	if !w.sparse(nnz, int64(len(values))) {
+		return w.encode(name, shape, dtype, nil, values, int64(len(values)), recon)
+	}
+	idx := make([]int64, 0, nnz)
+	vals := make([]float32, 0, nnz)
+	for i, v := range values {
+		if v != 0 {
+			idx = append(idx, int64(i))
+			vals = append(vals, v)
+		}
+	}
+	return w.encode(name, shape, dtype, idx, vals, int64(len(values)), recon)
+}
+
+// sparse reports whether a tensor of n elements, nnz of them non-zero, is
+// stored sparse.
+func (w *Writer) sparse(nnz, n int64) bool {
+	return w.enc.Sparse == "always" || (w.enc.Sparse == "auto" && nnz*3 < n)
+}
+
+// AddSparse adds a tensor given by its non-zero entries (ascending flat
+// indices and their values), without materialising the dense tensor when
+// the encoding stores it sparse: what re-encoding a sparse patch needs,
+// whatever its declared shape.
+func (w *Writer) AddSparse(name string, shape []int64, dtype weights.DType, idx []int64, vals []float32) error {
+	n, err := weights.TensorInfo{Shape: shape, DType: weights.F32}.NumElements()
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	if len(idx) != len(vals) {
+		return fmt.Errorf("%s: tensor %q: %d indices for %d values", w.path, name, len(idx), len(vals))
+	}
+	for k, i := range idx {
+		if i < 0 || i >= n || (k > 0 && i <= idx[k-1]) {
+			return fmt.Errorf("%s: tensor %q: sparse index %d out of order or range", w.path, name, i)
+		}
+	}
+	if w.sparse(int64(len(vals)), n) {
+		_, err := w.encode(name, shape, dtype, idx, vals, n, false)
+		return err
+	}
+	// Stored dense: at most 3·nnz elements under "auto".
+	if w.enc.Sparse == "never" && n > 1<<31 {
+		return fmt.Errorf("%s: tensor %q: %d elements is too many to store dense", w.path, name, n)
+	}
+	dense := make([]float32, n)
+	for k, i := range idx {
+		dense[i] = vals[k]
+	}
+	_, err = w.encode(name, shape, dtype, nil, dense, n, false)
+	return err
+}
+
+// encode stores one tensor: sparse (idx holds the flat indices of vals) or
+// dense (idx nil, vals every element); n is the tensor's element count. With
+// recon it returns the dense values as Load will give them back.
+func (w *Writer) encode(name string, shape []int64, dtype weights.DType, idx []int64, vals []float32, n int64, recon bool) ([]float32, error) {
+	for _, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
+		}
+	}
+	sparse := idx != nil
+	pt := Entry{Name: name, Shape: append([]int64{}, shape...), DType: dtype.String(), Values: w.enc.Values}
 	var raw bytes.Buffer
-	vals := values
 	if sparse {
-		pt.Encoding, pt.NNZ = "sparse", nnz
+		pt.Encoding, pt.NNZ = "sparse", int64(len(vals))
 		var tmp [binary.MaxVarintLen64]byte
-		raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(nnz))])
-		vals = make([]float32, 0, nnz)
+		raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(len(vals)))])
 		prev := int64(0)
-		for i, v := range values {
-			if v != 0 {
-				raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(int64(i)-prev))])
-				prev = int64(i)
-				vals = append(vals, v)
-			}
+		for _, i := range idx {
+			raw.Write(tmp[:binary.PutUvarint(tmp[:], uint64(i-prev))])
+			prev = i
 		}
 	} else {
-		pt.Encoding, pt.NNZ = "dense", int64(len(values))
+		pt.Encoding, pt.NNZ = "dense", n
 	}
 	stored := vals // the values as Load will return them
 	switch w.enc.Values {
@@ -280,7 +336,7 @@ func (w *Writer) add(name string, shape []int64, dtype weights.DType, values []f
 		if err := q.Dequantize(deq); err != nil {
 			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 		}
-		qe := QuantError{N: int64(len(values))}
+		qe := QuantError{N: n}
 		for i, v := range vals {
 			d := float64(v) - float64(deq[i])
 			qe.Signal2 += float64(v) * float64(v)
@@ -295,16 +351,13 @@ func (w *Writer) add(name string, shape []int64, dtype weights.DType, values []f
 		w.mu.Unlock()
 		stored = deq
 	}
+	var back []float32
 	if recon {
 		back = stored
 		if sparse {
-			back = make([]float32, len(values))
-			k := 0
-			for i, v := range values {
-				if v != 0 {
-					back[i] = stored[k]
-					k++
-				}
+			back = make([]float32, n)
+			for k, i := range idx {
+				back[i] = stored[k]
 			}
 		}
 	}
@@ -316,11 +369,13 @@ func (w *Writer) add(name string, shape []int64, dtype weights.DType, values []f
 	if w.done {
 		return nil, fmt.Errorf("%s: writer closed", w.path)
 	}
-	for _, t := range w.hdr.Tensors {
-		if t.Name == name {
-			return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
-		}
+	if w.names[name] {
+		return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
 	}
+	if w.names == nil {
+		w.names = map[string]bool{}
+	}
+	w.names[name] = true
 	pt.Offset, pt.Length = w.at, int64(len(comp))
 	if _, err := w.f.WriteAt(comp, w.at); err != nil {
 		return nil, fmt.Errorf("%s: %w", w.path, err)
@@ -482,7 +537,7 @@ var ErrVersion = errors.New("unsupported patch format version")
 // and version, and every tensor's byte range, shape, encoding and sizes.
 // Nothing is decompressed until Load.
 func Open(path string) (*Patch, error) {
-	f, err := os.Open(path)
+	f, err := weights.OpenFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -514,20 +569,22 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 	if _, err := f.ReadAt(foot[:], size-footerLen); err != nil {
 		return nil, bad("reading footer: %v", err)
 	}
-	if v := binary.LittleEndian.Uint32(foot[20:]); v != Version {
-		return nil, fmt.Errorf("%s: %w %d (this weightops reads version %d)", path, ErrVersion, v, Version)
-	}
+	// The footer's header range and checksum are checked before its
+	// version: the version of a truncated file is whatever bytes end it.
 	hoff := binary.LittleEndian.Uint64(foot[0:])
 	hlen := binary.LittleEndian.Uint64(foot[8:])
 	if hoff < uint64(len(Magic)) || hlen > uint64(size) || hoff > uint64(size)-footerLen-hlen || hoff+hlen != uint64(size)-footerLen {
-		return nil, bad("header range [%d, +%d) is outside the file (truncated?)", hoff, hlen)
+		return nil, bad("no valid footer at the end of its %d bytes (truncated?)", size)
 	}
 	hdr := make([]byte, hlen)
 	if _, err := f.ReadAt(hdr, int64(hoff)); err != nil {
 		return nil, bad("reading header: %v", err)
 	}
 	if crc32.ChecksumIEEE(hdr) != binary.LittleEndian.Uint32(foot[16:]) {
-		return nil, bad("header checksum mismatch (corrupted)")
+		return nil, bad("header checksum mismatch (truncated or corrupted)")
+	}
+	if v := binary.LittleEndian.Uint32(foot[20:]); v != Version {
+		return nil, fmt.Errorf("%s: %w %d (this weightops reads version %d)", path, ErrVersion, v, Version)
 	}
 	p := &Patch{Path: path, Size: size, f: f, index: map[string]int{}}
 	if err := json.Unmarshal(hdr, &p.Header); err != nil {
@@ -569,14 +626,19 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 		if t.RawLength < 0 || t.RawLength > 1<<20+1024*t.Length {
 			return nil, tb("raw length %d implausible for %d compressed bytes", t.RawLength, t.Length)
 		}
+		// What a payload can hold bounds what a reader allocates for it:
+		// a dense tensor's elements (k ≥ 1 bit each when quantized), a
+		// sparse one's values (one index byte each at least). A sparse
+		// tensor's declared shape can be large; readers of it must not
+		// materialise it unless a model of that shape justifies it.
 		switch t.Encoding {
 		case "dense":
-			if t.NNZ != n || (es > 0 && t.RawLength != n*es) {
+			if t.NNZ != n || (es > 0 && t.RawLength != n*es) || (es == 0 && n > 8*t.RawLength) {
 				return nil, tb("dense payload of %d bytes for %d elements", t.RawLength, n)
 			}
 		case "sparse":
-			if t.NNZ < 0 || t.NNZ > n {
-				return nil, tb("%d non-zeros in %d elements", t.NNZ, n)
+			if t.NNZ < 0 || t.NNZ > n || t.NNZ > t.RawLength {
+				return nil, tb("%d non-zeros in %d elements, %d payload bytes", t.NNZ, n, t.RawLength)
 			}
 		default:
 			return nil, tb("unknown encoding %q", t.Encoding)
@@ -601,17 +663,43 @@ func (p *Patch) Tensor(name string) (Entry, bool) {
 // elements (the caller sizes it from the model, not from the patch).
 // Sparse entries not stored are set to zero.
 func (p *Patch) Load(name string, dst []float32) error {
+	t, idx, vals, err := p.load(name)
+	if err != nil {
+		return err
+	}
+	if n := t.Elements(); int64(len(dst)) != n {
+		return fmt.Errorf("%s: tensor %q: %d elements, %d expected", p.Path, name, n, len(dst))
+	}
+	if idx == nil {
+		copy(dst, vals)
+		return nil
+	}
+	clear(dst)
+	for k, i := range idx {
+		dst[i] = vals[k]
+	}
+	return nil
+}
+
+// LoadSparse decompresses one tensor as stored: a sparse one as its flat
+// indices (ascending) and values, a dense one with idx nil and every
+// value. It allocates what the payload holds, whatever the declared shape.
+func (p *Patch) LoadSparse(name string) (idx []int64, vals []float32, err error) {
+	_, idx, vals, err = p.load(name)
+	return idx, vals, err
+}
+
+// load reads, checks and decodes one tensor's payload. Values must be
+// finite: a NaN in a patch would spread into every model it patches.
+func (p *Patch) load(name string) (Entry, []int64, []float32, error) {
 	t, ok := p.Tensor(name)
 	if !ok {
-		return fmt.Errorf("%s: tensor %q: %w", p.Path, name, weights.ErrNotFound)
+		return t, nil, nil, fmt.Errorf("%s: tensor %q: %w", p.Path, name, weights.ErrNotFound)
 	}
-	fail := func(format string, a ...any) error {
-		return fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
+	fail := func(format string, a ...any) (Entry, []int64, []float32, error) {
+		return t, nil, nil, fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
 	}
 	n := t.Elements()
-	if int64(len(dst)) != n {
-		return fail("%d elements, %d expected", n, len(dst))
-	}
 	comp := make([]byte, t.Length)
 	if _, err := p.f.ReadAt(comp, t.Offset); err != nil {
 		return fail("reading payload: %v", err)
@@ -630,6 +718,7 @@ func (p *Patch) Load(name string, dst []float32) error {
 	}
 	r := bytes.NewReader(raw)
 	var idx []int64
+	count := n
 	if t.Encoding == "sparse" {
 		cnt, err := binary.ReadUvarint(r)
 		if err != nil || int64(cnt) != t.NNZ {
@@ -651,25 +740,18 @@ func (p *Patch) Load(name string, dst []float32) error {
 			}
 			idx = append(idx, at)
 		}
-	}
-	rest := raw[len(raw)-r.Len():]
-	count := n
-	if idx != nil || t.Encoding == "sparse" {
 		count = t.NNZ
 	}
-	vals, err := decodeValues(t, rest, count)
+	vals, err := decodeValues(t, raw[len(raw)-r.Len():], count)
 	if err != nil {
 		return fail("%v", err)
 	}
-	if t.Encoding == "dense" {
-		copy(dst, vals)
-		return nil
+	for _, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return fail("holds NaN or Inf values; a patch must be finite")
+		}
 	}
-	clear(dst)
-	for k, i := range idx {
-		dst[i] = vals[k]
-	}
-	return nil
+	return t, idx, vals, nil // idx is non-nil (maybe empty) for a sparse entry
 }
 
 func decodeValues(t Entry, b []byte, count int64) ([]float32, error) {

@@ -31,11 +31,26 @@ func Requantize(ctx context.Context, p *Patch, out string, cfg quantize.Config, 
 	err = parallel.Items(ctx, len(p.Tensors), o.Workers, func(_, i int) error {
 		t := p.Tensors[i]
 		dt, _ := weights.ParseDType(t.DType)
-		v := make([]float32, t.Elements())
-		if err := p.Load(t.Name, v); err != nil {
+		// As stored: a sparse tensor stays sparse, so memory follows the
+		// payload, not the declared shape.
+		idx, vals, err := p.LoadSparse(t.Name)
+		if err != nil {
 			return err
 		}
-		return w.Add(t.Name, t.Shape, dt, v)
+		if idx != nil {
+			// Stored values that decode to zero (a coarse quantization)
+			// are not entries of the new patch, as when it is rebuilt
+			// from the dense tensor.
+			k := 0
+			for j, v := range vals {
+				if v != 0 {
+					idx[k], vals[k] = idx[j], v
+					k++
+				}
+			}
+			return w.AddSparse(t.Name, t.Shape, dt, idx[:k], vals[:k])
+		}
+		return w.Add(t.Name, t.Shape, dt, vals)
 	})
 	if err != nil {
 		w.Abort()
@@ -69,6 +84,12 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 	}
 	if weights.IsSafetensorsPath(out) {
 		return nil, fmt.Errorf("%s: quantizing a checkpoint writes a directory (model.safetensors + model.wq)", out)
+	}
+	// config.json, tokenizer and arch files go beside the dequantized copy;
+	// they are read (and checked) before the work.
+	side, err := o.ReadModelFiles(ck.Path())
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
@@ -129,7 +150,7 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 		}
 		return nil, err
 	}
-	if _, err := weights.CopyModelFiles(in, out); err != nil {
+	if _, err := side.Write(out); err != nil {
 		return nil, err
 	}
 	return Summarize(wq, ck, errs())

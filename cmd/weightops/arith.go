@@ -19,7 +19,7 @@ func init() {
 }
 
 func arithFlags(extra ...cli.Flag) []cli.Flag {
-	return append(extra, outputFlag, dtypeFlag, workersFlag, memoryFlag, shardSizeFlag, jsonFlag, quietFlag)
+	return append(extra, outputFlag, dtypeFlag, workersFlag, memoryFlag, shardSizeFlag, nonFiniteFlag, jsonFlag, quietFlag)
 }
 
 // versionMetadata is what every written output records of weightops.

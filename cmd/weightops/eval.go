@@ -14,6 +14,7 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/weights"
 )
 
 func init() { register(evalCommand(), evalLMCommand(), generateCommand()) }
@@ -193,9 +194,12 @@ func readTokenFile(path string) ([]int, error) {
 	var b []byte
 	var err error
 	if path == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, 1<<30))
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, weights.MaxTokensFileSize+1))
+		if err == nil && len(b) > weights.MaxTokensFileSize {
+			err = fmt.Errorf("stdin: over the %d-byte limit for a token file", weights.MaxTokensFileSize)
+		}
 	} else {
-		b, err = os.ReadFile(path)
+		b, err = weights.ReadFile(path, weights.MaxTokensFileSize, "token file")
 	}
 	if err != nil {
 		return nil, err

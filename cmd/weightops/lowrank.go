@@ -28,7 +28,7 @@ func factorFlags() []cli.Flag {
 		&cli.BoolFlag{Name: "fan-in-fan-out", Usage: "LoRA: linear weights are stored [in, out] (GPT-2 Conv1D)"},
 		&cli.StringFlag{Name: "skip", Usage: "regex of tensor names not to factorise (e.g. 'embed|lm_head')"},
 		&cli.StringFlag{Name: "base-name", Usage: "LoRA: base_model_name_or_path to record (default: the --base path)"},
-		dtypeFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
+		dtypeFlag, workersFlag, memoryFlag, nonFiniteFlag, jsonFlag, quietFlag,
 	}
 }
 
@@ -68,7 +68,7 @@ func loraCommand() *cli.Command {
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
 					&cli.Float64Flag{Name: "scale", Value: 1, Usage: "extra factor on every module's alpha/r"},
-					shardSizeFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
+					shardSizeFlag, workersFlag, memoryFlag, nonFiniteFlag, jsonFlag, quietFlag,
 				},
 				Action: loraMergeAction,
 			},

@@ -19,6 +19,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/weightops/weightops/internal/parallel"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -58,7 +59,12 @@ func execute(args []string) int {
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	done := make(chan error, 1)
-	go func() { done <- runApp(ctx, app, args) }()
+	go func() {
+		var err error
+		defer func() { done <- err }()
+		defer parallel.Recover(&err)
+		err = runApp(ctx, app, args)
+	}()
 	var err error
 	select {
 	case err = <-done:
@@ -78,6 +84,17 @@ func execute(args []string) int {
 	}
 	if err == nil {
 		return 0
+	}
+	var pe *parallel.PanicError
+	if errors.As(err, &pe) {
+		// A bug, not bad input: one line, no output left, exit 3 (2 stays
+		// "usage"); WEIGHTOPS_TRACEBACK=1 adds the stack.
+		weights.RemoveTemps()
+		fmt.Fprintf(os.Stderr, "weightops: %s (a bug: please report it)\n", oneLine(err))
+		if os.Getenv("WEIGHTOPS_TRACEBACK") != "" {
+			os.Stderr.Write(pe.Stack)
+		}
+		return 3
 	}
 	fmt.Fprintf(os.Stderr, "weightops: %s\n", oneLine(err))
 	var ee cli.ExitCoder

@@ -22,7 +22,7 @@ func mergeCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output directory (or a .safetensors file)"},
 			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "do not record the inputs' SHA-256 in the output metadata"},
-			workersFlag, memoryFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
+			workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {

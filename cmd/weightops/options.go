@@ -23,6 +23,7 @@ var (
 	shardFlag     = &cli.StringFlag{Name: "shard", Usage: "i/n: compute only worker i's balanced share into OUT/model-i-of-n.safetensors (then: weightops index OUT)"}
 	outputFlag    = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"}
 	dtypeFlag     = &cli.StringFlag{Name: "dtype", Usage: "output dtype of floating tensors: f32, bf16, f16, f64"}
+	nonFiniteFlag = &cli.BoolFlag{Name: "allow-nonfinite", Usage: "compute with NaN/Inf input values (NaN out wherever an input is non-finite) instead of refusing them"}
 )
 
 // streamOptions maps the shared flags a command defines (workers, memory,
@@ -31,7 +32,7 @@ var (
 // bound, so freed tensor buffers are returned promptly instead of letting
 // the heap double.
 func streamOptions(c *cli.Context) (stream.Options, *progress.Bar, error) {
-	o := stream.Options{Workers: c.Int("workers")}
+	o := stream.Options{Workers: c.Int("workers"), Warn: warn, AllowNonFinite: c.Bool("allow-nonfinite")}
 	if s := c.String("max-memory"); s != "" {
 		n, err := weights.ParseBytes(s)
 		if err != nil {
@@ -71,6 +72,9 @@ func streamOptions(c *cli.Context) (stream.Options, *progress.Bar, error) {
 	}
 	return o, bar, nil
 }
+
+// warn prints a warning line on stderr.
+func warn(msg string) { fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", msg) }
 
 // printJSON writes v as one JSON document on stdout.
 func printJSON(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }

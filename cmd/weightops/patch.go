@@ -40,7 +40,7 @@ func signatureCommand() *cli.Command {
 					&cli.StringFlag{Name: "exclude", Usage: "regexp: drop matching tensors"},
 					&cli.BoolFlag{Name: "with-norms", Usage: "with --layers/--energy, also keep the norm layers (batchnorm) before the next weight layer"},
 					&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics: difference (θ_robust − θ_clean: keeps variances positive), project (plain RWS), skip"},
-					workersFlag, jsonFlag, quietFlag,
+					workersFlag, nonFiniteFlag, jsonFlag, quietFlag,
 				}, encodingFlags...),
 				Action: extractAction,
 			},
@@ -48,7 +48,7 @@ func signatureCommand() *cli.Command {
 				Name:      "stats",
 				Usage:     "per-layer relative norm ‖δ‖/‖θ‖ of a pair of checkpoints (and ‖RWS‖/‖θ‖ with --base): where the difference lives",
 				ArgsUsage: "CLEAN ROBUST",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "base", Usage: "pretrained checkpoint (adds the RWS column)"}, workersFlag, jsonFlag},
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "base", Usage: "pretrained checkpoint (adds the RWS column)"}, workersFlag, nonFiniteFlag, jsonFlag},
 				Action:    statsAction,
 			},
 		},
@@ -182,7 +182,7 @@ func patchCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
-		workersFlag, memoryFlag, shardSizeFlag, shardFlag, jsonFlag, quietFlag,
+		workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
 	}
 	return &cli.Command{
 		Name:  "patch",
@@ -307,7 +307,7 @@ func quantizeCommand() *cli.Command {
 			&cli.StringFlag{Name: "granularity", Value: "block", Usage: "block, channel (per output row) or tensor"},
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
 			&cli.BoolFlag{Name: "mse", Usage: "per group, clip the range where that lowers the squared error (block/channel)"},
-			shardFlag, workersFlag, memoryFlag, jsonFlag, quietFlag,
+			shardFlag, workersFlag, memoryFlag, nonFiniteFlag, jsonFlag, quietFlag,
 		},
 		Action: quantizeAction,
 	}

@@ -7,7 +7,9 @@ package parallel
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -61,6 +63,23 @@ func Each(n int, fn func(i int)) {
 	})
 }
 
+// PanicError is a panic inside a worker, returned as an error so the
+// command can report one line and exit instead of crashing the process.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("internal error: %v", e.Value) }
+
+// Recover turns a panic into a *PanicError stored in *err; call it
+// deferred.
+func Recover(err *error) {
+	if r := recover(); r != nil {
+		*err = &PanicError{Value: r, Stack: debug.Stack()}
+	}
+}
+
 // Items runs fn(worker, i) for i in [0, n) on a pool of workers (see
 // Workers), each taking the next index when it is free, so uneven items
 // balance. worker is in [0, workers) and lets fn reuse per-worker buffers.
@@ -88,7 +107,7 @@ func Items(ctx context.Context, n, workers int, fn func(worker, i int) error) er
 				if i >= n {
 					return
 				}
-				if err := fn(w, i); err != nil {
+				if err := call(fn, w, i); err != nil {
 					fail(err)
 					return
 				}
@@ -97,4 +116,10 @@ func Items(ctx context.Context, n, workers int, fn func(worker, i int) error) er
 	}
 	wg.Wait()
 	return firstErr
+}
+
+// call runs fn, a panic in it becoming a *PanicError.
+func call(fn func(worker, i int) error, w, i int) (err error) {
+	defer Recover(&err)
+	return fn(w, i)
 }
