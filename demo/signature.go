@@ -48,21 +48,11 @@ type PatchFile struct {
 // OpenSources opens the pretrained, clean and robust model files; the
 // returned function closes them.
 func OpenSources(pre, clean, robust string) (signature.Sources, func(), error) {
-	var cks []weights.Checkpoint
-	closeAll := func() {
-		for _, c := range cks {
-			c.Close()
-		}
+	cks, err := weights.OpenAll(pre, clean, robust)
+	if err != nil {
+		return signature.Sources{}, nil, err
 	}
-	for _, p := range []string{pre, clean, robust} {
-		c, err := weights.Open(p)
-		if err != nil {
-			closeAll()
-			return signature.Sources{}, nil, err
-		}
-		cks = append(cks, c)
-	}
-	return signature.Sources{Pre: cks[0], Clean: cks[1], Robust: cks[2]}, closeAll, nil
+	return signature.Sources{Pre: cks[0], Clean: cks[1], Robust: cks[2]}, func() { weights.CloseAll(cks) }, nil
 }
 
 // WriteSignature extracts the RWS of the selected tensors (running

@@ -256,17 +256,17 @@ func (b *build) norms() error {
 	// The clean fine-tune against the base: a two-checkpoint stats pass
 	// (δ = clean − base, normalised by ‖θ_base‖, which differs from
 	// ‖θ_clean‖ by a few percent at most here).
-	cks, err := openAll(b.model(base.Name), b.model(clean.Name))
+	cks, err := weights.OpenAll(b.model(base.Name), b.model(clean.Name))
 	if err != nil {
 		return err
 	}
 	st, err := signature.ComputeStats(b.ctx, signature.Sources{Clean: cks[0], Robust: cks[1]}, stream.Options{Workers: b.o.Workers})
 	if err != nil {
-		closeAll(cks)
+		weights.CloseAll(cks)
 		return err
 	}
 	ls := st.Layers
-	closeAll(cks)
+	weights.CloseAll(cks)
 	for _, l := range ls {
 		b.rep.Layers = append(b.rep.Layers, l.Name)
 	}
@@ -335,25 +335,6 @@ func sameLayers(names []string, layers []signature.LayerStat) error {
 	return nil
 }
 
-func openAll(paths ...string) ([]weights.Checkpoint, error) {
-	var out []weights.Checkpoint
-	for _, p := range paths {
-		c, err := weights.Open(p)
-		if err != nil {
-			closeAll(out)
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-func closeAll(cks []weights.Checkpoint) {
-	for _, c := range cks {
-		c.Close()
-	}
-}
-
 // cosines: per-layer cosine similarity between task vectors.
 func (b *build) cosines() error {
 	b.step("per-layer cosine similarity of the task vectors")
@@ -365,11 +346,11 @@ func (b *build) cosines() error {
 			paths = append(paths, b.model(e.Name))
 		}
 	}
-	cks, err := openAll(append([]string{b.model(base.Name)}, paths...)...)
+	cks, err := weights.OpenAll(append([]string{b.model(base.Name)}, paths...)...)
 	if err != nil {
 		return err
 	}
-	defer closeAll(cks)
+	defer weights.CloseAll(cks)
 	var floats []weights.TensorInfo
 	for _, t := range cks[0].Tensors() {
 		if t.DType.IsFloat() {
@@ -617,11 +598,11 @@ func (b *build) signatures(c, robust, dir string) (f32, q string, err error) {
 }
 
 func (b *build) taskVectorPatch(ft, base, out string) error {
-	cks, err := openAll(ft, base)
+	cks, err := weights.OpenAll(ft, base)
 	if err != nil {
 		return err
 	}
-	defer closeAll(cks)
+	defer weights.CloseAll(cks)
 	_, err = taskvec.Diff(b.ctx, cks[0], cks[1], out, taskvec.DiffOptions{
 		Options:  stream.Options{Workers: b.o.Workers},
 		Sparsify: sparsify.Spec{Method: sparsify.MagnitudeOutliers, Density: b.o.TVDensity, Gamma: b.o.TVGamma},
@@ -686,13 +667,13 @@ func (b *build) sweeps() error {
 		Text: fmt.Sprintf("θ(α) = (1−α)·θ_clean + α·θ_robust (weightops interpolate), α = %s, evaluated on the %d clean test images and under each corruption.", b.o.Alphas, ev.Samples())}
 	for _, c := range b.man.Corruptions {
 		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
-		cks, err := openAll(b.model(clean.Name), b.model(rb.Name))
+		cks, err := weights.OpenAll(b.model(clean.Name), b.model(rb.Name))
 		if err != nil {
 			return err
 		}
 		dir := filepath.Join(b.o.Out, "sweep", c.Name)
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			closeAll(cks)
+			weights.CloseAll(cks)
 			return err
 		}
 		outs := make([]string, len(alphas))
@@ -700,7 +681,7 @@ func (b *build) sweeps() error {
 			outs[i] = filepath.Join(dir, fmt.Sprintf("alpha-%g.safetensors", a))
 		}
 		_, err = taskvec.Interpolate(b.ctx, cks[0], cks[1], alphas, outs, taskvec.ScaleOptions{Options: stream.Options{Workers: b.o.Workers}})
-		closeAll(cks)
+		weights.CloseAll(cks)
 		if err != nil {
 			return err
 		}

@@ -112,3 +112,24 @@ func openDir(dir string) (Checkpoint, error) {
 	}
 	return nil, fmt.Errorf("%s: no checkpoint found (looked for *.safetensors, an index, *.bin, *.pt)", dir)
 }
+
+// OpenAll opens checkpoints, closing the ones already open on failure.
+func OpenAll(paths ...string) ([]Checkpoint, error) {
+	var out []Checkpoint
+	for _, p := range paths {
+		c, err := Open(p)
+		if err != nil {
+			CloseAll(out)
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// CloseAll closes checkpoints.
+func CloseAll(cks []Checkpoint) {
+	for _, c := range cks {
+		c.Close()
+	}
+}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/weightops/weightops/sparsify"
 	"github.com/weightops/weightops/taskvec"
+	"github.com/weightops/weightops/weights"
 	"github.com/weightops/weightops/wpatch"
 )
 
@@ -87,11 +88,11 @@ func diffAction(c *cli.Context) error {
 	} else if c.IsSet("values") || c.IsSet("quantize") || c.IsSet("sparse") {
 		return fmt.Errorf("diff: --values, --quantize and --sparse choose how a patch stores values: give -o X.wpatch")
 	}
-	cks, err := openAll(c.Args().Get(0), c.Args().Get(1))
+	cks, err := weights.OpenAll(c.Args().Get(0), c.Args().Get(1))
 	if err != nil {
 		return err
 	}
-	defer closeAll(cks)
+	defer weights.CloseAll(cks)
 	rep, err := taskvec.Diff(c.Context, cks[0], cks[1], out, o)
 	bar.Done()
 	if err != nil {
@@ -151,11 +152,11 @@ func addCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("add: %w", err)
 			}
-			cks, err := openAll(c.Args().Slice()...)
+			cks, err := weights.OpenAll(c.Args().Slice()...)
 			if err != nil {
 				return err
 			}
-			defer closeAll(cks)
+			defer weights.CloseAll(cks)
 			files, err := taskvec.Add(c.Context, cks[0], cks[1:], c.String("output"), taskvec.AddOptions{Options: so, Lambda: c.Float64("lambda"), Scales: scales, Metadata: versionMetadata()})
 			bar.Done()
 			if err != nil {
@@ -175,11 +176,11 @@ func scaleAction(name string, factor func(*cli.Context) float64) cli.ActionFunc 
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
-		cks, err := openAll(c.Args().First())
+		cks, err := weights.OpenAll(c.Args().First())
 		if err != nil {
 			return err
 		}
-		defer closeAll(cks)
+		defer weights.CloseAll(cks)
 		files, err := taskvec.Scale(c.Context, cks[0], factor(c), c.String("output"), taskvec.ScaleOptions{Options: so, Metadata: versionMetadata()})
 		bar.Done()
 		if err != nil {
@@ -235,11 +236,11 @@ func interpolateCommand() *cli.Command {
 					outs = append(outs, filepath.Join(out, fmt.Sprintf("alpha-%.4g.safetensors", a)))
 				}
 			}
-			cks, err := openAll(c.Args().Get(0), c.Args().Get(1))
+			cks, err := weights.OpenAll(c.Args().Get(0), c.Args().Get(1))
 			if err != nil {
 				return err
 			}
-			defer closeAll(cks)
+			defer weights.CloseAll(cks)
 			files, err := taskvec.Interpolate(c.Context, cks[0], cks[1], alphas, outs, taskvec.ScaleOptions{Options: so, Metadata: versionMetadata()})
 			bar.Done()
 			if err != nil {

@@ -127,11 +127,11 @@ func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Fo
 	if basePath != "" {
 		paths = append(paths, basePath)
 	}
-	cks, err := openAll(paths...)
+	cks, err := weights.OpenAll(paths...)
 	if err != nil {
 		return err
 	}
-	defer closeAll(cks)
+	defer weights.CloseAll(cks)
 	var base weights.Checkpoint
 	if len(cks) > 1 {
 		base = cks[1]

@@ -89,23 +89,3 @@ func printFiles(c *cli.Context, files []string) error {
 	}
 	return nil
 }
-
-// openAll opens checkpoints, closing the ones already open on failure.
-func openAll(paths ...string) ([]weights.Checkpoint, error) {
-	var out []weights.Checkpoint
-	for _, p := range paths {
-		c, err := weights.Open(p)
-		if err != nil {
-			closeAll(out)
-			return nil, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
-}
-
-func closeAll(cs []weights.Checkpoint) {
-	for _, c := range cs {
-		c.Close()
-	}
-}

@@ -61,7 +61,7 @@ func openSources(c *cli.Context, clean, robust string) (signature.Sources, func(
 	if b := c.String("base"); b != "" {
 		paths = append(paths, b)
 	}
-	cks, err := openAll(paths...)
+	cks, err := weights.OpenAll(paths...)
 	if err != nil {
 		return signature.Sources{}, nil, err
 	}
@@ -69,7 +69,7 @@ func openSources(c *cli.Context, clean, robust string) (signature.Sources, func(
 	if len(cks) == 3 {
 		src.Pre = cks[2]
 	}
-	return src, func() { closeAll(cks) }, nil
+	return src, func() { weights.CloseAll(cks) }, nil
 }
 
 func extractAction(c *cli.Context) error {
