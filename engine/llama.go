@@ -635,3 +635,49 @@ func permuteHeads(w weights.Tensor, nHeads int, inverse bool) (weights.Tensor, e
 	}
 	return out, nil
 }
+
+// LlamaArchitectures are the config.json "architectures" (and model_type)
+// values whose checkpoints have the LLaMA layout this package reads.
+var LlamaArchitectures = map[string]bool{
+	"LlamaForCausalLM": true, "MistralForCausalLM": true, "Qwen2ForCausalLM": true,
+	"llama": true, "mistral": true, "qwen2": true,
+}
+
+// LlamaShapes are the tensors a checkpoint with this config must hold, and
+// those it may hold (q/k/v biases, lm_head when tied), with their shapes,
+// under the given names. It reads only the sizes (a config the engine
+// cannot run, with rope scaling say, still has a layout).
+func LlamaShapes(c LlamaConfig, names LlamaNames) (required, optional map[string][]int64, err error) {
+	if c.NumKeyValueHeads == 0 {
+		c.NumKeyValueHeads = c.NumAttentionHeads
+	}
+	if c.HeadDim == 0 && c.NumAttentionHeads > 0 {
+		c.HeadDim = c.HiddenSize / c.NumAttentionHeads
+	}
+	H, I, V, L := int64(c.HiddenSize), int64(c.IntermediateSize), int64(c.VocabSize), c.NumHiddenLayers
+	if H <= 0 || I <= 0 || V <= 0 || L <= 0 || L > 1<<16 || c.NumAttentionHeads <= 0 || c.HeadDim <= 0 {
+		return nil, nil, errors.New("hidden_size, intermediate_size, vocab_size, num_hidden_layers and num_attention_heads must be positive")
+	}
+	qd, kvd := int64(c.NumAttentionHeads*c.HeadDim), int64(c.NumKeyValueHeads*c.HeadDim)
+	required = map[string][]int64{names.Embed: {V, H}, names.Norm: {H}}
+	optional = map[string][]int64{}
+	if c.TieWordEmbeddings {
+		optional[names.LMHead] = []int64{V, H}
+	} else {
+		required[names.LMHead] = []int64{V, H}
+	}
+	for i := 0; i < L; i++ {
+		p := fmt.Sprintf(names.Layer, i)
+		for n, s := range map[string][]int64{
+			names.InputNorm: {H}, names.PostAttentionNorm: {H},
+			names.Q: {qd, H}, names.K: {kvd, H}, names.V: {kvd, H}, names.O: {H, qd},
+			names.Gate: {I, H}, names.Up: {I, H}, names.Down: {H, I},
+		} {
+			required[p+n] = s
+		}
+		optional[p+names.QBias] = []int64{qd}
+		optional[p+names.KBias] = []int64{kvd}
+		optional[p+names.VBias] = []int64{kvd}
+	}
+	return required, optional, nil
+}

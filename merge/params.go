@@ -5,6 +5,8 @@ import (
 	"math"
 	"strings"
 
+	suggestpkg "github.com/weightops/weightops/internal/suggest"
+
 	"gopkg.in/yaml.v3"
 )
 
@@ -167,36 +169,5 @@ func (p Param) leaves(fn func(Param)) {
 	}
 }
 
-// suggest returns ` (did you mean "x"?)` for the closest known word, or "".
-func suggest(word string, known []string) string {
-	best, bestD := "", 1<<30
-	for _, k := range known {
-		if d := levenshtein(strings.ToLower(word), strings.ToLower(k)); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	if best != "" && bestD <= max(2, len(word)/3) {
-		return fmt.Sprintf(" (did you mean %q?)", best)
-	}
-	return ""
-}
-
-func levenshtein(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			c := 1
-			if a[i-1] == b[j-1] {
-				c = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+c)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
-}
+// suggest is suggest.Hint.
+func suggest(word string, known []string) string { return suggestpkg.Hint(word, known) }

@@ -210,7 +210,7 @@ func (c Config) String() string {
 // "4bit-asym-block32-f16", "4bit-asym-block64-mse". The result is validated.
 func ParseConfig(s string) (Config, error) {
 	bad := func(why string) (Config, error) {
-		return Config{}, fmt.Errorf("quantize: config %q: %s (want e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16)", s, why)
+		return Config{}, fmt.Errorf("quantize: config %q: %s, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16", s, why)
 	}
 	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
 	var c Config

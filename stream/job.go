@@ -148,6 +148,10 @@ type Job struct {
 	Cost func(t weights.TensorInfo) int64
 	// Phase names the job's progress phase ("merging").
 	Phase string
+	// KeepNonFinite hands NaN and Inf inputs to the kernel as they are,
+	// for a kernel that looks at them (a checker), instead of applying the
+	// non-finite policy.
+	KeepNonFinite bool
 	// Finalize, if set, runs after every tensor is written and before
 	// commit, and may return new metadata for outputs (nil entries keep
 	// theirs), e.g. to fill in input hashes computed concurrently.
@@ -365,6 +369,9 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 // mask of positions where any input does (their values zeroed in every
 // input), nil when there are none.
 func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
+	if j.KeepNonFinite {
+		return nil, nil
+	}
 	var mask []bool
 	for i, in := range t.In {
 		if in.Data == nil || !in.DType.IsFloat() {

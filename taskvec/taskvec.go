@@ -402,7 +402,9 @@ func Interpolate(ctx context.Context, a, b weights.Checkpoint, alphas []float64,
 // ParseAlphas reads "0.5", "0.2,0.5,0.8" or a sweep "start:stop:step"
 // (stop included when the steps land on it).
 func ParseAlphas(s string) ([]float64, error) {
-	if parts := strings.Split(s, ":"); len(parts) == 3 {
+	if parts := strings.Split(s, ":"); len(parts) != 1 && len(parts) != 3 {
+		return nil, fmt.Errorf("alpha sweep %q: want start:stop:step (e.g. 0:1:0.25)", s)
+	} else if len(parts) == 3 {
 		var a, b, st float64
 		if _, err := fmt.Sscan(parts[0], &a); err != nil {
 			return nil, fmt.Errorf("alpha sweep %q: %w", s, err)

@@ -19,8 +19,10 @@ type Report struct {
 	Bytes      int64             `json:"bytes"`
 	ByDType    map[string]int64  `json:"bytes_by_dtype"`
 	Metadata   map[string]string `json:"metadata"`
-	NaNTotal   int64             `json:"nan_total,omitempty"`
-	InfTotal   int64             `json:"inf_total,omitempty"`
+	// NaNTotal and InfTotal count non-finite values over every tensor:
+	// with stats only (null without).
+	NaNTotal *int64 `json:"nan_total"`
+	InfTotal *int64 `json:"inf_total"`
 }
 
 // TensorReport is one row of a Report.
@@ -81,10 +83,12 @@ func Inspect(ctx context.Context, c Checkpoint, stats bool, progress func(int64)
 	if err != nil {
 		return nil, err
 	}
+	var nan, inf int64
 	for _, t := range r.Tensors {
-		r.NaNTotal += t.Stats.NaN
-		r.InfTotal += t.Stats.Inf
+		nan += t.Stats.NaN
+		inf += t.Stats.Inf
 	}
+	r.NaNTotal, r.InfTotal = &nan, &inf
 	return r, nil
 }
 
@@ -117,8 +121,8 @@ func (r *Report) WriteTable(w io.Writer) error {
 	for _, k := range dts {
 		fmt.Fprintf(w, "  %-8s %s\n", k, HumanBytes(r.ByDType[k]))
 	}
-	if withStats {
-		fmt.Fprintf(w, "non-finite values: %d NaN, %d Inf\n", r.NaNTotal, r.InfTotal)
+	if r.NaNTotal != nil {
+		fmt.Fprintf(w, "non-finite values: %d NaN, %d Inf\n", *r.NaNTotal, *r.InfTotal)
 	}
 	if len(r.Metadata) > 0 {
 		keys := make([]string, 0, len(r.Metadata))

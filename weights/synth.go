@@ -2,8 +2,11 @@ package weights
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
+	"strings"
 
 	"github.com/weightops/weightops/internal/parallel"
 )
@@ -26,6 +29,11 @@ type SynthOptions struct {
 	Vocab int
 	// ShardSize > 0 writes a sharded directory.
 	ShardSize int64
+	// Delta > 0 adds Delta·N(0, 1) noise drawn from DeltaSeed to every
+	// weight (not the norms): a "fine-tune" of the model of Seed, whose
+	// task vector is small, as a real one is.
+	Delta     float64
+	DeltaSeed uint64
 	// Workers is how many tensors are generated at once (0: min(cores, 2)).
 	Workers int
 	// Progress, if set, receives the bytes of each tensor written.
@@ -72,8 +80,37 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 	return infos
 }
 
+// SynthConfig is the Hugging Face config.json of a synthetic model: a
+// LlamaForCausalLM whose sizes match SynthInfos (head dimension 64), so
+// transformers and weightops eval-lm load it.
+func SynthConfig(o SynthOptions) map[string]any {
+	infos := SynthInfos(o)
+	var h, inter, vocab int64
+	layers := 0
+	for _, t := range infos {
+		switch {
+		case t.Name == "model.embed_tokens.weight":
+			vocab, h = t.Shape[0], t.Shape[1]
+		case strings.HasSuffix(t.Name, "mlp.up_proj.weight"):
+			inter = t.Shape[0]
+			layers++
+		}
+	}
+	heads := max(1, h/64)
+	torch := map[DType]string{F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float64"}[infos[0].DType]
+	return map[string]any{
+		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
+		"hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,
+		"num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": vocab,
+		"rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 2048,
+		"hidden_act": "silu", "tie_word_embeddings": false, "torch_dtype": torch,
+		"bos_token_id": 1, "eos_token_id": 2,
+	}
+}
+
 // Synthesize writes a synthetic checkpoint to out (a .safetensors path, or
-// a directory with ShardSize) and returns the files written.
+// a directory) and returns the files written; a directory also gets the
+// model's config.json.
 func Synthesize(ctx context.Context, out string, o SynthOptions) ([]string, error) {
 	infos := SynthInfos(o)
 	md := map[string]string{"format": "pt", "weightops.synthetic": fmt.Sprintf("seed=%d", o.Seed)}
@@ -94,6 +131,12 @@ func Synthesize(ctx context.Context, out string, o SynthOptions) ([]string, erro
 			for i := range vals {
 				vals[i] = float32(rng.NormFloat64() * 0.02)
 			}
+			if o.Delta > 0 {
+				drng := rand.New(rand.NewPCG(o.DeltaSeed^0x5eed, uint64(i)))
+				for i := range vals {
+					vals[i] = float32(float64(vals[i]) + o.Delta*drng.NormFloat64())
+				}
+			}
 		}
 		data := make([]byte, n*int64(t.DType.Size()))
 		if err := EncodeFloat32(t.DType, vals, data); err != nil {
@@ -111,5 +154,16 @@ func Synthesize(ctx context.Context, out string, o SynthOptions) ([]string, erro
 		w.Abort()
 		return nil, err
 	}
-	return files, w.Commit()
+	if err := w.Commit(); err != nil {
+		return nil, err
+	}
+	if !IsSafetensorsPath(out) || o.ShardSize > 0 {
+		b, _ := json.MarshalIndent(SynthConfig(o), "", "  ")
+		p := filepath.Join(out, "config.json")
+		if err := WriteFileAtomic(p, append(b, '\n')); err != nil {
+			return nil, err
+		}
+		files = append(files, p)
+	}
+	return files, nil
 }

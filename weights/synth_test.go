@@ -18,7 +18,7 @@ func TestTinyLlamaFixtureIsReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(files) != 3 {
+	if len(files) != 4 { // two shards, the index, config.json
 		t.Fatalf("files %v", files)
 	}
 	for _, f := range files {

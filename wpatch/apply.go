@@ -486,6 +486,29 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	return rep, err
 }
 
+// Records reads what a patched checkpoint records of its patches — the
+// patches applied, the original metadata and the undo records, each
+// checked for consistency with the checkpoint (tensors present, indices in
+// range, lengths) — or nil when it is not a patched checkpoint.
+func Records(patched weights.Checkpoint) ([]AppliedPatch, error) {
+	md := patched.Metadata()
+	if md[MetaPatches] == "" {
+		return nil, nil
+	}
+	var applied []AppliedPatch
+	if err := json.Unmarshal([]byte(md[MetaPatches]), &applied); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", patched.Path(), MetaPatches, err)
+	}
+	var orig map[string]string
+	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", patched.Path(), MetaUndoMetadata, err)
+	}
+	if _, err := decodeUndo(md[MetaUndo], patched); err != nil {
+		return nil, fmt.Errorf("%s: %w", patched.Path(), err)
+	}
+	return applied, nil
+}
+
 func describe(a []AppliedPatch) string {
 	var parts []string
 	for _, p := range a {

@@ -49,7 +49,7 @@ var sparsifyMethods = map[string]sparsify.Method{"none": sparsify.None, "breadcr
 
 func diffAction(c *cli.Context) error {
 	if c.NArg() != 2 {
-		return fmt.Errorf("diff: expected FT and BASE, got %d arguments", c.NArg())
+		return usagef(c, "expected FT and BASE, got %d arguments", c.NArg())
 	}
 	so, bar, err := streamOptions(c)
 	if err != nil {
@@ -142,7 +142,7 @@ func addCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() < 2 {
-				return fmt.Errorf("add: expected BASE and at least one TV")
+				return usagef(c, "expected BASE and at least one TV")
 			}
 			scales, err := parseFloats(c.String("scales"))
 			if err != nil {
@@ -214,7 +214,7 @@ func interpolateCommand() *cli.Command {
 		Flags:     arithFlags(&cli.StringFlag{Name: "alpha", Value: "0.5", Usage: "α, a list (0.2,0.5) or a sweep start:stop:step"}),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 2 {
-				return fmt.Errorf("interpolate: expected A and B, got %d arguments", c.NArg())
+				return usagef(c, "expected A and B, got %d arguments", c.NArg())
 			}
 			alphas, err := taskvec.ParseAlphas(c.String("alpha"))
 			if err != nil {
@@ -228,6 +228,9 @@ func interpolateCommand() *cli.Command {
 			outs := []string{out}
 			if len(alphas) > 1 {
 				// A sweep: OUT is a directory of alpha-X.safetensors files.
+				if weights.IsSafetensorsPath(out) {
+					return usagef(c, "a sweep of %d values writes a directory of alpha-X.safetensors files, not %s", len(alphas), out)
+				}
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return err
 				}

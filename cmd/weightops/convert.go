@@ -18,17 +18,19 @@ func convertCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "convert",
 		Usage:     "convert any readable checkpoint to safetensors (optionally changing float dtype and sharding)",
-		ArgsUsage: "IN OUT  (OUT: a .safetensors file, or a directory with --shard-size)",
+		ArgsUsage: "IN [OUT]  (OUT or -o: a .safetensors file, or a directory)",
 		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output .safetensors file or directory (or give it after IN)"},
 			&cli.StringFlag{Name: "dtype", Usage: "convert floating tensors to bf16, f16, f32 or f64 (integer/bool tensors are kept)"},
 			&cli.StringFlag{Name: "shard-size", Usage: "write a sharded directory with shards of at most this size (e.g. 5GB, 500MiB)"},
 			workersFlag, memoryFlag, jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() != 2 {
-				return fmt.Errorf("convert: expected IN and OUT, got %d arguments", c.NArg())
+			out, err := outputArg(c, 1)
+			if err != nil {
+				return err
 			}
-			in, out := c.Args().Get(0), c.Args().Get(1)
+			in := c.Args().Get(0)
 			so, bar, err := streamOptions(c)
 			if err != nil {
 				return fmt.Errorf("convert: %w", err)

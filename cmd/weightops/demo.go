@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -25,7 +24,7 @@ func demoCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "demo models (default: the ones embedded in the binary; made by: go run ./cmd/weightops-fixtures -demo DIR)"},
 			&cli.StringFlag{Name: "recipes", Usage: "merge recipes directory (default: recipes/ beside --data)"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output directory (default: a new temporary directory)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o", "out"}, Usage: "output directory (default: a new temporary directory)"},
 			&cli.IntFlag{Name: "layers", Value: 2, Usage: "signatures cover the first N weight layers with their batchnorms"},
 			&cli.StringFlag{Name: "quantize", Value: "4bit-asym-block64", Usage: "quantization of the small signatures"},
 			&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics in signatures: difference (robust − clean), project (plain RWS) or skip"},
@@ -39,9 +38,9 @@ func demoCommand() *cli.Command {
 
 func demoAction(c *cli.Context) error {
 	if c.NArg() != 0 {
-		return fmt.Errorf("demo: unexpected arguments %q (see --data, --out)", c.Args().Slice())
+		return usagef(c, "unexpected arguments %q: the demo takes flags only", c.Args().Slice())
 	}
-	out := c.String("out")
+	out := c.String("output")
 	if out == "" {
 		d, err := os.MkdirTemp("", "weightops-demo-")
 		if err != nil {
@@ -59,7 +58,7 @@ func demoAction(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("json") {
-		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+		if err := printJSON(res); err != nil {
 			return err
 		}
 	} else {

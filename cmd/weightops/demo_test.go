@@ -180,7 +180,7 @@ func TestDemoErrors(t *testing.T) {
 		t.Errorf("bad --running-stats: exit %d, stderr %q", code, stderr)
 	}
 	_, stderr, code = run(t, "demo", "extra")
-	if code != 1 || !strings.Contains(stderr, "unexpected arguments") {
+	if code != 2 || !strings.Contains(stderr, "unexpected arguments") {
 		t.Errorf("positional argument: exit %d, stderr %q", code, stderr)
 	}
 	_, stderr, code = run(t, "report", "--data", demoData, "--out", t.TempDir(), "--alpha", "x")

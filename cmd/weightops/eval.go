@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -37,7 +36,7 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "corrupt", Usage: "corrupt samples first: e.g. gaussian_noise:0.3,blur:1,contrast:0.4 (also brightness, salt_pepper, pixelate)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the corruptions"},
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "samples per forward pass"},
-			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+			jsonFlag, quietFlag,
 		},
 		Action: runEval,
 	}
@@ -77,7 +76,7 @@ type evalReport struct {
 
 func runEval(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("eval: expected one MODEL, got %d arguments", c.NArg())
+		return usagef(c, "expected one MODEL, got %d arguments", c.NArg())
 	}
 	modelPath := c.Args().First()
 	archPath := c.String("arch")
@@ -113,9 +112,8 @@ func runEval(c *cli.Context) error {
 	}
 	rep := evalReport{Model: modelPath, Arch: archPath, Data: dataName, Result: r, Seconds: time.Since(start).Seconds()}
 	if c.Bool("json") {
-		enc := json.NewEncoder(os.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(rep)
+
+		return printJSON(rep)
 	}
 	return writeEvalText(os.Stdout, &rep, s)
 }
@@ -149,12 +147,12 @@ func evalLMCommand() *cli.Command {
 		ArgsUsage: "MODEL  (a directory with config.json and the checkpoint, or a checkpoint with config.json beside it)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "tokens", Required: true, Usage: "file of token ids separated by spaces, newlines or commas (- for stdin)"},
-			&cli.IntFlag{Name: "window", Usage: "score in independent windows of this many tokens (default max_position_embeddings)"},
-			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+			&cli.IntFlag{Name: "window", DefaultText: "max_position_embeddings", Usage: "score in independent windows of this many tokens"},
+			jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("eval-lm: expected one MODEL, got %d arguments", c.NArg())
+				return usagef(c, "expected one MODEL, got %d arguments", c.NArg())
 			}
 			toks, err := readTokenFile(c.String("tokens"))
 			if err != nil {
@@ -171,9 +169,7 @@ func evalLMCommand() *cli.Command {
 			}
 			sec := time.Since(start).Seconds()
 			if c.Bool("json") {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+				return printJSON(struct {
 					Model string `json:"model"`
 					*engine.PerplexityResult
 					Seconds      float64 `json:"seconds"`
@@ -219,11 +215,11 @@ func generateCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "prompt-ids", Required: true, Usage: "prompt token ids, comma- or space-separated"},
 			&cli.IntFlag{Name: "n", Value: 20, Usage: "number of tokens to generate"},
-			&cli.BoolFlag{Name: "json", Usage: "machine-readable output"},
+			jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("generate: expected one MODEL, got %d arguments", c.NArg())
+				return usagef(c, "expected one MODEL, got %d arguments", c.NArg())
 			}
 			prompt, err := engine.ParseTokenIDs(c.String("prompt-ids"))
 			if err != nil {
@@ -240,12 +236,12 @@ func generateCommand() *cli.Command {
 			}
 			sec := time.Since(start).Seconds()
 			if c.Bool("json") {
-				enc := json.NewEncoder(os.Stdout)
-				return enc.Encode(struct {
+				return printJSON(struct {
+					Model     string  `json:"model"`
 					Prompt    []int   `json:"prompt"`
 					Generated []int   `json:"generated"`
 					Seconds   float64 `json:"seconds"`
-				}{prompt, out, sec})
+				}{c.Args().First(), prompt, out, sec})
 			}
 			ids := make([]string, len(out))
 			for i, t := range out {

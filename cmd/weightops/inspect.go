@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"fmt"
 	"os"
 
 	"github.com/urfave/cli/v2"
@@ -24,7 +22,7 @@ func inspectCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("inspect: expected one PATH, got %d arguments", c.NArg())
+				return usagef(c, "expected one PATH, got %d arguments", c.NArg())
 			}
 			ck, err := weights.Open(c.Args().First())
 			if err != nil {
@@ -41,9 +39,8 @@ func inspectCommand() *cli.Command {
 				return err
 			}
 			if c.Bool("json") {
-				enc := json.NewEncoder(os.Stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(rep)
+
+				return printJSON(rep)
 			}
 			return rep.WriteTable(os.Stdout)
 		},

@@ -45,7 +45,7 @@ func lowrankCommand() *cli.Command {
 		),
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("lowrank: expected one DELTA or FT, got %d arguments", c.NArg())
+				return usagef(c, "expected one DELTA or FT, got %d arguments", c.NArg())
 			}
 			f, err := lowrank.ParseFormat(c.String("format"))
 			if err != nil {
@@ -82,7 +82,7 @@ func loraCommand() *cli.Command {
 				),
 				Action: func(c *cli.Context) error {
 					if c.NArg() != 1 {
-						return fmt.Errorf("lora extract: expected one FT, got %d arguments", c.NArg())
+						return usagef(c, "expected one FT, got %d arguments", c.NArg())
 					}
 					return runLowrank(c, "lora extract", c.Args().First(), c.String("base"), lowrank.FormatLoRA)
 				},
@@ -185,7 +185,7 @@ func writeLowrankTable(rep *lowrank.Report) error {
 
 func loraMergeAction(c *cli.Context) error {
 	if c.NArg() != 2 {
-		return fmt.Errorf("lora merge: expected BASE and ADAPTER_DIR, got %d arguments", c.NArg())
+		return usagef(c, "expected BASE and ADAPTER_DIR, got %d arguments", c.NArg())
 	}
 	so, bar, err := streamOptions(c)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/weightops/weightops/internal/parallel"
+	"github.com/weightops/weightops/internal/suggest"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -58,6 +60,10 @@ func execute(args []string) int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	// `weightops help [COMMAND...]` is --help.
+	if len(args) > 1 && args[1] == "help" {
+		args = append(append([]string{args[0]}, args[2:]...), "--help")
+	}
 	done := make(chan error, 1)
 	go func() {
 		var err error
@@ -129,25 +135,154 @@ func newApp() *cli.App {
 	sort.Slice(commands, func(i, j int) bool { return commands[i].Name < commands[j].Name })
 	app := &cli.App{
 		Name:            "weightops",
-		Usage:           "model-weight arithmetic: inspect, convert, diff, merge, patch checkpoints",
+		Usage:           "model-weight arithmetic: inspect, convert, diff, merge, patch, quantize, check and evaluate checkpoints",
 		Version:         version,
-		HideHelpCommand: true,
-		ExitErrHandler:  func(*cli.Context, error) {}, // run prints the one error line
+		HideHelpCommand: true,                         // `weightops help [COMMAND]` is handled in execute
+		ExitErrHandler:  func(*cli.Context, error) {}, // execute prints the one error line
 		Commands:        commands,
 	}
-	// A usage error is one line with a pointer to help, not a help dump.
-	usage := func(c *cli.Context, err error, _ bool) error {
-		return fmt.Errorf("%s: %w (see 'weightops %s --help')", c.Command.Name, err, c.Command.Name)
+	// A usage error is one line with a pointer to help, not a help dump,
+	// and exit code 2; a mistyped flag gets a did-you-mean.
+	app.OnUsageError = func(c *cli.Context, err error, _ bool) error {
+		return usageError{fmt.Sprintf("weightops: %v (see 'weightops --help')", err)}
 	}
-	app.OnUsageError = usage
+	var names []string
 	for _, cmd := range app.Commands {
-		cmd.OnUsageError = usage
+		if !cmd.Hidden {
+			names = append(names, cmd.Name)
+		}
 	}
+	prepare(app.Commands)
 	app.CommandNotFound = func(c *cli.Context, name string) {
-		fmt.Fprintf(os.Stderr, "weightops: unknown command %q (see 'weightops --help')\n", name)
+		// The context is the parent's: the app's, or a command's for an
+		// unknown subcommand ("patch aply").
+		known, parent := names, commandPath(c)
+		if c.Command != nil && len(c.Command.Subcommands) > 0 {
+			known = nil
+			for _, s := range c.Command.Subcommands {
+				known = append(known, s.Name)
+			}
+		}
+		full := strings.TrimSpace("weightops " + parent)
+		fmt.Fprintf(os.Stderr, "weightops: unknown command %q%s (see '%s --help')\n", strings.TrimSpace(parent+" "+name), suggest.Hint(name, known), full)
 		os.Exit(2)
 	}
 	return app
+}
+
+// usageError is a mistake in how a command was called: exit code 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// ExitCode implements cli.ExitCoder.
+func (e usageError) ExitCode() int { return 2 }
+
+// commandPath is the running command's full name ("patch apply"), from
+// the context's lineage.
+func commandPath(c *cli.Context) string {
+	var parts []string
+	for _, x := range c.Lineage() {
+		if x.Command != nil && x.Command.Name != "" && x.Command.Name != c.App.Name {
+			parts = append([]string{x.Command.Name}, parts...)
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+// usagef is a usage error of the running command, with the help hint.
+func usagef(c *cli.Context, format string, a ...any) error {
+	name := commandPath(c)
+	return usageError{fmt.Sprintf("%s: %s (see 'weightops %s --help')", name, fmt.Sprintf(format, a...), name)}
+}
+
+var undefinedFlag = regexp.MustCompile(`flag provided but not defined: -+([^ ]+)`)
+
+// prepare gives every command (subcommands included) the CLI's usage
+// handling: mistyped flags get a did-you-mean, and required flags are
+// checked by the command itself, so that a missing one says so (urfave's
+// own check reports it as an unknown command once flags and arguments
+// are reordered).
+func prepare(cmds []*cli.Command) {
+	for _, cmd := range cmds {
+		cmd := cmd
+		var flagNames, required []string
+		for _, f := range cmd.Flags {
+			flagNames = append(flagNames, f.Names()...)
+			if unrequire(f) {
+				required = append(required, f.Names()[0])
+			}
+		}
+		cmd.OnUsageError = func(c *cli.Context, err error, _ bool) error {
+			msg := err.Error()
+			if m := undefinedFlag.FindStringSubmatch(msg); m != nil {
+				msg = "unknown flag --" + m[1]
+				if near := suggest.Closest(m[1], flagNames); near != "" {
+					msg += fmt.Sprintf(" (did you mean --%s?)", near)
+				}
+			}
+			return usagef(c, "%s", msg)
+		}
+		if len(required) > 0 {
+			before := cmd.Before
+			cmd.Before = func(c *cli.Context) error {
+				for _, name := range required {
+					if !c.IsSet(name) {
+						return usagef(c, "missing %s", flagLabel(cmd, name))
+					}
+				}
+				if before != nil {
+					return before(c)
+				}
+				return nil
+			}
+		}
+		prepare(cmd.Subcommands)
+	}
+}
+
+// unrequire clears a flag's Required and reports whether it was set.
+func unrequire(f cli.Flag) bool {
+	switch f := f.(type) {
+	case *cli.StringFlag:
+		r := f.Required
+		f.Required = false
+		return r
+	case *cli.Float64Flag:
+		r := f.Required
+		f.Required = false
+		return r
+	case *cli.IntFlag:
+		r := f.Required
+		f.Required = false
+		return r
+	}
+	return false
+}
+
+// flagLabel names a flag as a user types it, with its usage: "-o/--output
+// (output directory)".
+func flagLabel(cmd *cli.Command, name string) string {
+	for _, f := range cmd.Flags {
+		ns := f.Names()
+		if ns[0] != name {
+			continue
+		}
+		var spell []string
+		for i := len(ns) - 1; i >= 0; i-- {
+			if len(ns[i]) == 1 {
+				spell = append(spell, "-"+ns[i])
+			} else {
+				spell = append(spell, "--"+ns[i])
+			}
+		}
+		label := strings.Join(spell, "/")
+		if u, ok := f.(cli.DocGenerationFlag); ok && u.GetUsage() != "" {
+			label += " (" + u.GetUsage() + ")"
+		}
+		return label
+	}
+	return "--" + name
 }
 
 // interspersed moves a command's flags ahead of its positional arguments,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -17,42 +18,86 @@ func mergeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "merge",
 		Usage:     "merge models with a mergekit-format YAML recipe (" + strings.Join(merge.MethodNames(), ", ") + ")",
-		ArgsUsage: "RECIPE.yaml",
+		ArgsUsage: "RECIPE.yaml [OUT]  (OUT or -o: an output directory, or a .safetensors file)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output directory (or a .safetensors file)"},
-			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (or a .safetensors file); or give it after the recipe, as mergekit-yaml does"},
+			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop (no output needed)"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "do not record the inputs' SHA-256 in the output metadata"},
 			workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
 		},
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return fmt.Errorf("merge: expected RECIPE.yaml, got %d arguments", c.NArg())
-			}
-			so, bar, err := streamOptions(c)
-			if err != nil {
-				return fmt.Errorf("merge: %w", err)
-			}
-			r, err := merge.ParseRecipe(c.Args().First())
-			if err != nil {
-				return err
-			}
-			plan, err := r.Open()
-			if err != nil {
-				return err
-			}
-			defer plan.Close()
-			if c.Bool("check") {
-				fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Inputs()))
-				return nil
-			}
-			files, err := plan.Merge(c.Context, c.String("output"), merge.Options{Options: so, NoHash: c.Bool("no-hash"), Version: version})
-			bar.Done()
-			if err != nil {
-				return err
-			}
-			return printFiles(c, files)
-		},
+		Action: mergeAction,
 	}
+}
+
+// checkResult is `merge --check --json`'s output.
+type checkResult struct {
+	SchemaVersion int      `json:"schema_version"`
+	Recipe        string   `json:"recipe"`
+	OK            bool     `json:"ok"`
+	Method        string   `json:"method"`
+	Tensors       int      `json:"tensors"`
+	Models        int      `json:"models"`
+	Problems      []string `json:"problems"`
+}
+
+func mergeAction(c *cli.Context) error {
+	if c.NArg() < 1 || c.NArg() > 2 {
+		return usagef(c, "expected RECIPE.yaml and optionally OUT, got %d arguments", c.NArg())
+	}
+	out := c.String("output")
+	if c.NArg() == 2 {
+		if out != "" && out != c.Args().Get(1) {
+			return usagef(c, "two outputs: -o %s and %s", out, c.Args().Get(1))
+		}
+		out = c.Args().Get(1)
+	}
+	if out == "" && !c.Bool("check") {
+		return usagef(c, "missing the output: give OUT after the recipe or -o/--output")
+	}
+	so, bar, err := streamOptions(c)
+	if err != nil {
+		return fmt.Errorf("merge: %w", err)
+	}
+	res := checkResult{SchemaVersion: 1, Recipe: c.Args().First(), Problems: []string{}}
+	fail := func(err error) error {
+		if !c.Bool("check") || !c.Bool("json") {
+			return err
+		}
+		var pr *merge.Problems
+		if errors.As(err, &pr) {
+			res.Problems = pr.List
+		} else {
+			res.Problems = []string{err.Error()}
+		}
+		if perr := printJSON(res); perr != nil {
+			return perr
+		}
+		return err
+	}
+	r, err := merge.ParseRecipe(c.Args().First())
+	if err != nil {
+		return fail(err)
+	}
+	res.Method = r.Method
+	plan, err := r.Open()
+	if err != nil {
+		return fail(err)
+	}
+	defer plan.Close()
+	if c.Bool("check") {
+		res.OK, res.Tensors, res.Models = true, len(plan.Tensors), len(plan.Inputs())
+		if c.Bool("json") {
+			return printJSON(res)
+		}
+		fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Inputs()))
+		return nil
+	}
+	files, err := plan.Merge(c.Context, out, merge.Options{Options: so, NoHash: c.Bool("no-hash"), Version: version})
+	bar.Done()
+	if err != nil {
+		return err
+	}
+	return printFiles(c, files)
 }
 
 func indexCommand() *cli.Command {
@@ -60,16 +105,16 @@ func indexCommand() *cli.Command {
 		Name:      "index",
 		Usage:     "write model.safetensors.index.json for the shards that `--shard i/n` runs wrote into OUTDIR",
 		ArgsUsage: "OUTDIR",
+		Flags:     []cli.Flag{jsonFlag, quietFlag},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return fmt.Errorf("index: expected OUTDIR")
+				return usagef(c, "expected OUTDIR")
 			}
 			p, err := weights.WriteIndex(c.Args().First())
 			if err != nil {
 				return err
 			}
-			fmt.Println(p)
-			return nil
+			return printFiles(c, []string{p})
 		},
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -17,7 +18,7 @@ import (
 var (
 	quietFlag     = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}
 	jsonFlag      = &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}
-	workersFlag   = &cli.IntFlag{Name: "workers", Usage: "tensors processed at once (default: min(cores, 2))"}
+	workersFlag   = &cli.IntFlag{Name: "workers", DefaultText: "min(cores, 2)", Usage: "tensors processed at once"}
 	memoryFlag    = &cli.StringFlag{Name: "max-memory", Value: "256MiB", Usage: "bound on tensor bytes held at once (a larger tensor runs alone)"}
 	shardSizeFlag = &cli.StringFlag{Name: "shard-size", Usage: "shard the output (e.g. 5GB)"}
 	shardFlag     = &cli.StringFlag{Name: "shard", Usage: "i/n: compute only worker i's balanced share into OUT/model-i-of-n.safetensors (then: weightops index OUT)"}
@@ -73,11 +74,61 @@ func streamOptions(c *cli.Context) (stream.Options, *progress.Bar, error) {
 	return o, bar, nil
 }
 
+// outputArg is a command's one output: -o/--output, or the positional
+// argument at index pos (the mergekit habit `merge recipe.yml ./out`); both
+// given must agree. nargs is how many positional arguments the command
+// takes besides the output.
+func outputArg(c *cli.Context, nargs int) (string, error) {
+	out := c.String("output")
+	switch c.NArg() {
+	case nargs:
+	case nargs + 1:
+		pos := c.Args().Get(nargs)
+		if out != "" && out != pos {
+			return "", usagef(c, "two outputs: -o %s and %s", out, pos)
+		}
+		out = pos
+	default:
+		return "", usagef(c, "expected %d arguments and the output, got %d", nargs, c.NArg())
+	}
+	if out == "" {
+		return "", usagef(c, "missing the output: give it as the last argument or with -o/--output")
+	}
+	return out, nil
+}
+
 // warn prints a warning line on stderr.
 func warn(msg string) { fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", msg) }
 
-// printJSON writes v as one JSON document on stdout.
-func printJSON(v any) error { return json.NewEncoder(os.Stdout).Encode(v) }
+// SchemaVersion is the version of every command's JSON output
+// (docs/json.md): it changes when a key changes meaning or goes away; new
+// keys may appear without a change.
+const SchemaVersion = 1
+
+// printJSON writes v, a struct or map, as one JSON object on stdout with
+// "schema_version" as its first key.
+func printJSON(v any) error {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return err
+	}
+	body := bytes.TrimSpace(b.Bytes())
+	if len(body) < 2 || body[0] != '{' {
+		return fmt.Errorf("internal error: JSON output %.20s is not an object", body)
+	}
+	if !bytes.HasPrefix(body, []byte(`{"schema_version":`)) {
+		rest := body[1:]
+		sep := ","
+		if len(rest) == 1 { // "{}"
+			sep = ""
+		}
+		body = append([]byte(fmt.Sprintf(`{"schema_version":%d%s`, SchemaVersion, sep)), rest...)
+	}
+	_, err := fmt.Fprintf(os.Stdout, "%s\n", body)
+	return err
+}
 
 // printFiles prints the files a command wrote: one per line, or as JSON.
 func printFiles(c *cli.Context, files []string) error {

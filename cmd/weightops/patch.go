@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -48,7 +49,7 @@ func signatureCommand() *cli.Command {
 				Name:      "stats",
 				Usage:     "per-layer relative norm ‖δ‖/‖θ‖ of a pair of checkpoints (and ‖RWS‖/‖θ‖ with --base): where the difference lives",
 				ArgsUsage: "CLEAN ROBUST",
-				Flags:     []cli.Flag{&cli.StringFlag{Name: "base", Usage: "pretrained checkpoint (adds the RWS column)"}, workersFlag, nonFiniteFlag, jsonFlag},
+				Flags:     []cli.Flag{&cli.StringFlag{Name: "base", Usage: "pretrained checkpoint (adds the RWS column)"}, workersFlag, nonFiniteFlag, jsonFlag, quietFlag},
 				Action:    statsAction,
 			},
 		},
@@ -127,7 +128,7 @@ type layerRow struct {
 
 func statsAction(c *cli.Context) error {
 	if c.NArg() != 2 {
-		return fmt.Errorf("signature stats: expected CLEAN and ROBUST, got %d arguments", c.NArg())
+		return usagef(c, "expected CLEAN and ROBUST, got %d arguments", c.NArg())
 	}
 	so, _, err := streamOptions(c)
 	if err != nil {
@@ -159,7 +160,14 @@ func statsAction(c *cli.Context) error {
 		rows = append(rows, r)
 	}
 	if c.Bool("json") {
-		return printJSON(rows)
+		if rows == nil {
+			rows = []layerRow{}
+		}
+		base := ""
+		if src.Pre != nil {
+			base = src.Pre.Path()
+		}
+		return printJSON(map[string]any{"clean": src.Clean.Path(), "robust": src.Robust.Path(), "base": base, "layers": rows})
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	if src.Pre != nil {
@@ -192,7 +200,7 @@ func patchCommand() *cli.Command {
 				Action: func(c *cli.Context) error { return applyAction(c, false) }},
 			{Name: "remove", Usage: "undo `patch apply` exactly, given the same patches", ArgsUsage: "PATCHED PATCH...", Flags: applyFlags,
 				Action: func(c *cli.Context) error { return applyAction(c, true) }},
-			{Name: "info", Usage: "a patch's contents, sizes and compression ratio versus dense F32", ArgsUsage: "PATCH", Flags: []cli.Flag{jsonFlag},
+			{Name: "info", Usage: "a patch's contents, sizes and compression ratio versus dense F32", ArgsUsage: "PATCH", Flags: []cli.Flag{jsonFlag, quietFlag},
 				Action: infoAction},
 		},
 	}
@@ -201,7 +209,7 @@ func patchCommand() *cli.Command {
 func applyAction(c *cli.Context, remove bool) error {
 	name := map[bool]string{false: "patch apply", true: "patch remove"}[remove]
 	if c.NArg() < 2 {
-		return fmt.Errorf("%s: expected a model and at least one patch", name)
+		return usagef(c, "expected a model and at least one patch")
 	}
 	if remove && len(c.Float64Slice("scale")) > 0 {
 		return fmt.Errorf("patch remove: scales come from the patched checkpoint's record; drop --scale")
@@ -249,7 +257,7 @@ func applyAction(c *cli.Context, remove bool) error {
 
 func infoAction(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("patch info: expected one PATCH")
+		return usagef(c, "expected one PATCH")
 	}
 	p, err := wpatch.Open(c.Args().First())
 	if err != nil {
@@ -333,10 +341,13 @@ func quantConfig(c *cli.Context) (quantize.Config, error) {
 
 func quantizeAction(c *cli.Context) error {
 	if c.NArg() != 1 {
-		return fmt.Errorf("quantize: expected one IN")
+		return usagef(c, "expected one IN")
 	}
 	cfg, err := quantConfig(c)
 	if err != nil {
+		if strings.HasPrefix(err.Error(), "quantize: ") {
+			return err // the quantize package names itself
+		}
 		return fmt.Errorf("quantize: %w", err)
 	}
 	so, bar, err := streamOptions(c)

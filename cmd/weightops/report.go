@@ -23,7 +23,7 @@ func reportCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "data", Usage: "demo models (as for weightops demo; default: the embedded ones)"},
 			&cli.StringFlag{Name: "from", Usage: "a `weightops demo --out` directory: include its results table and use its signature patches"},
-			&cli.StringFlag{Name: "out", Aliases: []string{"o"}, Usage: "output directory (default: a new temporary directory)"},
+			&cli.StringFlag{Name: "output", Aliases: []string{"o", "out"}, Usage: "output directory (default: a new temporary directory)"},
 			&cli.StringFlag{Name: "alpha", Value: "0:1:0.25", Usage: "interpolation sweep clean → robust (start:stop:step or a list)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the test-time corruptions"},
 			workersFlag, jsonFlag, quietFlag,
@@ -34,9 +34,9 @@ func reportCommand() *cli.Command {
 
 func reportAction(c *cli.Context) error {
 	if c.NArg() != 0 {
-		return fmt.Errorf("report: unexpected arguments %q (see --data, --from, --out)", c.Args().Slice())
+		return usagef(c, "unexpected arguments %q: the report takes flags only", c.Args().Slice())
 	}
-	out := c.String("out")
+	out := c.String("output")
 	if out == "" {
 		d, err := os.MkdirTemp("", "weightops-report-")
 		if err != nil {

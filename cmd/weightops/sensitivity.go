@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"text/tabwriter"
@@ -40,7 +38,7 @@ func sensitivityCommand() *cli.Command {
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
-				return errors.New("sensitivity: expected one MODEL")
+				return usagef(c, "expected one MODEL")
 			}
 			rels, err := parseFloats(c.String("rel"))
 			if err != nil || len(rels) == 0 {
@@ -85,7 +83,7 @@ func sensitivityCommand() *cli.Command {
 				}
 			}
 			if c.Bool("json") {
-				return json.NewEncoder(os.Stdout).Encode(rep)
+				return printJSON(rep)
 			}
 			fmt.Printf("base accuracy %.2f%%, %d evaluations\n", 100*rep.BaseAccuracy, rep.Evaluations)
 			tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)

@@ -1,0 +1,191 @@
+package check
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/merge"
+	"github.com/weightops/weightops/weights"
+	"github.com/weightops/weightops/wpatch"
+)
+
+func problems(r *Report) string {
+	var s []string
+	for _, p := range r.Problems {
+		s = append(s, p.Check+":"+p.Tensor)
+	}
+	return strings.Join(s, " ")
+}
+
+func run(t *testing.T, model string, o Options) *Report {
+	t.Helper()
+	if o.MaxAbsDiff == 0 {
+		o.MaxAbsDiff = -1
+	}
+	r, err := Run(context.Background(), testutil.Open(t, model)[0], o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestNonFiniteAndReference: NaN/Inf counts per tensor (hand-placed), and
+// every difference from a reference in names, dtypes and shapes; the
+// largest value difference is the hand-computed one.
+func TestNonFiniteAndReference(t *testing.T) {
+	d := t.TempDir()
+	ref := testutil.Write(t, filepath.Join(d, "ref.safetensors"), nil,
+		testutil.Tensor{Name: "a", Values: []float64{1, 2, 3, 4}},
+		testutil.Tensor{Name: "b", Values: []float64{1, 1}},
+		testutil.Tensor{Name: "c", Values: []float64{0, 0}, Shape: []int64{1, 2}},
+		testutil.Tensor{Name: "gone", Values: []float64{1}})
+	m := testutil.Write(t, filepath.Join(d, "m.safetensors"), nil,
+		testutil.Tensor{Name: "a", Values: []float64{1, 2.5, 3, 3.75}},
+		testutil.Tensor{Name: "b", DType: weights.BF16, Values: []float64{math.NaN(), math.Inf(-1)}},
+		testutil.Tensor{Name: "c", Values: []float64{0, 0}},
+		testutil.Tensor{Name: "new", Values: []float64{math.NaN()}})
+	r := run(t, m, Options{})
+	if r.OK || r.NaNTotal != 2 || r.InfTotal != 1 || problems(r) != "nonfinite:b nonfinite:new" {
+		t.Errorf("alone: ok %v nan %d inf %d, problems %s", r.OK, r.NaNTotal, r.InfTotal, problems(r))
+	}
+	r = run(t, m, Options{Reference: testutil.Open(t, ref)[0], MaxAbsDiff: 0.4})
+	want := "dtype:b shape:c extra:new missing:gone diff:a nonfinite:b nonfinite:new"
+	if problems(r) != want {
+		t.Errorf("with a reference: %s, want %s", problems(r), want)
+	}
+	if r.MaxAbsDiff == nil || *r.MaxAbsDiff != 0.5 || r.MaxAbsDiffTensor != "a" {
+		t.Errorf("max abs diff %v in %q, want 0.5 in a", r.MaxAbsDiff, r.MaxAbsDiffTensor)
+	}
+	if r := run(t, ref, Options{Reference: testutil.Open(t, ref)[0], MaxAbsDiff: 0}); !r.OK || *r.MaxAbsDiff != 0 {
+		t.Errorf("a model against itself: %s", problems(r))
+	}
+}
+
+// TestConfigShapes: a LLaMA-layout checkpoint is checked against the
+// shapes its config.json implies (GQA heads, layers, vocabulary, tying).
+func TestConfigShapes(t *testing.T) {
+	d := t.TempDir()
+	cfg := `{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "intermediate_size": 12, "num_hidden_layers": 2,
+		"num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 10, "tie_word_embeddings": true}`
+	os.WriteFile(filepath.Join(d, "config.json"), []byte(cfg), 0o644)
+	shapes := map[string][]int64{"model.embed_tokens.weight": {10, 8}, "model.norm.weight": {8}}
+	for i := range 2 {
+		p := fmt.Sprintf("model.layers.%d.", i)
+		for n, s := range map[string][]int64{"input_layernorm.weight": {8}, "post_attention_layernorm.weight": {8},
+			"self_attn.q_proj.weight": {8, 8}, "self_attn.k_proj.weight": {4, 8}, "self_attn.v_proj.weight": {4, 8},
+			"self_attn.o_proj.weight": {8, 8}, "mlp.gate_proj.weight": {12, 8}, "mlp.up_proj.weight": {12, 8}, "mlp.down_proj.weight": {8, 12}} {
+			shapes[p+n] = s
+		}
+	}
+	write := func(edit func(map[string][]int64)) string {
+		s := map[string][]int64{}
+		for k, v := range shapes {
+			s[k] = v
+		}
+		edit(s)
+		vals := map[string][]float64{}
+		for k, v := range s {
+			n := int64(1)
+			for _, x := range v {
+				n *= x
+			}
+			vals[k] = make([]float64, n)
+		}
+		return testutil.WriteF32(t, filepath.Join(d, "model.safetensors"), vals, s)
+	}
+	if r := run(t, write(func(map[string][]int64) {}), Options{}); !r.OK || !strings.Contains(strings.Join(r.Checked, ","), "config") {
+		t.Errorf("a matching model: %s (checked %v)", problems(r), r.Checked)
+	}
+	r := run(t, write(func(s map[string][]int64) {
+		s["model.layers.1.self_attn.k_proj.weight"] = []int64{8, 8} // heads, not KV heads
+		delete(s, "model.layers.0.mlp.up_proj.weight")
+		s["model.layers.2.input_layernorm.weight"] = []int64{8} // a third layer
+		s["lm_head.weight"] = []int64{10, 8}                    // tied: allowed
+	}), Options{})
+	want := "config:model.layers.0.mlp.up_proj.weight config:model.layers.1.self_attn.k_proj.weight config:model.layers.2.input_layernorm.weight"
+	if problems(r) != want {
+		t.Errorf("got %s, want %s", problems(r), want)
+	}
+}
+
+// TestProvenance: a merge's recorded input digests match the inputs given,
+// and a changed input is caught; a patched model's patches likewise, and
+// broken undo records fail.
+func TestProvenance(t *testing.T) {
+	d := t.TempDir()
+	base := testutil.WriteF32(t, filepath.Join(d, "base.safetensors"), map[string][]float64{"w": {1, 2}}, nil)
+	ft := testutil.WriteF32(t, filepath.Join(d, "ft.safetensors"), map[string][]float64{"w": {1.5, 2}}, nil)
+	rp := filepath.Join(d, "r.yaml")
+	os.WriteFile(rp, []byte("merge_method: task_arithmetic\nbase_model: base.safetensors\nmodels: [{model: ft.safetensors, parameters: {weight: 1}}]\n"), 0o644)
+	rec, err := merge.ParseRecipe(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rec.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(d, "merged.safetensors")
+	if _, err := plan.Merge(context.Background(), out, merge.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	plan.Close()
+	if r := run(t, out, Options{Inputs: []string{base, ft}}); !r.OK {
+		t.Errorf("true inputs: %s %v", problems(r), r.Problems)
+	}
+	other := testutil.WriteF32(t, filepath.Join(d, "sub", "ft.safetensors"), map[string][]float64{"w": {9, 9}}, nil)
+	if r := run(t, out, Options{Inputs: []string{other}}); problems(r) != "provenance:" || !strings.Contains(r.Problems[0].Message, "records") {
+		t.Errorf("a changed input: %s %v", problems(r), r.Problems)
+	}
+	// A patched model.
+	pp := filepath.Join(d, "p.wpatch")
+	w, _ := wpatch.Create(pp, "rws", nil, wpatch.Encoding{})
+	w.Add("w", []int64{2}, weights.F32, []float32{0.25, 0})
+	w.Commit()
+	pt, _ := wpatch.Open(pp)
+	patched := filepath.Join(d, "patched.safetensors")
+	if _, err := wpatch.Apply(context.Background(), testutil.Open(t, base)[0], []*wpatch.Patch{pt}, patched, wpatch.ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pt.Close()
+	if r := run(t, patched, Options{Inputs: []string{pp}}); !r.OK || !strings.Contains(strings.Join(r.Checked, ","), "patches") {
+		t.Errorf("patched model: %s", problems(r))
+	}
+	ck := testutil.Open(t, patched)[0]
+	md := ck.Metadata()
+	md[wpatch.MetaUndo] = "not base64!"
+	var ts []weights.Tensor
+	for _, info := range ck.Tensors() {
+		ten, _ := ck.ReadTensor(info.Name, nil)
+		ts = append(ts, ten)
+	}
+	bad := filepath.Join(d, "bad.safetensors")
+	if err := weights.WriteSafetensors(bad, ts, md); err != nil {
+		t.Fatal(err)
+	}
+	if r := run(t, bad, Options{}); problems(r) != "patches:" {
+		t.Errorf("broken undo records: %s", problems(r))
+	}
+}
+
+// TestReportJSONKeys: the documented keys are present, counts included
+// when zero.
+func TestReportJSONKeys(t *testing.T) {
+	d := t.TempDir()
+	m := testutil.WriteF32(t, filepath.Join(d, "m.safetensors"), map[string][]float64{"w": {1, 2}}, nil)
+	b, _ := json.Marshal(run(t, m, Options{}))
+	var got map[string]any
+	json.Unmarshal(b, &got)
+	for _, k := range []string{"schema_version", "model", "files", "ok", "problems", "checked", "tensors", "nan_total", "inf_total", "reference", "config", "max_abs_diff", "max_abs_diff_tensor", "max_abs_diff_limit"} {
+		if _, ok := got[k]; !ok {
+			t.Errorf("key %q missing from %s", k, b)
+		}
+	}
+}
