@@ -227,7 +227,7 @@ func (c *compressor) delta(ten weights.Tensor) (x, b *mat.Dense, err error) {
 // factorise runs the SVD of x and records the module's report.
 func (c *compressor) factorise(t weights.TensorInfo, module string, x *mat.Dense) (*Result, error) {
 	start := time.Now()
-	how := c.o.Method
+	how := c.o.Method.For(int(t.Shape[0]), int(t.Shape[1]))
 	// The test matrix is seeded per tensor, so results do not depend on
 	// which worker takes which tensor.
 	how.Rand.Seed = tensorSeed(how.Rand.Seed, t.Name)
@@ -327,6 +327,10 @@ func (c *compressor) metadata() map[string]string {
 }
 
 func (c *compressor) methodString() string {
+	if c.o.Method.Auto {
+		r := c.o.Method.Rand
+		return fmt.Sprintf("auto (randomized from %d: oversample=%d power_iters=%d seed=%d)", AutoRandomized, r.Oversample, r.PowerIters, r.Seed)
+	}
 	if !c.o.Method.Randomized {
 		return "exact"
 	}

@@ -90,7 +90,24 @@ func energyRank(s *SVD, e float64) (int, bool) {
 type Method struct {
 	// Randomized uses Randomized (with Rand) instead of Exact.
 	Randomized bool
-	Rand       RandOptions
+	// Auto chooses per tensor: randomized for matrices whose smaller side
+	// is at least AutoRandomized (an exact SVD of those takes tens of
+	// seconds to minutes), exact below.
+	Auto bool
+	Rand RandOptions
+}
+
+// AutoRandomized is the smaller matrix side from which Method.Auto uses
+// the randomized SVD: 1024 (a 1024×2816 exact SVD takes about 15 s on two
+// cores; 4096×11008, 17 minutes).
+const AutoRandomized = 1024
+
+// For resolves Auto for an m×n matrix.
+func (h Method) For(m, n int) Method {
+	if h.Auto {
+		h.Randomized = min(m, n) >= AutoRandomized
+	}
+	return h
 }
 
 // Result is a truncated SVD: the decomposition and the chosen rank.

@@ -276,3 +276,19 @@ func TestRejectsBadInput(t *testing.T) {
 		t.Errorf("zero matrix: %+v %v", res, err)
 	}
 }
+
+func TestMethodAuto(t *testing.T) {
+	auto := Method{Auto: true}
+	for _, c := range []struct {
+		m, n int
+		want bool
+	}{{1023, 4096, false}, {1024, 4096, true}, {4096, 1024, true}, {64, 64, false}, {11008, 4096, true}} {
+		if got := auto.For(c.m, c.n).Randomized; got != c.want {
+			t.Errorf("auto %d×%d: randomized %v, want %v", c.m, c.n, got, c.want)
+		}
+	}
+	// Without Auto the caller's choice stands.
+	if (Method{}).For(4096, 4096).Randomized || !(Method{Randomized: true}).For(8, 8).Randomized {
+		t.Error("For overrode an explicit method")
+	}
+}

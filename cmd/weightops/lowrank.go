@@ -20,7 +20,8 @@ func factorFlags() []cli.Flag {
 		&cli.IntFlag{Name: "rank", Aliases: []string{"r"}, Usage: "fixed rank r (capped at min(m, n))"},
 		&cli.Float64Flag{Name: "energy", Usage: "smallest rank keeping this fraction of Σσ² (e.g. 0.95)"},
 		&cli.Float64Flag{Name: "ratio", Usage: "PELA compression ratio c: r = ⌊mn / (c(m+n))⌋"},
-		&cli.BoolFlag{Name: "randomized", Usage: "randomized SVD (Halko–Martinsson–Tropp) instead of the exact SVD"},
+		&cli.BoolFlag{Name: "randomized", Usage: "randomized SVD (Halko–Martinsson–Tropp) for every tensor (default: for matrices of 1024 and more on the smaller side)"},
+		&cli.BoolFlag{Name: "exact", Usage: "exact SVD for every tensor (minutes for LLM-sized matrices)"},
 		&cli.IntFlag{Name: "oversample", Value: lowrank.DefaultRandOptions.Oversample, Usage: "randomized: extra sketch columns p"},
 		&cli.IntFlag{Name: "power-iters", Value: lowrank.DefaultRandOptions.PowerIters, Usage: "randomized: power iterations q"},
 		&cli.Uint64Flag{Name: "seed", Value: lowrank.DefaultRandOptions.Seed, Usage: "randomized: seed of the Gaussian test matrices"},
@@ -103,11 +104,14 @@ func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Fo
 		FanInFanOut: c.Bool("fan-in-fan-out"),
 		BaseName:    c.String("base-name"),
 		Metadata:    map[string]string{"weightops.version": version},
-		Method: lowrank.Method{Randomized: c.Bool("randomized"), Rand: lowrank.RandOptions{
+		Method: lowrank.Method{Randomized: c.Bool("randomized"), Auto: !c.Bool("randomized") && !c.Bool("exact"), Rand: lowrank.RandOptions{
 			Oversample: c.Int("oversample"), PowerIters: c.Int("power-iters"), Seed: c.Uint64("seed")}},
 	}
 	if err := o.Rule.Validate(); err != nil {
 		return fmt.Errorf("%s: %w (--rank, --energy or --ratio)", name, err)
+	}
+	if c.Bool("randomized") && c.Bool("exact") {
+		return usagef(c, "--randomized and --exact exclude each other")
 	}
 	if o.Method.Rand.Oversample < 0 || o.Method.Rand.PowerIters < 0 {
 		return fmt.Errorf("%s: --oversample and --power-iters must be ≥ 0", name)
