@@ -342,12 +342,9 @@ func (c *compressor) methodString() string {
 func (c *compressor) weights(ctx context.Context, out string) (*Report, error) {
 	// A directory output loads like the input model: its side files are
 	// read (and checked) now, written after.
-	var side *weights.SideFiles
-	if !weights.IsSafetensorsPath(out) {
-		var err error
-		if side, err = c.o.ReadModelFiles(c.in.Path()); err != nil {
-			return nil, err
-		}
+	side, err := c.o.ReadModelFiles(out, c.in.Path())
+	if err != nil {
+		return nil, err
 	}
 	job := c.job("factorising", func(ten weights.Tensor, dst []byte) error {
 		t := ten.TensorInfo
@@ -388,15 +385,11 @@ func (c *compressor) weights(ctx context.Context, out string) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	written := files[0]
-	if side != nil {
-		copied, err := side.Write(out)
-		if err != nil {
-			return nil, err
-		}
-		written = append(written, copied...)
+	copied, err := side.Write(c.in.Tensors(), stream.OutputInfos(c.in.Tensors(), c.outDType))
+	if err != nil {
+		return nil, err
 	}
-	return c.report(written), nil
+	return c.report(append(files[0], copied...)), nil
 }
 
 // lora writes a PEFT adapter directory.

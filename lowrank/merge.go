@@ -271,11 +271,9 @@ func (a *Adapter) Merge(ctx context.Context, base weights.Checkpoint, out string
 	}
 	// A directory output loads like the base model: its side files are
 	// read (and checked) now, written after.
-	var side *weights.SideFiles
-	if !weights.IsSafetensorsPath(out) {
-		if side, err = o.ReadModelFiles(base.Path()); err != nil {
-			return nil, err
-		}
+	side, err := o.ReadModelFiles(out, base.Path())
+	if err != nil {
+		return nil, err
 	}
 	md := stream.HFMetadata(base.Metadata())
 	md["weightops.lora.adapter"] = a.WeightsPath
@@ -338,14 +336,11 @@ func (a *Adapter) Merge(ctx context.Context, base weights.Checkpoint, out string
 	if err != nil {
 		return nil, err
 	}
-	rep.Files = files[0]
-	if side != nil {
-		copied, err := side.Write(out)
-		if err != nil {
-			return nil, err
-		}
-		rep.Files = append(rep.Files, copied...)
+	copied, err := side.Write(base.Tensors(), base.Tensors())
+	if err != nil {
+		return nil, err
 	}
+	rep.Files = append(files[0], copied...)
 	sort.Slice(rep.Modules, func(i, j int) bool { return weights.NaturalLess(rep.Modules[i].Tensor, rep.Modules[j].Tensor) })
 	sort.Slice(rep.Replaced, func(i, j int) bool { return weights.NaturalLess(rep.Replaced[i], rep.Replaced[j]) })
 	return rep, nil

@@ -15,6 +15,13 @@ func init() {
 		BaseIsModel: true,
 		Global:      map[string]ParamSpec{"normalize": withDefault(boolParam, "true")},
 		Tensor:      map[string]ParamSpec{"weight": required(numberParam)},
+		// linear averages the models listed; a base_model not among them
+		// would take no part, which is not what its author meant.
+		Check: func(r *Recipe, pr *Problems) {
+			if r.BaseModel != "" && len(r.others()) == len(r.Models) {
+				pr.add("linear averages the models listed: base_model %q is not among them (list it with a weight, or drop base_model)", r.BaseModel)
+			}
+		},
 		// Normalizing divides by Σ w_i: a sum of (nearly) zero for any
 		// tensor would give an infinite or NaN model.
 		CheckPlan: func(p *Plan, pr *Problems) {

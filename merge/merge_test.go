@@ -256,7 +256,7 @@ func TestProvenanceAndModelFiles(t *testing.T) {
 	d := t.TempDir()
 	bp := model(t, d, "base", map[string][]float64{"w": {1, 2}}, nil)
 	model(t, d, "m1", map[string][]float64{"w": {2, 3}}, nil)
-	os.WriteFile(filepath.Join(bp, "config.json"), []byte(`{"model_type":"llama"}`), 0o644)
+	os.WriteFile(filepath.Join(bp, "config.json"), []byte(`{"model_type":"llama", "torch_dtype": "float32"}`), 0o644)
 	os.WriteFile(filepath.Join(bp, "tokenizer.json"), []byte(`{}`), 0o644)
 	out := runRecipe(t, d, "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1}\n", 2)
 	for _, f := range []string{"config.json", "tokenizer.json"} {
@@ -273,6 +273,10 @@ func TestProvenanceAndModelFiles(t *testing.T) {
 	var recs []InputRecord
 	if err := json.Unmarshal([]byte(md["weightops.inputs"]), &recs); err != nil || len(recs) != 2 {
 		t.Fatalf("inputs record %q: %v", md["weightops.inputs"], err)
+	}
+	// The config is copied as it was: the output is F32 like the base.
+	if cfg, _ := os.ReadFile(filepath.Join(out, "config.json")); string(cfg) != `{"model_type":"llama", "torch_dtype": "float32"}` {
+		t.Errorf("config.json changed: %s", cfg)
 	}
 	raw, _ := os.ReadFile(filepath.Join(bp, "model.safetensors"))
 	sum := sha256.Sum256(raw)
@@ -303,6 +307,7 @@ func TestRecipeValidationErrors(t *testing.T) {
 		{"bad dtype", "merge_method: linear\nmodels:\n  - model: m1\n    parameters: {weight: 1}\nout_dtype: int8\n", `out_dtype "int8"`},
 		{"not yaml", "merge_method: [\n", "invalid YAML"},
 		{"missing model", "merge_method: linear\nmodels:\n  - model: nowhere\n    parameters: {weight: 1}\n", `model "nowhere" not found`},
+		{"linear base not listed", "merge_method: linear\nbase_model: m1\nmodels:\n  - model: m2\n    parameters: {weight: 1}\n", `base_model "m1" is not among them`},
 		{"shape", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: wide\n    parameters: {weight: 1}\n", "shapes differ from base: w [3] vs [2]"},
 		{"missing tensor", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: less\n    parameters: {weight: 1}\n", "tensors missing from it but present in base: b"},
 	}
@@ -347,4 +352,27 @@ func TestTIESModelWideTrim(t *testing.T) {
 	out = runRecipe(t, d, y, 2)
 	near(t, "a per tensor", read(t, out, "a"), []float64{0, 0, 7, 8})
 	near(t, "b per tensor", read(t, out, "b"), []float64{0, -2, 3, 0})
+}
+
+// A merge written in another dtype says so in its config.json, as
+// save_pretrained would; the rest of the file stays byte for byte.
+func TestConfigFollowsOutputDType(t *testing.T) {
+	d := t.TempDir()
+	bp := model(t, d, "base", map[string][]float64{"w": {1, 2}}, nil)
+	model(t, d, "m1", map[string][]float64{"w": {2, 3}}, nil)
+	cfg := "{\n  \"model_type\": \"llama\",\n  \"torch_dtype\": \"float32\",\n  \"vocab_size\": 2\n}\n"
+	os.WriteFile(filepath.Join(bp, "config.json"), []byte(cfg), 0o644)
+	out := runRecipe(t, d, "merge_method: linear\ndtype: float16\nbase_model: base\nmodels:\n  - model: base\n    parameters: {weight: 1}\n  - model: m1\n    parameters: {weight: 1}\n", 2)
+	got, _ := os.ReadFile(filepath.Join(out, "config.json"))
+	if want := strings.Replace(cfg, "float32", "float16", 1); string(got) != want {
+		t.Errorf("config.json = %q, want %q", got, want)
+	}
+	c, _ := weights.Open(out)
+	defer c.Close()
+	if ti, _ := c.Info("w"); ti.DType != weights.F16 {
+		t.Errorf("w written as %s", ti.DType)
+	}
+	// The base listed among linear's models is merged once, with its
+	// weight: (1·[1 2] + 1·[2 3]) / 2.
+	near(t, "w", read(t, out, "w"), []float64{1.5, 2.5})
 }

@@ -481,9 +481,13 @@ func (p *Plan) strParam(name, def string) string {
 	return *v.Str
 }
 
-// Inputs lists the plan's checkpoints in kernel input order.
+// Inputs lists the plan's checkpoints in kernel input order: the base
+// first, then the models. For a method that merges the base as one of the
+// models (linear), only the models: a base listed among them is merged
+// with its weight, one that is not is the reference for tensor names,
+// shapes and the config, not an input.
 func (p *Plan) Inputs() []weights.Checkpoint {
-	if p.Base != nil {
+	if p.Base != nil && !p.Recipe.methodDef.BaseIsModel {
 		return append([]weights.Checkpoint{p.Base}, p.Models...)
 	}
 	return append([]weights.Checkpoint(nil), p.Models...)

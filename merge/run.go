@@ -46,16 +46,13 @@ var placeholder = strings.Repeat("0", 64)
 func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, error) {
 	// The side files (config, tokenizer) are read and checked before the
 	// merge, written after it.
-	var side *weights.SideFiles
-	if !weights.IsSafetensorsPath(out) || o.Shard != nil {
-		src := p.Recipe.BaseModel
-		if src == "" {
-			src = p.entries[0].Model
-		}
-		var err error
-		if side, err = o.ReadModelFiles(p.Recipe.resolve(src)); err != nil {
-			return nil, err
-		}
+	src, srcCk := p.Recipe.BaseModel, p.Base
+	if src == "" {
+		src, srcCk = p.entries[0].Model, p.Models[0]
+	}
+	side, err := o.ReadModelFiles(out, p.Recipe.resolve(src))
+	if err != nil {
+		return nil, err
 	}
 	kernels, err := p.Recipe.methodDef.Build(ctx, p, o.Options)
 	if err != nil {
@@ -118,15 +115,8 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		wg.Wait()
 		return nil, err
 	}
-	written := files[0]
-	if side != nil {
-		copied, err := side.Write(out)
-		if err != nil {
-			return nil, err
-		}
-		written = append(written, copied...)
-	}
-	return written, nil
+	copied, err := side.Write(srcCk.Tensors(), stream.OutputInfos(p.Tensors, p.OutDType))
+	return append(files[0], copied...), err
 }
 
 func (p *Plan) inputRecords() []InputRecord {

@@ -17,8 +17,14 @@ type ConvertOptions struct {
 // .safetensors file, or with ShardSize a directory), floating tensors
 // converted to Options.DType when set. It returns the files written. This
 // is the identity job: every tensor passes through, so its speed is the
-// I/O floor the other jobs are measured against.
+// I/O floor the other jobs are measured against. A directory output gets
+// the source directory's side files (config.json updated for the dtype
+// written).
 func Convert(ctx context.Context, src weights.Checkpoint, out string, o ConvertOptions) ([]string, error) {
+	side, err := o.ReadModelFiles(out, src.Path())
+	if err != nil {
+		return nil, err
+	}
 	md := HFMetadata(src.Metadata(), o.Metadata)
 	job := &Job{
 		Inputs:      []weights.Checkpoint{src},
@@ -32,7 +38,8 @@ func Convert(ctx context.Context, src weights.Checkpoint, out string, o ConvertO
 	if err != nil {
 		return nil, err
 	}
-	return files[0], nil
+	copied, err := side.Write(src.Tensors(), OutputInfos(src.Tensors(), o.copyDType))
+	return append(files[0], copied...), err
 }
 
 // copyDType is the dtype a tensor copied to safetensors is written in:

@@ -50,19 +50,6 @@ func (o Options) Warnf(format string, a ...any) {
 	}
 }
 
-// ReadModelFiles reads the side files of a model reference for an output
-// (weights.ReadModelFiles), warning about each one skipped.
-func (o Options) ReadModelFiles(ref string) (*weights.SideFiles, error) {
-	sf, err := weights.ReadModelFiles(ref)
-	if err != nil {
-		return nil, err
-	}
-	for _, s := range sf.Skipped {
-		o.Warnf("%s", s)
-	}
-	return sf, nil
-}
-
 // workers is the resolved worker count.
 func (o Options) workers() int { return parallel.Workers(o.Workers) }
 

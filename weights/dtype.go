@@ -59,26 +59,29 @@ type dtypeInfo struct {
 	writable bool
 	// safetensors: the safetensors format names it.
 	safetensors bool
+	// torch is the torch dtype's name (config.json's torch_dtype), "" when
+	// torch has none.
+	torch string
 }
 
 var dtypes = [numDTypes]dtypeInfo{
-	Bool:   {"BOOL", 1, 1, false, true, true},
-	U8:     {"U8", 1, 1, false, true, true},
-	I8:     {"I8", 1, 1, false, true, true},
-	F8E5M2: {"F8_E5M2", 1, 1, true, false, true},
-	F8E4M3: {"F8_E4M3", 1, 1, true, false, true},
-	I16:    {"I16", 1, 2, false, true, true},
-	U16:    {"U16", 1, 2, false, true, true},
-	F16:    {"F16", 1, 2, true, true, true},
-	BF16:   {"BF16", 1, 2, true, true, true},
-	I32:    {"I32", 1, 4, false, true, true},
-	U32:    {"U32", 1, 4, false, true, true},
-	F32:    {"F32", 1, 4, true, true, true},
-	F64:    {"F64", 1, 8, true, true, true},
-	I64:    {"I64", 1, 8, false, true, true},
-	U64:    {"U64", 1, 8, false, true, true},
-	Q8_0:   {"Q8_0", 32, 34, true, false, false},
-	Q4_0:   {"Q4_0", 32, 18, true, false, false},
+	Bool:   {"BOOL", 1, 1, false, true, true, "bool"},
+	U8:     {"U8", 1, 1, false, true, true, "uint8"},
+	I8:     {"I8", 1, 1, false, true, true, "int8"},
+	F8E5M2: {"F8_E5M2", 1, 1, true, false, true, "float8_e5m2"},
+	F8E4M3: {"F8_E4M3", 1, 1, true, false, true, "float8_e4m3fn"},
+	I16:    {"I16", 1, 2, false, true, true, "int16"},
+	U16:    {"U16", 1, 2, false, true, true, "uint16"},
+	F16:    {"F16", 1, 2, true, true, true, "float16"},
+	BF16:   {"BF16", 1, 2, true, true, true, "bfloat16"},
+	I32:    {"I32", 1, 4, false, true, true, "int32"},
+	U32:    {"U32", 1, 4, false, true, true, "uint32"},
+	F32:    {"F32", 1, 4, true, true, true, "float32"},
+	F64:    {"F64", 1, 8, true, true, true, "float64"},
+	I64:    {"I64", 1, 8, false, true, true, "int64"},
+	U64:    {"U64", 1, 8, false, true, true, "uint64"},
+	Q8_0:   {"Q8_0", 32, 34, true, false, false, ""},
+	Q4_0:   {"Q4_0", 32, 18, true, false, false, ""},
 }
 
 func (d DType) info() dtypeInfo {
@@ -105,6 +108,10 @@ func (d DType) String() string {
 	}
 	return fmt.Sprintf("DType(%d)", uint8(d))
 }
+
+// TorchName is torch's name of the dtype ("bfloat16"), as config.json's
+// torch_dtype spells it; "" for the block types.
+func (d DType) TorchName() string { return d.info().torch }
 
 // Size is the number of bytes of one element, or 0 for a block type (whose
 // elements have no whole byte size; see BlockElems, BlockBytes) and an

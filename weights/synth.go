@@ -97,7 +97,7 @@ func SynthConfig(o SynthOptions) map[string]any {
 		}
 	}
 	heads := max(1, h/64)
-	torch := map[DType]string{F32: "float32", F16: "float16", BF16: "bfloat16", F64: "float64"}[infos[0].DType]
+	torch := infos[0].DType.TorchName()
 	return map[string]any{
 		"architectures": []string{"LlamaForCausalLM"}, "model_type": "llama",
 		"hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,

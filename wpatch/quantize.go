@@ -87,7 +87,7 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 	}
 	// config.json, tokenizer and arch files go beside the dequantized copy;
 	// they are read (and checked) before the work.
-	side, err := o.ReadModelFiles(ck.Path())
+	side, err := o.ReadModelFiles(out, ck.Path())
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +150,7 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 		}
 		return nil, err
 	}
-	if _, err := side.Write(out); err != nil {
+	if _, err := side.Write(src, stream.OutputInfos(src, dtype)); err != nil {
 		return nil, err
 	}
 	return Summarize(wq, ck, errs())

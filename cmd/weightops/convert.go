@@ -2,9 +2,7 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -34,11 +32,6 @@ func convertCommand() *cli.Command {
 			so, bar, err := streamOptions(c)
 			if err != nil {
 				return fmt.Errorf("convert: %w", err)
-			}
-			if so.ShardSize == 0 {
-				if st, err := os.Stat(out); (err == nil && st.IsDir()) || strings.HasSuffix(out, "/") {
-					out = filepath.Join(out, "model.safetensors")
-				}
 			}
 			src, err := weights.Open(in)
 			if err != nil {

@@ -122,6 +122,25 @@ func TestConvertAndShard(t *testing.T) {
 	if json.Unmarshal([]byte(o), &rep); code != 0 || rep.Count != 2 {
 		t.Errorf("sharded inspect: %s", o)
 	}
+	// A model directory converted into a directory takes its config and
+	// tokenizer along, the config saying the dtype now written.
+	src := filepath.Join(dir, "hf")
+	os.Mkdir(src, 0o755)
+	writeModel(t, filepath.Join(src, "model.safetensors"))
+	os.WriteFile(filepath.Join(src, "config.json"), []byte(`{"torch_dtype": "float32", "model_type": "x"}`), 0o644)
+	os.WriteFile(filepath.Join(src, "tokenizer.json"), []byte(`{"v": 1}`), 0o644)
+	hf16 := filepath.Join(dir, "hf16")
+	if _, e, code := run(t, "convert", "--dtype", "f16", "-q", src, hf16); code != 0 {
+		t.Fatalf("convert dir: %s", e)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(hf16, "config.json"))
+	tok, _ := os.ReadFile(filepath.Join(hf16, "tokenizer.json"))
+	if string(cfg) != `{"torch_dtype": "float16", "model_type": "x"}` || string(tok) != `{"v": 1}` {
+		t.Errorf("side files: config %s tokenizer %s", cfg, tok)
+	}
+	if _, err := os.Stat(filepath.Join(hf16, "model.safetensors")); err != nil {
+		t.Error(err)
+	}
 }
 
 // TestBadInputFailsLoudly: a truncated checkpoint gives exit 1, one stderr
