@@ -15,6 +15,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -243,7 +244,11 @@ func (r *Report) checkProvenance(model weights.Checkpoint, inputs []string) erro
 		return nil
 	}
 	r.Checked = append(r.Checked, "provenance")
-	recorded := map[string]string{} // file base name → sha256
+	// Recorded files by base name: a model directory's weights are all
+	// model.safetensors, so a given file matches a recorded one of its
+	// name by content; its path decides only which one a mismatch is
+	// reported against.
+	recorded := map[string][]merge.FileRecord{}
 	var recs []merge.InputRecord
 	if s := md["weightops.inputs"]; s != "" {
 		if err := json.Unmarshal([]byte(s), &recs); err != nil {
@@ -251,12 +256,12 @@ func (r *Report) checkProvenance(model weights.Checkpoint, inputs []string) erro
 		}
 		for _, rec := range recs {
 			for _, f := range rec.Files {
-				recorded[filepath.Base(f.Name)] = f.SHA256
+				recorded[filepath.Base(f.Name)] = append(recorded[filepath.Base(f.Name)], f)
 			}
 		}
 	}
 	for _, p := range applied {
-		recorded[p.File] = p.SHA256
+		recorded[p.File] = append(recorded[p.File], merge.FileRecord{Name: p.File, SHA256: p.SHA256})
 	}
 	if len(recorded) == 0 {
 		r.add("provenance", model.Path(), "", "records no input files (not a weightops merge or patched model) to match --inputs against")
@@ -273,8 +278,8 @@ func (r *Report) checkProvenance(model weights.Checkpoint, inputs []string) erro
 			ck.Close()
 		}
 		for _, f := range files {
-			want, ok := recorded[filepath.Base(f)]
-			if !ok {
+			cands := recorded[filepath.Base(f)]
+			if len(cands) == 0 {
 				r.add("provenance", model.Path(), "", "%s is not among the recorded inputs", f)
 				continue
 			}
@@ -282,8 +287,19 @@ func (r *Report) checkProvenance(model weights.Checkpoint, inputs []string) erro
 			if err != nil {
 				return err
 			}
-			if got != want {
-				r.add("provenance", model.Path(), "", "%s has SHA-256 %s, the model records %s", f, got, want)
+			if slices.ContainsFunc(cands, func(c merge.FileRecord) bool { return c.SHA256 == got }) {
+				continue
+			}
+			want := cands[0]
+			for _, c := range cands {
+				if filepath.Clean(c.Name) == filepath.Clean(f) {
+					want = c
+				}
+			}
+			if len(cands) == 1 || filepath.Clean(want.Name) == filepath.Clean(f) {
+				r.add("provenance", model.Path(), "", "%s has SHA-256 %s, the model records %s", f, got, want.SHA256)
+			} else {
+				r.add("provenance", model.Path(), "", "%s (SHA-256 %s) matches none of the %d recorded inputs named %s", f, got, len(cands), filepath.Base(f))
 			}
 		}
 	}

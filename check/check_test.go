@@ -189,3 +189,38 @@ func TestReportJSONKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestProvenanceModelDirectories: inputs that are model directories all
+// hold model.safetensors; each matches its own record by content, and a
+// changed one is reported against the record at its path.
+func TestProvenanceModelDirectories(t *testing.T) {
+	d := t.TempDir()
+	var dirs []string
+	for i, name := range []string{"base", "a", "b"} {
+		testutil.WriteF32(t, filepath.Join(d, name, "model.safetensors"), map[string][]float64{"w": {1, float64(i)}}, nil)
+		dirs = append(dirs, filepath.Join(d, name))
+	}
+	rp := filepath.Join(d, "r.yaml")
+	os.WriteFile(rp, []byte("merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\n"), 0o644)
+	rec, err := merge.ParseRecipe(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rec.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(d, "merged")
+	if _, err := plan.Merge(context.Background(), out, merge.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	plan.Close()
+	if r := run(t, out, Options{Inputs: dirs}); !r.OK {
+		t.Errorf("true inputs: %v", r.Problems)
+	}
+	testutil.WriteF32(t, filepath.Join(d, "a", "model.safetensors"), map[string][]float64{"w": {7, 7}}, nil)
+	r := run(t, out, Options{Inputs: dirs})
+	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0].Message, filepath.Join(d, "a", "model.safetensors")+" has SHA-256") {
+		t.Errorf("changed input a: %v", r.Problems)
+	}
+}

@@ -17,18 +17,19 @@ import (
 func init() {
 	for _, m := range []struct {
 		name, summary      string
+		paper              string
 		sp                 sparsify.Method
 		consensus          bool
 		normalize, rescale bool
 	}{
-		{"task_arithmetic", "θ_base + λ·Σ w_i·τ_i", sparsify.None, false, false, false},
-		{"ties", "trim each τ_i to its top density by magnitude, elect the sign of Σ w_i·τ_i per entry, average the agreeing entries (disjoint mean)", sparsify.Magnitude, true, true, false},
-		{"dare_ties", "drop entries of each τ_i with probability 1−density, rescale; sign election as ties", sparsify.Random, true, false, true},
-		{"dare_linear", "drop entries of each τ_i with probability 1−density, rescale; weighted sum", sparsify.Random, false, false, true},
-		{"breadcrumbs", "drop the top gamma fraction of |τ_i| (outliers) and keep the next density fraction; weighted sum", sparsify.MagnitudeOutliers, false, false, false},
-		{"breadcrumbs_ties", "breadcrumbs with the sign election of ties", sparsify.MagnitudeOutliers, true, false, false},
+		{"task_arithmetic", "θ_base + λ·Σ w_i·τ_i", "https://arxiv.org/abs/2212.04089", sparsify.None, false, false, false},
+		{"ties", "trim each τ_i to its top density by magnitude, elect the sign of Σ w_i·τ_i per entry, average the agreeing entries (disjoint mean)", "https://arxiv.org/abs/2306.01708", sparsify.Magnitude, true, true, false},
+		{"dare_ties", "drop entries of each τ_i with probability 1−density, rescale; sign election as ties", "https://arxiv.org/abs/2311.03099", sparsify.Random, true, false, true},
+		{"dare_linear", "drop entries of each τ_i with probability 1−density, rescale; weighted sum", "https://arxiv.org/abs/2311.03099", sparsify.Random, false, false, true},
+		{"breadcrumbs", "drop the top gamma fraction of |τ_i| (outliers) and keep the next density fraction; weighted sum", "https://arxiv.org/abs/2312.06795", sparsify.MagnitudeOutliers, false, false, false},
+		{"breadcrumbs_ties", "breadcrumbs with the sign election of ties", "https://arxiv.org/abs/2312.06795", sparsify.MagnitudeOutliers, true, false, false},
 	} {
-		Register(gtaMethod(m.name, m.summary, m.sp, m.consensus, m.normalize, m.rescale))
+		Register(gtaMethod(m.name, m.summary, m.paper, m.sp, m.consensus, m.normalize, m.rescale))
 	}
 }
 
@@ -39,9 +40,9 @@ type gta struct {
 	normalize, rescale bool // defaults
 }
 
-func gtaMethod(name, summary string, sp sparsify.Method, consensus, normalize, rescale bool) Method {
+func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, normalize, rescale bool) Method {
 	g := gta{sp: sp, consensus: consensus, normalize: normalize, rescale: rescale}
-	m := Method{Name: name, Summary: summary, NeedsBase: true,
+	m := Method{Name: name, Summary: summary, Paper: paper, NeedsBase: true,
 		Global: map[string]ParamSpec{
 			"normalize": withDefault(boolParam, fmt.Sprint(normalize)), "rescale": withDefault(boolParam, fmt.Sprint(rescale)),
 			"int8_mask": boolParam, "lambda": withDefault(numberParam, "1"),

@@ -12,6 +12,7 @@ func init() {
 	Register(Method{
 		Name:        "linear",
 		Summary:     "Σ w_i·θ_i / Σ w_i",
+		Paper:       "https://arxiv.org/abs/2203.05482",
 		BaseIsModel: true,
 		Global:      map[string]ParamSpec{"normalize": withDefault(boolParam, "true")},
 		Tensor:      map[string]ParamSpec{"weight": required(numberParam)},

@@ -11,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -375,4 +376,73 @@ func TestConfigFollowsOutputDType(t *testing.T) {
 	// The base listed among linear's models is merged once, with its
 	// weight: (1·[1 2] + 1·[2 3]) / 2.
 	near(t, "w", read(t, out, "w"), []float64{1.5, 2.5})
+}
+
+// TestModelCard: a directory output gets a model card naming the method,
+// every model with its parameters and every input file with its SHA-256
+// (computed here), and the recipe byte for byte; NoCard and a lone
+// .safetensors output get neither.
+func TestModelCard(t *testing.T) {
+	d := t.TempDir()
+	model(t, d, "base", map[string][]float64{"w": {1, 2}}, nil)
+	model(t, d, "m|1", map[string][]float64{"w": {2, 3}}, nil)
+	model(t, d, "m2", map[string][]float64{"w": {0, 3}}, nil)
+	recipe := "merge_method: ties\nbase_model: base\nmodels:\n  - model: m|1\n    parameters: {weight: 0.7, density: 0.5}\n  - model: m2\n    parameters: {weight: [0.1, 0.9], density: 1}\nparameters: {lambda: 0.8}\ndtype: float32\n"
+	rp := filepath.Join(d, "r.yaml")
+	os.WriteFile(rp, []byte(recipe), 0o644)
+	r, err := ParseRecipe(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := r.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.Close()
+	out := filepath.Join(d, "merged")
+	files, err := plan.Merge(context.Background(), out, Options{Version: "9.9.9"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(files, filepath.Join(out, CardName)) || !slices.Contains(files, filepath.Join(out, RecipeName)) {
+		t.Errorf("files written: %v", files)
+	}
+	if got, _ := os.ReadFile(filepath.Join(out, RecipeName)); string(got) != recipe {
+		t.Errorf("recipe copy %q", got)
+	}
+	card, _ := os.ReadFile(filepath.Join(out, CardName))
+	want := []string{"---\nlibrary_name: transformers\n", "weightops 9.9.9", "[`ties`](https://arxiv.org/abs/2306.01708)",
+		"| `base` | base | — |", "| `m\\|1` | merged | density = 0.5, weight = 0.7 |", "| `m2` | merged | density = 1, weight = [0.1, 0.9] |",
+		"Method parameters: lambda = 0.8.", "Written in float32.", "```yaml\n" + strings.TrimSpace(recipe) + "\n```",
+		"weightops check " + out + " --inputs base --inputs m|1 --inputs m2"}
+	for _, name := range []string{"base", "m|1", "m2"} {
+		raw, _ := os.ReadFile(filepath.Join(d, name, "model.safetensors"))
+		want = append(want, fmt.Sprintf("`%x`", sha256.Sum256(raw)))
+	}
+	for _, w := range want {
+		if !strings.Contains(string(card), w) {
+			t.Errorf("card lacks %q:\n%s", w, card)
+		}
+	}
+	for _, c := range []struct {
+		out string
+		o   Options
+	}{{filepath.Join(d, "nocard"), Options{NoCard: true}}, {filepath.Join(d, "lone.safetensors"), Options{}}} {
+		if _, err := plan.Merge(context.Background(), c.out, c.o); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{CardName, RecipeName} {
+			if _, err := os.Stat(filepath.Join(weights.ModelDir(c.out), f)); err == nil {
+				t.Errorf("%s: %s written", c.out, f)
+			}
+		}
+	}
+	// Without hashes, the card says so.
+	nohash := filepath.Join(d, "nohash")
+	if _, err := plan.Merge(context.Background(), nohash, Options{NoHash: true}); err != nil {
+		t.Fatal(err)
+	}
+	if card, _ := os.ReadFile(filepath.Join(nohash, CardName)); !strings.Contains(string(card), "not hashed") || strings.Contains(string(card), "weightops check") {
+		t.Errorf("no-hash card:\n%s", card)
+	}
 }

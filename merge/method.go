@@ -47,6 +47,8 @@ type Method struct {
 	Name string
 	// Summary says what the method computes, in a line.
 	Summary string
+	// Paper is where the method is described (for the model card).
+	Paper string
 	// Global are its top-level parameters; Tensor its per-model ones
 	// (which may also be given at top level, as defaults, as in
 	// mergekit).

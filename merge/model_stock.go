@@ -12,6 +12,7 @@ func init() {
 	Register(Method{
 		Name:      "model_stock",
 		Summary:   "average of the models pulled towards the base by t = N·cosθ/(1+(N−1)·cosθ)",
+		Paper:     "https://arxiv.org/abs/2403.19522",
 		NeedsBase: true,
 		Global:    map[string]ParamSpec{"filter_wise": withDefault(boolParam, "false")},
 		Check: func(r *Recipe, pr *Problems) {

@@ -3,6 +3,7 @@ package merge
 import (
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 
 	suggestpkg "github.com/weightops/weightops/internal/suggest"
@@ -171,3 +172,31 @@ func (p Param) leaves(fn func(Param)) {
 
 // suggest is suggest.Hint.
 func suggest(word string, known []string) string { return suggestpkg.Hint(word, known) }
+
+// String writes the parameter as a recipe would: 0.5, true, per_row,
+// [0, 0.5, 1], or filter: value pairs.
+func (p Param) String() string {
+	switch {
+	case p.Num != nil:
+		return strconv.FormatFloat(*p.Num, 'g', -1, 64)
+	case p.Bool != nil:
+		return strconv.FormatBool(*p.Bool)
+	case p.Str != nil:
+		return *p.Str
+	case p.Grad != nil:
+		s := make([]string, len(p.Grad))
+		for i, g := range p.Grad {
+			s[i] = strconv.FormatFloat(g, 'g', -1, 64)
+		}
+		return "[" + strings.Join(s, ", ") + "]"
+	}
+	s := make([]string, len(p.Filters))
+	for i, f := range p.Filters {
+		filter := f.Filter
+		if filter == "" {
+			filter = "*"
+		}
+		s[i] = filter + ": " + f.Value.String()
+	}
+	return "{" + strings.Join(s, "; ") + "}"
+}

@@ -18,6 +18,9 @@ type Options struct {
 	stream.Options
 	// NoHash skips hashing the inputs for provenance.
 	NoHash bool
+	// NoCard skips the model card (README.md) and the recipe copy
+	// (mergekit_config.yml) written beside a directory output.
+	NoCard bool
 	// Version is recorded in the output metadata.
 	Version string
 }
@@ -41,8 +44,10 @@ var placeholder = strings.Repeat("0", 64)
 
 // Merge runs a validated plan and writes out (a directory, or a
 // .safetensors file). The output metadata records the recipe, the method
-// and each input's SHA-256 per file; config.json and tokenizer files of the
-// base (or first) model directory are copied beside the weights.
+// and each input's SHA-256 per file. A directory output also gets the
+// config.json and tokenizer files of the base (or first) model directory,
+// the config updated for what was written, and (unless NoCard) a model
+// card and the recipe as mergekit_config.yml.
 func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, error) {
 	// The side files (config, tokenizer) are read and checked before the
 	// merge, written after it.
@@ -115,8 +120,20 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		wg.Wait()
 		return nil, err
 	}
+	written := files[0]
 	copied, err := side.Write(srcCk.Tensors(), stream.OutputInfos(p.Tensors, p.OutDType))
-	return append(files[0], copied...), err
+	written = append(written, copied...)
+	if err != nil {
+		return written, err
+	}
+	if dir := side.Dir(); dir != "" && !o.NoCard {
+		card, err := p.writeCard(dir, records, o.Version, !o.NoHash)
+		written = append(written, card...)
+		if err != nil {
+			return written, err
+		}
+	}
+	return written, nil
 }
 
 func (p *Plan) inputRecords() []InputRecord {

@@ -12,6 +12,7 @@ func init() {
 	Register(Method{
 		Name:      "slerp",
 		Summary:   "spherical interpolation from the base (t = 0) to the other model, lerp when nearly parallel",
+		Paper:     "https://en.wikipedia.org/wiki/Slerp",
 		NeedsBase: true,
 		Global:    map[string]ParamSpec{"t": required(unitParam)},
 		Check: func(r *Recipe, pr *Problems) {

@@ -44,3 +44,7 @@ func (m *ModelFiles) Write(source, written []weights.TensorInfo) ([]string, erro
 	}
 	return m.side.Write(m.dir)
 }
+
+// Dir is the model directory of the output, "" for a lone .safetensors
+// file.
+func (m *ModelFiles) Dir() string { return m.dir }

@@ -237,8 +237,12 @@ func TestMergeAndArithmeticCommands(t *testing.T) {
 		t.Fatalf("merge: %s", e)
 	}
 	var res struct{ Files []string }
-	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Files) != 1 {
-		t.Fatalf("merge --json: %q %v", stdout, err)
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || len(res.Files) != 3 || filepath.Base(res.Files[1]) != "README.md" {
+		t.Fatalf("merge --json (weights, card, recipe): %q %v", stdout, err)
+	}
+	stdout, e, code = run(t, "merge", recipe, filepath.Join(dir, "nocard"), "--json", "--no-card")
+	if err := json.Unmarshal([]byte(stdout), &res); err != nil || code != 0 || len(res.Files) != 1 {
+		t.Fatalf("merge --no-card: %q %s", stdout, e)
 	}
 	os.WriteFile(recipe, []byte("merge_method: breadcrumb\nbase_model: base.safetensors\nmodels: [ft.safetensors]\n"), 0o644)
 	_, e, code = run(t, "merge", recipe, "-o", filepath.Join(dir, "bad"))

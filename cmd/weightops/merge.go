@@ -23,6 +23,7 @@ func mergeCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (or a .safetensors file); or give it after the recipe, as mergekit-yaml does"},
 			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop (no output needed)"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "do not record the inputs' SHA-256 in the output metadata"},
+			&cli.BoolFlag{Name: "no-card", Usage: "do not write the model card (README.md) and the recipe (mergekit_config.yml) beside a directory output"},
 			workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
 		},
 		Action: mergeAction,
@@ -92,7 +93,7 @@ func mergeAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Inputs()))
 		return nil
 	}
-	files, err := plan.Merge(c.Context, out, merge.Options{Options: so, NoHash: c.Bool("no-hash"), Version: version})
+	files, err := plan.Merge(c.Context, out, merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version})
 	bar.Done()
 	if err != nil {
 		return err
