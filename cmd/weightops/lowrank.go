@@ -151,10 +151,31 @@ func runLowrank(c *cli.Context, name, inPath, basePath string, format lowrank.Fo
 	if c.Bool("json") {
 		return printJSON(rep)
 	}
-	return writeLowrankTable(rep)
+	return writeLowrankTable(rep, c.Bool("quiet"))
 }
 
-func writeLowrankTable(rep *lowrank.Report) error {
+// writeLowrankTable prints the per-tensor table (not when quiet), the
+// summary line and the files written.
+func writeLowrankTable(rep *lowrank.Report, quiet bool) error {
+	if !quiet {
+		if err := writeFactorTable(rep); err != nil {
+			return err
+		}
+		fmt.Println()
+	}
+	ratio := 0.0
+	if rep.ParamsAfter > 0 {
+		ratio = float64(rep.ParamsBefore) / float64(rep.ParamsAfter)
+	}
+	fmt.Printf("%d tensors factorised (%s, %s): %d parameters → %d in factors (%.2f×), overall relative error %.3e\n",
+		len(rep.Modules), rep.Rule, rep.Format, rep.ParamsBefore, rep.ParamsAfter, ratio, rep.RelError)
+	for _, f := range rep.Files {
+		fmt.Println(f)
+	}
+	return nil
+}
+
+func writeFactorTable(rep *lowrank.Report) error {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENSOR\tSHAPE\tRANK\tREL ERROR\tENERGY\tPARAMS\tFACTORS\tMETHOD\tSECONDS")
 	for _, m := range rep.Modules {
@@ -173,16 +194,7 @@ func writeLowrankTable(rep *lowrank.Report) error {
 		for _, o := range rep.Others {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\n", o.Tensor, o.Reason, o.Action)
 		}
-		tw.Flush()
-	}
-	ratio := 0.0
-	if rep.ParamsAfter > 0 {
-		ratio = float64(rep.ParamsBefore) / float64(rep.ParamsAfter)
-	}
-	fmt.Printf("\n%d tensors factorised (%s, %s): %d parameters → %d in factors (%.2f×), overall relative error %.3e\n",
-		len(rep.Modules), rep.Rule, rep.Format, rep.ParamsBefore, rep.ParamsAfter, ratio, rep.RelError)
-	for _, f := range rep.Files {
-		fmt.Println(f)
+		return tw.Flush()
 	}
 	return nil
 }
@@ -215,18 +227,21 @@ func loraMergeAction(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(rep)
 	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MODULE\tSHAPE\tRANK\tALPHA\tSCALING\tLAYOUT")
-	for _, m := range rep.Modules {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%g\t%g\t%s\n", m.Module, weights.TensorInfo{Shape: m.Shape}.ShapeString(), m.Rank, m.Alpha, m.Scaling, m.Layout)
+	if !c.Bool("quiet") {
+		tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "MODULE\tSHAPE\tRANK\tALPHA\tSCALING\tLAYOUT")
+		for _, m := range rep.Modules {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%g\t%g\t%s\n", m.Module, weights.TensorInfo{Shape: m.Shape}.ShapeString(), m.Rank, m.Alpha, m.Scaling, m.Layout)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		for _, r := range rep.Replaced {
+			fmt.Printf("replaced whole from the adapter: %s\n", r)
+		}
+		fmt.Println()
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	for _, r := range rep.Replaced {
-		fmt.Printf("replaced whole from the adapter: %s\n", r)
-	}
-	fmt.Printf("\n%d modules merged, %d tensors replaced, %d copied unchanged\n", len(rep.Modules), len(rep.Replaced), rep.Copied)
+	fmt.Printf("%d modules merged, %d tensors replaced, %d copied unchanged\n", len(rep.Modules), len(rep.Replaced), rep.Copied)
 	for _, f := range rep.Files {
 		fmt.Println(f)
 	}

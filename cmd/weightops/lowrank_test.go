@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -112,13 +113,22 @@ func TestLoraExtractMergeRoundTrip(t *testing.T) {
 	dir, base, ft, deltas, baseVals := lrFixture(t)
 	want := testutil.ReadAll(t, ft)
 
+	// -q leaves the summary line and the files written, not the tables.
 	full := filepath.Join(dir, "full-adapter")
-	if _, e, code := run(t, "lora", "extract", ft, "--base", base, "--rank", "16", "-o", full, "-q"); code != 0 {
+	out, e, code := run(t, "lora", "extract", ft, "--base", base, "--rank", "16", "-o", full, "-q")
+	if code != 0 {
 		t.Fatalf("extract: %s", e)
 	}
+	if strings.Contains(out, "TENSOR") || !strings.HasPrefix(out, fmt.Sprintf("%d tensors factorised", len(deltas))) {
+		t.Errorf("extract -q printed:\n%s", out)
+	}
 	merged := filepath.Join(dir, "merged.safetensors")
-	if _, e, code := run(t, "lora", "merge", base, full, "-o", merged, "-q"); code != 0 {
+	out, e, code = run(t, "lora", "merge", base, full, "-o", merged, "-q")
+	if code != 0 {
 		t.Fatalf("merge: %s", e)
+	}
+	if lines := strings.Split(out, "\n"); len(lines) != 3 || !strings.Contains(lines[0], "modules merged") || lines[1] != merged {
+		t.Errorf("merge -q printed:\n%s", out)
 	}
 	got := testutil.ReadAll(t, merged)
 	for name, w := range want {

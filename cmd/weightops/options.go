@@ -16,7 +16,7 @@ import (
 
 // The flags the commands share.
 var (
-	quietFlag     = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"}
+	quietFlag     = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar, and no per-tensor tables from commands that write files (the summary line and the files written stay)"}
 	jsonFlag      = &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}
 	workersFlag   = &cli.IntFlag{Name: "workers", DefaultText: "min(cores, 2)", Usage: "tensors processed at once"}
 	memoryFlag    = &cli.StringFlag{Name: "max-memory", Value: "256MiB", Usage: "bound on tensor bytes held at once (a larger tensor runs alone)"}

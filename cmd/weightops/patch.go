@@ -388,5 +388,5 @@ func quantizeAction(c *cli.Context) error {
 	if c.Bool("json") {
 		return printJSON(s)
 	}
-	return s.WriteText(os.Stdout, true)
+	return s.WriteText(os.Stdout, !c.Bool("quiet"))
 }
