@@ -55,7 +55,7 @@ type Problem struct {
 	// "shape", "config", "provenance", "patches", "diff".
 	Check  string `json:"check"`
 	File   string `json:"file"`
-	Tensor string `json:"tensor,omitempty"`
+	Tensor string `json:"tensor"`
 	// Message says what is wrong, in a line.
 	Message string `json:"message"`
 }

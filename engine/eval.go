@@ -32,15 +32,15 @@ type Result struct {
 	// PerClass has one entry per model output, by true class.
 	PerClass []ClassResult `json:"per_class"`
 	// Corruption and Seed record the corruption applied, if any.
-	Corruption string `json:"corruption,omitempty"`
-	Seed       uint64 `json:"seed,omitempty"`
+	Corruption string `json:"corruption"`
+	Seed       uint64 `json:"seed"`
 }
 
 // ClassResult is the accuracy over the samples of one true class.
 type ClassResult struct {
 	// Class is the class index and Name its name from the arch, if any.
 	Class int    `json:"class"`
-	Name  string `json:"name,omitempty"`
+	Name  string `json:"name"`
 	// Samples of this class, Correct of them predicted, Accuracy the ratio
 	// (0 when there are no samples).
 	Samples  int     `json:"samples"`

@@ -78,7 +78,7 @@ type Options struct {
 // ModuleReport describes one factorised tensor.
 type ModuleReport struct {
 	Tensor string  `json:"tensor"`
-	Module string  `json:"module,omitempty"`
+	Module string  `json:"module"`
 	Shape  []int64 `json:"shape"`
 	Rank   int     `json:"rank"`
 	// RelError is ‖Δ − Δ_r‖_F / ‖Δ‖_F in float64, before rounding to the
@@ -111,7 +111,7 @@ type Report struct {
 	// RelError is the Frobenius error over all factorised tensors together,
 	// √(Σ tail energy / Σ ‖Δ‖²).
 	RelError float64  `json:"rel_error"`
-	Warnings []string `json:"warnings,omitempty"`
+	Warnings []string `json:"warnings"`
 	Files    []string `json:"files"`
 }
 
@@ -298,7 +298,7 @@ func tensorSeed(seed uint64, name string) uint64 {
 func (c *compressor) report(files []string) *Report {
 	sort.Slice(c.modules, func(i, j int) bool { return weights.NaturalLess(c.modules[i].Tensor, c.modules[j].Tensor) })
 	sort.Slice(c.others, func(i, j int) bool { return weights.NaturalLess(c.others[i].Tensor, c.others[j].Tensor) })
-	r := &Report{Format: c.o.Format.String(), Rule: c.o.Rule.String(), Modules: c.modules, Others: c.others, Warnings: c.warn, Files: files}
+	r := &Report{Format: c.o.Format.String(), Rule: c.o.Rule.String(), Modules: append([]ModuleReport{}, c.modules...), Others: append([]OtherTensor{}, c.others...), Warnings: append([]string{}, c.warn...), Files: files}
 	for _, m := range c.modules {
 		r.ParamsBefore += m.ParamsBefore
 		r.ParamsAfter += m.ParamsAfter

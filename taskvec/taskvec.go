@@ -43,11 +43,11 @@ type DiffReport struct {
 	Files []string `json:"files"`
 	// Skipped are integer/bool tensors that differ between the models
 	// (a task vector cannot express them).
-	Skipped []string `json:"skipped,omitempty"`
+	Skipped []string `json:"skipped"`
 	// Resized are tensors of the fine-tune cut to the base's rows.
-	Resized []string `json:"resized,omitempty"`
+	Resized []string `json:"resized"`
 	// Patch describes the patch written (patch output only).
-	Patch *wpatch.Summary `json:"patch,omitempty"`
+	Patch *wpatch.Summary `json:"patch"`
 }
 
 // PatchKind names the patch a diff writes for a sparsification.
@@ -65,7 +65,7 @@ func PatchKind(m sparsify.Method) string {
 // fine-tune only has more rows (an extended vocabulary), in which case its
 // first rows are used.
 func Diff(ctx context.Context, ft, base weights.Checkpoint, out string, o DiffOptions) (*DiffReport, error) {
-	rep := &DiffReport{}
+	rep := &DiffReport{Skipped: []string{}, Resized: []string{}}
 	cuts := map[string]int64{}
 	var infos []weights.TensorInfo
 	for _, t := range ft.Tensors() {

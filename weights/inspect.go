@@ -31,7 +31,7 @@ type TensorReport struct {
 	DType string  `json:"dtype"`
 	Shape []int64 `json:"shape"`
 	Bytes int64   `json:"bytes"`
-	Stats *Stats  `json:"stats,omitempty"`
+	Stats *Stats  `json:"stats"`
 }
 
 // Inspect describes a checkpoint; with stats it reads every tensor once,

@@ -50,7 +50,7 @@ type ApplyOptions struct {
 // ApplyReport tells what Apply or Remove did.
 type ApplyReport struct {
 	Files    []string `json:"files"`
-	Warnings []string `json:"warnings,omitempty"`
+	Warnings []string `json:"warnings"`
 	Tensors  int      `json:"patched_tensors"`
 	// UndoEntries is how many elements needed an explicit undo record:
 	// those where rounding θ+d and then θ'−d to the model's dtype does
@@ -364,7 +364,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	if err != nil {
 		return nil, err
 	}
-	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: warnings}
+	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
 	var digest string
 	var applied []AppliedPatch
 	for i, p := range patches {
@@ -470,7 +470,7 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
 		return nil, fmt.Errorf("%s: original metadata record: %w", patched.Path(), err)
 	}
-	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: warnings}
+	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
 	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc []float64, dst []byte) error {
 		if err := subtract(t.DType, t.Data, acc, dst); err != nil {
 			return err

@@ -155,6 +155,21 @@ func (e QuantError) SNRdB() float64 {
 	return 10 * math.Log10(e.Signal2/e.Err2)
 }
 
+// MarshalJSON adds the derived figures to the sums: rel_l2, and snr_db
+// (null when the tensor was reproduced exactly).
+func (e QuantError) MarshalJSON() ([]byte, error) {
+	type sums QuantError
+	var snr *float64
+	if v := e.SNRdB(); !math.IsInf(v, 0) {
+		snr = &v
+	}
+	return json.Marshal(struct {
+		sums
+		RelL2 float64  `json:"rel_l2"`
+		SNRdB *float64 `json:"snr_db"`
+	}{sums(e), e.RelL2(), snr})
+}
+
 // Add accumulates another tensor's error.
 func (e *QuantError) Add(o QuantError) {
 	e.Signal2 += o.Signal2

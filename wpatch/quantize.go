@@ -144,14 +144,21 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 		Options: o,
 	}
 	errs := w.Errors
-	if _, err := job.Run(ctx); err != nil {
+	files, err := job.Run(ctx)
+	if err != nil {
 		if committed {
 			os.Remove(wq) // the copy's commit failed after the container's
 		}
 		return nil, err
 	}
-	if _, err := side.Write(src, stream.OutputInfos(src, dtype)); err != nil {
+	copied, err := side.Write(src, stream.OutputInfos(src, dtype))
+	if err != nil {
 		return nil, err
 	}
-	return Summarize(wq, ck, errs())
+	s, err := Summarize(wq, ck, errs())
+	if err != nil {
+		return nil, err
+	}
+	s.Files = append(append(files[0], wq), copied...)
+	return s, nil
 }

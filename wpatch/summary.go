@@ -20,10 +20,13 @@ type Summary struct {
 	PatchBytes   int64                 `json:"patch_bytes"`
 	ModelF32     int64                 `json:"model_f32_bytes"`
 	RatioVsModel float64               `json:"ratio_vs_model_f32"`
-	QuantRelL2   *float64              `json:"quant_rel_l2,omitempty"`
-	QuantMaxAbs  *float64              `json:"quant_max_abs,omitempty"`
-	QuantSNRdB   *float64              `json:"quant_snr_db,omitempty"`
-	PerTensor    map[string]QuantError `json:"quant_per_tensor,omitempty"`
+	QuantRelL2   *float64              `json:"quant_rel_l2"`
+	QuantMaxAbs  *float64              `json:"quant_max_abs"`
+	QuantSNRdB   *float64              `json:"quant_snr_db"`
+	PerTensor    map[string]QuantError `json:"quant_per_tensor"`
+	// Files are the files written: the patch, and for a quantized
+	// checkpoint also the dequantized copy and its side files.
+	Files []string `json:"files"`
 }
 
 // Summarize opens the patch at path and describes it; model, when given,
@@ -35,7 +38,7 @@ func Summarize(path string, model weights.Checkpoint, errs map[string]QuantError
 		return nil, err
 	}
 	defer p.Close()
-	s := &Summary{File: path, Kind: p.Kind, Tensors: len(p.Tensors), PatchBytes: p.Size}
+	s := &Summary{File: path, Kind: p.Kind, Tensors: len(p.Tensors), PatchBytes: p.Size, Files: []string{path}}
 	for _, t := range p.Tensors {
 		s.Elements += t.Elements()
 	}

@@ -101,14 +101,11 @@ func diffAction(c *cli.Context) error {
 	for _, s := range rep.Skipped {
 		fmt.Fprintf(os.Stderr, "weightops: warning: tensor %q is integer/bool and differs between FT and BASE; left out of the task vector\n", s)
 	}
-	if rep.Patch != nil {
-		if c.Bool("json") {
-			return printJSON(rep.Patch)
-		}
-		return rep.Patch.WriteText(os.Stdout, false)
-	}
 	if c.Bool("json") {
 		return printJSON(rep)
+	}
+	if rep.Patch != nil {
+		return rep.Patch.WriteText(os.Stdout, false)
 	}
 	for _, f := range rep.Files {
 		fmt.Println(f)

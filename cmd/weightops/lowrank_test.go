@@ -185,7 +185,7 @@ func TestLowrankCommand(t *testing.T) {
 	dir, base, ft, deltas, baseVals := lrFixture(t)
 	out := filepath.Join(dir, "compressed.safetensors")
 	// Flags after the positional argument, as everywhere else.
-	stdout, e, code := run(t, "lowrank", ft, "--base", base, "--energy", "0.9", "-o", out, "-q")
+	stdout, e, code := run(t, "lowrank", ft, "--base", base, "--energy", "0.9", "-o", out)
 	if code != 0 {
 		t.Fatalf("lowrank: %s", e)
 	}

@@ -118,12 +118,12 @@ func extractAction(c *cli.Context) error {
 }
 
 type layerRow struct {
-	Layer    string  `json:"layer"`
-	Params   int64   `json:"params"`
-	Norm     float64 `json:"theta_norm"`
-	RelDelta float64 `json:"rel_delta"`
-	RelRWS   float64 `json:"rel_rws,omitempty"`
-	Energy   float64 `json:"rws_energy_cumulative"`
+	Layer    string   `json:"layer"`
+	Params   int64    `json:"params"`
+	Norm     float64  `json:"theta_norm"`
+	RelDelta float64  `json:"rel_delta"`
+	RelRWS   *float64 `json:"rel_rws"` // with a base only
+	Energy   float64  `json:"rws_energy_cumulative"`
 }
 
 func statsAction(c *cli.Context) error {
@@ -152,7 +152,8 @@ func statsAction(c *cli.Context) error {
 		acc += l.RWS2
 		r := layerRow{Layer: l.Name, Params: l.Elements, Norm: math.Sqrt(l.Theta2), RelDelta: l.RelNorm()}
 		if src.Pre != nil {
-			r.RelRWS = l.RelRWS()
+			v := l.RelRWS()
+			r.RelRWS = &v
 		}
 		if total > 0 {
 			r.Energy = acc / total
@@ -167,7 +168,12 @@ func statsAction(c *cli.Context) error {
 		if src.Pre != nil {
 			base = src.Pre.Path()
 		}
-		return printJSON(map[string]any{"clean": src.Clean.Path(), "robust": src.Robust.Path(), "base": base, "layers": rows})
+		return printJSON(struct {
+			Clean  string     `json:"clean"`
+			Robust string     `json:"robust"`
+			Base   string     `json:"base"`
+			Layers []layerRow `json:"layers"`
+		}{src.Clean.Path(), src.Robust.Path(), base, rows})
 	}
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	if src.Pre != nil {
@@ -177,7 +183,7 @@ func statsAction(c *cli.Context) error {
 	}
 	for _, r := range rows {
 		if src.Pre != nil {
-			fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%.4g\t%.3f\n", r.Layer, r.Params, r.Norm, r.RelDelta, r.RelRWS, r.Energy)
+			fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%.4g\t%.3f\n", r.Layer, r.Params, r.Norm, r.RelDelta, *r.RelRWS, r.Energy)
 		} else {
 			fmt.Fprintf(tw, "%s\t%d\t%.4g\t%.4g\t%.3f\n", r.Layer, r.Params, r.Norm, r.RelDelta, r.Energy)
 		}
