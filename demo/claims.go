@@ -149,7 +149,7 @@ func CheckClaims(res *Result, th Thresholds) []Claim {
 	}
 
 	// 6. Unpatching gives the clean model back, byte for byte.
-	cl = Claim{ID: "unpatch", Statement: "signature.Remove gives back the clean model's file byte for byte, every time"}
+	cl = Claim{ID: "unpatch", Statement: "removing a signature (weightops patch remove) gives back the clean model's file byte for byte, every time"}
 	cl.Held = len(res.Unpatch) > 0
 	var bad []string
 	for _, u := range res.Unpatch {

@@ -15,10 +15,37 @@ import (
 )
 
 // Series is one named sequence of values, one per category (bars) or per
-// x value (lines).
+// x value (lines). Its colour is fixed by the caller (a palette index),
+// so the same thing has the same colour in every chart of a report.
 type Series struct {
 	Name   string    `json:"name"`
 	Values []float64 `json:"values"`
+	// Colour is the palette index; Dashed draws a line dashed (for more
+	// series than the palette has colours).
+	Colour int  `json:"-"`
+	Dashed bool `json:"-"`
+}
+
+// Palette indices reports give their series: the things compared (models,
+// the clean model and the corruptions) take the first ones in a fixed
+// order; pairs of them and parameter values take the rest, so they never
+// wear a colour that means a model.
+const (
+	// thingColours are the palette entries for compared things.
+	thingColours = 5
+	// otherColours start after them.
+	otherColours = thingColours
+)
+
+// thingColour is the colour of the i-th compared thing.
+func thingColour(i int) (colour int, dashed bool) {
+	return i % thingColours, i >= thingColours
+}
+
+// otherColour is the colour of the i-th pair or parameter value.
+func otherColour(i int) (colour int, dashed bool) {
+	n := len(palette) - otherColours
+	return otherColours + i%n, i >= n
 }
 
 // chart is one rendered figure.
@@ -108,7 +135,7 @@ func groupedBars(title, ylabel string, categories []string, series []Series, rot
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", title, err)
 		}
-		b.Color = colorOf(i)
+		b.Color = colorOf(s.Colour)
 		b.LineStyle.Width = 0
 		b.Offset = w * (vg.Length(i) - vg.Length(len(series)-1)/2)
 		p.Add(b)
@@ -139,7 +166,7 @@ func lines(title, xlabel, ylabel string, xs []float64, xticks []string, series [
 		return nil, fmt.Errorf("%s: %w", title, err)
 	}
 	p := newPlot(title, xlabel, ylabel)
-	for i, s := range series {
+	for _, s := range series {
 		pts := make(plotter.XYs, len(xs))
 		for j := range xs {
 			pts[j] = plotter.XY{X: xs[j], Y: s.Values[j]}
@@ -148,8 +175,11 @@ func lines(title, xlabel, ylabel string, xs []float64, xticks []string, series [
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", title, err)
 		}
-		l.Color, sc.Color = colorOf(i), colorOf(i)
+		l.Color, sc.Color = colorOf(s.Colour), colorOf(s.Colour)
 		l.Width = vg.Points(1.5)
+		if s.Dashed {
+			l.Dashes = []vg.Length{vg.Points(5), vg.Points(3)}
+		}
 		sc.Shape = draw.CircleGlyph{}
 		p.Add(l, sc)
 		p.Legend.Add(s.Name, l, sc)
@@ -167,20 +197,50 @@ func lines(title, xlabel, ylabel string, xs []float64, xticks []string, series [
 	}
 	// The legend sits in the top left, above the data: extend the y axis
 	// by one legend row per series.
+	lo, hi := math.Inf(1), math.Inf(-1)
 	for _, s := range series {
 		for _, v := range s.Values {
-			ymin, ymax = math.Min(ymin, v-0.05), math.Max(ymax, v)
+			lo, hi = math.Min(lo, v), math.Max(hi, v)
 		}
 	}
+	// A little room below the lowest point, 5% of the data's span (or of
+	// the axis asked for).
+	span := math.Max(hi, ymax) - math.Min(lo, ymin)
+	if span == 0 {
+		span = 1
+	}
+	ymin, ymax = math.Min(ymin, lo-0.05*span), math.Max(ymax, hi)
 	top := ymax
 	p.Y.Min, p.Y.Max = ymin, ymax+(ymax-ymin)*(0.05+0.075*float64(len(series)))
-	// Ticks every 0.25 up to the data's top only: the space above is the
-	// legend's, and a tick at 1.25 on a cosine or accuracy axis misleads.
+	// Ticks at a round step up to the data's top only: the space above is
+	// the legend's, and a tick at 1.25 on a cosine or accuracy axis
+	// misleads.
+	step := niceStep((top - ymin) / 4)
 	var ticks []plot.Tick
-	for v := math.Ceil(ymin/0.25) * 0.25; v <= top+1e-9; v += 0.25 {
-		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', -1, 64)})
+	for i := math.Ceil(ymin/step - 1e-9); i*step <= top+step*1e-6; i++ {
+		v := i * step
+		if v == 0 {
+			v = 0 // +0: no "-0" label
+		}
+		ticks = append(ticks, plot.Tick{Value: v, Label: strconv.FormatFloat(v, 'g', 4, 64)})
 	}
 	p.Y.Tick.Marker = plot.ConstantTicks(ticks)
 	p.Legend.Left = true
 	return render(p, wcm, hcm)
+}
+
+// niceStep is the round number (1, 2, 2.5 or 5 times a power of ten)
+// nearest to x on a log scale: 0.25 for axes spanning about one unit.
+func niceStep(x float64) float64 {
+	if !(x > 0) || math.IsInf(x, 0) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(x)))
+	best := p
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if math.Abs(math.Log(m*p/x)) < math.Abs(math.Log(best/x)) {
+			best = m * p
+		}
+	}
+	return best
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -25,7 +26,7 @@ func TestBuildRendersInChromium(t *testing.T) {
 	}
 	out := t.TempDir()
 	start := time.Now()
-	rep, err := Build(context.Background(), Options{Data: demoData, Out: out})
+	rep, err := BuildDemo(context.Background(), DemoOptions{Data: demoData, Out: out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,6 +124,53 @@ func TestBuildRendersInChromium(t *testing.T) {
 		t.Error("report.html refers to other files; it should be self-contained")
 	}
 
+	for _, sec := range rep.page().Sections {
+		if sec.Takeaway == "" {
+			t.Errorf("section %q has no takeaway", sec.Title)
+		}
+	}
+	checkNoGoNames(t, page)
+	// A model keeps its colour in every chart: gaussian_noise (the first
+	// corruption) is orange wherever it appears, and blue (the clean
+	// model) appears only in charts that show the clean model.
+	for _, f := range rep.Files {
+		svg, _ := os.ReadFile(filepath.Join(out, f))
+		hasClean := strings.Contains(f, "norms-delta") || strings.Contains(f, "sweep-")
+		hasNoise := hasClean || strings.Contains(f, "norms-rws") || strings.Contains(f, "cosine-clean") || strings.Contains(f, "sparsity-tensors")
+		if got := bytes.Contains(svg, []byte("#0072B2")); got != hasClean {
+			t.Errorf("%s: clean's blue present %v, want %v", f, got, hasClean)
+		}
+		if got := bytes.Contains(svg, []byte("#E69F00")); got != hasNoise {
+			t.Errorf("%s: gaussian_noise's orange present %v, want %v", f, got, hasNoise)
+		}
+	}
+	renderInChromium(t, filepath.Join(out, HTMLFile), []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "Weight-noise sensitivity", "features.4", "α"}, 11)
+}
+
+// goName matches an exported Go identifier qualified by its package
+// (signature.Remove, taskvec.Interpolate): internal names the page must
+// not use.
+var goName = regexp.MustCompile(`\b[a-z]+\.[A-Z][A-Za-z]+\b`)
+
+func checkNoGoNames(t *testing.T, page []byte) {
+	t.Helper()
+	// Only the text: the SVG charts hold font names and paths.
+	text := regexp.MustCompile(`(?s)<svg.*?</svg>|<style>.*?</style>`).ReplaceAll(page, nil)
+	if m := goName.FindAll(text, -1); len(m) > 0 {
+		t.Errorf("the page uses internal Go names: %q", m)
+	}
+}
+
+// renderInChromium opens the page in headless Chromium (skipped where
+// /usr/bin/chromium is absent): the DOM must hold every wanted string and
+// the charts, and the screenshot must be a real picture, not a blank
+// page.
+func renderInChromium(t *testing.T, html string, want []string, charts int) {
+	t.Helper()
+	if testing.Short() {
+		t.Log("headless rendering skipped with -short")
+		return
+	}
 	chromium := "/usr/bin/chromium"
 	if _, err := os.Stat(chromium); err != nil {
 		t.Skip("headless rendering skipped: /usr/bin/chromium is absent (apt-get install chromium)")
@@ -132,18 +180,18 @@ func TestBuildRendersInChromium(t *testing.T) {
 			"--disable-background-networking", "--disable-component-update", "--disable-sync",
 			"--user-data-dir=" + t.TempDir()}, extra...)
 	}
-	url := "file://" + mustAbs(t, filepath.Join(out, HTMLFile))
+	url := "file://" + mustAbs(t, html)
 	dom, err := exec.Command(chromium, args("--dump-dom", url)...).Output()
 	if err != nil {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
-	for _, want := range []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "Weight-noise sensitivity", "features.4", "α"} {
-		if !bytes.Contains(dom, []byte(want)) {
-			t.Errorf("rendered DOM lacks %q", want)
+	for _, w := range want {
+		if !bytes.Contains(dom, []byte(w)) {
+			t.Errorf("rendered DOM lacks %q", w)
 		}
 	}
-	if n := bytes.Count(dom, []byte("<svg")); n != 11 {
-		t.Errorf("rendered DOM has %d <svg> elements, want 11", n)
+	if n := bytes.Count(dom, []byte("<svg")); n != charts {
+		t.Errorf("rendered DOM has %d <svg> elements, want %d", n, charts)
 	}
 	shot := filepath.Join(t.TempDir(), "report.png")
 	if b, err := exec.Command(chromium, args("--screenshot="+shot, "--window-size=1200,1600", url)...).CombinedOutput(); err != nil {
@@ -190,17 +238,17 @@ func mustAbs(t *testing.T, p string) string {
 
 func TestOptionsErrors(t *testing.T) {
 	for _, c := range []struct {
-		o    Options
+		o    DemoOptions
 		want string
 	}{
-		{Options{}, "no output directory"},
-		{Options{Out: "x", TVDensity: 2}, "density 2"},
-		{Options{Out: "x", Layers: -2}, "layers -2"},
-		{Options{Out: t.TempDir(), Data: t.TempDir()}, "weightops-fixtures -demo"},
-		{Options{Out: t.TempDir(), Data: demoData, From: t.TempDir()}, "--from"},
-		{Options{Out: t.TempDir(), Data: demoData, Alphas: "0:1:x"}, "alpha"},
+		{DemoOptions{}, "no output directory"},
+		{DemoOptions{Out: "x", TVDensity: 2}, "density 2"},
+		{DemoOptions{Out: "x", Layers: -2}, "layers -2"},
+		{DemoOptions{Out: t.TempDir(), Data: t.TempDir()}, "weightops-fixtures -demo"},
+		{DemoOptions{Out: t.TempDir(), Data: demoData, From: t.TempDir()}, "--from"},
+		{DemoOptions{Out: t.TempDir(), Data: demoData, Alphas: "0:1:x"}, "alpha"},
 	} {
-		if _, err := Build(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
+		if _, err := BuildDemo(context.Background(), c.o); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: error %v, want %q", c.o, err, c.want)
 		}
 	}

@@ -39,6 +39,16 @@ func Layer(tensor string) (int, bool) {
 	return n, err == nil
 }
 
+// Group is the part of the network a tensor belongs to for per-layer
+// figures: its numbered block ("model.layers.3" for every tensor of block
+// 3), else its module ("model.embed_tokens", "features.0").
+func Group(tensor string) string {
+	if loc := blockRe.FindStringSubmatchIndex(tensor); loc != nil {
+		return tensor[:loc[3]] // up to the block number
+	}
+	return Module(tensor)
+}
+
 // Layers is one more than the highest block index among the tensors (0
 // without numbered blocks).
 func Layers(tensors []string) int {

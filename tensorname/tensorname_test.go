@@ -53,3 +53,19 @@ func TestLayerAndKind(t *testing.T) {
 		}
 	}
 }
+
+func TestGroup(t *testing.T) {
+	for name, want := range map[string]string{
+		"model.layers.3.self_attn.q_proj.weight": "model.layers.3",
+		"model.layers.12.mlp.up_proj.weight":     "model.layers.12",
+		"transformer.h.0.attn.c_attn.bias":       "transformer.h.0",
+		"model.embed_tokens.weight":              "model.embed_tokens",
+		"lm_head.weight":                         "lm_head",
+		"features.0.weight":                      "features.0",
+		"w":                                      "w",
+	} {
+		if got := Group(name); got != want {
+			t.Errorf("Group(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

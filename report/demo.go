@@ -1,20 +1,3 @@
-// Package report writes a self-contained HTML page and a Markdown file,
-// with charts made by gonum.org/v1/plot, about the demo models of
-// testdata/demo (see package demo):
-//
-//   - where the difference lives: per-layer ‖θ_ft − θ_base‖/‖θ_clean‖ and
-//     ‖RWS‖/‖θ_clean‖ (signature.ComputeStats);
-//   - how alike the task vectors are: per-layer cosine similarity of
-//     θ_ft − θ_base between the fine-tunes;
-//   - how sparse the patches are: the fraction of non-zero values per
-//     tensor and per patch (RWS patches and Breadcrumbs-sparsified task
-//     vectors), read back through wpatch.Open;
-//   - accuracy against α along taskvec.Interpolate(clean, robust, α), on
-//     clean and corrupted test images.
-//
-// With Options.From (a `weightops demo --out` directory) the page also
-// shows the demo's results table and claims, and the sparsity section
-// uses the demo's own signature patches.
 package report
 
 import (
@@ -26,6 +9,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -41,8 +26,8 @@ import (
 	"github.com/weightops/weightops/wpatch"
 )
 
-// Options configure Build. Zero values take the defaults noted.
-type Options struct {
+// DemoOptions configure BuildDemo. Zero values take the defaults noted.
+type DemoOptions struct {
 	// Data is the demo data directory; when empty, Embedded is unpacked
 	// into Out/data and used.
 	Data string
@@ -71,7 +56,7 @@ type Options struct {
 	Log io.Writer
 }
 
-func (o *Options) defaults() error {
+func (o *DemoOptions) defaults() error {
 	if o.Out == "" {
 		return errors.New("report: no output directory")
 	}
@@ -174,8 +159,8 @@ type Sweep struct {
 	Scores []demo.Scores `json:"scores"`
 }
 
-// Report is what Build computed and wrote; report.json holds it.
-type Report struct {
+// DemoReport is what BuildDemo computed and wrote; report.json holds it.
+type DemoReport struct {
 	Data        string            `json:"data"`
 	From        string            `json:"from,omitempty"`
 	Out         string            `json:"out"`
@@ -198,20 +183,20 @@ type Report struct {
 
 type build struct {
 	ctx    context.Context
-	o      Options
+	o      DemoOptions
 	alphas []float64
 	man    *demo.Manifest
-	rep    *Report
+	rep    *DemoReport
 }
 
 func (b *build) step(format string, a ...any) { fmt.Fprintf(b.o.Log, "== "+format+"\n", a...) }
 
 func (b *build) model(name string) string { return filepath.Join(b.o.Data, name, "model.safetensors") }
 
-// Build computes the report's numbers, draws the charts and writes
-// report.html (self-contained: charts inline as SVG), report.md (charts
-// as SVG files in charts/ beside it) and report.json into o.Out.
-func Build(ctx context.Context, o Options) (*Report, error) {
+// BuildDemo computes the demo report's numbers, draws the charts and
+// writes report.html (self-contained: charts inline as SVG), report.md
+// (charts as SVG files in charts/ beside it) and report.json into o.Out.
+func BuildDemo(ctx context.Context, o DemoOptions) (*DemoReport, error) {
 	start := time.Now()
 	if err := o.defaults(); err != nil {
 		return nil, err
@@ -230,7 +215,7 @@ func Build(ctx context.Context, o Options) (*Report, error) {
 	if err := os.MkdirAll(filepath.Join(o.Out, ChartsDir), 0o755); err != nil {
 		return nil, err
 	}
-	b := &build{ctx: ctx, o: o, alphas: alphas, man: man, rep: &Report{Data: o.Data, From: o.From, Out: o.Out, Corruptions: man.Corruptions}}
+	b := &build{ctx: ctx, o: o, alphas: alphas, man: man, rep: &DemoReport{Data: o.Data, From: o.From, Out: o.Out, Corruptions: man.Corruptions}}
 	if o.From != "" {
 		if b.rep.Demo, err = demo.ReadResult(filepath.Join(o.From, demo.ResultsJSON)); err != nil {
 			return nil, fmt.Errorf("report: --from: %w", err)
@@ -242,10 +227,28 @@ func Build(ctx context.Context, o Options) (*Report, error) {
 		}
 	}
 	b.rep.Seconds = time.Since(start).Seconds()
-	if err := b.rep.write(); err != nil {
+	if err := b.rep.page().write(o.Out, b.rep); err != nil {
 		return nil, err
 	}
 	return b.rep, nil
+}
+
+// colour is the palette entry of the clean model (0) or a corruption (by
+// name, in the manifest's order): the same in every chart.
+func (b *build) colour(key string) (int, bool) {
+	key = strings.TrimPrefix(key, "robust-")
+	for i, c := range b.man.Corruptions {
+		if c.Name == key || c.Spec == key {
+			return thingColour(1 + i)
+		}
+	}
+	return thingColour(0)
+}
+
+// series makes a series coloured by its key.
+func (b *build) series(key, name string, values []float64) Series {
+	c, d := b.colour(key)
+	return Series{Name: name, Values: values, Colour: c, Dashed: d}
 }
 
 // norms: where the difference lives.
@@ -299,9 +302,9 @@ func (b *build) norms() error {
 	}
 	var delta, rws []Series
 	for _, n := range b.rep.Norms {
-		delta = append(delta, Series{Name: n.Name, Values: n.RelDelta})
+		delta = append(delta, b.series(n.Name, n.Name, n.RelDelta))
 		if n.RelRWS != nil {
-			rws = append(rws, Series{Name: strings.TrimPrefix(n.Name, "robust-"), Values: n.RelRWS})
+			rws = append(rws, b.series(n.Name, strings.TrimPrefix(n.Name, "robust-"), n.RelRWS))
 		}
 	}
 	sec := section{ID: "norms", Title: "Where the difference lives",
@@ -309,6 +312,7 @@ func (b *build) norms() error {
 			"and the same for the Robust Weight Signature (the robust change with its component along the clean change projected out). " +
 			"Batchnorm layers (features.1, features.5) hold running statistics, which a corruption shifts most. " +
 			"(The RWS here is the plain formula for every tensor; the demo's patches use θ_robust − θ_clean for running statistics.)"}
+	sec.Takeaway = normsTakeaway(b.rep.Layers, delta, rws)
 	if err := b.addChart(&sec, "norms-delta.svg", "‖θ_ft − θ_base‖ / ‖θ_clean‖ per layer", "", func() ([]byte, error) {
 		return groupedBars("‖θ_ft − θ_base‖ / ‖θ_clean‖", "relative norm", b.rep.Layers, delta, false, 18, 10)
 	}); err != nil {
@@ -407,11 +411,12 @@ func (b *build) cosines() error {
 			short := func(s string) string { return strings.TrimPrefix(s, "robust-") }
 			switch {
 			case i == cleanIdx:
-				withClean = append(withClean, Series{Name: short(names[j]), Values: c.Values})
+				withClean = append(withClean, b.series(names[j], short(names[j]), c.Values))
 			case j == cleanIdx:
-				withClean = append(withClean, Series{Name: short(names[i]), Values: c.Values})
+				withClean = append(withClean, b.series(names[i], short(names[i]), c.Values))
 			default:
-				between = append(between, Series{Name: short(names[i]) + " · " + short(names[j]), Values: c.Values})
+				col, dash := otherColour(len(between))
+				between = append(between, Series{Name: short(names[i]) + " · " + short(names[j]), Values: c.Values, Colour: col, Dashed: dash})
 			}
 		}
 	}
@@ -424,6 +429,17 @@ func (b *build) cosines() error {
 		Text: "Cosine similarity, per layer, between task vectors τ = θ_ft − θ_base of the fine-tunes. " +
 			"All fine-tunes share the clean learning signal (same data order, same start), so similarity is high where that dominates; " +
 			"where the corruptions pull apart, it drops — that is where merges interfere and signatures differ."}
+	if len(withClean) > 0 {
+		mean := make([]float64, len(labels))
+		for _, sr := range withClean {
+			for i, v := range sr.Values {
+				mean[i] += v / float64(len(withClean))
+			}
+		}
+		hi, lo := argmax(mean), argmin(mean)
+		sec.Takeaway = fmt.Sprintf("The robust task vectors point most like the clean one in %s (mean cosine %.2f) and least in %s (%.2f): merges interfere most there.",
+			labels[hi], mean[hi], labels[lo], mean[lo])
+	}
 	if err := b.addChart(&sec, "cosine-clean.svg", "cos(τ_robust, τ_clean) per layer", "", func() ([]byte, error) {
 		return lines("cos(τ_robust, τ_clean) per layer", "", "cosine similarity", xs, labels, withClean, -0.2, 1, 16, 10)
 	}); err != nil {
@@ -532,7 +548,8 @@ func (b *build) sparsity() error {
 		if p.Kind != "breadcrumbs" {
 			continue
 		}
-		s := Series{Name: strings.TrimSuffix(strings.TrimPrefix(p.Label, "τ "), " breadcrumbs")}
+		key := strings.TrimSuffix(strings.TrimPrefix(p.Label, "τ "), " breadcrumbs")
+		s := b.series(key, key, nil)
 		byName := map[string]TensorSparsity{}
 		for _, t := range p.Tensors {
 			byName[t.Name] = t
@@ -552,8 +569,21 @@ func (b *build) sparsity() error {
 			"The signatures are dense; the task vectors θ_robust − θ_base are sparsified with Breadcrumbs (drop the top %g of |τ|, keep the next %g of each tensor). "+
 			"Counts round down per tensor (⌊density·n⌋), so a tensor of fewer than %d values keeps nothing: the biases and batchnorm vectors vanish.",
 			b.o.TVGamma, b.o.TVDensity, int(math.Ceil(1/b.o.TVDensity)))}
+	minRWS, tvSum, tvN := 1.0, 0.0, 0
+	for _, p := range b.rep.Patches {
+		if p.Kind == "breadcrumbs" {
+			tvSum += p.Fraction()
+			tvN++
+		} else {
+			minRWS = math.Min(minRWS, p.Fraction())
+		}
+	}
+	if tvN > 0 {
+		sec.Takeaway = fmt.Sprintf("The signatures are dense (at least %.1f%% of their values non-zero); the Breadcrumbs task vectors keep %.1f%% of theirs.", 100*minRWS, 100*tvSum/float64(tvN))
+	}
 	if err := b.addChart(&sec, "sparsity-patches.svg", "non-zero fraction per patch", "", func() ([]byte, error) {
-		return groupedBars("non-zero fraction per patch", "fraction non-zero", labels, []Series{{Name: "non-zero", Values: fr}}, true, 18, 11)
+		col, _ := otherColour(1)
+		return groupedBars("non-zero fraction per patch", "fraction non-zero", labels, []Series{{Name: "non-zero", Values: fr, Colour: col}}, true, 18, 11)
 	}); err != nil {
 		return err
 	}
@@ -665,6 +695,7 @@ func (b *build) sweeps() error {
 	arch := filepath.Join(b.o.Data, clean.Name, "arch.yaml")
 	sec := section{ID: "sweeps", Title: "Accuracy along the interpolation clean → robust",
 		Text: fmt.Sprintf("θ(α) = (1−α)·θ_clean + α·θ_robust (weightops interpolate), α = %s, evaluated on the %d clean test images and under each corruption.", b.o.Alphas, ev.Samples())}
+	var gains, cleanCost []float64
 	for _, c := range b.man.Corruptions {
 		rb, _ := b.man.Role(demo.RoleRobust, c.Name)
 		cks, err := weights.OpenAll(b.model(clean.Name), b.model(rb.Name))
@@ -697,9 +728,9 @@ func (b *build) sweeps() error {
 			}
 			sw.Scores = append(sw.Scores, s)
 		}
-		series := []Series{{Name: "clean data"}}
+		series := []Series{b.series("clean", "clean data", nil)}
 		for _, cc := range b.man.Corruptions {
-			series = append(series, Series{Name: cc.Spec})
+			series = append(series, b.series(cc.Name, cc.Spec, nil))
 		}
 		for _, s := range sw.Scores {
 			series[0].Values = append(series[0].Values, s.Clean)
@@ -708,14 +739,50 @@ func (b *build) sweeps() error {
 			}
 		}
 		b.rep.Sweeps = append(b.rep.Sweeps, sw)
+		first, last := sw.Scores[0], sw.Scores[len(sw.Scores)-1]
+		gains = append(gains, last.Corrupted[c.Name]-first.Corrupted[c.Name])
+		cleanCost = append(cleanCost, first.Clean-last.Clean)
 		if err := b.addChart(&sec, "sweep-"+c.Name+".svg", "clean → "+rb.Name, "", func() ([]byte, error) {
 			return lines("clean (α=0) → "+rb.Name+" (α=1)", "α", "accuracy", alphas, nil, series, 0, 1, 13, 10)
 		}); err != nil {
 			return err
 		}
 	}
+	if len(gains) > 0 {
+		sec.Takeaway = fmt.Sprintf("Moving from the clean model to a robust one raises accuracy on its own corruption by %+.1f to %+.1f points, for %.1f to %.1f points of clean accuracy.",
+			100*slices.Min(gains), 100*slices.Max(gains), 100*slices.Min(cleanCost), 100*slices.Max(cleanCost))
+	}
 	b.rep.sections = append(b.rep.sections, sec)
 	return nil
+}
+
+// normsTakeaway says where the fine-tunes change most relative to the
+// weights on average, and where the signatures are largest.
+func normsTakeaway(layers []string, delta, rws []Series) string {
+	mean := func(ss []Series) []float64 {
+		m := make([]float64, len(layers))
+		for _, s := range ss {
+			for i, v := range s.Values {
+				m[i] += v / float64(len(ss))
+			}
+		}
+		return m
+	}
+	if len(delta) == 0 || len(layers) == 0 {
+		return ""
+	}
+	d := mean(delta)
+	hi := argmax(d)
+	out := fmt.Sprintf("The fine-tunes change %s most relative to the weights (%.3g on average)", layers[hi], d[hi])
+	if len(rws) > 0 {
+		r := mean(rws)
+		if rh := argmax(r); rh == hi {
+			out += ", and the signatures are largest there too"
+		} else {
+			out += fmt.Sprintf("; the signatures are largest in %s (%.3g on average)", layers[rh], r[rh])
+		}
+	}
+	return out + "."
 }
 
 func (b *build) addChart(sec *section, file, title, caption string, draw func() ([]byte, error)) error {
@@ -759,7 +826,7 @@ func (b *build) sensitivity() error {
 	var modules []string
 	seen := map[string]bool{}
 	for _, r := range rep.Results {
-		sec.Rows = append(sec.Rows, []string{r.Module, fmt.Sprint(r.Params), fmt.Sprint(r.Rel), fmt.Sprintf("%.1f ± %.1f", 100*r.MeanDrop, 100*r.StdDrop)})
+		sec.Rows = append(sec.Rows, cells(r.Module, fmt.Sprint(r.Params), fmt.Sprint(r.Rel), fmt.Sprintf("%.1f ± %.1f", 100*r.MeanDrop, 100*r.StdDrop)))
 		if !seen[r.Module] {
 			seen[r.Module] = true
 			modules = append(modules, r.Module)
@@ -767,7 +834,8 @@ func (b *build) sensitivity() error {
 	}
 	var series []Series
 	for _, rel := range sensitivityRel {
-		sr := Series{Name: fmt.Sprintf("γ = %g", rel)}
+		col, dash := otherColour(len(series))
+		sr := Series{Name: fmt.Sprintf("γ = %g", rel), Colour: col, Dashed: dash}
 		for _, mod := range modules {
 			for _, r := range rep.Results {
 				if r.Module == mod && r.Rel == rel {
@@ -777,6 +845,11 @@ func (b *build) sensitivity() error {
 		}
 		series = append(series, sr)
 	}
+	if last := series[len(series)-1]; len(last.Values) == len(modules) && len(modules) > 0 {
+		hi, lo := argmax(last.Values), argmin(last.Values)
+		sec.Takeaway = fmt.Sprintf("%s is the most sensitive module (noise of %s costs %.1f points) and %s the least (%.1f points): a patch is safest where the model is least sensitive.",
+			modules[hi], last.Name, last.Values[hi], modules[lo], last.Values[lo])
+	}
 	if err := b.addChart(&sec, "sensitivity.svg", "accuracy drop per module", "", func() ([]byte, error) {
 		return groupedBars("accuracy drop under relative weight noise", "points", modules, series, false, 16, 9)
 	}); err != nil {
@@ -784,4 +857,127 @@ func (b *build) sensitivity() error {
 	}
 	b.rep.sections = append(b.rep.sections, sec)
 	return nil
+}
+
+// page assembles the demo report's page: the demo's results (with a demo
+// output directory) and the computed sections, each with its takeaway.
+func (r *DemoReport) page() *Page {
+	var cs []string
+	for _, c := range r.Corruptions {
+		cs = append(cs, c.Spec)
+	}
+	p := &Page{Title: "weightops report: the demo models",
+		Intro: fmt.Sprintf("Demo models from %s: a base CNN trained briefly on a Fashion-MNIST subset, a clean fine-tune, and robust fine-tunes for %s. Made by weightops report in %.1f s.",
+			r.Data, strings.Join(cs, ", "), r.Seconds)}
+	if r.Demo != nil {
+		p.Sections = append(p.Sections, demoSection(r.Demo))
+	}
+	for _, s := range r.sections {
+		if s.ID == "sparsity" && s.Header == nil {
+			r.sparsityTable(&s)
+		}
+		p.Sections = append(p.Sections, s)
+	}
+	return p
+}
+
+// sparsityTable summarises the patches.
+func (r *DemoReport) sparsityTable(sec *section) {
+	sec.Header = []string{"patch", "kind", "values", "tensors", "non-zero", "fraction", "size"}
+	for _, p := range r.Patches {
+		vals := map[string]bool{}
+		for _, t := range p.Tensors {
+			vals[t.Values] = true
+		}
+		var vs []string
+		for v := range vals {
+			vs = append(vs, v)
+		}
+		sort.Strings(vs)
+		sec.Rows = append(sec.Rows, cells(p.Label, p.Kind, strings.Join(vs, ", "), fmt.Sprint(len(p.Tensors)),
+			fmt.Sprintf("%d of %d", p.NonZero, p.Elements), fmt.Sprintf("%.3f", p.Fraction()), weights.HumanBytes(p.Bytes)))
+	}
+}
+
+// demoSection turns the demo's results into a table section; each
+// signature's own corruption is in bold.
+func demoSection(d *demo.Result) section {
+	sec := section{ID: "results", Title: "Demo results",
+		Text: fmt.Sprintf("From weightops demo (%s, training seed %d): accuracy (%%) on %d test images, clean and corrupted; "+
+			"signatures cover the first %d weight layers with their batchnorms; composed signatures at scale %g (chosen on held-out training images). "+
+			"Bold: a signature's own corruption.",
+			d.Out, d.Seed, d.TestSamples, d.Layers, d.ComposeScale)}
+	sec.Header = []string{"model", "clean"}
+	for _, c := range d.Corruptions {
+		sec.Header = append(sec.Header, c.Spec)
+	}
+	sec.Header = append(sec.Header, "mean corrupted", "patch size")
+	pct := func(x float64) string { return fmt.Sprintf("%.1f", 100*x) }
+	var clean *demo.Row
+	best := -1
+	for i, row := range d.Rows {
+		if row.Group == demo.GroupAblation {
+			continue
+		}
+		if row.Name == "clean" {
+			clean = &d.Rows[i]
+		}
+		row := cells(row.Name)
+		r := d.Rows[i]
+		if r.Invalid != "" {
+			row = append(row, Cell{Text: "invalid: " + r.Invalid})
+			for range d.Corruptions {
+				row = append(row, Cell{})
+			}
+			sec.Rows = append(sec.Rows, append(row, Cell{}, Cell{}))
+			continue
+		}
+		if best < 0 || r.MeanCorrupted > d.Rows[best].MeanCorrupted {
+			best = i
+		}
+		row = append(row, Cell{Text: pct(r.Clean)})
+		for _, c := range d.Corruptions {
+			row = append(row, Cell{Text: pct(r.Corrupted[c.Name]), Bold: r.Group == demo.GroupSignature && r.Corruption == c.Name})
+		}
+		size := ""
+		if r.PatchBytes > 0 {
+			size = weights.HumanBytes(r.PatchBytes)
+		}
+		sec.Rows = append(sec.Rows, append(row, Cell{Text: pct(r.MeanCorrupted)}, Cell{Text: size}))
+	}
+	if best >= 0 && clean != nil {
+		b := d.Rows[best]
+		sec.Takeaway = fmt.Sprintf("Under corruption, %s does best (%s%% on average, clean %s%%), against %s%% for the clean model.",
+			b.Name, pct(b.MeanCorrupted), pct(b.Clean), pct(clean.MeanCorrupted))
+	}
+	for _, c := range d.Claims {
+		verdict := "held"
+		if !c.Held {
+			verdict = "DID NOT HOLD"
+		}
+		sec.Notes = append(sec.Notes, fmt.Sprintf("%s — %s: %s", c.Statement, verdict, c.Detail))
+	}
+	return sec
+}
+
+// argmax is the index of the largest value (−1 for none).
+func argmax(v []float64) int {
+	best := -1
+	for i, x := range v {
+		if best < 0 || x > v[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// argmin is the index of the smallest value (−1 for none).
+func argmin(v []float64) int {
+	best := -1
+	for i, x := range v {
+		if best < 0 || x < v[best] {
+			best = i
+		}
+	}
+	return best
 }
