@@ -199,7 +199,7 @@ func undefinedNote(undefined bool) string {
 func (b *compareBuild) norms() error {
 	r := b.r
 	sec := section{ID: "norms", Title: "Where the difference lives",
-		Text: "Per layer (numbered block, or module outside the blocks) in network order, ‖τ‖ / ‖θ_base‖: how far each model moved from the base relative to the size of the weights there.",
+		Text:   "Per layer (numbered block, or module outside the blocks) in network order, ‖τ‖ / ‖θ_base‖: how far each model moved from the base relative to the size of the weights there.",
 		Header: []string{"model", "‖τ‖ / ‖θ_base‖", "values unchanged", "largest in", "smallest in"}}
 	series, _ := b.perModel(func(d taskvec.DeltaStats) []taskvec.Ratio { return d.RelDelta })
 	labels := b.layerLabels()
