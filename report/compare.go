@@ -261,7 +261,7 @@ func (b *compareBuild) similarity() error {
 	sec.Text += undefinedNote(undef)
 	lo, hi := 0, 0
 	for p, s := range series {
-		l, h := argmin(s.Values), argmax(s.Values)
+		l, h := b.extremeLayer(p, -1), b.extremeLayer(p, 1)
 		sec.Rows = append(sec.Rows, cells(b.pair(p), fmt.Sprintf("%.3f", defined(r.Total.Cosine[p])),
 			fmt.Sprintf("%s (%.3f)", r.Layers[l].Name, s.Values[l]), fmt.Sprintf("%s (%.3f)", r.Layers[h].Name, s.Values[h])))
 		if defined(r.Total.Cosine[p]) < defined(r.Total.Cosine[lo]) {
@@ -272,7 +272,7 @@ func (b *compareBuild) similarity() error {
 		}
 	}
 	labels := b.layerLabels()
-	l := argmin(series[lo].Values)
+	l := b.extremeLayer(lo, -1)
 	if len(series) == 1 {
 		sec.Takeaway = fmt.Sprintf("The two task vectors have cosine %.3f over the whole model, lowest in %s (%.3f): that is where averaging them cancels most.",
 			defined(r.Total.Cosine[0]), layerWord(r.Layers[l].Name, labels[l]), series[0].Values[l])
@@ -285,6 +285,22 @@ func (b *compareBuild) similarity() error {
 	}
 	b.sections = append(b.sections, sec)
 	return nil
+}
+
+// extremeLayer is the layer of the lowest (sign −1) or highest (+1)
+// defined cosine of pair p.
+func (b *compareBuild) extremeLayer(p int, sign float64) int {
+	best := 0
+	for i, l := range b.r.Layers {
+		v := l.Cosine[p]
+		if !v.Defined() {
+			continue
+		}
+		if c := b.r.Layers[best].Cosine[p]; !c.Defined() || sign*float64(v) > sign*float64(c) {
+			best = i
+		}
+	}
+	return best
 }
 
 // conflict: sign agreement and top-k mask overlap.

@@ -34,6 +34,10 @@ type SynthOptions struct {
 	// task vector is small, as a real one is.
 	Delta     float64
 	DeltaSeed uint64
+	// Shared > 0 adds Shared·N(0, 1) noise drawn from the model's Seed
+	// alone: the part of their task vectors fine-tunes of one base share
+	// (two with Shared = Delta have cosine ½).
+	Shared float64
 	// Workers is how many tensors are generated at once (0: min(cores, 2)).
 	Workers int
 	// Progress, if set, receives the bytes of each tensor written.
@@ -131,10 +135,11 @@ func Synthesize(ctx context.Context, out string, o SynthOptions) ([]string, erro
 			for i := range vals {
 				vals[i] = float32(rng.NormFloat64() * 0.02)
 			}
-			if o.Delta > 0 {
+			if o.Delta > 0 || o.Shared > 0 {
 				drng := rand.New(rand.NewPCG(o.DeltaSeed^0x5eed, uint64(i)))
+				srng := rand.New(rand.NewPCG(o.Seed^0x5a5ed, uint64(i)))
 				for i := range vals {
-					vals[i] = float32(float64(vals[i]) + o.Delta*drng.NormFloat64())
+					vals[i] = float32(float64(vals[i]) + o.Delta*drng.NormFloat64() + o.Shared*srng.NormFloat64())
 				}
 			}
 		}

@@ -77,7 +77,9 @@ func synthCommand() *cli.Command {
 				for _, m := range familyMembers {
 					mo := o
 					if m.delta > 0 {
-						mo.Delta, mo.DeltaSeed = 0.002, o.Seed*1000+m.delta
+						// Half of each task vector shared: the fine-tunes'
+						// cosine is about ½, as related fine-tunes' are.
+						mo.Delta, mo.Shared, mo.DeltaSeed = 0.0015, 0.0015, o.Seed*1000+m.delta
 					}
 					jobs = append(jobs, job{filepath.Join(family, m.name), mo})
 				}
