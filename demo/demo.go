@@ -139,16 +139,16 @@ type Row struct {
 	Name  string `json:"name"`
 	Group string `json:"group"`
 	// Corruption is the corruption a signature row's patch is for.
-	Corruption string `json:"corruption,omitempty"`
+	Corruption string `json:"corruption"`
 	// Path is the model file, relative to the output directory or the
 	// data directory (fixtures).
 	Path string `json:"path"`
 	Scores
 	// PatchBytes is the size on disk of the patch(es) applied.
-	PatchBytes int64 `json:"patch_bytes,omitempty"`
+	PatchBytes int64 `json:"patch_bytes"`
 	// Invalid, when set, says why the engine refused the model (its
 	// scores are then zero).
-	Invalid string `json:"invalid,omitempty"`
+	Invalid string `json:"invalid"`
 }
 
 // SignatureReport is what step 1 measured for one corruption.
@@ -190,7 +190,7 @@ type ScaleScore struct {
 	// Objective is the mean of the clean and every corrupted accuracy.
 	Objective float64 `json:"objective"`
 	// Invalid says why the scale gave a model the engine refuses.
-	Invalid string `json:"invalid,omitempty"`
+	Invalid string `json:"invalid"`
 }
 
 // Unpatch is the result of one patch removal (wpatch.Remove).
@@ -225,7 +225,7 @@ type Result struct {
 	Unpatch  []Unpatch `json:"unpatch"`
 	Claims   []Claim   `json:"claims"`
 	Seconds  float64   `json:"seconds"`
-	Warnings []string  `json:"warnings,omitempty"`
+	Warnings []string  `json:"warnings"`
 }
 
 // Row finds a row by name.
@@ -308,7 +308,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	r := &run{ctx: ctx, o: o, man: man, res: &Result{Data: o.Data, Recipes: o.Recipes, Out: o.Out, Seed: man.Seed, EvalSeed: o.EvalSeed,
-		Corruptions: man.Corruptions, Layers: o.Layers, Quant: o.Quant, RunningStats: o.RunningStats}}
+		Corruptions: man.Corruptions, Layers: o.Layers, Quant: o.Quant, RunningStats: o.RunningStats, Warnings: []string{}}}
 	if r.recipes, err = recipeFiles(o.Recipes); err != nil {
 		return nil, err
 	}

@@ -115,6 +115,7 @@ func TestBuildCompare(t *testing.T) {
 		t.Error("the unchanged section does not say chat froze 10 tensors")
 	}
 	checkNoGoNames(t, page)
+	checkJSONDoc(t, "weightops report BASE MODEL...", filepath.Join(out, JSONFile))
 	// Models keep their colours: math blue, code orange, chat green in the
 	// per-model charts; the pair charts use none of those.
 	for _, f := range rep.Files {

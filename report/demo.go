@@ -113,7 +113,7 @@ type LayerNorms struct {
 	// RelDelta is ‖θ_ft − θ_base‖/‖θ_clean‖ per layer; RelRWS is
 	// ‖RWS‖/‖θ_clean‖ (robust fine-tunes only).
 	RelDelta []float64 `json:"rel_delta"`
-	RelRWS   []float64 `json:"rel_rws,omitempty"`
+	RelRWS   []float64 `json:"rel_rws"`
 }
 
 // Cosine is the per-layer cosine similarity of two task vectors.
@@ -162,7 +162,7 @@ type Sweep struct {
 // DemoReport is what BuildDemo computed and wrote; report.json holds it.
 type DemoReport struct {
 	Data        string            `json:"data"`
-	From        string            `json:"from,omitempty"`
+	From        string            `json:"from"`
 	Out         string            `json:"out"`
 	Corruptions []demo.Corruption `json:"corruptions"`
 	// Layers are the layer names in network order (the x axis of the

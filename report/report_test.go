@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weightops/weightops/internal/jsondoc"
 )
 
 const demoData = "../testdata/demo"
@@ -130,6 +132,7 @@ func TestBuildRendersInChromium(t *testing.T) {
 		}
 	}
 	checkNoGoNames(t, page)
+	checkJSONDoc(t, "weightops report", filepath.Join(out, JSONFile))
 	// A model keeps its colour in every chart: gaussian_noise (the first
 	// corruption) is orange wherever it appears, and blue (the clean
 	// model) appears only in charts that show the clean model.
@@ -145,6 +148,22 @@ func TestBuildRendersInChromium(t *testing.T) {
 		}
 	}
 	renderInChromium(t, filepath.Join(out, HTMLFile), []string{"Where the difference lives", "Task vector similarity", "Patch sparsity", "Accuracy along the interpolation", "Weight-noise sensitivity", "features.4", "α"}, 11)
+}
+
+// checkJSONDoc checks a report.json against its section of docs/json.md.
+func checkJSONDoc(t *testing.T, section, path string) {
+	t.Helper()
+	doc, err := jsondoc.Parse("../docs/json.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range doc.Check(section, data, "schema_version") {
+		t.Errorf("%s: %s", path, p)
+	}
 }
 
 // goName matches an exported Go identifier qualified by its package

@@ -142,7 +142,8 @@ func ratio(a, b float64) Ratio {
 
 // stats turns sums into the reported figures.
 func (s deltaSums) stats(name string, pairs []Pair) DeltaStats {
-	d := DeltaStats{Name: name, Params: s.n, BaseNorm: math.Sqrt(s.base2), sums: s}
+	d := DeltaStats{Name: name, Params: s.n, BaseNorm: math.Sqrt(s.base2), sums: s,
+		Cosine: []Ratio{}, SignAgreement: []Ratio{}, MaskOverlap: []Ratio{}, MaskSignConflict: []Ratio{}}
 	for i := range s.d2 {
 		d.RelDelta = append(d.RelDelta, ratio(math.Sqrt(s.d2[i]), math.Sqrt(s.base2)))
 		d.Unchanged = append(d.Unchanged, ratio(float64(s.zero[i]), float64(s.n)))

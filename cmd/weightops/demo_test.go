@@ -51,6 +51,18 @@ func TestDemoPipeline(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &res); err != nil {
 		t.Fatalf("json: %v\n%s", err, stdout)
 	}
+	// The output and results.json are as docs/json.md says.
+	doc := parseJSONDoc(t)
+	for _, p := range doc.Check("weightops demo", []byte(stdout)) {
+		t.Error(p)
+	}
+	if rj, err := os.ReadFile(filepath.Join(out, "results.json")); err != nil {
+		t.Error(err)
+	} else {
+		for _, p := range doc.Check("weightops demo", rj, "schema_version") {
+			t.Errorf("results.json: %s", p)
+		}
+	}
 	row := func(name string) demo.Row {
 		t.Helper()
 		r, ok := res.Row(name)
