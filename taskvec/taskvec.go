@@ -281,6 +281,12 @@ func Add(ctx context.Context, base weights.Checkpoint, tvs []weights.Checkpoint,
 			return nil, err
 		}
 	}
+	// A directory output loads like the base: its side files are read
+	// (and checked) now, written after.
+	side, err := o.ReadModelFiles(out, base.Path())
+	if err != nil {
+		return nil, err
+	}
 	inputs := append([]weights.Checkpoint{base}, tvs...)
 	opt := make([]bool, len(inputs))
 	for i := 1; i < len(opt); i++ {
@@ -316,7 +322,8 @@ func Add(ctx context.Context, base weights.Checkpoint, tvs []weights.Checkpoint,
 	if err != nil {
 		return nil, err
 	}
-	return files[0], nil
+	copied, err := side.Write(base.Tensors(), stream.OutputInfos(base.Tensors(), sourceDType(o.Options)))
+	return append(files[0], copied...), err
 }
 
 func checkSubset(sub, of weights.Checkpoint) error {
@@ -374,6 +381,14 @@ func Interpolate(ctx context.Context, a, b weights.Checkpoint, alphas []float64,
 	if err := checkSubset(b, a); err != nil {
 		return nil, err
 	}
+	// Each directory output loads like A.
+	sides := make([]*stream.ModelFiles, len(outs))
+	for i, out := range outs {
+		var err error
+		if sides[i], err = o.ReadModelFiles(out, a.Path()); err != nil {
+			return nil, err
+		}
+	}
 	var outputs []stream.Output
 	for i, al := range alphas {
 		md := map[string]string{"weightops.kind": "interpolation", "weightops.a": a.Path(), "weightops.b": b.Path(), "weightops.alpha": fmt.Sprint(al)}
@@ -396,7 +411,18 @@ func Interpolate(ctx context.Context, a, b weights.Checkpoint, alphas []float64,
 		Phase:   "interpolating",
 		Options: o.Options,
 	}
-	return job.Run(ctx)
+	files, err := job.Run(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for i := range files {
+		copied, err := sides[i].Write(a.Tensors(), stream.OutputInfos(a.Tensors(), sourceDType(o.Options)))
+		if err != nil {
+			return nil, err
+		}
+		files[i] = append(files[i], copied...)
+	}
+	return files, nil
 }
 
 // ParseAlphas reads "0.5", "0.2,0.5,0.8" or a sweep "start:stop:step"

@@ -360,6 +360,12 @@ func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string
 // holding them comes first in the file, so the patched tensors are
 // computed twice: once for the records, once to write.
 func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
+	// A directory output loads like the model: its side files are read
+	// (and checked) now, written after.
+	side, err := o.ReadModelFiles(out, model.Path())
+	if err != nil {
+		return nil, err
+	}
 	pl, warnings, err := newPlan(model, patches, o.Scales, o.Strict)
 	if err != nil {
 		return nil, err
@@ -431,7 +437,16 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	if err != nil {
 		return nil, err
 	}
-	return rep, nil
+	return rep, rep.addSideFiles(side, model)
+}
+
+// addSideFiles writes a directory output's side files (the model's
+// config and tokenizer; tensors keep their dtypes).
+func (rep *ApplyReport) addSideFiles(side *stream.ModelFiles, model weights.Checkpoint) error {
+	ts := model.Tensors()
+	copied, err := side.Write(ts, ts)
+	rep.Files = append(rep.Files, copied...)
+	return err
 }
 
 // Remove undoes Apply: given the patched checkpoint and the same patches,
@@ -439,6 +454,10 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 // patches must be the ones recorded (same files, same order); their
 // recorded scales are used.
 func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, out string, o ApplyOptions) (*ApplyReport, error) {
+	side, err := o.ReadModelFiles(out, patched.Path())
+	if err != nil {
+		return nil, err
+	}
 	md := patched.Metadata()
 	var applied []AppliedPatch
 	if err := json.Unmarshal([]byte(md[MetaPatches]), &applied); err != nil || md[MetaPatches] == "" {
@@ -483,7 +502,10 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 		}
 		return nil
 	})
-	return rep, err
+	if err != nil {
+		return nil, err
+	}
+	return rep, rep.addSideFiles(side, patched)
 }
 
 // Records reads what a patched checkpoint records of its patches — the

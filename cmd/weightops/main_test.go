@@ -505,3 +505,53 @@ func TestSignalsStopCleanly(t *testing.T) {
 		}
 	}
 }
+
+// TestDirectoryOutputsCarrySideFiles: every command writing a model
+// directory from a model directory takes its config.json and tokenizer
+// along (config unchanged when the dtype is), so transformers loads it.
+func TestDirectoryOutputsCarrySideFiles(t *testing.T) {
+	dir := t.TempDir()
+	fam := filepath.Join(dir, "fam")
+	if _, e, code := run(t, "synth", "--family", fam, "-q", "--size", "2MiB", "--hidden", "64", "--vocab", "256"); code != 0 {
+		t.Fatal(e)
+	}
+	base, ft := filepath.Join(fam, "llama"), filepath.Join(fam, "llama-math")
+	for _, m := range []string{base, ft} {
+		os.WriteFile(filepath.Join(m, "tokenizer.json"), []byte(`{"model": {}}`), 0o644)
+	}
+	cfg, _ := os.ReadFile(filepath.Join(base, "config.json"))
+	out := func(name string) string { return filepath.Join(dir, name) }
+	tv := out("tv.safetensors")
+	if _, e, code := run(t, "diff", ft, base, "-o", tv, "-q"); code != 0 {
+		t.Fatal(e)
+	}
+	patch := out("p.wpatch")
+	if _, e, code := run(t, "diff", ft, base, "-o", patch, "--sparsify", "breadcrumbs", "--density", "0.1", "-q"); code != 0 {
+		t.Fatal(e)
+	}
+	recipe := out("r.yaml")
+	os.WriteFile(recipe, []byte("merge_method: task_arithmetic\nbase_model: "+base+"\nmodels:\n  - model: "+ft+"\n    parameters: {weight: 0.5}\n"), 0o644)
+	for _, c := range [][]string{
+		{"convert", base, out("convert")},
+		{"add", base, tv, "-o", out("add")},
+		{"interpolate", base, ft, "--alpha", "0.5", "-o", out("interpolate")},
+		{"patch", "apply", base, patch, "-o", out("patched")},
+		{"patch", "remove", out("patched"), patch, "-o", out("unpatched")},
+		{"merge", recipe, out("merge")},
+		{"lowrank", ft, "--base", base, "--rank", "4", "-o", out("lowrank")},
+		{"quantize", base, "-o", out("quantize")},
+	} {
+		if _, e, code := run(t, append(c, "-q")...); code != 0 {
+			t.Errorf("%v: %s", c, e)
+			continue
+		}
+		o := c[len(c)-1]
+		got, err := os.ReadFile(filepath.Join(o, "config.json"))
+		if err != nil || !bytes.Equal(got, cfg) {
+			t.Errorf("%v: config.json %v\n%s", c, err, got)
+		}
+		if tok, _ := os.ReadFile(filepath.Join(o, "tokenizer.json")); string(tok) != `{"model": {}}` {
+			t.Errorf("%v: tokenizer.json %q", c, tok)
+		}
+	}
+}
