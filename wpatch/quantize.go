@@ -60,14 +60,7 @@ func Requantize(ctx context.Context, p *Patch, out string, cfg quantize.Config, 
 	if err := w.Commit(); err != nil {
 		return nil, err
 	}
-	s, err := Summarize(out, nil, errs)
-	if err != nil {
-		return nil, err
-	}
-	// No model at hand: the reference is the dense F32 patch.
-	s.ModelF32 = 4 * s.Elements
-	s.RatioVsModel = float64(s.ModelF32) / float64(s.PatchBytes)
-	return s, nil
+	return Summarize(out, nil, errs)
 }
 
 // QuantizeCheckpoint quantizes every floating tensor of a checkpoint with

@@ -13,13 +13,16 @@ import (
 // Summary describes a patch just written: what signature extract, diff to
 // a patch and quantize report.
 type Summary struct {
-	File         string                `json:"file"`
-	Kind         string                `json:"kind"`
-	Tensors      int                   `json:"tensors"`
-	Elements     int64                 `json:"elements"`
-	PatchBytes   int64                 `json:"patch_bytes"`
-	ModelF32     int64                 `json:"model_f32_bytes"`
-	RatioVsModel float64               `json:"ratio_vs_model_f32"`
+	File         string  `json:"file"`
+	Kind         string  `json:"kind"`
+	Tensors      int     `json:"tensors"`
+	Elements     int64   `json:"elements"`
+	PatchBytes   int64   `json:"patch_bytes"`
+	ModelF32     int64   `json:"model_f32_bytes"`
+	RatioVsModel float64 `json:"ratio_vs_model_f32"`
+	// DenseF32 is the patch's values as dense F32 (4 bytes per element).
+	DenseF32     int64                 `json:"dense_f32_bytes"`
+	RatioVsDense float64               `json:"ratio_vs_dense_f32"`
 	QuantRelL2   *float64              `json:"quant_rel_l2"`
 	QuantMaxAbs  *float64              `json:"quant_max_abs"`
 	QuantSNRdB   *float64              `json:"quant_snr_db"`
@@ -41,6 +44,10 @@ func Summarize(path string, model weights.Checkpoint, errs map[string]QuantError
 	s := &Summary{File: path, Kind: p.Kind, Tensors: len(p.Tensors), PatchBytes: p.Size, Files: []string{path}}
 	for _, t := range p.Tensors {
 		s.Elements += t.Elements()
+	}
+	s.DenseF32 = 4 * s.Elements
+	if s.PatchBytes > 0 {
+		s.RatioVsDense = float64(s.DenseF32) / float64(s.PatchBytes)
 	}
 	if model != nil {
 		for _, t := range model.Tensors() {
@@ -82,6 +89,8 @@ func (s *Summary) WriteText(w io.Writer, perTensor bool) error {
 	fmt.Fprintf(w, "%s: %s patch, %d tensors, %d values, %s", s.File, s.Kind, s.Tensors, s.Elements, weights.HumanBytes(s.PatchBytes))
 	if s.ModelF32 > 0 {
 		fmt.Fprintf(w, " (%.1f× smaller than the whole model in F32, %s)", s.RatioVsModel, weights.HumanBytes(s.ModelF32))
+	} else if s.DenseF32 > 0 {
+		fmt.Fprintf(w, " (%.1f× smaller than its values as dense F32, %s)", s.RatioVsDense, weights.HumanBytes(s.DenseF32))
 	}
 	fmt.Fprintln(w)
 	if len(s.PerTensor) > 0 && perTensor {
