@@ -3,8 +3,10 @@ package merge
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
@@ -77,13 +79,30 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 	// serves both, and the header gets the real digests before commit.
 	var hashErr error
 	var wg sync.WaitGroup
+	// When the merge is done first, the bar shows the rest of the hashing
+	// as its own phase.
+	var hashed, hashTotal atomic.Int64
+	var showHash atomic.Bool
+	counted := func(n int64) {
+		hashed.Add(n)
+		if showHash.Load() && o.Progress.Add != nil {
+			o.Progress.Add(n)
+		}
+	}
 	if !o.NoHash {
+		for _, r := range records {
+			for _, f := range r.Files {
+				if st, err := os.Stat(f.Name); err == nil {
+					hashTotal.Add(st.Size())
+				}
+			}
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range records {
 				for j := range records[i].Files {
-					sum, err := weights.FileSHA256(records[i].Files[j].Name)
+					sum, err := weights.FileSHA256Progress(records[i].Files[j].Name, counted)
 					if err != nil {
 						hashErr = err
 						return
@@ -105,6 +124,13 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		Phase:   "merging",
 		Options: o.Options,
 		Finalize: func() ([]map[string]string, error) {
+			if !o.NoHash && hashed.Load() < hashTotal.Load() {
+				stream.StartPhase(o.Progress, "hashing the inputs", hashTotal.Load())
+				showHash.Store(true)
+				if o.Progress.Add != nil {
+					o.Progress.Add(hashed.Load())
+				}
+			}
 			wg.Wait()
 			if hashErr != nil {
 				return nil, hashErr

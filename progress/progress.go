@@ -66,6 +66,9 @@ func (b *Bar) Phase(name string, total int64) {
 		progressbar.OptionSetWidth(30),
 		progressbar.OptionThrottle(100_000_000),
 		progressbar.OptionClearOnFinish(),
+		// Drawn at once, which also starts its clock: a first Add much
+		// later then gives a true rate, not "6% (40 TB/s)".
+		progressbar.OptionSetRenderBlankState(true),
 	}
 	if b.count {
 		opts = append(opts, progressbar.OptionShowCount())

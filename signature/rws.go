@@ -306,7 +306,7 @@ func Extract(ctx context.Context, src Sources, out string, o Options) (*Extracti
 	st := o.Stats
 	if st == nil {
 		var err error
-		if st, err = ComputeStats(ctx, src, o.Options); err != nil {
+		if st, err = ComputeStats(ctx, src, o.Options.WithPhasePrefix("pass 1/2: ")); err != nil {
 			return nil, err
 		}
 	}
@@ -331,7 +331,7 @@ func Extract(ctx context.Context, src Sources, out string, o Options) (*Extracti
 		if ck == nil {
 			continue
 		}
-		d, err := weights.CheckpointDigest(ck)
+		d, err := o.Digest(ck)
 		if err != nil {
 			return nil, err
 		}
@@ -384,7 +384,7 @@ func Extract(ctx context.Context, src Sources, out string, o Options) (*Extracti
 				}
 			})), nil
 		},
-		Phase:   "extracting",
+		Phase:   "pass 2/2: extracting",
 		Options: o.Options,
 	}
 	if _, err := job.Run(ctx); err != nil {

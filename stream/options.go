@@ -108,3 +108,26 @@ func add(p Progress, n int64) {
 		p.Add(n)
 	}
 }
+
+// Digest is the checkpoint's weights.CheckpointDigest, under a progress
+// phase naming it ("hashing base.safetensors"): a multi-GB model takes
+// seconds to hash.
+func (o Options) Digest(c weights.Checkpoint) (string, error) {
+	var total int64
+	for _, f := range weights.Files(c) {
+		if st, err := os.Stat(f); err == nil {
+			total += st.Size()
+		}
+	}
+	StartPhase(o.Progress, "hashing "+filepath.Base(c.Path()), total)
+	return weights.CheckpointDigestProgress(c, func(n int64) { add(o.Progress, n) })
+}
+
+// WithPhasePrefix returns o with every phase name it reports prefixed
+// ("pass 1/2: "), for a job that is one step of a longer operation.
+func (o Options) WithPhasePrefix(prefix string) Options {
+	if phase := o.Progress.Phase; phase != nil {
+		o.Progress.Phase = func(name string, total int64) { phase(prefix+name, total) }
+	}
+	return o
+}

@@ -125,7 +125,7 @@ func Diff(ctx context.Context, ft, base weights.Checkpoint, out string, o DiffOp
 	if o.Patch != nil {
 		md := map[string]string{"finetune": ft.Path(), "base": base.Path()}
 		maps.Copy(md, o.Metadata)
-		digest, err := weights.CheckpointDigest(base)
+		digest, err := o.Digest(base)
 		if err != nil {
 			return nil, err
 		}

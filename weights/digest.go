@@ -19,32 +19,56 @@ func Files(c Checkpoint) []string {
 }
 
 // FileSHA256 hashes one file.
-func FileSHA256(path string) (string, error) {
+func FileSHA256(path string) (string, error) { return FileSHA256Progress(path, nil) }
+
+// FileSHA256Progress hashes one file, telling progress (if set) the bytes
+// hashed as it goes.
+func FileSHA256Progress(path string, progress func(int64)) (string, error) {
 	f, err := OpenFile(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
+	var w io.Writer = h
+	if progress != nil {
+		w = counting{h, progress}
+	}
+	if _, err := io.Copy(w, f); err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
+// counting passes writes through and counts them.
+type counting struct {
+	w   io.Writer
+	add func(int64)
+}
+
+func (c counting) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.add(int64(n))
+	return n, err
+}
+
 // CheckpointDigest is the SHA-256 of a single-file checkpoint, or for a
 // sharded one the SHA-256 of its "name sha256" lines in name order: the
 // identity a patch records for the model it applies to.
-func CheckpointDigest(c Checkpoint) (string, error) {
+func CheckpointDigest(c Checkpoint) (string, error) { return CheckpointDigestProgress(c, nil) }
+
+// CheckpointDigestProgress is CheckpointDigest telling progress (if set)
+// the bytes hashed.
+func CheckpointDigestProgress(c Checkpoint, progress func(int64)) (string, error) {
 	files := Files(c)
 	if len(files) == 1 {
-		return FileSHA256(files[0])
+		return FileSHA256Progress(files[0], progress)
 	}
 	files = append([]string(nil), files...)
 	sort.Strings(files)
 	h := sha256.New()
 	for _, f := range files {
-		s, err := FileSHA256(f)
+		s, err := FileSHA256Progress(f, progress)
 		if err != nil {
 			return "", err
 		}

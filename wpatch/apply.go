@@ -383,7 +383,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			continue
 		}
 		if digest == "" {
-			if digest, err = weights.CheckpointDigest(model); err != nil {
+			if digest, err = o.Digest(model); err != nil {
 				return nil, err
 			}
 		}
@@ -404,7 +404,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	}
 	var mu sync.Mutex
 	var recs []undoRecord
-	undoJob := pl.job(touched, o.Options, "computing undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
+	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
 		u, err := applyTensor(t, acc, nil)
 		if err != nil {
 			return err
@@ -430,7 +430,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	md[MetaUndoMetadata] = string(origJSON)
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
-	rep.Files, err = pl.write(ctx, out, md, o.Options, "patching", func(t weights.Tensor, acc []float64, dst []byte) error {
+	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", func(t weights.Tensor, acc []float64, dst []byte) error {
 		_, err := applyTensor(t, acc, dst)
 		return err
 	})
