@@ -24,6 +24,30 @@ func problems(r *Report) string {
 	return strings.Join(s, " ")
 }
 
+// mergeRecipe merges a recipe written into dir to dir/out and returns
+// the output's path.
+func mergeRecipe(t *testing.T, dir, recipe, out string) string {
+	t.Helper()
+	rp := filepath.Join(dir, "r.yaml")
+	if err := os.WriteFile(rp, []byte(recipe), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := merge.ParseRecipe(rp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := rec.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plan.Close()
+	out = filepath.Join(dir, out)
+	if _, err := plan.Merge(context.Background(), out, merge.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 func run(t *testing.T, model string, o Options) *Report {
 	t.Helper()
 	if o.MaxAbsDiff == 0 {
@@ -122,21 +146,7 @@ func TestProvenance(t *testing.T) {
 	d := t.TempDir()
 	base := testutil.WriteF32(t, filepath.Join(d, "base.safetensors"), map[string][]float64{"w": {1, 2}}, nil)
 	ft := testutil.WriteF32(t, filepath.Join(d, "ft.safetensors"), map[string][]float64{"w": {1.5, 2}}, nil)
-	rp := filepath.Join(d, "r.yaml")
-	os.WriteFile(rp, []byte("merge_method: task_arithmetic\nbase_model: base.safetensors\nmodels: [{model: ft.safetensors, parameters: {weight: 1}}]\n"), 0o644)
-	rec, err := merge.ParseRecipe(rp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := rec.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(d, "merged.safetensors")
-	if _, err := plan.Merge(context.Background(), out, merge.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	plan.Close()
+	out := mergeRecipe(t, d, "merge_method: task_arithmetic\nbase_model: base.safetensors\nmodels: [{model: ft.safetensors, parameters: {weight: 1}}]\n", "merged.safetensors")
 	if r := run(t, out, Options{Inputs: []string{base, ft}}); !r.OK {
 		t.Errorf("true inputs: %s %v", problems(r), r.Problems)
 	}
@@ -200,21 +210,7 @@ func TestProvenanceModelDirectories(t *testing.T) {
 		testutil.WriteF32(t, filepath.Join(d, name, "model.safetensors"), map[string][]float64{"w": {1, float64(i)}}, nil)
 		dirs = append(dirs, filepath.Join(d, name))
 	}
-	rp := filepath.Join(d, "r.yaml")
-	os.WriteFile(rp, []byte("merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\n"), 0o644)
-	rec, err := merge.ParseRecipe(rp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := rec.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(d, "merged")
-	if _, err := plan.Merge(context.Background(), out, merge.Options{}); err != nil {
-		t.Fatal(err)
-	}
-	plan.Close()
+	out := mergeRecipe(t, d, "merge_method: task_arithmetic\nbase_model: base\nmodels: [{model: a, parameters: {weight: 1}}, {model: b, parameters: {weight: 1}}]\n", "merged")
 	if r := run(t, out, Options{Inputs: dirs}); !r.OK {
 		t.Errorf("true inputs: %v", r.Problems)
 	}

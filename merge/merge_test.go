@@ -28,7 +28,9 @@ func model(t *testing.T, dir, name string, tensors map[string][]float64, shapes 
 	return filepath.Join(dir, name)
 }
 
-func runRecipe(t *testing.T, dir, yaml string, workers int) string {
+// openRecipe writes a recipe into dir and opens its plan (closed when
+// the test ends).
+func openRecipe(t *testing.T, dir, yaml string) *Plan {
 	t.Helper()
 	rp := filepath.Join(dir, fmt.Sprintf("recipe-%d.yaml", rand.IntN(1<<30)))
 	if err := os.WriteFile(rp, []byte(yaml), 0o644); err != nil {
@@ -42,7 +44,13 @@ func runRecipe(t *testing.T, dir, yaml string, workers int) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer plan.Close()
+	t.Cleanup(func() { plan.Close() })
+	return plan
+}
+
+func runRecipe(t *testing.T, dir, yaml string, workers int) string {
+	t.Helper()
+	plan := openRecipe(t, dir, yaml)
 	out := filepath.Join(dir, fmt.Sprintf("out-%d", rand.IntN(1<<30)))
 	if _, err := plan.Merge(context.Background(), out, Options{Options: stream.Options{Workers: workers}}); err != nil {
 		t.Fatal(err)
@@ -388,17 +396,7 @@ func TestModelCard(t *testing.T) {
 	model(t, d, "m|1", map[string][]float64{"w": {2, 3}}, nil)
 	model(t, d, "m2", map[string][]float64{"w": {0, 3}}, nil)
 	recipe := "merge_method: ties\nbase_model: base\nmodels:\n  - model: m|1\n    parameters: {weight: 0.7, density: 0.5}\n  - model: m2\n    parameters: {weight: [0.1, 0.9], density: 1}\nparameters: {lambda: 0.8}\ndtype: float32\n"
-	rp := filepath.Join(d, "r.yaml")
-	os.WriteFile(rp, []byte(recipe), 0o644)
-	r, err := ParseRecipe(rp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := r.Open()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plan.Close()
+	plan := openRecipe(t, d, recipe)
 	out := filepath.Join(d, "merged")
 	files, err := plan.Merge(context.Background(), out, Options{Version: "9.9.9"})
 	if err != nil {

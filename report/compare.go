@@ -119,28 +119,25 @@ func (b *compareBuild) layerLabels() []string {
 // by model or pair the same way in every chart; undefined values (an
 // unchanged layer has no direction) are drawn at 0.
 func (b *compareBuild) perModel(f func(taskvec.DeltaStats) []taskvec.Ratio) (series []Series, undefined bool) {
-	for i := range b.r.Models {
-		col, dash := thingColour(i)
-		s := Series{Name: b.model(i), Colour: col, Dashed: dash}
-		for _, l := range b.r.Layers {
-			v := f(l)[i]
-			undefined = undefined || !v.Defined()
-			s.Values = append(s.Values, defined(v))
-		}
-		series = append(series, s)
-	}
-	return series, undefined
+	return b.layerSeries(len(b.r.Models), b.model, thingColour, f)
 }
 
 func (b *compareBuild) perPair(f func(taskvec.DeltaStats) []taskvec.Ratio) (series []Series, undefined bool) {
-	for p := range b.r.Pairs {
-		col, dash := otherColour(p)
-		if len(b.r.Pairs) == 1 {
-			col, dash = thingColour(0) // one pair: the chart's only line
-		}
-		s := Series{Name: b.pair(p), Colour: col, Dashed: dash}
+	colour := otherColour
+	if len(b.r.Pairs) == 1 {
+		colour = thingColour // one pair: the chart's only line
+	}
+	return b.layerSeries(len(b.r.Pairs), b.pair, colour, f)
+}
+
+// layerSeries makes n series, the i-th named name(i), of f's i-th value
+// per layer.
+func (b *compareBuild) layerSeries(n int, name func(int) string, colour func(int) (int, bool), f func(taskvec.DeltaStats) []taskvec.Ratio) (series []Series, undefined bool) {
+	for i := range n {
+		col, dash := colour(i)
+		s := Series{Name: name(i), Colour: col, Dashed: dash}
 		for _, l := range b.r.Layers {
-			v := f(l)[p]
+			v := f(l)[i]
 			undefined = undefined || !v.Defined()
 			s.Values = append(s.Values, defined(v))
 		}
