@@ -24,27 +24,45 @@ func (p *Plan) Card(out string, recs []InputRecord, version string, hashed bool)
 	var b strings.Builder
 	def := p.Recipe.methodDef
 	fmt.Fprintf(&b, "---\nlibrary_name: transformers\ntags:\n- weightops\n- merge\n---\n\n")
-	fmt.Fprintf(&b, "# %s\n\n", filepath.Base(filepath.Clean(out)))
+	title := p.Recipe.Name
+	if title == "" {
+		title = filepath.Base(filepath.Clean(out))
+	}
+	fmt.Fprintf(&b, "# %s\n\n", title)
 	method := "`" + def.Name + "`"
 	if def.Paper != "" {
 		method = fmt.Sprintf("[`%s`](%s)", def.Name, def.Paper)
 	}
-	fmt.Fprintf(&b, "A merge of %d models made with weightops %s by the %s method: %s.\n\n", len(p.entries), version, method, def.Summary)
+	fmt.Fprintf(&b, "A merge of %d models made with weightops %s by the %s method: %s.\n\n", len(p.Checkpoints), version, method, def.Summary)
 	if p.Recipe.BaseModel != "" {
 		fmt.Fprintf(&b, "Base model: `%s`.\n", p.Recipe.BaseModel)
 	}
 	if dt := firstNonEmpty(p.Recipe.OutDType, p.Recipe.DType); dt != "" {
 		fmt.Fprintf(&b, "Written in %s.\n", dt)
 	}
-	b.WriteString("\n## Models\n\n| model | role | parameters |\n|---|---|---|\n")
-	for _, e := range p.orderedEntries() {
-		role, params := "merged", paramList(e.Params)
-		if e.Model == p.Recipe.BaseModel && !def.BaseIsModel {
-			role, params = "base", "—"
-		} else if e.Model == p.Recipe.BaseModel {
-			role = "base, merged"
+	if len(p.Recipe.Slices) == 0 {
+		b.WriteString("\n## Models\n\n| model | role | parameters |\n|---|---|---|\n")
+		for _, e := range p.orderedEntries() {
+			role, params := "merged", paramList(e.Params)
+			if sameModel(e.Model, p.Recipe.BaseModel) && def.Base != BaseNone {
+				role, params = "base", "—"
+			} else if sameModel(e.Model, p.Recipe.BaseModel) {
+				role = "base, merged"
+			}
+			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", cell(e.Model), role, cell(params))
 		}
-		fmt.Fprintf(&b, "| `%s` | %s | %s |\n", cell(e.Model), role, cell(params))
+	} else {
+		fmt.Fprintf(&b, "\n## Slices\n\n%d layers written, slice by slice:\n\n| slice | layers written | sources (layers) | parameters |\n|---|---|---|---|\n", p.Layers)
+		at := 0
+		for i, s := range p.Recipe.Slices {
+			n := s.Sources[0].To - s.Sources[0].From
+			var srcs []string
+			for _, src := range s.Sources {
+				srcs = append(srcs, fmt.Sprintf("`%s` [%d, %d) %s", cell(src.Model), src.From, src.To, cell(paramList(src.Params))))
+			}
+			fmt.Fprintf(&b, "| %d | [%d, %d) | %s | %s |\n", i+1, at, at+n, strings.Join(srcs, "; "), cell(paramList(s.Params)))
+			at += n
+		}
 	}
 	if len(p.Recipe.Params) > 0 {
 		fmt.Fprintf(&b, "\nMethod parameters: %s.\n", paramList(p.Recipe.Params))

@@ -28,6 +28,8 @@ func init() {
 		{"dare_linear", "drop entries of each τ_i with probability 1−density, rescale; weighted sum", "https://arxiv.org/abs/2311.03099", sparsify.Random, false, false, true},
 		{"breadcrumbs", "drop the top gamma fraction of |τ_i| (outliers) and keep the next density fraction; weighted sum", "https://arxiv.org/abs/2312.06795", sparsify.MagnitudeOutliers, false, false, false},
 		{"breadcrumbs_ties", "breadcrumbs with the sign election of ties", "https://arxiv.org/abs/2312.06795", sparsify.MagnitudeOutliers, true, false, false},
+		{"della", "keep each entry of τ_i with a probability rising with its magnitude rank in its row, from density − ε to density + ε (MAGPRUNE), rescale; sign election as ties", "https://arxiv.org/abs/2406.11617", sparsify.DellaMagprune, true, true, true},
+		{"della_linear", "della's MAGPRUNE without the sign election; weighted sum", "https://arxiv.org/abs/2406.11617", sparsify.DellaMagprune, false, false, true},
 	} {
 		Register(gtaMethod(m.name, m.summary, m.paper, m.sp, m.consensus, m.normalize, m.rescale))
 	}
@@ -42,7 +44,7 @@ type gta struct {
 
 func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, normalize, rescale bool) Method {
 	g := gta{sp: sp, consensus: consensus, normalize: normalize, rescale: rescale}
-	m := Method{Name: name, Summary: summary, Paper: paper, NeedsBase: true,
+	m := Method{Name: name, Summary: summary, Paper: paper, Base: BaseRequired,
 		Global: map[string]ParamSpec{
 			"normalize": withDefault(boolParam, fmt.Sprint(normalize)), "rescale": withDefault(boolParam, fmt.Sprint(rescale)),
 			"int8_mask": boolParam, "lambda": withDefault(numberParam, "1"),
@@ -59,7 +61,29 @@ func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, norma
 	if sp == sparsify.MagnitudeOutliers {
 		m.Tensor["gamma"] = withDefault(unitParam, "0.01")
 	}
+	if sp == sparsify.DellaMagprune {
+		m.Tensor["epsilon"] = withDefault(unitParam, "0.15")
+		m.CheckPlan = dellaCheck
+	}
 	return m
+}
+
+// dellaCheck refuses, as mergekit does, a density and ε whose keep
+// probabilities leave (0, 1): density ± ε must stay inside it.
+func dellaCheck(p *Plan, pr *Problems) {
+	for _, t := range p.Tensors {
+		tp := p.Tensor(t.Name)
+		if !t.DType.IsFloat() || len(tp.Sources) <= 1 {
+			continue
+		}
+		for i := range tp.Models() {
+			d, e := tp.Float(i, "density", 1), tp.Float(i, "epsilon", 0.15)
+			if d > 0 && d < 1 && (d+e >= 1 || d-e <= 0) {
+				pr.add("model %q: tensor %q: density %g ± epsilon %g leaves (0, 1); choose epsilon < min(density, 1 − density)", p.Refs[tp.model(i).Model], tp.model(i).Tensor, d, e)
+				return
+			}
+		}
+	}
 }
 
 // check: trim_scope: model is for magnitude trimming, with one density
@@ -79,6 +103,9 @@ func (g gta) check(r *Recipe, pr *Problems) {
 			}
 		}
 	}
+	if len(r.Slices) > 0 {
+		pr.add("line %d: trim_scope: model ranks whole models; it does not apply to slices", ts.Line)
+	}
 	scalar(r.Params)
 	for _, m := range r.Models {
 		scalar(m.Params)
@@ -87,38 +114,39 @@ func (g gta) check(r *Recipe, pr *Problems) {
 
 func (g gta) build(ctx context.Context, p *Plan, o stream.Options) (KernelFactory, error) {
 	var global [][2]sparsify.Cut
-	if p.strParam("trim_scope", "tensor") == "model" {
+	if ts, ok := p.Recipe.Params["trim_scope"]; ok && ts.Str != nil && *ts.Str == "model" {
 		var err error
 		if global, err = g.globalCuts(ctx, p, o); err != nil {
 			return nil, err
 		}
 	}
 	return func(t weights.TensorInfo) (stream.Kernel, error) {
-		pos := p.LayerT(t.Name)
+		tp := p.Tensor(t.Name)
 		rescale := sparsify.NoRescale
-		if p.boolParam("rescale", g.rescale) {
+		if tp.Bool("rescale", g.rescale) {
 			rescale = sparsify.L1 // mergekit's norm matching
 		}
-		if s := p.strParam("rescale_norm", ""); s != "" {
+		if s := tp.Str("rescale_norm", ""); s != "" {
 			rescale, _ = sparsify.ParseRescale(s)
 		}
 		cfg := GTAConfig{
 			Consensus: g.consensus,
-			Normalize: p.boolParam("normalize", g.normalize),
-			Lambda:    p.param(-1, "lambda").Float(t.Name, pos, 1),
+			Normalize: tp.Bool("normalize", g.normalize),
+			Lambda:    tp.Float(-1, "lambda", 1),
 		}
-		seed := uint64(p.param(-1, "seed").Float(t.Name, pos, 0))
-		perRow := p.strParam("granularity", "per_tensor") == "per_row"
-		for i := range p.Models {
+		seed := uint64(tp.Float(-1, "seed", 0))
+		perRow := tp.Str("granularity", "per_tensor") == "per_row"
+		for i := range tp.Models() {
 			var gc *[2]sparsify.Cut
 			if global != nil {
 				gc = &global[i]
 			}
-			cfg.Weights = append(cfg.Weights, p.param(i, "weight").Float(t.Name, pos, 0))
+			cfg.Weights = append(cfg.Weights, tp.Float(i, "weight", 0))
 			cfg.Sparsify = append(cfg.Sparsify, sparsify.Spec{
 				Method:  g.sp,
-				Density: p.param(i, "density").Float(t.Name, pos, 1),
-				Gamma:   p.param(i, "gamma").Float(t.Name, pos, 0.01),
+				Density: tp.Float(i, "density", 1),
+				Gamma:   tp.Float(i, "gamma", 0.01),
+				Epsilon: tp.Float(i, "epsilon", 0.15),
 				PerRow:  perRow,
 				Rescale: rescale,
 				Seed:    seed,
@@ -142,19 +170,29 @@ func (g gta) globalCuts(ctx context.Context, p *Plan, o stream.Options) ([][2]sp
 			total += n
 		}
 	}
-	out := make([][2]sparsify.Cut, len(p.Models))
-	for i, m := range p.Models {
+	// The models: form: every tensor has the same base and models.
+	var tp0 *TensorPlan
+	for _, t := range floats {
+		tp0 = p.Tensor(t.Name)
+		break
+	}
+	if tp0 == nil || !tp0.HasBase {
+		return nil, fmt.Errorf("trim_scope: model needs a base and floating tensors")
+	}
+	out := make([][2]sparsify.Cut, tp0.Models())
+	for i := range out {
+		m := p.source(tp0.model(i).Model)
 		sp := sparsify.Spec{
 			Method:  g.sp,
-			Density: p.param(i, "density").Float("", 0, 1),
-			Gamma:   p.param(i, "gamma").Float("", 0, 0.01),
+			Density: tp0.Float(i, "density", 1),
+			Gamma:   tp0.Float(i, "gamma", 0.01),
 		}
 		nTop, nKeep := sp.Counts(total)
 		h := sparsify.NewHistogram(nTop, nTop+nKeep)
 		pass := func(fine bool, phase string) error {
 			var mu sync.Mutex
 			job := &stream.Job{
-				Inputs:  []weights.Checkpoint{p.Base, m},
+				Inputs:  []weights.Checkpoint{p.source(tp0.Sources[0].Model), m},
 				Tensors: floats,
 				Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
 					var local *sparsify.Histogram
@@ -195,7 +233,7 @@ func (g gta) globalCuts(ctx context.Context, p *Plan, o stream.Options) ([][2]sp
 			_, err := job.Run(ctx)
 			return err
 		}
-		label := fmt.Sprintf("model-wide trim, model %d/%d", i+1, len(p.Models))
+		label := fmt.Sprintf("model-wide trim, model %d/%d", i+1, len(out))
 		if err := pass(false, label+", pass 1/2"); err != nil {
 			return nil, err
 		}

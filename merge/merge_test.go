@@ -310,14 +310,14 @@ func TestRecipeValidationErrors(t *testing.T) {
 		{"range", "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1, density: [0.5, 1.5]}\n", "density = 1.5 is outside [0, 1]"},
 		{"type", "merge_method: ties\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: heavy}\n", "weight must be a number"},
 		{"choice", "merge_method: breadcrumbs\nbase_model: base\nmodels:\n  - model: m1\n    parameters: {weight: 1}\nparameters: {granularity: per_rows}\n", `granularity "per_rows" is not one of per_tensor, per_row (did you mean "per_row"?)`},
-		{"slices", "merge_method: ties\nslices: []\nbase_model: base\nmodels: [m1]\n", "slices are not supported"},
-		{"slerp arity", "merge_method: slerp\nbase_model: base\nmodels: [base]\nparameters: {t: 0.5}\n", "exactly two models"},
-		{"stock arity", "merge_method: model_stock\nbase_model: base\nmodels: [base, m1]\n", "at least two other models"},
+		{"slices and models", "merge_method: ties\nslices: []\nbase_model: base\nmodels: [m1]\n", "give either models or slices, not both"},
+		{"slerp arity", "merge_method: slerp\nbase_model: base\nmodels: [base]\nparameters: {t: 0.5}\n", "slerp merges base_model and exactly 1 other model(s) (got 0)"},
+		{"stock arity", "merge_method: model_stock\nbase_model: base\nmodels: [base, m1]\n", "model_stock needs base_model and at least 2 other model(s) (got 1)"},
 		{"bad dtype", "merge_method: linear\nmodels:\n  - model: m1\n    parameters: {weight: 1}\nout_dtype: int8\n", `out_dtype "int8"`},
 		{"not yaml", "merge_method: [\n", "invalid YAML"},
 		{"missing model", "merge_method: linear\nmodels:\n  - model: nowhere\n    parameters: {weight: 1}\n", `model "nowhere" not found`},
 		{"linear base not listed", "merge_method: linear\nbase_model: m1\nmodels:\n  - model: m2\n    parameters: {weight: 1}\n", `base_model "m1" is not among them`},
-		{"shape", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: wide\n    parameters: {weight: 1}\n", "shapes differ from base: w [3] vs [2]"},
+		{"shape", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: wide\n    parameters: {weight: 1}\n", `model "wide": tensor "w" has shape [3], base ("w") has [2]`},
 		{"missing tensor", "merge_method: task_arithmetic\nbase_model: base\nmodels:\n  - model: less\n    parameters: {weight: 1}\n", "tensors missing from it but present in base: b"},
 	}
 	for _, c := range cases {

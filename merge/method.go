@@ -34,8 +34,25 @@ func required(p ParamSpec) ParamSpec { p.Required = true; return p }
 
 func withDefault(p ParamSpec, d string) ParamSpec { p.Default = d; return p }
 
+// BaseRole is what a method does with base_model.
+type BaseRole int
+
+// Base roles.
+const (
+	// BaseNone: the base, when one of the sources, is merged as one of the
+	// models with its parameters (linear, karcher, passthrough).
+	BaseNone BaseRole = iota
+	// BaseRequired: every tensor has the base as input 0 and merges the
+	// other sources against it (the task-arithmetic family, slerp).
+	BaseRequired
+	// BaseOptional: as BaseRequired when a base is given, else as BaseNone
+	// (nuslerp, multislerp).
+	BaseOptional
+)
+
 // KernelFactory builds the computation of one tensor of a merge. Inputs
-// are ordered base first (when the plan has one), then the models.
+// are the tensor's sources (TensorPlan): the base first when it has one,
+// then the models.
 type KernelFactory func(t weights.TensorInfo) (stream.Kernel, error)
 
 // Method is a merge method: the parameters it takes, the recipe checks
@@ -53,14 +70,16 @@ type Method struct {
 	// (which may also be given at top level, as defaults, as in
 	// mergekit).
 	Global, Tensor map[string]ParamSpec
-	// NeedsBase: base_model is required.
-	NeedsBase bool
-	// BaseIsModel: the base model, when listed among the models, is
-	// merged as one of them with its parameters (linear); otherwise the
-	// base's entry is the reference and its parameters are ignored.
-	BaseIsModel bool
-	// Check, if set, adds the method's own recipe problems (how many
-	// models it merges).
+	// Base is what the method does with base_model.
+	Base BaseRole
+	// MinModels and MaxModels bound how many models besides the base a
+	// tensor merges (MaxModels 0: no bound); a tensor with the base alone
+	// (or one model) is copied.
+	MinModels, MaxModels int
+	// Single, if set, says whether a tensor with a single source is that
+	// source copied (default: yes).
+	Single func(tp *TensorPlan) bool
+	// Check, if set, adds the method's own recipe problems.
 	Check func(r *Recipe, pr *Problems)
 	// CheckPlan, if set, adds problems that depend on the models' tensors
 	// (a parameter that resolves, for some tensor, to a value the method

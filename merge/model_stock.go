@@ -13,16 +13,12 @@ func init() {
 		Name:      "model_stock",
 		Summary:   "average of the models pulled towards the base by t = N·cosθ/(1+(N−1)·cosθ)",
 		Paper:     "https://arxiv.org/abs/2403.19522",
-		NeedsBase: true,
+		Base:      BaseRequired,
+		MinModels: 2,
 		Global:    map[string]ParamSpec{"filter_wise": withDefault(boolParam, "false")},
-		Check: func(r *Recipe, pr *Problems) {
-			if n := len(r.others()); n < 2 {
-				pr.add("model_stock needs base_model and at least two other models (got %d)", n)
-			}
-		},
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
-			fw := p.boolParam("filter_wise", false)
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
+				fw := p.Tensor(t.Name).Bool("filter_wise", false)
 				rl := 1
 				if len(t.Shape) > 0 {
 					rl = int(t.Shape[len(t.Shape)-1])

@@ -22,7 +22,10 @@ type Param struct {
 	Str     *string
 	Grad    []float64
 	Filters []FilteredParam
-	Line    int
+	// Steps is a list of non-numeric scalars: the one at ⌊t·(n−1)⌋ holds
+	// (mergekit's gradient of strings or booleans).
+	Steps []Param
+	Line  int
 }
 
 // FilteredParam is one entry of a filter list.
@@ -78,6 +81,22 @@ func decodeParam(n *yaml.Node) (Param, error) {
 			}
 			return p, nil
 		}
+		allScalar := len(n.Content) > 0
+		for _, c := range n.Content {
+			if c.Kind != yaml.ScalarNode {
+				allScalar = false
+			}
+		}
+		if allScalar {
+			for _, c := range n.Content {
+				v, err := decodeParam(c)
+				if err != nil {
+					return p, err
+				}
+				p.Steps = append(p.Steps, v)
+			}
+			return p, nil
+		}
 		for _, c := range n.Content {
 			if c.Kind != yaml.MappingNode {
 				return p, fmt.Errorf("line %d: a parameter list holds either numbers (a gradient) or {filter, value} entries", c.Line)
@@ -125,6 +144,8 @@ func (p Param) Eval(tensor string, t float64) (Param, bool) {
 		i1 := min(len(p.Grad)-1, i0+1)
 		frac := scaled - float64(i0)
 		return Number((1-frac)*p.Grad[i0] + frac*p.Grad[i1]), true
+	case p.Steps != nil:
+		return p.Steps[int(t*float64(len(p.Steps)-1))], true
 	case p.Filters != nil:
 		for _, f := range p.Filters {
 			if f.Filter == "" || f.Filter == "*" || strings.Contains(tensor, f.Filter) {
@@ -165,6 +186,10 @@ func (p Param) leaves(fn func(Param)) {
 		for _, f := range p.Filters {
 			f.Value.leaves(fn)
 		}
+	case p.Steps != nil:
+		for _, v := range p.Steps {
+			fn(v)
+		}
 	default:
 		fn(p)
 	}
@@ -187,6 +212,12 @@ func (p Param) String() string {
 		s := make([]string, len(p.Grad))
 		for i, g := range p.Grad {
 			s[i] = strconv.FormatFloat(g, 'g', -1, 64)
+		}
+		return "[" + strings.Join(s, ", ") + "]"
+	case p.Steps != nil:
+		s := make([]string, len(p.Steps))
+		for i, v := range p.Steps {
+			s[i] = v.String()
 		}
 		return "[" + strings.Join(s, ", ") + "]"
 	}

@@ -2,21 +2,22 @@ package merge
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/weightops/weightops/tensorname"
+	suggestpkg "github.com/weightops/weightops/internal/suggest"
 	"github.com/weightops/weightops/weights"
 )
 
-// Recipe is a merge configuration in mergekit's YAML format:
+// Recipe is a merge configuration in mergekit's YAML format, in either of
+// its two forms. Whole models:
 //
 //	merge_method: ties
 //	base_model: ./base
@@ -30,24 +31,75 @@ import (
 //	dtype: float32
 //	out_dtype: bfloat16
 //
+// or layer slices, each merging the same number of layers of its sources
+// (a passthrough "frankenmerge" stacks them):
+//
+//	slices:
+//	  - sources:
+//	      - model: ./a
+//	        layer_range: [0, 16]
+//	  - sources:
+//	      - model: ./b
+//	        layer_range: [8, 24]
+//	merge_method: passthrough
+//
 // Model references are local paths (a directory, a .safetensors or PyTorch
 // file, or a shard index), resolved against the working directory and then
-// the recipe's directory.
+// the recipe's directory; MODEL+ADAPTER merges a PEFT LoRA adapter into
+// the model as it is read.
 type Recipe struct {
-	Path      string
-	Source    []byte
-	Method    string
+	Path   string
+	Source []byte
+	Method string
+	// BaseModel is the global base_model ("" for none).
 	BaseModel string
-	Models    []ModelEntry
-	Params    map[string]Param
-	DType     string
-	OutDType  string
+	// Models is the models: form; Slices the slices: form (exactly one of
+	// them is set).
+	Models []ModelEntry
+	Slices []SliceDef
+	// Params are the top-level parameters: the method's global ones, and
+	// defaults for its per-model ones.
+	Params   map[string]Param
+	DType    string
+	OutDType string
+	// Tokenizer is the output vocabulary (tokenizer_source or the
+	// tokenizer block); nil keeps the base model's.
+	Tokenizer *TokenizerDef
+	// ChatTemplate is a named template or a literal Jinja one ("" for
+	// none).
+	ChatTemplate string
+	// Name is the recipe's name, for the model card.
+	Name string
+	// Warnings are what the recipe says that weightops accepts but does
+	// not use, as mergekit ignores it (a parameter the method does not
+	// take), one line each.
+	Warnings  []string
 	methodDef *Method
 }
 
 // ModelEntry is one item of a recipe's models list.
 type ModelEntry struct {
 	Model  string
+	Params map[string]Param
+	Line   int
+}
+
+// SliceDef is one output slice: the same number of consecutive layers
+// from each source, merged layer by layer.
+type SliceDef struct {
+	Sources []SourceDef
+	// BaseModel overrides the recipe's base_model for this slice.
+	BaseModel string
+	Params    map[string]Param
+	Line      int
+}
+
+// SourceDef is one source of a slice: a model's layers [From, To).
+type SourceDef struct {
+	Model    string
+	From, To int
+	// Whole: no layer_range, every layer of the model (the models: form).
+	Whole  bool
 	Params map[string]Param
 	Line   int
 }
@@ -74,7 +126,7 @@ func (p *Problems) err() error {
 	return p
 }
 
-var topKeys = []string{"merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "slices", "tokenizer_source", "tokenizer", "chat_template", "name"}
+var topKeys = []string{"merge_method", "base_model", "models", "slices", "modules", "parameters", "dtype", "out_dtype", "tokenizer_source", "tokenizer", "chat_template", "name"}
 
 // ParseRecipe reads a recipe, checking its structure: unknown keys and
 // methods (with a did-you-mean), parameter names, types and ranges. It does
@@ -97,30 +149,44 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 		return nil, pr
 	}
 	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		pr.add("a recipe is a YAML mapping with merge_method and models")
+		pr.add("a recipe is a YAML mapping with merge_method and models (or slices)")
 		return nil, pr
 	}
 	top := doc.Content[0]
 	var paramsNode *yaml.Node
+	var hasModels, hasSlices bool
 	for i := 0; i+1 < len(top.Content); i += 2 {
 		k, v := top.Content[i], top.Content[i+1]
 		switch k.Value {
 		case "merge_method":
 			r.Method = v.Value
 		case "base_model":
-			r.BaseModel = v.Value
+			r.BaseModel = scalar(v, "base_model", pr)
 		case "dtype":
 			r.DType = v.Value
 		case "out_dtype":
 			r.OutDType = v.Value
-		case "name", "tokenizer_source", "chat_template":
-			// Informational in mergekit; the base model's tokenizer files
-			// are copied beside the output.
+		case "name":
+			r.Name = v.Value
+		case "chat_template":
+			r.ChatTemplate = scalar(v, "chat_template", pr)
+		case "tokenizer_source":
+			r.parseTokenizerSource(v, pr)
 		case "tokenizer":
-			pr.add("line %d: tokenizer merging is not supported (the base model's tokenizer files are copied)", k.Line)
+			r.parseTokenizer(v, pr)
+		case "modules":
+			pr.add("line %d: modules: (per-module recipes for multi-module architectures) is not supported; use models: or slices:", k.Line)
 		case "slices":
-			pr.add("line %d: slices are not supported; list whole models under models", k.Line)
+			hasSlices = true
+			if v.Kind != yaml.SequenceNode {
+				pr.add("line %d: slices must be a list", v.Line)
+				continue
+			}
+			for _, s := range v.Content {
+				r.parseSlice(s, pr)
+			}
 		case "models":
+			hasModels = true
 			if v.Kind != yaml.SequenceNode {
 				pr.add("line %d: models must be a list", v.Line)
 				continue
@@ -139,11 +205,21 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 	case r.Method == "":
 		pr.add("merge_method is missing (one of %s)", strings.Join(MethodNames(), ", "))
 	case !ok:
-		pr.add("unknown merge_method %q%s (supported: %s)", r.Method, suggest(r.Method, MethodNames()), strings.Join(MethodNames(), ", "))
+		pr.add("unknown merge_method %q%s (supported: %s)", r.Method, suggestMethod(r.Method), strings.Join(MethodNames(), ", "))
 	}
 	r.methodDef = def
 	if paramsNode != nil {
 		r.Params = parseParams(paramsNode, pr)
+	}
+	switch {
+	case hasModels && hasSlices:
+		pr.add("give either models or slices, not both")
+	case !hasModels && !hasSlices:
+		pr.add("models is empty: list the models to merge (or the slices)")
+	case hasModels && len(r.Models) == 0:
+		pr.add("models is empty: list the models to merge")
+	case hasSlices && len(r.Slices) == 0:
+		pr.add("slices is empty: list the output slices")
 	}
 	if ok {
 		r.checkParams(pr)
@@ -155,16 +231,76 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 			}
 		}
 	}
-	if len(r.Models) == 0 {
-		pr.add("models is empty: list the models to merge")
-	}
-	if ok && def.NeedsBase && r.BaseModel == "" {
+	if ok && def.Base == BaseRequired && r.BaseModel == "" && !r.slicesHaveBases() {
 		pr.add("%s needs base_model", r.Method)
+	}
+	if ok && len(r.Models) > 0 {
+		r.checkArity(pr)
 	}
 	if ok && def.Check != nil {
 		def.Check(r, pr)
 	}
 	return r, pr.err()
+}
+
+// suggestMethod is a did-you-mean over the methods for a likely typo
+// ("tiez"), but not across method families: a name whose first word
+// differs from the guess's ("foo_linear" vs "dare_linear") is another
+// method, not a misspelling.
+func suggestMethod(name string) string {
+	guess := suggestpkg.Closest(name, MethodNames())
+	if guess == "" {
+		return ""
+	}
+	a, _, cutA := strings.Cut(name, "_")
+	b, _, cutB := strings.Cut(guess, "_")
+	if cutA && cutB && a != b {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", guess)
+}
+
+// checkArity checks how many models a models: recipe merges besides the
+// base (slices are checked tensor by tensor on Open).
+func (r *Recipe) checkArity(pr *Problems) {
+	def := r.methodDef
+	n, what, other := len(r.others()), "base_model and ", "other "
+	if def.Base == BaseNone {
+		other = ""
+		// The base, when not listed, is merged as one more model.
+		n, what = len(r.Models), ""
+		if r.BaseModel != "" && len(r.others()) == len(r.Models) {
+			n++
+		}
+	}
+	switch {
+	case def.MinModels > 0 && def.MinModels == def.MaxModels && n != def.MinModels:
+		pr.add("%s merges %sexactly %d %smodel(s) (got %d)", def.Name, what, def.MinModels, other, n)
+	case def.MinModels > 0 && n < def.MinModels:
+		pr.add("%s needs %sat least %d %smodel(s) (got %d)", def.Name, what, def.MinModels, other, n)
+	case def.MaxModels > 0 && n > def.MaxModels:
+		pr.add("%s merges %sat most %d %smodel(s) (got %d)", def.Name, what, def.MaxModels, other, n)
+	}
+}
+
+func (r *Recipe) slicesHaveBases() bool {
+	if len(r.Slices) == 0 {
+		return false
+	}
+	for _, s := range r.Slices {
+		if s.BaseModel == "" {
+			return false
+		}
+	}
+	return true
+}
+
+func scalar(v *yaml.Node, key string, pr *Problems) string {
+	if v.Kind != yaml.ScalarNode {
+		pr.add("line %d: %s must be a string", v.Line, key)
+		return ""
+	}
+	return v.Value
 }
 
 func (r *Recipe) parseModel(n *yaml.Node, pr *Problems) {
@@ -177,7 +313,7 @@ func (r *Recipe) parseModel(n *yaml.Node, pr *Problems) {
 			k, v := n.Content[i], n.Content[i+1]
 			switch k.Value {
 			case "model":
-				e.Model = v.Value
+				e.Model = scalar(v, "model", pr)
 			case "parameters":
 				e.Params = parseParams(v, pr)
 			default:
@@ -192,10 +328,92 @@ func (r *Recipe) parseModel(n *yaml.Node, pr *Problems) {
 		pr.add("line %d: models entry without model", n.Line)
 		return
 	}
-	if strings.Contains(e.Model, "+") && !exists(e.Model) {
-		pr.add("line %d: model %q: model+LoRA references are not supported; merge the adapter first", n.Line, e.Model)
-	}
 	r.Models = append(r.Models, e)
+}
+
+func (r *Recipe) parseSlice(n *yaml.Node, pr *Problems) {
+	s := SliceDef{Line: n.Line, Params: map[string]Param{}}
+	if n.Kind != yaml.MappingNode {
+		pr.add("line %d: a slice is {sources: [...], parameters: {...}}", n.Line)
+		return
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "sources":
+			if v.Kind != yaml.SequenceNode {
+				pr.add("line %d: sources must be a list", v.Line)
+				continue
+			}
+			for _, src := range v.Content {
+				if d, ok := parseSource(src, pr); ok {
+					s.Sources = append(s.Sources, d)
+				}
+			}
+		case "base_model":
+			s.BaseModel = scalar(v, "base_model", pr)
+		case "parameters":
+			s.Params = parseParams(v, pr)
+		case "residual_weight":
+			pr.add("line %d: residual_weight is not supported (mergekit does not use it either)", k.Line)
+		default:
+			pr.add("line %d: unknown key %q in a slice%s", k.Line, k.Value, suggest(k.Value, []string{"sources", "base_model", "parameters"}))
+		}
+	}
+	if len(s.Sources) == 0 {
+		pr.add("line %d: a slice needs sources", n.Line)
+		return
+	}
+	n0 := s.Sources[0].To - s.Sources[0].From
+	for _, src := range s.Sources[1:] {
+		if src.To-src.From != n0 {
+			pr.add("line %d: every source of a slice must span the same number of layers (%s: %d, %s: %d)", src.Line, s.Sources[0].Model, n0, src.Model, src.To-src.From)
+			break
+		}
+	}
+	r.Slices = append(r.Slices, s)
+}
+
+func parseSource(n *yaml.Node, pr *Problems) (SourceDef, bool) {
+	d := SourceDef{Line: n.Line, Params: map[string]Param{}}
+	if n.Kind != yaml.MappingNode {
+		pr.add("line %d: a slice source is {model: PATH, layer_range: [from, to]}", n.Line)
+		return d, false
+	}
+	hasRange := false
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		switch k.Value {
+		case "model":
+			d.Model = scalar(v, "model", pr)
+		case "layer_range":
+			hasRange = true
+			if v.Kind != yaml.SequenceNode || len(v.Content) != 2 {
+				pr.add("line %d: layer_range is [from, to] (to excluded)", v.Line)
+				continue
+			}
+			a, err1 := strconv.Atoi(v.Content[0].Value)
+			b, err2 := strconv.Atoi(v.Content[1].Value)
+			if err1 != nil || err2 != nil || a < 0 || b <= a {
+				pr.add("line %d: layer_range [%s, %s]: want integers 0 ≤ from < to", v.Line, v.Content[0].Value, v.Content[1].Value)
+				continue
+			}
+			d.From, d.To = a, b
+		case "parameters":
+			d.Params = parseParams(v, pr)
+		default:
+			pr.add("line %d: unknown key %q in a slice source%s", k.Line, k.Value, suggest(k.Value, []string{"model", "layer_range", "parameters"}))
+		}
+	}
+	switch {
+	case d.Model == "":
+		pr.add("line %d: slice source without model", n.Line)
+		return d, false
+	case !hasRange:
+		pr.add("line %d: slice source %s without layer_range", n.Line, d.Model)
+		return d, false
+	}
+	return d, true
 }
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -219,12 +437,32 @@ func parseParams(n *yaml.Node, pr *Problems) map[string]Param {
 	return out
 }
 
-// others are the models that are not the base.
+// sameModel reports whether two model references name the same model.
+func sameModel(a, b string) bool { return a != "" && filepath.Clean(a) == filepath.Clean(b) }
+
+// others are the models: entries that are not the base.
 func (r *Recipe) others() []ModelEntry {
 	var out []ModelEntry
 	for _, m := range r.Models {
-		if r.BaseModel == "" || filepath.Clean(m.Model) != filepath.Clean(r.BaseModel) {
+		if !sameModel(m.Model, r.BaseModel) {
 			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// otherMethodsParams are the parameter names some method takes: a recipe
+// that gives one to a method that does not take it (weight to slerp, as
+// mergekit's own tests do) gets a warning, not an error; any other unknown
+// name is an error with a did-you-mean.
+func otherMethodsParams() map[string]bool {
+	out := map[string]bool{}
+	for _, m := range Methods() {
+		for k := range m.Global {
+			out[k] = true
+		}
+		for k := range m.Tensor {
+			out[k] = true
 		}
 	}
 	return out
@@ -240,16 +478,31 @@ func (r *Recipe) checkParams(pr *Problems) {
 		v.Required = false // a top-level tensor parameter is a default
 		allowedTop[k] = v
 	}
+	known := otherMethodsParams()
 	check := func(where string, params map[string]Param, allowed map[string]ParamSpec) {
 		names := make([]string, 0, len(allowed))
 		for k := range allowed {
 			names = append(names, k)
 		}
 		sort.Strings(names)
-		for name, p := range params {
+		keys := make([]string, 0, len(params))
+		for k := range params {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, name := range keys {
+			p := params[name]
 			spec, ok := allowed[name]
 			if !ok {
-				pr.add("line %d: %s: unknown parameter %q for %s%s (accepted: %s)", p.Line, where, name, def.Name, suggest(name, names), strings.Join(names, ", "))
+				if known[name] {
+					r.Warnings = append(r.Warnings, fmt.Sprintf("line %d: %s: %s does not use parameter %q; ignored (as mergekit does)", p.Line, where, def.Name, name))
+					continue
+				}
+				accepted := strings.Join(names, ", ")
+				if accepted == "" {
+					accepted = "none"
+				}
+				pr.add("line %d: %s: unknown parameter %q for %s%s (accepted: %s)", p.Line, where, name, def.Name, suggest(name, names), accepted)
 				continue
 			}
 			p.leaves(func(v Param) {
@@ -276,50 +529,36 @@ func (r *Recipe) checkParams(pr *Problems) {
 	}
 	check("parameters", r.Params, allowedTop)
 	for name, spec := range def.Global {
-		if _, ok := r.Params[name]; spec.Required && !ok {
+		if _, ok := r.Params[name]; spec.Required && !ok && !r.everySliceHas(name) {
 			pr.add("%s needs parameters.%s", def.Name, name)
 		}
 	}
+	// Per model: the method's tensor parameters. (Whether a required one
+	// resolves for every tensor — filters, slices — is checked on Open.)
 	for _, m := range r.Models {
-		isBase := r.BaseModel != "" && filepath.Clean(m.Model) == filepath.Clean(r.BaseModel)
-		if isBase && !def.BaseIsModel {
+		if sameModel(m.Model, r.BaseModel) && def.Base != BaseNone {
 			continue // mergekit ignores parameters on the base entry
 		}
-		where := fmt.Sprintf("model %s", m.Model)
-		check(where, m.Params, def.Tensor)
-		for name, spec := range def.Tensor {
-			_, here := m.Params[name]
-			_, top := r.Params[name]
-			if spec.Required && !here && !top {
-				pr.add("line %d: %s: %s needs parameter %q", m.Line, where, def.Name, name)
-			}
+		check(fmt.Sprintf("model %s", m.Model), m.Params, def.Tensor)
+	}
+	for i, s := range r.Slices {
+		check(fmt.Sprintf("slice %d", i+1), s.Params, allowedTop)
+		for _, src := range s.Sources {
+			check(fmt.Sprintf("slice %d source %s", i+1, src.Model), src.Params, def.Tensor)
 		}
 	}
 }
 
-// Plan is a validated recipe with its checkpoints open.
-type Plan struct {
-	Recipe *Recipe
-	// Base is the base model's checkpoint (nil for linear without base).
-	Base weights.Checkpoint
-	// Models are the merged models' checkpoints, base excluded (for linear,
-	// every listed model).
-	Models  []weights.Checkpoint
-	entries []ModelEntry
-	Tensors []weights.TensorInfo
-	layers  int
-}
-
-// Close closes every checkpoint of the plan.
-func (p *Plan) Close() {
-	if p.Base != nil {
-		p.Base.Close()
+func (r *Recipe) everySliceHas(name string) bool {
+	if len(r.Slices) == 0 {
+		return false
 	}
-	for _, m := range p.Models {
-		if m != nil {
-			m.Close()
+	for _, s := range r.Slices {
+		if _, ok := s.Params[name]; !ok {
+			return false
 		}
 	}
+	return true
 }
 
 // resolve finds a model path relative to the working directory, then to
@@ -332,181 +571,6 @@ func (r *Recipe) resolve(ref string) string {
 		return alt
 	}
 	return ref
-}
-
-// Open opens every model (headers only) and checks that the tensors line
-// up: same names and shapes in every input. All problems are reported at
-// once, before any tensor data is read.
-func (r *Recipe) Open() (*Plan, error) {
-	pr := &Problems{File: r.Path}
-	p := &Plan{Recipe: r}
-	open := func(ref string, line int) weights.Checkpoint {
-		c, err := weights.Open(r.resolve(ref))
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				pr.add("line %d: model %q not found", line, ref)
-			} else {
-				pr.add("model %q: %v", ref, err)
-			}
-			return nil
-		}
-		return c
-	}
-	if r.BaseModel != "" {
-		p.Base = open(r.BaseModel, 0)
-	}
-	entries := r.others()
-	if r.methodDef.BaseIsModel {
-		entries = r.Models
-	}
-	for _, m := range entries {
-		p.Models = append(p.Models, open(m.Model, m.Line))
-		p.entries = append(p.entries, m)
-	}
-	if len(pr.List) > 0 {
-		p.Close()
-		return nil, pr
-	}
-	ref := p.Base
-	refName := r.BaseModel
-	if ref == nil {
-		ref, refName = p.Models[0], entries[0].Model
-	}
-	p.Tensors = ref.Tensors()
-	inputs := append([]weights.Checkpoint{p.Base}, p.Models...)
-	names := append([]string{r.BaseModel}, modelNames(entries)...)
-	for i, c := range inputs {
-		if c == nil || c == ref {
-			continue
-		}
-		var missing, extra, shape []string
-		for _, t := range p.Tensors {
-			info, ok := c.Info(t.Name)
-			switch {
-			case !ok:
-				missing = append(missing, t.Name)
-			case !weights.SameShape(info.Shape, t.Shape):
-				shape = append(shape, fmt.Sprintf("%s %s vs %s", t.Name, info.ShapeString(), t.ShapeString()))
-			}
-		}
-		for _, t := range c.Tensors() {
-			if _, ok := ref.Info(t.Name); !ok {
-				extra = append(extra, t.Name)
-			}
-		}
-		report := func(what string, list []string) {
-			if len(list) == 0 {
-				return
-			}
-			more := ""
-			if len(list) > 3 {
-				more = fmt.Sprintf(" and %d more", len(list)-3)
-				list = list[:3]
-			}
-			pr.add("model %q: %s %s: %s%s", names[i], what, refName, strings.Join(list, ", "), more)
-		}
-		report("tensors missing from it but present in", missing)
-		report("tensors not in", extra)
-		report("shapes differ from", shape)
-	}
-	if len(pr.List) > 0 {
-		p.Close()
-		return nil, pr
-	}
-	tensors := make([]string, len(p.Tensors))
-	for i, t := range p.Tensors {
-		tensors[i] = t.Name
-	}
-	p.layers = tensorname.Layers(tensors)
-	if r.methodDef.CheckPlan != nil {
-		if r.methodDef.CheckPlan(p, pr); len(pr.List) > 0 {
-			p.Close()
-			return nil, pr
-		}
-	}
-	return p, nil
-}
-
-func modelNames(es []ModelEntry) []string {
-	out := make([]string, len(es))
-	for i, e := range es {
-		out[i] = e.Model
-	}
-	return out
-}
-
-// LayerT is the position of a tensor along the network for gradient
-// parameters: layer i of L is at i/(L−1); tensors outside the numbered
-// layers sit at 0 (embeddings) or 1 (final norm, head), as in mergekit.
-func (p *Plan) LayerT(name string) float64 {
-	i, ok := tensorname.Layer(name)
-	if !ok {
-		if tensorname.KindOf(name) == tensorname.Input {
-			return 0
-		}
-		return 1
-	}
-	if p.layers <= 1 {
-		return 0
-	}
-	return float64(i) / float64(p.layers-1)
-}
-
-// param finds a parameter for model m (or the top level when m < 0).
-func (p *Plan) param(m int, name string) *Param {
-	if m >= 0 {
-		if v, ok := p.entries[m].Params[name]; ok {
-			return &v
-		}
-	}
-	if v, ok := p.Recipe.Params[name]; ok {
-		return &v
-	}
-	return nil
-}
-
-func (p *Plan) boolParam(name string, def bool) bool {
-	v := p.param(-1, name)
-	if v == nil || v.Bool == nil {
-		return def
-	}
-	return *v.Bool
-}
-
-func (p *Plan) strParam(name, def string) string {
-	v := p.param(-1, name)
-	if v == nil || v.Str == nil {
-		return def
-	}
-	return *v.Str
-}
-
-// Inputs lists the plan's checkpoints in kernel input order: the base
-// first, then the models. For a method that merges the base as one of the
-// models (linear), only the models: a base listed among them is merged
-// with its weight, one that is not is the reference for tensor names,
-// shapes and the config, not an input.
-func (p *Plan) Inputs() []weights.Checkpoint {
-	if p.Base != nil && !p.Recipe.methodDef.BaseIsModel {
-		return append([]weights.Checkpoint{p.Base}, p.Models...)
-	}
-	return append([]weights.Checkpoint(nil), p.Models...)
-}
-
-// OutDType is the dtype written for tensor t: out_dtype, else dtype, else
-// the reference model's dtype. Non-float tensors keep theirs.
-func (p *Plan) OutDType(t weights.TensorInfo) weights.DType {
-	if !t.DType.IsFloat() {
-		return t.DType
-	}
-	for _, s := range []string{p.Recipe.OutDType, p.Recipe.DType} {
-		if s != "" {
-			if dt, err := weights.ParseFloatDType(s); err == nil {
-				return dt
-			}
-		}
-	}
-	return weights.OutputDType(t.DType, nil)
 }
 
 // canonicalYAML strips trailing spaces so the recorded recipe is tidy.

@@ -53,12 +53,12 @@ var placeholder = strings.Repeat("0", 64)
 func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, error) {
 	// The side files (config, tokenizer) are read and checked before the
 	// merge, written after it.
-	src, srcCk := p.Recipe.BaseModel, p.Base
-	if src == "" {
-		src, srcCk = p.entries[0].Model, p.Models[0]
-	}
-	side, err := o.ReadModelFiles(out, p.Recipe.resolve(src))
+	srcCk := p.Checkpoints[p.reference]
+	side, err := o.ReadModelFiles(out, modelPart(p.Recipe.resolve(p.Refs[p.reference])))
 	if err != nil {
+		return nil, err
+	}
+	if err := p.adjustSideFiles(side); err != nil {
 		return nil, err
 	}
 	kernels, err := p.Recipe.methodDef.Build(ctx, p, o.Options)
@@ -116,11 +116,28 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 	if err != nil {
 		return nil, err
 	}
+	optional := make([]bool, len(p.Inputs()))
+	for i := range optional {
+		optional[i] = true // a tensor reads as many inputs as it has sources
+	}
 	job := &stream.Job{
-		Inputs:  p.Inputs(),
-		Tensors: tensors,
+		Inputs:   p.Inputs(),
+		Optional: optional,
+		Tensors:  tensors,
+		PassThrough: func(t weights.TensorInfo) int {
+			if tp := p.Tensor(t.Name); !t.DType.IsFloat() || (len(tp.Sources) == 1 && p.copies(tp)) {
+				return 0
+			}
+			return -1
+		},
 		Outputs: []stream.Output{stream.CheckpointOutput(path, stream.HFMetadata(md(records)), p.OutDType, o.ShardSize)},
-		Kernel:  kernels,
+		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
+			k, err := kernels(t)
+			if err != nil {
+				return nil, err
+			}
+			return ownInputs{k, len(p.Tensor(t.Name).Sources)}, nil
+		},
 		Phase:   "merging",
 		Options: o.Options,
 		Finalize: func() ([]map[string]string, error) {
@@ -171,11 +188,52 @@ func (p *Plan) inputRecords() []InputRecord {
 		}
 		recs = append(recs, r)
 	}
-	if p.Base != nil {
-		add("base", p.Recipe.BaseModel, p.Base)
-	}
-	for i, m := range p.Models {
-		add("model", p.entries[i].Model, m)
+	for i, c := range p.Checkpoints {
+		role := "model"
+		if c == p.Base {
+			role = "base"
+		}
+		add(role, p.Refs[i], c)
 	}
 	return recs
+}
+
+// copies reports whether a tensor with a single source is that source
+// copied (every method but passthrough with a scale).
+func (p *Plan) copies(tp *TensorPlan) bool {
+	if d := p.Recipe.methodDef; d.Single != nil {
+		return d.Single(tp)
+	}
+	return true
+}
+
+// ownInputs hands a kernel only its tensor's inputs: the job has as many
+// inputs as the tensor with the most sources, and a slice may merge fewer.
+type ownInputs struct {
+	stream.Kernel
+	n int
+}
+
+func (k ownInputs) Compute(ctx context.Context, t *stream.Tensor) error {
+	t.In = t.In[:k.n]
+	return k.Kernel.Compute(ctx, t)
+}
+
+// Release forwards to the kernel, which may hold pooled caches.
+func (k ownInputs) Release() {
+	if r, ok := k.Kernel.(interface{ Release() }); ok {
+		r.Release()
+	}
+}
+
+// modelPart is the model of a MODEL+ADAPTER reference (itself otherwise):
+// where the side files come from.
+func modelPart(ref string) string {
+	if exists(ref) {
+		return ref
+	}
+	if m, _, ok := strings.Cut(ref, "+"); ok {
+		return m
+	}
+	return ref
 }

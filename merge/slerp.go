@@ -13,16 +13,12 @@ func init() {
 		Name:      "slerp",
 		Summary:   "spherical interpolation from the base (t = 0) to the other model, lerp when nearly parallel",
 		Paper:     "https://en.wikipedia.org/wiki/Slerp",
-		NeedsBase: true,
-		Global:    map[string]ParamSpec{"t": required(unitParam)},
-		Check: func(r *Recipe, pr *Problems) {
-			if n := len(r.others()); n != 1 {
-				pr.add("slerp merges exactly two models: base_model and one other (got %d others)", n)
-			}
-		},
+		Base:      BaseRequired,
+		MinModels: 1, MaxModels: 1,
+		Global: map[string]ParamSpec{"t": required(unitParam)},
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
-				return stream.Passes(NewSlerpKernel(p.param(-1, "t").Float(t.Name, p.LayerT(t.Name), 0.5))), nil
+				return stream.Passes(NewSlerpKernel(p.Tensor(t.Name).Float(-1, "t", 0.5))), nil
 			}, nil
 		},
 	})

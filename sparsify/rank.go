@@ -140,6 +140,11 @@ func NewHistogram(ks ...int64) *Histogram {
 	return &Histogram{ks: ks}
 }
 
+// SetRanks sets the wanted ranks of a histogram made without them, once
+// its first pass has counted the keys (a rank that depends on what the
+// pass saw); call it before EndCoarse.
+func (h *Histogram) SetRanks(ks ...int64) { h.ks = ks }
+
 // AddCoarse feeds keys during the first pass.
 func (h *Histogram) AddCoarse(keys []uint32) {
 	for _, k := range keys {

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"sort"
 )
 
 // Method names a sparsification of a task vector.
@@ -22,10 +23,16 @@ const (
 	// MagnitudeOutliers drops the top Gamma fraction by |τ| and keeps the
 	// next Density fraction (Model Breadcrumbs).
 	MagnitudeOutliers
+	// DellaMagprune keeps each entry with a probability rising with its
+	// magnitude rank within its row (last dimension; a 1-D tensor is one
+	// row): from Density − Epsilon for the smallest to Density + Epsilon
+	// for the largest, linearly in the rank (DELLA's MAGPRUNE, as
+	// mergekit draws it).
+	DellaMagprune
 )
 
 func (m Method) String() string {
-	return [...]string{"none", "magnitude", "random", "magnitude_outliers"}[m]
+	return [...]string{"none", "magnitude", "random", "magnitude_outliers", "della_magprune"}[m]
 }
 
 // Rescale says how kept entries are scaled after sparsification.
@@ -67,6 +74,7 @@ type Spec struct {
 	Method  Method
 	Density float64 // fraction kept (of all entries)
 	Gamma   float64 // MagnitudeOutliers: top fraction dropped
+	Epsilon float64 // DellaMagprune: half the spread of keep probabilities
 	// PerRow ranks each row (last dimension) on its own, as the official
 	// Breadcrumbs code does; otherwise the flattened tensor is ranked, as
 	// mergekit does. 0-D and 1-D tensors are one row either way.
@@ -104,7 +112,7 @@ func (s Spec) Active() bool {
 	switch s.Method {
 	case Magnitude:
 		return s.Density < 1
-	case Random:
+	case Random, DellaMagprune:
 		return s.Density < 1
 	case MagnitudeOutliers:
 		return s.Density < 1 || s.Gamma > 0
@@ -140,6 +148,7 @@ type TensorSparsifier struct {
 	keys        []uint32
 	scratch     []uint32
 	keep        []bool
+	order, rank []int
 
 	needNorm      bool
 	before, after float64
@@ -155,7 +164,7 @@ func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier
 		n *= d
 	}
 	rowLen := int(n)
-	if len(shape) >= 2 && s.PerRow {
+	if len(shape) >= 2 && (s.PerRow || s.Method == DellaMagprune) {
 		rowLen = int(shape[len(shape)-1])
 	}
 	h := fnv.New64a()
@@ -297,6 +306,8 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 		for i := range keep {
 			keep[i] = t.rng.Float64() < t.spec.Density
 		}
+	case DellaMagprune:
+		t.dellaMask(chunk, keep)
 	case Magnitude, MagnitudeOutliers:
 		keys := t.keysOf(chunk)
 		if t.hist != nil { // per-tensor cuts
@@ -408,4 +419,41 @@ func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 		}
 	}
 	return kept
+}
+
+// dellaMask draws MAGPRUNE's keep decisions for whole rows of a chunk: an
+// entry of magnitude rank r (0 for the smallest, ties by index) in a row
+// of L is kept with probability (d − ε) + 2ε·r/(L−1); a row of one entry
+// with probability d (mergekit divides 0 by 0 there and fails). Draws are
+// in index order, so a pass repeats them exactly.
+func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
+	d, eps := t.spec.Density, t.spec.Epsilon
+	if d <= 0 {
+		clear(keep)
+		return
+	}
+	rl := t.rowLen
+	keys := t.keysOf(chunk)
+	if cap(t.order) < rl {
+		t.order = make([]int, rl)
+		t.rank = make([]int, rl)
+	}
+	order, rank := t.order[:rl], t.rank[:rl]
+	for r := 0; r+rl <= len(chunk); r += rl {
+		rk := keys[r : r+rl]
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return rk[order[a]] < rk[order[b]] })
+		for pos, i := range order {
+			rank[i] = pos
+		}
+		for i := range rk {
+			norm := 0.5
+			if rl > 1 {
+				norm = float64(rank[i]) / float64(rl-1)
+			}
+			keep[r+i] = t.rng.Float64() < (d-eps)+2*eps*norm
+		}
+	}
 }

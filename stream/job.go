@@ -51,6 +51,27 @@ type MetadataRewriter interface {
 	RewriteMetadata(md map[string]string) error
 }
 
+// Router is an input checkpoint that reads each tensor of a job from a
+// file and tensor name of its own (a merge's slices read layer 3 of one
+// model as layer 7 of the output): errors about an input name those.
+type Router interface {
+	Route(tensor string) (file, name string)
+}
+
+// where names input i's file and tensor for a job tensor, in errors.
+func (j *Job) where(i int, tensor string) (file, name string) {
+	if r, ok := j.Inputs[i].(Router); ok {
+		return r.Route(tensor)
+	}
+	return j.Inputs[i].Path(), tensor
+}
+
+// inputError is a TensorError about input i's copy of a job tensor.
+func (j *Job) inputError(i int, tensor string, err error) error {
+	file, name := j.where(i, tensor)
+	return &weights.TensorError{File: file, Tensor: name, Err: err}
+}
+
 // Output is one output of a job.
 type Output struct {
 	// Path names the output in errors and in the files returned.
@@ -323,7 +344,7 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 		}
 		defer j.bytes.Put(ten.Data)
 		if !weights.SameShape(ten.Shape, t.Shape) {
-			return &weights.TensorError{File: in.Path(), Tensor: t.Name, Err: fmt.Errorf("shape %s, expected %s", ten.ShapeString(), t.ShapeString())}
+			return j.inputError(i, t.Name, fmt.Errorf("shape %s, expected %s", ten.ShapeString(), t.ShapeString()))
 		}
 		task.In[i] = ten
 		read += int64(len(ten.Data))
@@ -380,11 +401,10 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 		if !j.AllowNonFinite {
 			nan, inf, err := weights.CountNonFinite(in.DType, in.Data)
 			if err != nil {
-				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+				return nil, j.inputError(i, t.Name, err)
 			}
 			if nan+inf > 0 {
-				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name,
-					Err: fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf)}
+				return nil, j.inputError(i, t.Name, fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf))
 			}
 			continue
 		}
@@ -392,7 +412,7 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 			mask = make([]bool, n)
 		}
 		if _, err := weights.MarkNonFinite(in.DType, in.Data, mask); err != nil {
-			return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+			return nil, j.inputError(i, t.Name, err)
 		}
 	}
 	if mask == nil || !slices.Contains(mask, true) {
@@ -401,7 +421,7 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 	for i, in := range t.In {
 		if in.Data != nil && in.DType.IsFloat() {
 			if err := weights.ZeroMarked(in.DType, in.Data, mask); err != nil {
-				return nil, &weights.TensorError{File: j.Inputs[i].Path(), Tensor: t.Name, Err: err}
+				return nil, j.inputError(i, t.Name, err)
 			}
 		}
 	}

@@ -105,7 +105,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		outs[k] = F64.Get(int(min(chunk, n)))
 		defer F64.Put(outs[k])
 	}
-	file := func(i int) string { return t.job.Inputs[i].Path() }
+	file := func(i int) string { f, _ := t.job.where(i, t.Name); return f }
 	decode := func(start, end int64, dst [][]float64) error {
 		for i, r := range raws {
 			if skip[i] {
@@ -116,7 +116,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 				continue
 			}
 			if err := weights.Decode(r.DType, r.Data[r.DType.Bytes(start):r.DType.Bytes(end)], dst[i][:end-start]); err != nil {
-				return &weights.TensorError{File: file(i), Tensor: t.Name, Err: err}
+				return t.job.inputError(i, t.Name, err)
 			}
 		}
 		return nil
