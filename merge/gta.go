@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 
 	"github.com/weightops/weightops/sparsify"
@@ -60,12 +61,44 @@ func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, norma
 	}
 	if sp == sparsify.MagnitudeOutliers {
 		m.Tensor["gamma"] = withDefault(unitParam, "0.01")
+		m.CheckPlan = breadcrumbsNote
 	}
 	if sp == sparsify.DellaMagprune {
 		m.Tensor["epsilon"] = withDefault(unitParam, "0.15")
 		m.CheckPlan = dellaCheck
 	}
 	return m
+}
+
+// breadcrumbsNote says where this recipe meets mergekit's bug: when
+// ⌊γ·n⌋ = 0 for a tensor of n entries (with density < 1), mergekit's mask
+// slice [n_bot:-0] is empty and zeroes the task vector; weightops drops
+// nothing from the top and keeps the top density fraction.
+func breadcrumbsNote(p *Plan, _ *Problems) {
+	var hit []string
+	for _, t := range p.Tensors {
+		tp := p.Tensor(t.Name)
+		n, _ := t.NumElements()
+		if !t.DType.IsFloat() || len(tp.Sources) <= 1 {
+			continue
+		}
+		for i := range tp.Models() {
+			g, d := tp.Float(i, "gamma", 0.01), tp.Float(i, "density", 1)
+			if g > 0 && d < 1 && int64(g*float64(n)) == 0 {
+				hit = append(hit, t.Name)
+				break
+			}
+		}
+	}
+	if len(hit) == 0 {
+		return
+	}
+	more := ""
+	if len(hit) > 3 {
+		more = fmt.Sprintf(" and %d more", len(hit)-3)
+		hit = hit[:3]
+	}
+	p.Warnings = append(p.Warnings, fmt.Sprintf("gamma·n < 1 for %s%s: mergekit zeroes these task vectors (an empty slice [n_bot:-0]); weightops drops no outlier there and keeps the top density fraction, as the method intends", strings.Join(hit, ", "), more))
 }
 
 // dellaCheck refuses, as mergekit does, a density and ε whose keep

@@ -777,3 +777,23 @@ func writeFile(t *testing.T, path, s string) {
 		t.Fatal(err)
 	}
 }
+
+// TestWarnings: a parameter another method takes is accepted with a
+// warning (mergekit's own tests give slerp a weight); a typo is an error;
+// a Breadcrumbs tensor where γ·n < 1 is noted as where mergekit differs.
+func TestWarnings(t *testing.T) {
+	f := newFixture(t, []string{"base", "m"}, 15, basic, randomFT)
+	plan := openRecipe(t, f.dir, "merge_method: slerp\nbase_model: base\nmodels: [{model: base}, {model: m, parameters: {weight: 0.5}}]\nparameters: {t: 0.5}\n")
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], `slerp does not use parameter "weight"`) {
+		t.Errorf("slerp weight: %v", plan.Warnings)
+	}
+	rp := filepath.Join(f.dir, "typo.yaml")
+	writeFile(t, rp, "merge_method: slerp\nbase_model: base\nmodels: [{model: m, parameters: {wieght: 0.5}}]\nparameters: {t: 0.5}\n")
+	if _, err := ParseRecipe(rp); err == nil || !strings.Contains(err.Error(), `unknown parameter "wieght"`) {
+		t.Errorf("typo: %v", err)
+	}
+	plan = openRecipe(t, f.dir, "merge_method: breadcrumbs\nbase_model: base\nmodels: [{model: m, parameters: {weight: 1, density: 0.5, gamma: 0.01}}]\n")
+	if len(plan.Warnings) != 1 || !strings.Contains(plan.Warnings[0], "gamma·n < 1 for b, w") {
+		t.Errorf("breadcrumbs note: %v", plan.Warnings)
+	}
+}

@@ -31,6 +31,10 @@ type Plan struct {
 	Tensors []weights.TensorInfo
 	// Layers is the number of numbered blocks written.
 	Layers int
+	// Warnings are what the recipe says that is accepted but not used,
+	// and where weightops deliberately differs from mergekit for this
+	// recipe, one line each.
+	Warnings []string
 	plans  map[string]*TensorPlan
 	slots  []weights.Checkpoint
 	// reference is the checkpoint whose config and tokenizer files go
@@ -259,6 +263,7 @@ func (r *Recipe) Open() (*Plan, error) {
 		p.Close()
 		return nil, pr
 	}
+	p.Warnings = append(p.Warnings, r.Warnings...)
 	p.checkTensors(pr)
 	if r.methodDef.CheckPlan != nil {
 		r.methodDef.CheckPlan(p, pr)

@@ -563,12 +563,26 @@ func (r *Recipe) everySliceHas(name string) bool {
 
 // resolve finds a model path relative to the working directory, then to
 // the recipe's directory.
+// A MODEL+ADAPTER reference resolves each part.
 func (r *Recipe) resolve(ref string) string {
-	if filepath.IsAbs(ref) || exists(ref) {
+	one := func(ref string) string {
+		if filepath.IsAbs(ref) || exists(ref) {
+			return ref
+		}
+		if alt := filepath.Join(filepath.Dir(r.Path), ref); exists(alt) {
+			return alt
+		}
 		return ref
 	}
-	if alt := filepath.Join(filepath.Dir(r.Path), ref); exists(alt) {
-		return alt
+	if p := one(ref); exists(p) || !strings.Contains(ref, "+") {
+		return p
+	}
+	for i := 0; i < len(ref); i++ {
+		if ref[i] == '+' {
+			if m, a := one(ref[:i]), one(ref[i+1:]); exists(m) && exists(a) {
+				return m + "+" + a
+			}
+		}
 	}
 	return ref
 }

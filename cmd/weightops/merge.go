@@ -39,6 +39,9 @@ type checkResult struct {
 	Tensors       int      `json:"tensors"`
 	Models        int      `json:"models"`
 	Problems      []string `json:"problems"`
+	// Warnings: parameters accepted but unused, and where weightops
+	// differs from mergekit on purpose for this recipe.
+	Warnings []string `json:"warnings"`
 }
 
 func mergeAction(c *cli.Context) error {
@@ -59,7 +62,7 @@ func mergeAction(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("merge: %w", err)
 	}
-	res := checkResult{SchemaVersion: 1, Recipe: c.Args().First(), Problems: []string{}}
+	res := checkResult{SchemaVersion: 1, Recipe: c.Args().First(), Problems: []string{}, Warnings: []string{}}
 	fail := func(err error) error {
 		if !c.Bool("check") || !c.Bool("json") {
 			return err
@@ -85,12 +88,16 @@ func mergeAction(c *cli.Context) error {
 		return fail(err)
 	}
 	defer plan.Close()
+	for _, w := range plan.Warnings {
+		warn(fmt.Sprintf("%s: %s", r.Path, w))
+	}
 	if c.Bool("check") {
-		res.OK, res.Tensors, res.Models = true, len(plan.Tensors), len(plan.Inputs())
+		res.OK, res.Tensors, res.Models = true, len(plan.Tensors), len(plan.Checkpoints)
+		res.Warnings = append(res.Warnings, plan.Warnings...)
 		if c.Bool("json") {
 			return printJSON(res)
 		}
-		fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Inputs()))
+		fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Checkpoints))
 		return nil
 	}
 	files, err := plan.Merge(c.Context, out, merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version})
