@@ -35,8 +35,8 @@ type Plan struct {
 	// and where weightops deliberately differs from mergekit for this
 	// recipe, one line each.
 	Warnings []string
-	plans  map[string]*TensorPlan
-	slots  []weights.Checkpoint
+	plans    map[string]*TensorPlan
+	slots    []weights.Checkpoint
 	// reference is the checkpoint whose config and tokenizer files go
 	// beside the output: the base, else the first source.
 	reference int
