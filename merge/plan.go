@@ -41,6 +41,9 @@ type Plan struct {
 	// beside the output: the base, else the first source.
 	reference int
 	vocab     *vocabPlan
+	// chat is the chat template written into tokenizer_config.json ("":
+	// the source's stays).
+	chat string
 }
 
 // TensorPlan is how one output tensor is computed.
@@ -254,6 +257,11 @@ func (r *Recipe) Open() (*Plan, error) {
 			return nil, pr
 		}
 	}
+	if r.ChatTemplate != "" {
+		if p.chat = p.chatTemplate(); p.chat == "" {
+			p.Warnings = append(p.Warnings, "chat_template auto: no input model has a chat template, so none is set")
+		}
+	}
 	p.reference = base
 	if p.reference < 0 {
 		p.reference = index[firstKey(index, slices[0].Sources[0].Model)]
@@ -262,6 +270,17 @@ func (r *Recipe) Open() (*Plan, error) {
 	if len(pr.List) > 0 {
 		p.Close()
 		return nil, pr
+	}
+	if p.vocab != nil {
+		for _, out := range p.Tensors {
+			tp := p.plans[out.Name]
+			for _, s := range tp.Sources {
+				if t, ok := p.Checkpoints[s.Model].Info(s.Tensor); ok && p.vocab.isVocab(s.Model, t) {
+					p.vocab.group(tp, p.Base)
+					break
+				}
+			}
+		}
 	}
 	p.Warnings = append(p.Warnings, r.Warnings...)
 	p.checkTensors(pr)

@@ -170,6 +170,11 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 			r.Name = v.Value
 		case "chat_template":
 			r.ChatTemplate = scalar(v, "chat_template", pr)
+			if r.ChatTemplate != "" {
+				if err := checkChatTemplate(r.ChatTemplate); err != nil {
+					pr.add("line %d: %v", v.Line, err)
+				}
+			}
 		case "tokenizer_source":
 			r.parseTokenizerSource(v, pr)
 		case "tokenizer":

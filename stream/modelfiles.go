@@ -48,3 +48,12 @@ func (m *ModelFiles) Write(source, written []weights.TensorInfo) ([]string, erro
 // Dir is the model directory of the output, "" for a lone .safetensors
 // file.
 func (m *ModelFiles) Dir() string { return m.dir }
+
+// Files are the side files to be written, for a caller to edit before
+// Write (nil for a lone .safetensors output).
+func (m *ModelFiles) Files() *weights.SideFiles {
+	if m == nil {
+		return nil
+	}
+	return m.side
+}

@@ -17,7 +17,7 @@ import (
 var ModelFiles = []string{
 	"config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
 	"special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
-	"arch.yaml", "arch.json",
+	"chat_template.jinja", "chat_template.json", "arch.yaml", "arch.json",
 }
 
 // ModelDir is the directory a checkpoint reference lives in: the
@@ -82,6 +82,38 @@ func ReadModelFiles(ref string) (*SideFiles, error) {
 		sf.Files = append(sf.Files, SideFile{Name: name, Data: data})
 	}
 	return sf, nil
+}
+
+// Get returns a file's bytes.
+func (s *SideFiles) Get(name string) ([]byte, bool) {
+	for _, f := range s.Files {
+		if f.Name == name {
+			return f.Data, true
+		}
+	}
+	return nil, false
+}
+
+// Set replaces a file's bytes, or adds the file.
+func (s *SideFiles) Set(name string, data []byte) {
+	for i, f := range s.Files {
+		if f.Name == name {
+			s.Files[i].Data = data
+			return
+		}
+	}
+	s.Files = append(s.Files, SideFile{Name: name, Data: data})
+}
+
+// Remove leaves a file out; it reports whether it was there.
+func (s *SideFiles) Remove(name string) bool {
+	for i, f := range s.Files {
+		if f.Name == name {
+			s.Files = append(s.Files[:i], s.Files[i+1:]...)
+			return true
+		}
+	}
+	return false
 }
 
 // Write writes the files into dir, each atomically, and returns the paths
