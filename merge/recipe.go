@@ -153,6 +153,12 @@ func ParseRecipeBytes(path string, src []byte) (*Recipe, error) {
 		return nil, pr
 	}
 	top := doc.Content[0]
+	for i := 0; i+1 < len(top.Content); i += 2 {
+		if k := top.Content[i]; k.Value == "experts" {
+			pr.add("line %d: this is a mergekit-moe config (experts): build it with weightops moe %s OUT", k.Line, path)
+			return nil, pr
+		}
+	}
 	var paramsNode *yaml.Node
 	var hasModels, hasSlices bool
 	for i := 0; i+1 < len(top.Content); i += 2 {
