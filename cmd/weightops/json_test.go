@@ -97,6 +97,7 @@ func TestJSONDocumented(t *testing.T) {
 	// A checkpoint with a NaN, for check's problems.
 	testutil.Write(t, in("nan.safetensors"), nil, testutil.Tensor{Name: "w", DType: weights.F32, Values: []float64{1, math.NaN()}})
 	os.WriteFile(in("bad.yaml"), []byte("merge_method: tiez\nmodels: [a]\n"), 0o644)
+	os.WriteFile(in("moe.yaml"), []byte("base_model: fam/llama\ngate_mode: random\nexperts:\n  - source_model: fam/llama-math\n  - source_model: fam/llama-code\n"), 0o644)
 
 	runs := []struct {
 		section string
@@ -119,6 +120,8 @@ func TestJSONDocumented(t *testing.T) {
 		{"weightops merge", []string{"merge", ties, in("sharded"), "--shard", "1/2"}},
 		{"weightops merge", []string{"merge", ties, in("sharded"), "--shard", "2/2"}},
 		{"weightops index", []string{"index", in("sharded")}},
+		{"weightops moe --check", []string{"moe", in("moe.yaml"), "--check"}},
+		{"weightops moe", []string{"moe", in("moe.yaml"), in("mixtral")}},
 		{"weightops check", []string{"check", in("merged"), "--reference", clean, "--inputs", base}},
 		{"weightops check", []string{"check", in("nan.safetensors"), "--max-abs-diff", "0.1", "--reference", in("nan.safetensors")}},
 		{"weightops eval", []string{"eval", clean, "--data", images, "--labels", labels}},
