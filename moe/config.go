@@ -23,10 +23,10 @@ type Config struct {
 	// BaseModel gives every tensor outside the MLPs, and the config.
 	BaseModel string
 	Experts   []Expert
-	// GateMode is how the routers are initialised: random (standard
+	// GateMode is how the routers are initialised: cheap_embed (from the
+	// base's token embeddings of each expert's prompts), random (standard
 	// normal) or uniform_random (torch.nn.Linear's U(±1/√hidden)).
-	// mergekit's hidden and cheap_embed need the prompts tokenized and are
-	// refused (see Check).
+	// mergekit's hidden (its default) is refused.
 	GateMode        string
 	DType           string
 	ExpertsPerToken int
@@ -201,12 +201,14 @@ func (c *Config) check(add func(string, ...any)) {
 	}
 	switch c.GateMode {
 	case "random", "uniform_random":
-	case "hidden", "cheap_embed", "hidden_avg", "hidden_last":
+	case "cheap_embed":
+		c.checkPrompts(add)
+	case "hidden", "hidden_avg", "hidden_last":
 		mode := c.GateMode
 		if mode == "hidden" {
 			mode += " (mergekit's default)"
 		}
-		add("gate_mode %s routes by the prompts, which needs them tokenized; weightops has no tokenizer yet — use gate_mode random or uniform_random (routers to be trained)", mode)
+		add("gate_mode %s routes by the base model's hidden states on the prompts, which needs a forward pass weightops does not run for MoE builds yet — use cheap_embed (routes by the prompts' token embeddings), random or uniform_random", mode)
 	default:
 		add("gate_mode %q: use one of %v%s", c.GateMode, GateModes, suggest.Hint(c.GateMode, GateModes))
 	}

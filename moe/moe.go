@@ -33,6 +33,7 @@ type Plan struct {
 	experts  []weights.Checkpoint
 	routes   map[string]route
 	dtype    weights.DType
+	cheap    *cheapEmbed
 }
 
 // route is where one output tensor comes from.
@@ -163,6 +164,11 @@ func (c *Config) Open() (*Plan, error) {
 	if len(pr.List) > 0 {
 		return fail()
 	}
+	if c.GateMode == "cheap_embed" {
+		if p.prepareCheapEmbed(add); len(pr.List) > 0 {
+			return fail()
+		}
+	}
 	weights.SortNatural(p.Tensors)
 	same := true
 	for _, e := range c.Experts {
@@ -267,6 +273,15 @@ func (p *Plan) Build(ctx context.Context, out string, o Options) ([]string, erro
 		Phase:       "building experts",
 		Options:     o.Options,
 	}
+	if p.cheap != nil {
+		rows, err := p.routerRows()
+		if err != nil {
+			return nil, err
+		}
+		if c := conditionNumber(rows); len(rows) > 1 && c > 5 {
+			o.Warnf("%s: the routers' condition number is %.1f (above 5): the prompts may be too alike, and some experts will be underused", p.Config.Path, c)
+		}
+	}
 	files, err := job.Run(ctx)
 	if err != nil {
 		return nil, err
@@ -341,7 +356,7 @@ func (v *view) ReadTensor(name string, buf []byte) (weights.Tensor, error) {
 		return weights.Tensor{}, fmt.Errorf("%s: no tensor %q", v.Path(), name)
 	}
 	if r.router {
-		return v.router(info, buf), nil
+		return v.router(info, buf)
 	}
 	if r.scale == 1 && r.noise == 0 {
 		t, err := r.ck.ReadTensor(r.name, buf)
@@ -374,19 +389,29 @@ func (v *view) ReadTensor(name string, buf []byte) (weights.Tensor, error) {
 	return weights.Tensor{TensorInfo: info, Data: buf}, nil
 }
 
-// router generates a layer's router [experts, hidden] in float32: standard
-// normal (random) or U(−1/√hidden, 1/√hidden) (uniform_random), as
-// mergekit draws them.
-func (v *view) router(info weights.TensorInfo, buf []byte) weights.Tensor {
+// router makes a layer's router [experts, hidden] in float32: cheap_embed's
+// rows, or drawn standard normal (random) or U(−1/√hidden, 1/√hidden)
+// (uniform_random), as mergekit draws them.
+func (v *view) router(info weights.TensorInfo, buf []byte) (weights.Tensor, error) {
 	n := int(info.Shape[0] * info.Shape[1])
-	vals := make([]float64, n)
-	rng := v.rng(info.Name)
-	s := math.Sqrt(1 / float64(v.p.Hidden))
-	for i := range vals {
-		if v.p.Config.GateMode == "uniform_random" {
-			vals[i] = (rng.Float64()*2 - 1) * s
-		} else {
-			vals[i] = rng.NormFloat64()
+	vals := make([]float64, 0, n)
+	if v.p.cheap != nil {
+		rows, err := v.p.routerRows()
+		if err != nil {
+			return weights.Tensor{}, err
+		}
+		for _, r := range rows {
+			vals = append(vals, r...)
+		}
+	} else {
+		rng := v.rng(info.Name)
+		s := math.Sqrt(1 / float64(v.p.Hidden))
+		for range n {
+			if v.p.Config.GateMode == "uniform_random" {
+				vals = append(vals, (rng.Float64()*2-1)*s)
+			} else {
+				vals = append(vals, rng.NormFloat64())
+			}
 		}
 	}
 	if cap(buf) < 4*n {
@@ -394,7 +419,7 @@ func (v *view) router(info weights.TensorInfo, buf []byte) weights.Tensor {
 	}
 	buf = buf[:4*n]
 	_ = weights.Encode(weights.F32, vals, buf)
-	return weights.Tensor{TensorInfo: info, Data: buf}
+	return weights.Tensor{TensorInfo: info, Data: buf}, nil
 }
 
 func readConfig(dir string) (map[string]json.RawMessage, error) {

@@ -3,6 +3,7 @@ package moe
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -21,6 +22,10 @@ const hidden, inter, layers = 64, 8, 2
 // dense writes a two-layer LLaMA-shaped model whose values are drawn from
 // seed, with a config.json of the given model_type.
 func dense(t *testing.T, dir, name string, seed uint64, modelType string) string {
+	return denseVocab(t, dir, name, seed, modelType, 10)
+}
+
+func denseVocab(t *testing.T, dir, name string, seed uint64, modelType string, vocab int64) string {
 	t.Helper()
 	r := rand.New(rand.NewPCG(seed, 1))
 	tensors := map[string][]float64{}
@@ -36,9 +41,9 @@ func dense(t *testing.T, dir, name string, seed uint64, modelType string) string
 		}
 		tensors[n], shapes[n] = v, shape
 	}
-	put("model.embed_tokens.weight", 10, hidden)
+	put("model.embed_tokens.weight", vocab, hidden)
 	put("model.norm.weight", hidden)
-	put("lm_head.weight", 10, hidden)
+	put("lm_head.weight", vocab, hidden)
 	for l := 0; l < layers; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)
 		put(p+"self_attn.q_proj.weight", hidden, hidden)
@@ -224,8 +229,10 @@ func TestRefusals(t *testing.T) {
 	dense(t, dir, "a", 2, "llama")
 	dense(t, dir, "g", 3, "gpt2")
 	for _, c := range []struct{ yaml, want string }{
-		{"base_model: base\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "gate_mode hidden (mergekit's default)"},
-		{"base_model: base\ngate_mode: cheap_embed\nexperts:\n  - source_model: a\n", "needs them tokenized"},
+		{"base_model: base\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "gate_mode hidden (mergekit's default) routes by the base model's hidden states"},
+		{"base_model: base\ngate_mode: cheap_embed\nexperts_per_token: 1\nexperts:\n  - source_model: a\n", "no positive_prompts"},
+		{"base_model: base\ngate_mode: cheap_embed\nexperts_per_token: 1\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "no tokenizer.json"},
+		{"base_model: base\ngate_mode: cheap_embed\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n  - source_model: base\n    positive_prompts: [x]\n", "the same prompts"},
 		{"base_model: base\ngate_mode: randon\nexperts:\n  - source_model: a\n", `did you mean "random"`},
 		{"base_model: base\ngate_mode: random\nexperts_per_token: 2\nexperts:\n  - source_model: a\n", "fewer than experts_per_token"},
 		{"base_model: base\ngate_mode: random\nshared_experts:\n  - source_model: a\nexperts:\n  - source_model: a\n", "shared_experts"},
@@ -245,5 +252,85 @@ func TestRefusals(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %v, want %q", c.yaml, err, c.want)
 		}
+	}
+}
+
+// TestCheapEmbed checks cheap_embed's routers against the embedding rows
+// of token ids @huggingface/tokenizers gave for the same texts
+// (testdata/tokenizer), summed, normalized, less the negative prompts'.
+func TestCheapEmbed(t *testing.T) {
+	dir := t.TempDir()
+	base := denseVocab(t, dir, "base", 1, "llama", 3300)
+	dense(t, dir, "a", 2, "llama")
+	dense(t, dir, "b", 3, "llama")
+	tj, err := os.ReadFile("../testdata/tokenizer/gpt2/tokenizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(base, "tokenizer.json"), tj, 0o644)
+	os.WriteFile(filepath.Join(base, "tokenizer_config.json"), []byte(`{"bos_token": {"content": "<|endoftext|>", "special": true}}`), 0o644)
+	var cases map[string][]struct {
+		Text string `json:"text"`
+		IDs  []int  `json:"ids"`
+	}
+	data, _ := os.ReadFile("../testdata/tokenizer/cases.json")
+	if err := json.Unmarshal(data, &cases); err != nil {
+		t.Fatal(err)
+	}
+	g := cases["gpt2"]
+	hello, nums, code := g[0], g[4], g[8]
+	eot := 0
+	for _, c := range g {
+		if strings.Contains(c.Text, "<|endoftext|>") {
+			for _, id := range c.IDs {
+				eot = max(eot, id)
+			}
+		}
+	}
+	out := build(t, dir, fmt.Sprintf(`base_model: base
+gate_mode: cheap_embed
+experts:
+  - source_model: a
+    positive_prompts: [%q]
+  - source_model: b
+    positive_prompts: [%q, %q]
+    negative_prompts: [%q]
+`, hello.Text, nums.Text, code.Text, hello.Text), 2)
+	emb := testutil.ReadAll(t, filepath.Join(base, "model.safetensors"))["model.embed_tokens.weight"]
+	sum := func(prompts ...[]int) []float64 {
+		v := make([]float64, hidden)
+		for _, ids := range prompts {
+			for _, id := range append([]int{eot}, ids...) {
+				for k := range v {
+					v[k] += emb[id*hidden+k]
+				}
+			}
+		}
+		var n float64
+		for _, x := range v {
+			n += x * x
+		}
+		for k := range v {
+			v[k] /= math.Sqrt(n)
+		}
+		return v
+	}
+	r0 := sum(hello.IDs)
+	r1 := sum(nums.IDs, code.IDs)
+	neg := sum(hello.IDs)
+	for k := range r1 {
+		r1[k] -= neg[k]
+	}
+	var n float64
+	for _, x := range r1 {
+		n += x * x
+	}
+	for k := range r1 {
+		r1[k] /= math.Sqrt(n)
+	}
+	want := append(r0, r1...)
+	got := testutil.ReadAll(t, filepath.Join(out, "model.safetensors"))
+	for l := 0; l < layers; l++ {
+		testutil.Near(t, fmt.Sprintf("layer %d router", l), got[fmt.Sprintf("model.layers.%d.block_sparse_moe.gate.weight", l)], want, 1e-6)
 	}
 }
