@@ -330,7 +330,20 @@ func (m *Llama) Forward(tokens []int, cache *KVCache) ([]float32, error) {
 	if cache == nil {
 		cache = m.NewCache()
 	}
-	return m.forward(tokens, cache, true)
+	return m.forward(tokens, cache, true, nil)
+}
+
+// LayerInputs returns, at the last of tokens, the hidden state entering
+// each decoder block: the token's embedding for block 0, then each block's
+// output (transformers' output_hidden_states[:-1] at the last position).
+// mergekit-moe's hidden gate mode routes by them.
+func (m *Llama) LayerInputs(tokens []int) ([][]float32, error) {
+	H := m.Config.HiddenSize
+	out := make([][]float32, 0, len(m.Layers))
+	_, err := m.forward(tokens, m.NewCache(), false, func(x []float32) {
+		out = append(out, append([]float32(nil), x[len(x)-H:]...))
+	})
+	return out, err
 }
 
 func (m *Llama) checkVocab(tokens []int, start int) error {
@@ -354,7 +367,9 @@ func (m *Llama) checkTokens(tokens []int, start int) error {
 }
 
 // forward computes logits for every token (all) or the last one only.
-func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, error) {
+// forward runs the blocks over tokens; enter, if set, sees the hidden
+// states [tokens, hidden] entering each block.
+func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []float32)) ([]float32, error) {
 	cfg := &m.Config
 	T := len(tokens)
 	if T == 0 {
@@ -399,6 +414,9 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool) ([]float32, erro
 	scale := 1 / math.Sqrt(float64(hd))
 	for li := range m.Layers {
 		l := &m.Layers[li]
+		if enter != nil {
+			enter(x)
+		}
 		norm(l.InputNorm)
 		// Keys and values go straight into the cache.
 		cache.k[li] = append(cache.k[li], make([]float32, T*kvd)...)
@@ -506,7 +524,7 @@ func (m *Llama) Generate(prompt []int, n int) ([]int, error) {
 	out := make([]int, 0, n)
 	next := prompt
 	for len(out) < n {
-		logits, err := m.forward(next, cache, false)
+		logits, err := m.forward(next, cache, false, nil)
 		if err != nil {
 			return nil, err
 		}

@@ -493,3 +493,51 @@ func BenchmarkLlamaPerplexity(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.N*len(toks))/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// TestLayerInputs checks the hidden states entering each block against the
+// float64 reference: block 0 gets the last token's embedding; block l's
+// input, through the final norm and lm_head, gives the reference logits of
+// the model cut to its first l blocks.
+func TestLayerInputs(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.NumHiddenLayers = 3
+	w := randomLlama(cfg, 4)
+	m, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	xs, err := m.LayerInputs(tinyTokens)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(xs) != 3 {
+		t.Fatalf("%d layer inputs, want 3", len(xs))
+	}
+	H, last := cfg.HiddenSize, tinyTokens[len(tinyTokens)-1]
+	for k, v := range xs[0] {
+		if float64(v) != w["model.embed_tokens.weight"][last*H+k] {
+			t.Fatalf("block 0 input[%d] = %v, not the embedding", k, v)
+		}
+	}
+	for l := 1; l < 3; l++ {
+		cut := cfg
+		cut.NumHiddenLayers = l
+		ref := refLlamaLogits(cut, w, tinyTokens, false)
+		want := ref[len(ref)-1]
+		x := xs[l]
+		var ss float64
+		for _, v := range x {
+			ss += float64(v) * float64(v)
+		}
+		s := 1 / math.Sqrt(ss/float64(H)+cfg.RMSNormEps)
+		for r := range want {
+			var got float64
+			for c := 0; c < H; c++ {
+				got += w["lm_head.weight"][r*H+c] * float64(x[c]) * s * w["model.norm.weight"][c]
+			}
+			if math.Abs(got-want[r]) > 1e-4*(1+math.Abs(want[r])) {
+				t.Fatalf("block %d input: logit %d = %v, reference %v", l, r, got, want[r])
+			}
+		}
+	}
+}

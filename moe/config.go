@@ -23,10 +23,10 @@ type Config struct {
 	// BaseModel gives every tensor outside the MLPs, and the config.
 	BaseModel string
 	Experts   []Expert
-	// GateMode is how the routers are initialised: cheap_embed (from the
-	// base's token embeddings of each expert's prompts), random (standard
+	// GateMode is how the routers are initialised: hidden (the default:
+	// the base's hidden states on each expert's prompts), cheap_embed
+	// (the base's token embeddings of the prompts), random (standard
 	// normal) or uniform_random (torch.nn.Linear's U(±1/√hidden)).
-	// mergekit's hidden (its default) is refused.
 	GateMode        string
 	DType           string
 	ExpertsPerToken int
@@ -53,7 +53,7 @@ var topKeys = []string{"base_model", "experts", "gate_mode", "dtype", "experts_p
 var expertKeys = []string{"source_model", "positive_prompts", "negative_prompts", "noise_scale", "residual_scale"}
 
 // GateModes are the gate modes mergekit-moe knows.
-var GateModes = []string{"hidden", "cheap_embed", "random", "uniform_random"}
+var GateModes = []string{"hidden", "hidden_last", "hidden_avg", "cheap_embed", "random", "uniform_random"}
 
 // IsConfig reports whether a YAML document is a mergekit-moe configuration
 // (it has experts) rather than a merge recipe.
@@ -201,14 +201,10 @@ func (c *Config) check(add func(string, ...any)) {
 	}
 	switch c.GateMode {
 	case "random", "uniform_random":
-	case "cheap_embed":
+	case "cheap_embed", "hidden", "hidden_last":
 		c.checkPrompts(add)
-	case "hidden", "hidden_avg", "hidden_last":
-		mode := c.GateMode
-		if mode == "hidden" {
-			mode += " (mergekit's default)"
-		}
-		add("gate_mode %s routes by the base model's hidden states on the prompts, which needs a forward pass weightops does not run for MoE builds yet — use cheap_embed (routes by the prompts' token embeddings), random or uniform_random", mode)
+	case "hidden_avg":
+		add("gate_mode hidden_avg: mergekit averages over every position of the left-padded batch, padding included, which depends on torch's masked attention; use hidden (the last token's state, as mergekit's default) or cheap_embed")
 	default:
 		add("gate_mode %q: use one of %v%s", c.GateMode, GateModes, suggest.Hint(c.GateMode, GateModes))
 	}

@@ -2,6 +2,7 @@ package moe
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"gonum.org/v1/gonum/mat"
 
+	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
@@ -16,38 +18,38 @@ import (
 // embedTensor is the token embedding cheap_embed routes by.
 const embedTensor = "model.embed_tokens.weight"
 
-// cheapEmbed holds what gate_mode cheap_embed needs: each expert's
-// prompts as token ids (the base's tokenizer, its BOS token before each
-// prompt), and, once computed, the router rows.
-type cheapEmbed struct {
+// promptGate holds what the prompt-routed gate modes (cheap_embed,
+// hidden) need: each expert's prompts as token ids (the base's tokenizer,
+// its BOS token before each prompt), and, once computed, the routers.
+type promptGate struct {
 	positive, negative [][][]int // expert → prompt → ids
 	once               sync.Once
-	rows               [][]float64
+	routers            [][][]float64 // layer → expert → row
 	err                error
 }
 
-// prepareCheapEmbed tokenizes the prompts with the base's tokenizer.
-func (p *Plan) prepareCheapEmbed(add func(string, ...any)) {
+// preparePrompts tokenizes the prompts with the base's tokenizer.
+func (p *Plan) preparePrompts(add func(string, ...any)) {
 	c := p.Config
 	dir := weights.ModelDir(c.resolve(c.BaseModel))
 	tok, err := tokenizer.Load(dir)
 	if err != nil {
-		add("gate_mode cheap_embed tokenizes the prompts with the base's tokenizer: %v", err)
+		add("gate_mode %s tokenizes the prompts with the base's tokenizer: %v", c.GateMode, err)
 		return
 	}
 	enc, err := tok.File.NewEncoder()
 	if err != nil {
-		add("gate_mode cheap_embed: the base's tokenizer: %v", err)
+		add("gate_mode %s: the base's tokenizer: %v", c.GateMode, err)
 		return
 	}
 	bos := bosToken(dir)
 	info, ok := p.base.Info(embedTensor)
 	if !ok || len(info.Shape) != 2 || int(info.Shape[1]) != p.Hidden {
-		add("gate_mode cheap_embed routes by the base's %s [vocab, %d], which it lacks", embedTensor, p.Hidden)
+		add("gate_mode %s needs the base's %s [vocab, %d], which it lacks", c.GateMode, embedTensor, p.Hidden)
 		return
 	}
 	rows := int(info.Shape[0])
-	ce := &cheapEmbed{}
+	ce := &promptGate{}
 	encode := func(e Expert, prompts []string) [][]int {
 		var out [][]int
 		for _, s := range prompts {
@@ -66,7 +68,7 @@ func (p *Plan) prepareCheapEmbed(add func(string, ...any)) {
 		ce.positive = append(ce.positive, encode(e, e.PositivePrompts))
 		ce.negative = append(ce.negative, encode(e, e.NegativePrompts))
 	}
-	p.cheap = ce
+	p.prompts = ce
 }
 
 // bosToken is the tokenizer's BOS token text (tokenizer_config.json, else
@@ -102,47 +104,121 @@ func bosToken(dir string) string {
 	return ""
 }
 
-// routerRows computes cheap_embed's router, the same for every layer: per
+// routers computes the prompt-routed routers, once.
+func (p *Plan) routers() ([][][]float64, error) {
+	g := p.prompts
+	g.once.Do(func() {
+		if p.Config.GateMode == "cheap_embed" {
+			g.routers, g.err = p.cheapEmbed()
+		} else {
+			g.routers, g.err = p.hiddenStates()
+		}
+	})
+	return g.routers, g.err
+}
+
+// cheapEmbed is cheap_embed's router, the same for every layer: per
 // expert, the sum of the embedding rows of its positive prompts' tokens,
 // normalized, less the same for its negative prompts, normalized again
 // (norms clamped at 1e-8), as mergekit computes it.
-func (p *Plan) routerRows() ([][]float64, error) {
-	ce := p.cheap
-	ce.once.Do(func() {
-		t, err := p.base.ReadTensor(embedTensor, nil)
-		if err != nil {
-			ce.err = err
-			return
-		}
-		embed, err := t.Float64s()
-		if err != nil {
-			ce.err = &weights.TensorError{File: p.base.Path(), Tensor: embedTensor, Err: err}
-			return
-		}
-		h := p.Hidden
-		sum := func(prompts [][]int) []float64 {
-			v := make([]float64, h)
-			for _, ids := range prompts {
-				for _, id := range ids {
-					for k, x := range embed[id*h : (id+1)*h] {
-						v[k] += x
-					}
+func (p *Plan) cheapEmbed() ([][][]float64, error) {
+	g := p.prompts
+	t, err := p.base.ReadTensor(embedTensor, nil)
+	if err != nil {
+		return nil, err
+	}
+	embed, err := t.Float64s()
+	if err != nil {
+		return nil, &weights.TensorError{File: p.base.Path(), Tensor: embedTensor, Err: err}
+	}
+	h := p.Hidden
+	sum := func(prompts [][]int) []float64 {
+		v := make([]float64, h)
+		for _, ids := range prompts {
+			for _, id := range ids {
+				for k, x := range embed[id*h : (id+1)*h] {
+					v[k] += x
 				}
 			}
-			return normalize(v)
 		}
-		for e := range ce.positive {
-			v := sum(ce.positive[e])
-			if len(ce.negative[e]) > 0 {
-				neg := sum(ce.negative[e])
+		return normalize(v)
+	}
+	var rows [][]float64
+	for e := range g.positive {
+		v := sum(g.positive[e])
+		if len(g.negative[e]) > 0 {
+			neg := sum(g.negative[e])
+			for k := range v {
+				v[k] -= neg[k]
+			}
+		}
+		rows = append(rows, normalize(v))
+	}
+	out := make([][][]float64, p.Layers)
+	for l := range out {
+		out[l] = rows
+	}
+	return out, nil
+}
+
+// hiddenStates is hidden's router: per layer and expert, the mean over
+// its positive prompts of the hidden state entering the layer at the
+// prompt's last token, less the same mean over its negative prompts,
+// normalized (clamped at 1e-8), as mergekit computes it. The base runs
+// in the engine in float32 (mergekit runs it in bfloat16).
+func (p *Plan) hiddenStates() ([][][]float64, error) {
+	g := p.prompts
+	m, err := engine.LoadLlama(p.Config.resolve(p.Config.BaseModel))
+	if err != nil {
+		return nil, fmt.Errorf("gate_mode hidden runs the base model: %w", err)
+	}
+	mean := func(prompts [][]int) ([][]float64, error) {
+		acc := make([][]float64, p.Layers)
+		for l := range acc {
+			acc[l] = make([]float64, p.Hidden)
+		}
+		for _, ids := range prompts {
+			if len(ids) == 0 {
+				return nil, errors.New("gate_mode hidden: a prompt with no tokens (and no BOS token before it)")
+			}
+			xs, err := m.LayerInputs(ids)
+			if err != nil {
+				return nil, fmt.Errorf("gate_mode hidden: %w", err)
+			}
+			if len(xs) != p.Layers {
+				return nil, fmt.Errorf("gate_mode hidden: the engine ran %d blocks, the config has %d", len(xs), p.Layers)
+			}
+			for l, x := range xs {
+				for k, v := range x {
+					acc[l][k] += float64(v) / float64(len(prompts))
+				}
+			}
+		}
+		return acc, nil
+	}
+	out := make([][][]float64, p.Layers)
+	for e := range g.positive {
+		pos, err := mean(g.positive[e])
+		if err != nil {
+			return nil, err
+		}
+		var neg [][]float64
+		if len(g.negative[e]) > 0 {
+			if neg, err = mean(g.negative[e]); err != nil {
+				return nil, err
+			}
+		}
+		for l := range out {
+			v := pos[l]
+			if neg != nil {
 				for k := range v {
-					v[k] -= neg[k]
+					v[k] -= neg[l][k]
 				}
 			}
-			ce.rows = append(ce.rows, normalize(v))
+			out[l] = append(out[l], normalize(v))
 		}
-	})
-	return ce.rows, ce.err
+	}
+	return out, nil
 }
 
 func normalize(v []float64) []float64 {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/weightops/weightops/merge"
 	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/tensorname"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -33,7 +34,7 @@ type Plan struct {
 	experts  []weights.Checkpoint
 	routes   map[string]route
 	dtype    weights.DType
-	cheap    *cheapEmbed
+	prompts  *promptGate
 }
 
 // route is where one output tensor comes from.
@@ -164,8 +165,8 @@ func (c *Config) Open() (*Plan, error) {
 	if len(pr.List) > 0 {
 		return fail()
 	}
-	if c.GateMode == "cheap_embed" {
-		if p.prepareCheapEmbed(add); len(pr.List) > 0 {
+	if c.GateMode != "random" && c.GateMode != "uniform_random" {
+		if p.preparePrompts(add); len(pr.List) > 0 {
 			return fail()
 		}
 	}
@@ -273,13 +274,19 @@ func (p *Plan) Build(ctx context.Context, out string, o Options) ([]string, erro
 		Phase:       "building experts",
 		Options:     o.Options,
 	}
-	if p.cheap != nil {
-		rows, err := p.routerRows()
+	if p.prompts != nil {
+		routers, err := p.routers()
 		if err != nil {
 			return nil, err
 		}
-		if c := conditionNumber(rows); len(rows) > 1 && c > 5 {
-			o.Warnf("%s: the routers' condition number is %.1f (above 5): the prompts may be too alike, and some experts will be underused", p.Config.Path, c)
+		var bad []string
+		for l, rows := range routers {
+			if c := conditionNumber(rows); len(rows) > 1 && c > 5 {
+				bad = append(bad, fmt.Sprint(l))
+			}
+		}
+		if len(bad) > 0 {
+			o.Warnf("%s: the routers of layers %s have a condition number above 5: the prompts may be too alike, and some experts will be underused", p.Config.Path, strings.Join(bad, ", "))
 		}
 	}
 	files, err := job.Run(ctx)
@@ -395,12 +402,13 @@ func (v *view) ReadTensor(name string, buf []byte) (weights.Tensor, error) {
 func (v *view) router(info weights.TensorInfo, buf []byte) (weights.Tensor, error) {
 	n := int(info.Shape[0] * info.Shape[1])
 	vals := make([]float64, 0, n)
-	if v.p.cheap != nil {
-		rows, err := v.p.routerRows()
+	if v.p.prompts != nil {
+		routers, err := v.p.routers()
 		if err != nil {
 			return weights.Tensor{}, err
 		}
-		for _, r := range rows {
+		l, _ := tensorname.Layer(info.Name)
+		for _, r := range routers[l] {
 			vals = append(vals, r...)
 		}
 	} else {

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/internal/testutil"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
@@ -46,8 +47,11 @@ func denseVocab(t *testing.T, dir, name string, seed uint64, modelType string, v
 	put("lm_head.weight", vocab, hidden)
 	for l := 0; l < layers; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)
-		put(p+"self_attn.q_proj.weight", hidden, hidden)
+		for _, n := range []string{"q_proj", "k_proj", "v_proj", "o_proj"} {
+			put(p+"self_attn."+n+".weight", hidden, hidden)
+		}
 		put(p+"input_layernorm.weight", hidden)
+		put(p+"post_attention_layernorm.weight", hidden)
 		put(p+"mlp.gate_proj.weight", inter, hidden)
 		put(p+"mlp.up_proj.weight", inter, hidden)
 		put(p+"mlp.down_proj.weight", hidden, inter)
@@ -60,9 +64,12 @@ func denseVocab(t *testing.T, dir, name string, seed uint64, modelType string, v
   "hidden_size": %d,
   "intermediate_size": %d,
   "num_hidden_layers": %d,
+  "num_attention_heads": 4,
+  "num_key_value_heads": 4,
+  "rms_norm_eps": 1e-5,
   "torch_dtype": "float32",
-  "vocab_size": 10
-}`, modelType, hidden, inter, layers)
+  "vocab_size": %d
+}`, modelType, hidden, inter, layers, vocab)
 	if err := os.WriteFile(filepath.Join(d, "config.json"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -229,7 +236,8 @@ func TestRefusals(t *testing.T) {
 	dense(t, dir, "a", 2, "llama")
 	dense(t, dir, "g", 3, "gpt2")
 	for _, c := range []struct{ yaml, want string }{
-		{"base_model: base\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "gate_mode hidden (mergekit's default) routes by the base model's hidden states"},
+		{"base_model: base\ngate_mode: hidden_avg\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "padding included"},
+		{"base_model: base\nexperts_per_token: 1\nexperts:\n  - source_model: a\n", "no positive_prompts, which gate_mode hidden"},
 		{"base_model: base\ngate_mode: cheap_embed\nexperts_per_token: 1\nexperts:\n  - source_model: a\n", "no positive_prompts"},
 		{"base_model: base\ngate_mode: cheap_embed\nexperts_per_token: 1\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n", "no tokenizer.json"},
 		{"base_model: base\ngate_mode: cheap_embed\nexperts:\n  - source_model: a\n    positive_prompts: [x]\n  - source_model: base\n    positive_prompts: [x]\n", "the same prompts"},
@@ -263,30 +271,7 @@ func TestCheapEmbed(t *testing.T) {
 	base := denseVocab(t, dir, "base", 1, "llama", 3300)
 	dense(t, dir, "a", 2, "llama")
 	dense(t, dir, "b", 3, "llama")
-	tj, err := os.ReadFile("../testdata/tokenizer/gpt2/tokenizer.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(base, "tokenizer.json"), tj, 0o644)
-	os.WriteFile(filepath.Join(base, "tokenizer_config.json"), []byte(`{"bos_token": {"content": "<|endoftext|>", "special": true}}`), 0o644)
-	var cases map[string][]struct {
-		Text string `json:"text"`
-		IDs  []int  `json:"ids"`
-	}
-	data, _ := os.ReadFile("../testdata/tokenizer/cases.json")
-	if err := json.Unmarshal(data, &cases); err != nil {
-		t.Fatal(err)
-	}
-	g := cases["gpt2"]
-	hello, nums, code := g[0], g[4], g[8]
-	eot := 0
-	for _, c := range g {
-		if strings.Contains(c.Text, "<|endoftext|>") {
-			for _, id := range c.IDs {
-				eot = max(eot, id)
-			}
-		}
-	}
+	hello, nums, code, eot := withTokenizer(t, base)
 	out := build(t, dir, fmt.Sprintf(`base_model: base
 gate_mode: cheap_embed
 experts:
@@ -331,6 +316,90 @@ experts:
 	want := append(r0, r1...)
 	got := testutil.ReadAll(t, filepath.Join(out, "model.safetensors"))
 	for l := 0; l < layers; l++ {
+		testutil.Near(t, fmt.Sprintf("layer %d router", l), got[fmt.Sprintf("model.layers.%d.block_sparse_moe.gate.weight", l)], want, 1e-6)
+	}
+}
+
+type tokCase struct {
+	Text string `json:"text"`
+	IDs  []int  `json:"ids"`
+}
+
+// withTokenizer gives a model directory the GPT-2-style test tokenizer
+// with <|endoftext|> as BOS, and returns three texts with the ids
+// @huggingface/tokenizers gave for them, and the BOS id.
+func withTokenizer(t *testing.T, dir string) (hello, nums, code tokCase, bos int) {
+	t.Helper()
+	tj, err := os.ReadFile("../testdata/tokenizer/gpt2/tokenizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), tj, 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"bos_token": {"content": "<|endoftext|>", "special": true}}`), 0o644)
+	var cases map[string][]tokCase
+	data, _ := os.ReadFile("../testdata/tokenizer/cases.json")
+	if err := json.Unmarshal(data, &cases); err != nil {
+		t.Fatal(err)
+	}
+	g := cases["gpt2"]
+	for _, c := range g {
+		if strings.Contains(c.Text, "<|endoftext|>") {
+			for _, id := range c.IDs {
+				bos = max(bos, id)
+			}
+		}
+	}
+	return g[0], g[4], g[8], bos
+}
+
+// TestHiddenGate checks gate_mode hidden: per layer, the mean over an
+// expert's prompts of the state entering the layer at the last token
+// (from the engine, tested against a float64 reference in its package),
+// less the negative prompts' mean, normalized.
+func TestHiddenGate(t *testing.T) {
+	dir := t.TempDir()
+	base := denseVocab(t, dir, "base", 1, "llama", 3300)
+	dense(t, dir, "a", 2, "llama")
+	dense(t, dir, "b", 3, "llama")
+	hello, nums, code, bos := withTokenizer(t, base)
+	out := build(t, dir, fmt.Sprintf(`base_model: base
+experts:
+  - source_model: a
+    positive_prompts: [%q, %q]
+  - source_model: b
+    positive_prompts: [%q]
+    negative_prompts: [%q]
+`, hello.Text, code.Text, nums.Text, hello.Text), 1)
+	m, err := engine.LoadLlama(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := func(c tokCase) [][]float32 {
+		xs, err := m.LayerInputs(append([]int{bos}, c.IDs...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return xs
+	}
+	h, n, cd := states(hello), states(nums), states(code)
+	got := testutil.ReadAll(t, filepath.Join(out, "model.safetensors"))
+	unit := func(v []float64) []float64 {
+		var ss float64
+		for _, x := range v {
+			ss += x * x
+		}
+		for k := range v {
+			v[k] /= math.Sqrt(ss)
+		}
+		return v
+	}
+	for l := 0; l < layers; l++ {
+		e0, e1 := make([]float64, hidden), make([]float64, hidden)
+		for k := 0; k < hidden; k++ {
+			e0[k] = (float64(h[l][k]) + float64(cd[l][k])) / 2
+			e1[k] = float64(n[l][k]) - float64(h[l][k])
+		}
+		want := append(unit(e0), unit(e1)...)
 		testutil.Near(t, fmt.Sprintf("layer %d router", l), got[fmt.Sprintf("model.layers.%d.block_sparse_moe.gate.weight", l)], want, 1e-6)
 	}
 }

@@ -14,7 +14,7 @@ func init() { register(moeCommand()) }
 func moeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "moe",
-		Usage:     "build a Mixtral mixture of experts from dense LLaMA/Mistral models with a mergekit-moe config (gate_mode cheap_embed, random or uniform_random)",
+		Usage:     "build a Mixtral mixture of experts from dense LLaMA/Mistral models with a mergekit-moe config (gate_mode hidden, cheap_embed, random, uniform_random)",
 		ArgsUsage: "CONFIG.yaml [OUT]  (OUT or -o: an output directory, or a .safetensors file)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (or a .safetensors file); or give it after the config, as mergekit-moe does"},
