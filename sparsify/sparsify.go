@@ -5,7 +5,6 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
-	"sort"
 )
 
 // Method names a sparsification of a task vector.
@@ -148,7 +147,13 @@ type TensorSparsifier struct {
 	keys        []uint32
 	scratch     []uint32
 	keep        []bool
-	order, rank []int
+	order, tmp  []uint64
+	rank        []int
+	// bits caches the keep decisions of a random mask drawn during the
+	// norm pass, so Apply neither draws nor ranks again; pos is the next
+	// entry's index.
+	bits []uint64
+	pos  int64
 
 	needNorm      bool
 	before, after float64
@@ -187,6 +192,9 @@ func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier
 	case L1, L2, LInf:
 		t.needNorm = true
 		t.pending = append(t.pending, PassNorm)
+		if s.Method == Random || s.Method == DellaMagprune {
+			t.bits = make([]uint64, (n+63)/64)
+		}
 	case InverseDensity:
 		if s.Density > 0 {
 			t.scale = 1 / s.Density
@@ -210,6 +218,52 @@ func (t *TensorSparsifier) ChunkLen(want int) int {
 func (t *TensorSparsifier) reset() {
 	t.counters = [2]Counter{{Cut: t.cuts[0]}, {Cut: t.cuts[1]}}
 	t.rng = rand.New(rand.NewPCG(t.seed[0], t.seed[1]))
+	t.pos = 0
+}
+
+// recording reports whether the mask drawn now is the one to cache: the
+// norm pass is still to end.
+func (t *TensorSparsifier) recording() bool { return contains(t.pending, PassNorm) }
+
+func (t *TensorSparsifier) radixTmp(n int) []uint64 {
+	if cap(t.tmp) < n {
+		t.tmp = make([]uint64, n)
+	}
+	return t.tmp[:n]
+}
+
+// rankRow sets rank[i] to the position of keys[i] in ascending order, ties
+// by index: an LSD radix sort of key<<32|index on the key's bytes (stable,
+// so the index order of ties stays), skipping bytes all keys share.
+func rankRow(keys []uint32, order, tmp []uint64, rank []int) {
+	for i, k := range keys {
+		order[i] = uint64(k)<<32 | uint64(i)
+	}
+	src, dst := order, tmp
+	var count [256]int
+	for shift := uint(32); shift < 64; shift += 8 {
+		clear(count[:])
+		for _, o := range src {
+			count[byte(o>>shift)]++
+		}
+		if count[byte(src[0]>>shift)] == len(src) {
+			continue
+		}
+		sum := 0
+		for b, c := range count {
+			count[b] = sum
+			sum += c
+		}
+		for _, o := range src {
+			b := byte(o >> shift)
+			dst[count[b]] = o
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	for pos, o := range src {
+		rank[uint32(o)] = pos
+	}
 }
 
 // Observe feeds one chunk to the current pre-pass.
@@ -302,12 +356,31 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 		return keep
 	}
 	switch t.spec.Method {
-	case Random:
-		for i := range keep {
-			keep[i] = t.rng.Float64() < t.spec.Density
+	case Random, DellaMagprune:
+		if t.bits != nil && !t.recording() {
+			for i := range keep {
+				j := t.pos + int64(i)
+				keep[i] = t.bits[j>>6]>>(j&63)&1 == 1
+			}
+			t.pos += int64(len(keep))
+			return keep
 		}
-	case DellaMagprune:
-		t.dellaMask(chunk, keep)
+		if t.spec.Method == Random {
+			for i := range keep {
+				keep[i] = t.rng.Float64() < t.spec.Density
+			}
+		} else {
+			t.dellaMask(chunk, keep)
+		}
+		if t.recording() {
+			for i, k := range keep {
+				if k {
+					j := t.pos + int64(i)
+					t.bits[j>>6] |= 1 << (j & 63)
+				}
+			}
+			t.pos += int64(len(keep))
+		}
 	case Magnitude, MagnitudeOutliers:
 		keys := t.keysOf(chunk)
 		if t.hist != nil { // per-tensor cuts
@@ -435,19 +508,13 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 	rl := t.rowLen
 	keys := t.keysOf(chunk)
 	if cap(t.order) < rl {
-		t.order = make([]int, rl)
+		t.order = make([]uint64, rl)
 		t.rank = make([]int, rl)
 	}
 	order, rank := t.order[:rl], t.rank[:rl]
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk := keys[r : r+rl]
-		for i := range order {
-			order[i] = i
-		}
-		sort.SliceStable(order, func(a, b int) bool { return rk[order[a]] < rk[order[b]] })
-		for pos, i := range order {
-			rank[i] = pos
-		}
+		rankRow(rk, order, t.radixTmp(rl), rank)
 		for i := range rk {
 			norm := 0.5
 			if rl > 1 {
