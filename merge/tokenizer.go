@@ -645,6 +645,10 @@ func (p *Plan) adjustSideFiles(side *stream.ModelFiles) error {
 			c = []byte("{}")
 		}
 		cfg, err := tokenizer.ParseConfig(c)
+		if err == nil && !ok && p.vocab != nil {
+			// A new tokenizer_config.json lists the added tokens too.
+			err = cfg.SetAdded(p.vocab.out.File.Added)
+		}
 		if err != nil {
 			return err
 		}

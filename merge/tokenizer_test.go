@@ -182,6 +182,16 @@ chat_template: chatml
 	if len(tok.Config.Added) != 4 {
 		t.Errorf("tokenizer_config.json added_tokens_decoder has %d tokens, want 4 (<s>, c, d, <|im_start|>)", len(tok.Config.Added))
 	}
+	// Without a tokenizer_config.json, the one written for the chat
+	// template lists the added tokens too.
+	os.Remove(filepath.Join(dir, "A", "tokenizer_config.json"))
+	tok, err = tokenizer.Load(runRecipe(t, dir, recipe, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Config == nil || len(tok.Config.Added) != 4 || !strings.Contains(tok.ChatTemplate(), "<|im_start|>") {
+		t.Errorf("a new tokenizer_config.json: %+v", tok.Config)
+	}
 	if !strings.Contains(tok.ChatTemplate(), "<|im_start|>") {
 		t.Errorf("chat template %q is not chatml", tok.ChatTemplate())
 	}
