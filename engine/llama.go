@@ -120,6 +120,12 @@ type LlamaLayer struct {
 	Gate, Up, Down []float32
 }
 
+// configCarrier is a checkpoint that holds its model's configuration, as a
+// Hugging Face config.json (a GGUF file).
+type configCarrier interface {
+	ConfigJSON() ([]byte, error)
+}
+
 // LoadLlama reads a Hugging Face LLaMA-style model: path is a directory
 // holding config.json and a checkpoint (safetensors, shard index or
 // PyTorch .bin), or a checkpoint file with config.json beside it. Weights
@@ -132,8 +138,21 @@ func LoadLlama(path string) (*Llama, error) {
 	} else if !st.IsDir() {
 		dir = filepath.Dir(path)
 	}
+	ck, err := weights.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer ck.Close()
 	cfgPath := filepath.Join(dir, "config.json")
-	b, err := weights.ReadFile(cfgPath, weights.MaxConfigSize, "model config")
+	var b []byte
+	if cc, ok := ck.(configCarrier); ok {
+		// A file that describes its own model (GGUF) is not read with a
+		// config that happens to lie beside it.
+		cfgPath = ck.Path()
+		b, err = cc.ConfigJSON()
+	} else {
+		b, err = weights.ReadFile(cfgPath, weights.MaxConfigSize, "model config")
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the model's config: %w", err)
 	}
@@ -144,11 +163,6 @@ func LoadLlama(path string) (*Llama, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, fmt.Errorf("%s: %w", cfgPath, err)
 	}
-	ck, err := weights.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer ck.Close()
 	m, err := NewLlama(cfg, ck)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ck.Path(), err)

@@ -297,7 +297,7 @@ func deqQ3_K(src []byte, dst []float32) {
 					dl := float32(dAll * float32(int(scales[is])-32))
 					is++
 					for l := 0; l < 16; l++ {
-						v := int(int8((q[l+16*half]>>shift)&3))
+						v := int(int8((q[l+16*half] >> shift) & 3))
 						if hm[l+16*half]&m == 0 {
 							v -= 4
 						}

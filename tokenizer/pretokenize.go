@@ -185,3 +185,9 @@ func byteLevel(s string) string {
 	}
 	return b.String()
 }
+
+// PatternName names a known split pattern: "gpt2", "llama3", "qwen2", or
+// "" for another.
+func PatternName(pattern string) string {
+	return map[string]string{gpt2Pattern: "gpt2", llama3Pattern: "llama3", qwen2Pattern: "qwen2"}[pattern]
+}

@@ -106,6 +106,7 @@ func TestJSONDocumented(t *testing.T) {
 		{"weightops inspect", []string{"inspect", clean, "--stats"}},
 		{"weightops inspect", []string{"inspect", clean}},
 		{"weightops convert", []string{"convert", filepath.Join(clean, "model.safetensors"), in("c.safetensors")}},
+		{"weightops convert IN OUT.gguf", []string{"convert", llama, in("l.gguf"), "--type", "q8_0", "--no-vocab"}},
 		{"weightops synth", []string{"synth", "--size", "1MiB", "--hidden", "64", "--vocab", "128", in("s.safetensors")}},
 		{"weightops synth", []string{"synth", "--family", in("fam"), "--size", "1MiB", "--hidden", "64", "--vocab", "128"}},
 		{"weightops diff", []string{"diff", clean, base, "-o", in("tv.safetensors")}},

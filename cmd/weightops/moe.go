@@ -57,7 +57,7 @@ func moeAction(c *cli.Context) error {
 	}
 	if c.Bool("check") {
 		if c.Bool("json") {
-			return printJSON(map[string]any{"schema_version": SchemaVersion, "config": cfg.Path, "ok": true,
+			return printJSON(map[string]any{"config": cfg.Path, "ok": true,
 				"experts": len(cfg.Experts), "layers": plan.Layers, "tensors": len(plan.Tensors), "warnings": nonNil(plan.Warnings)})
 		}
 		fmt.Fprintf(os.Stderr, "%s: ok: %d experts × %d layers, %d tensors\n", cfg.Path, len(cfg.Experts), plan.Layers, len(plan.Tensors))

@@ -1,0 +1,207 @@
+package gguf
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"sort"
+
+	"github.com/weightops/weightops/weights"
+)
+
+func init() {
+	weights.RegisterFormat(weights.Format{
+		Name:  "GGUF",
+		Match: func(h []byte) bool { return len(h) >= 4 && string(h[:4]) == Magic },
+		Open:  func(path string) (weights.Checkpoint, error) { return Open(path) },
+	})
+}
+
+// Checkpoint is a GGUF file read as a Hugging Face checkpoint: llama.cpp's
+// names mapped back (token_embd → model.embed_tokens, blk.N.attn_q →
+// model.layers.N.self_attn.q_proj, …), dims in PyTorch order, q and k rows
+// back in the Hugging Face rotary layout for llama, F32/F16/BF16 tensors
+// as they are and every quantized type dequantized to F32.
+type Checkpoint struct {
+	path   string
+	f      *os.File
+	File   *File
+	infos  []weights.TensorInfo
+	byName map[string]int // HF name → index in File.Tensors
+	arch   string
+	heads  map[string]int // HF name → heads to unpermute into
+	md     map[string]string
+}
+
+// Open opens a GGUF file (a regular file; the header validated by Parse).
+func Open(path string) (*Checkpoint, error) {
+	f, err := weights.OpenFile(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	gf, err := Parse(f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	c := &Checkpoint{path: path, f: f, File: gf, byName: map[string]int{}, heads: map[string]int{}, md: map[string]string{}}
+	c.arch = gf.String("general.architecture")
+	nh, _ := gf.Uint(c.arch + ".attention.head_count")
+	nkv, ok := gf.Uint(c.arch + ".attention.head_count_kv")
+	if !ok {
+		nkv = nh
+	}
+	for i, ti := range gf.Tensors {
+		name := HFName(ti.Name)
+		if _, dup := c.byName[name]; dup {
+			f.Close()
+			return nil, fmt.Errorf("%s: tensors %q and another map to the same name %q", path, ti.Name, name)
+		}
+		c.byName[name] = i
+		shape := make([]int64, len(ti.Dims))
+		for j, d := range ti.Dims {
+			shape[len(ti.Dims)-1-j] = int64(d)
+		}
+		dt := weights.F32
+		switch ti.Type {
+		case F16:
+			dt = weights.F16
+		case BF16:
+			dt = weights.BF16
+		}
+		c.infos = append(c.infos, weights.TensorInfo{Name: name, DType: dt, Shape: shape})
+		if c.arch == "llama" && len(shape) == 2 {
+			switch {
+			case len(name) > 0 && hasSuffix(name, "self_attn.q_proj.weight"):
+				c.heads[name] = int(nh)
+			case hasSuffix(name, "self_attn.k_proj.weight"):
+				c.heads[name] = int(nkv)
+			}
+			if h := c.heads[name]; h > 0 && (shape[0]%int64(h) != 0 || (shape[0]/int64(h))%2 != 0) {
+				f.Close()
+				return nil, fmt.Errorf("%s: tensor %q: %d rows do not split into %d heads", path, ti.Name, shape[0], h)
+			}
+		}
+	}
+	weights.SortNatural(c.infos)
+	for _, kv := range gf.KV {
+		c.md[kv.Key] = Describe(kv.Value)
+	}
+	return c, nil
+}
+
+func hasSuffix(s, suf string) bool { return len(s) >= len(suf) && s[len(s)-len(suf):] == suf }
+
+// Path names the file.
+func (c *Checkpoint) Path() string { return c.path }
+
+// Tensors lists the tensors under their Hugging Face names.
+func (c *Checkpoint) Tensors() []weights.TensorInfo { return c.infos }
+
+// Info describes one tensor.
+func (c *Checkpoint) Info(name string) (weights.TensorInfo, bool) {
+	i := sort.Search(len(c.infos), func(i int) bool { return !weights.NaturalLess(c.infos[i].Name, name) })
+	if i < len(c.infos) && c.infos[i].Name == name {
+		return c.infos[i], true
+	}
+	return weights.TensorInfo{}, false
+}
+
+// Metadata is the GGUF metadata, each value rendered (arrays summarized).
+func (c *Checkpoint) Metadata() map[string]string { return c.md }
+
+// ReadTensor reads a tensor, dequantized and in the Hugging Face layout.
+func (c *Checkpoint) ReadTensor(name string, buf []byte) (weights.Tensor, error) {
+	info, ok := c.Info(name)
+	if !ok {
+		return weights.Tensor{}, &weights.TensorError{File: c.path, Tensor: name, Err: fmt.Errorf("no such tensor")}
+	}
+	ti := c.File.Tensors[c.byName[name]]
+	raw := make([]byte, ti.Size)
+	if _, err := c.f.ReadAt(raw, c.File.DataOffset+int64(ti.Offset)); err != nil {
+		return weights.Tensor{}, &weights.TensorError{File: c.path, Tensor: ti.Name, Err: err}
+	}
+	n := int(ti.Elements())
+	h := c.heads[name]
+	if (ti.Type == F32 || ti.Type == F16 || ti.Type == BF16) && h == 0 {
+		return weights.Tensor{TensorInfo: info, Data: raw}, nil
+	}
+	vals := make([]float32, n)
+	if err := Dequantize(ti.Type, raw, vals); err != nil {
+		return weights.Tensor{}, &weights.TensorError{File: c.path, Tensor: ti.Name, Err: err}
+	}
+	if h > 0 {
+		rows := int(info.Shape[0])
+		vals = unpermuteRows(vals, rows, n/rows, h)
+	}
+	es := info.DType.Size()
+	if cap(buf) < n*es {
+		buf = make([]byte, n*es)
+	}
+	buf = buf[:n*es]
+	switch info.DType {
+	case weights.F32:
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(buf[4*i:], math.Float32bits(v))
+		}
+	case weights.F16:
+		qF16(vals, buf)
+	case weights.BF16:
+		qBF16(vals, buf)
+	}
+	return weights.Tensor{TensorInfo: info, Data: buf}, nil
+}
+
+// Close closes the file.
+func (c *Checkpoint) Close() error { return c.f.Close() }
+
+// ConfigJSON is a Hugging Face config.json for the model (LLaMA family),
+// from the GGUF metadata, so that the engine runs a GGUF file as it runs
+// a model directory.
+func (c *Checkpoint) ConfigJSON() ([]byte, error) {
+	class := map[string]string{"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM"}[c.arch]
+	if class == "" {
+		return nil, fmt.Errorf("%s: architecture %q is not one the engine runs", c.path, c.arch)
+	}
+	p := c.arch + "."
+	u := func(k string) uint64 { v, _ := c.File.Uint(p + k); return v }
+	fl := func(k string, def float64) float64 {
+		if v, ok := c.File.Float(p + k); ok {
+			return v
+		}
+		return def
+	}
+	vocab := u("vocab_size")
+	if e, ok := c.Info("model.embed_tokens.weight"); ok {
+		vocab = uint64(e.Shape[0])
+	}
+	_, hasHead := c.Info("lm_head.weight")
+	cfg := map[string]any{
+		"architectures":           []string{class},
+		"model_type":              c.arch,
+		"hidden_size":             u("embedding_length"),
+		"intermediate_size":       u("feed_forward_length"),
+		"num_hidden_layers":       u("block_count"),
+		"num_attention_heads":     u("attention.head_count"),
+		"num_key_value_heads":     u("attention.head_count_kv"),
+		"rms_norm_eps":            fl("attention.layer_norm_rms_epsilon", 1e-6),
+		"rope_theta":              fl("rope.freq_base", 10000),
+		"max_position_embeddings": u("context_length"),
+		"vocab_size":              vocab,
+		"tie_word_embeddings":     !hasHead,
+	}
+	if hd := u("rope.dimension_count"); hd > 0 {
+		cfg["head_dim"] = hd
+	}
+	if _, ok := c.File.Uint(p + "attention.head_count_kv"); !ok {
+		cfg["num_key_value_heads"] = u("attention.head_count")
+	}
+	return json.MarshalIndent(cfg, "", "  ")
+}

@@ -1,0 +1,290 @@
+package gguf
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	parser "github.com/gpustack/gguf-parser-go"
+
+	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/weights"
+)
+
+const tH, tI, tL, tV, tHeads, tKV = 256, 512, 2, 3264, 4, 2
+
+// tinyLlama writes a two-block LLaMA (hidden 256, GQA 4/2 heads,
+// vocabulary 3264) of random weights in dtype, with config.json and the
+// GPT-2-style test tokenizer, and returns its directory.
+func tinyLlama(t *testing.T, dtype weights.DType, tied bool) string {
+	t.Helper()
+	dir := t.TempDir()
+	r := rand.New(rand.NewPCG(5, 9))
+	var ts []testutil.Tensor
+	put := func(name string, shape ...int64) {
+		n := int64(1)
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = 0.05 * r.NormFloat64()
+			if len(shape) == 1 {
+				v[i] += 1
+			}
+		}
+		ts = append(ts, testutil.Tensor{Name: name, DType: dtype, Shape: shape, Values: v})
+	}
+	kvd := int64(tKV * tH / tHeads)
+	put("model.embed_tokens.weight", tV, tH)
+	put("model.norm.weight", tH)
+	if !tied {
+		put("lm_head.weight", tV, tH)
+	}
+	for l := 0; l < tL; l++ {
+		p := fmt.Sprintf("model.layers.%d.", l)
+		put(p+"input_layernorm.weight", tH)
+		put(p+"post_attention_layernorm.weight", tH)
+		put(p+"self_attn.q_proj.weight", tH, tH)
+		put(p+"self_attn.k_proj.weight", kvd, tH)
+		put(p+"self_attn.v_proj.weight", kvd, tH)
+		put(p+"self_attn.o_proj.weight", tH, tH)
+		put(p+"mlp.gate_proj.weight", tI, tH)
+		put(p+"mlp.up_proj.weight", tI, tH)
+		put(p+"mlp.down_proj.weight", tH, tI)
+	}
+	testutil.Write(t, filepath.Join(dir, "model.safetensors"), nil, ts...)
+	cfg := fmt.Sprintf(`{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": %d, "intermediate_size": %d,
+ "num_hidden_layers": %d, "num_attention_heads": %d, "num_key_value_heads": %d, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
+ "max_position_embeddings": 128, "vocab_size": %d, "tie_word_embeddings": %v, "bos_token_id": 3256, "eos_token_id": 3256}`, tH, tI, tL, tHeads, tKV, tV, tied)
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644)
+	tj, err := os.ReadFile("../testdata/tokenizer/gpt2/tokenizer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), tj, 0o644)
+	return dir
+}
+
+func convert(t *testing.T, dir string, typ Type) string {
+	t.Helper()
+	ck := testutil.Open(t, dir)[0]
+	out := filepath.Join(t.TempDir(), "m.gguf")
+	if _, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: typ}); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestRoundTripExact: safetensors → GGUF (F32, F16, BF16) → checkpoint
+// gives every tensor back bit for bit, names, shapes and the q/k layout
+// included.
+func TestRoundTripExact(t *testing.T) {
+	for _, c := range []struct {
+		dt  weights.DType
+		typ Type
+	}{{weights.F32, F32}, {weights.F16, F16}, {weights.BF16, BF16}} {
+		dir := tinyLlama(t, c.dt, false)
+		out := convert(t, dir, c.typ)
+		src := testutil.Open(t, dir)[0]
+		g, err := weights.Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(g.Tensors()) != len(src.Tensors()) {
+			t.Fatalf("%s: %d tensors, want %d", c.typ, len(g.Tensors()), len(src.Tensors()))
+		}
+		for _, ti := range src.Tensors() {
+			a, _ := src.ReadTensor(ti.Name, nil)
+			b, err := g.ReadTensor(ti.Name, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ti.Shape) == 1 {
+				// Norms are written F32: the values come back exactly.
+				x, _ := a.Float64s()
+				y, _ := b.Float64s()
+				if fmt.Sprint(x) != fmt.Sprint(y) {
+					t.Errorf("%s %s: values differ", c.typ, ti.Name)
+				}
+				continue
+			}
+			if b.DType != a.DType || !bytes.Equal(a.Data, b.Data) || fmt.Sprint(a.Shape) != fmt.Sprint(b.Shape) {
+				t.Errorf("%s %s: %s %v vs %s %v, bytes equal %v", c.typ, ti.Name, b.DType, b.Shape, a.DType, a.Shape, bytes.Equal(a.Data, b.Data))
+			}
+		}
+		g.Close()
+	}
+}
+
+// TestQuantizedRoundTripBounds: every value of a Q8_0 or Q4_0 file is
+// within its block's step of the original (Q8_0: half a step d = amax/127
+// plus up to 127 times the F16 rounding of d, 0.57 d in all; Q4_0: one
+// step |d| = amax/8, at the clamped level −max, and its F16 rounding),
+// and K-quants within a sixth (Q4_K: 16 levels over the sub-block's
+// range, 6-bit scales) or a 25th (Q6_K: 64 levels, 8-bit scales) of the
+// 32-value block's largest magnitude. (Their exactness is
+// TestQuantFixtures'.)
+func TestQuantizedRoundTripBounds(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, true)
+	src := testutil.Open(t, dir)[0]
+	for _, typ := range []Type{Q8_0, Q4_0, Q4_K, Q6_K} {
+		g, err := weights.Open(convert(t, dir, typ))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := g.Info("lm_head.weight"); ok {
+			t.Errorf("%s: a tied model got an output tensor", typ)
+		}
+		for _, ti := range src.Tensors() {
+			if len(ti.Shape) != 2 {
+				continue
+			}
+			a, _ := src.ReadTensor(ti.Name, nil)
+			b, _ := g.ReadTensor(ti.Name, nil)
+			x, _ := a.Float64s()
+			y, _ := b.Float64s()
+			bs := typ.BlockSize()
+			for s := 0; s < len(x); s += bs {
+				var amax float64
+				for _, v := range x[s : s+bs] {
+					amax = math.Max(amax, math.Abs(v))
+				}
+				bound := map[Type]float64{Q8_0: amax / 127 * 0.57, Q4_0: amax / 8 * 1.01, Q4_K: amax / 6, Q6_K: amax / 25}[typ]
+				for i := s; i < s+bs; i++ {
+					if d := math.Abs(x[i] - y[i]); d > bound {
+						t.Fatalf("%s %s[%d]: %v back as %v, off by %v > %v", typ, ti.Name, i, x[i], y[i], d, bound)
+					}
+				}
+			}
+		}
+		g.Close()
+	}
+}
+
+// TestIndependentParser: gguf-parser-go (gpustack) reads what we write:
+// the tensor infos, the architecture and the vocabulary.
+func TestIndependentParser(t *testing.T) {
+	dir := tinyLlama(t, weights.BF16, false)
+	for _, typ := range []Type{F16, Q8_0, Q4_K} {
+		out := convert(t, dir, typ)
+		f, err := parser.ParseGGUFFile(out)
+		if err != nil {
+			t.Fatalf("%s: gguf-parser-go: %v", typ, err)
+		}
+		if f.Header.Version != 3 || f.Header.TensorCount != uint64(3+9*tL) {
+			t.Errorf("%s: version %d, %d tensors", typ, f.Header.Version, f.Header.TensorCount)
+		}
+		a := f.Architecture()
+		if a.Architecture != "llama" || a.BlockCount != tL || a.EmbeddingLength != tH || a.AttentionHeadCount != tHeads || a.AttentionHeadCountKV != tKV {
+			t.Errorf("%s: architecture %+v", typ, a)
+		}
+		tk := f.Tokenizer()
+		if tk.Model != "gpt2" || tk.TokensLength != tV || tk.MergesLength != 3000 || tk.BOSTokenID != 3256 {
+			t.Errorf("%s: tokenizer %+v", typ, tk)
+		}
+		q, ok := f.TensorInfos.Get("blk.0.attn_q.weight")
+		if !ok || q.Dimensions[0] != tH || uint32(q.Type) != uint32(typ) {
+			t.Errorf("%s: attn_q %+v", typ, q)
+		}
+		if typ == Q4_K {
+			// Rows of 256 are whole K blocks: nothing falls back here.
+			if d, _ := f.TensorInfos.Get("blk.0.ffn_down.weight"); uint32(d.Type) != uint32(Q4_K) {
+				t.Errorf("ffn_down is %v", d.Type)
+			}
+		}
+	}
+}
+
+// TestEngineRunsGGUF: the engine gives the same logits for the model in
+// safetensors and in an F32 GGUF (config rebuilt from the metadata), and
+// runs the Q8_0 file.
+func TestEngineRunsGGUF(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	st, err := engine.LoadLlama(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gg, err := engine.LoadLlama(convert(t, dir, F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompt := []int{3256, 12, 700, 5, 42}
+	a, err := st.Generate(prompt, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := gg.Generate(prompt, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Errorf("greedy ids: safetensors %v, GGUF %v", a, b)
+	}
+	la, _ := st.Forward(prompt, nil)
+	lb, _ := gg.Forward(prompt, nil)
+	for i := range la {
+		if la[i] != lb[i] {
+			t.Fatalf("logit %d: %v vs %v", i, la[i], lb[i])
+		}
+	}
+	q8, err := engine.LoadLlama(convert(t, dir, Q8_0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, err := q8.Generate(prompt, 4); err != nil || len(ids) != 4 {
+		t.Errorf("Q8_0: %v %v", ids, err)
+	}
+}
+
+func TestConvertRefusals(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	ck := testutil.Open(t, dir)[0]
+	os.Remove(filepath.Join(dir, "tokenizer.json"))
+	out := filepath.Join(t.TempDir(), "x.gguf")
+	if _, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: F16}); err == nil || !strings.Contains(err.Error(), "--no-vocab") {
+		t.Errorf("no tokenizer: %v", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Error("a refused conversion left a file")
+	}
+	if _, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: F16, NoVocab: true}); err != nil {
+		t.Fatal(err)
+	}
+	g, _ := Open(out)
+	if g.File.String("tokenizer.ggml.model") != "no_vocab" {
+		t.Errorf("--no-vocab: model %q", g.File.String("tokenizer.ggml.model"))
+	}
+	g.Close()
+	if _, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: Q4_1}); err == nil {
+		t.Error("Q4_1 output accepted")
+	}
+	os.WriteFile(filepath.Join(dir, "config.json"), []byte(`{"architectures": ["GPT2LMHeadModel"]}`), 0o644)
+	if _, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: F16, NoVocab: true}); err == nil || !strings.Contains(err.Error(), "LlamaForCausalLM") {
+		t.Errorf("gpt2: %v", err)
+	}
+}
+
+// TestFallbackRows: a row that is not whole blocks is written F16 and
+// said so.
+func TestFallbackRows(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	ck := testutil.Open(t, dir)[0]
+	var said []string
+	out := filepath.Join(t.TempDir(), "x.gguf")
+	fell, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: Q4_K, Warn: func(s string) { said = append(said, s) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ffn_down has rows of 512 (whole blocks); none fall back at 256.
+	if len(fell) != 0 || len(said) != 0 {
+		t.Errorf("fallbacks %v", fell)
+	}
+}
