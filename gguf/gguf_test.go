@@ -272,19 +272,37 @@ func TestConvertRefusals(t *testing.T) {
 	}
 }
 
-// TestFallbackRows: a row that is not whole blocks is written F16 and
-// said so.
+// TestFallbackRows: rows that are not whole blocks fall back as
+// llama.cpp's tools do, and it is said: Q4_K → Q5_0 on rows of 32k, Q6_K
+// → Q8_0, F16 where no 32-block fits; tiny-llama's rows of 32 and 48.
 func TestFallbackRows(t *testing.T) {
-	dir := tinyLlama(t, weights.F32, false)
+	dir := "../testdata/engine/tiny-llama"
 	ck := testutil.Open(t, dir)[0]
-	var said []string
-	out := filepath.Join(t.TempDir(), "x.gguf")
-	fell, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: Q4_K, Warn: func(s string) { said = append(said, s) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	// ffn_down has rows of 512 (whole blocks); none fall back at 256.
-	if len(fell) != 0 || len(said) != 0 {
-		t.Errorf("fallbacks %v", fell)
+	for _, c := range []struct {
+		typ       Type
+		q, down   Type // attn_q (rows of 32), ffn_down (rows of 48)
+		fallbacks int
+	}{{Q8_0, Q8_0, F16, 2}, {Q4_K, Q5_0, F16, 16}, {Q6_K, Q8_0, F16, 16}} {
+		var said []string
+		out := filepath.Join(t.TempDir(), "x.gguf")
+		fell, err := Convert(context.Background(), ck, dir, out, ConvertOptions{Type: c.typ, NoVocab: true, Warn: func(s string) { said = append(said, s) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		types := map[string]Type{}
+		for _, ti := range g.File.Tensors {
+			types[ti.Name] = ti.Type
+		}
+		g.Close()
+		if types["blk.0.attn_q.weight"] != c.q || types["blk.0.ffn_down.weight"] != c.down || types["blk.0.attn_norm.weight"] != F32 {
+			t.Errorf("%s: attn_q %s, ffn_down %s, attn_norm %s", c.typ, types["blk.0.attn_q.weight"], types["blk.0.ffn_down.weight"], types["blk.0.attn_norm.weight"])
+		}
+		if len(fell) != c.fallbacks || len(said) != len(fell) {
+			t.Errorf("%s: %d fallbacks said %d times, want %d: %q", c.typ, len(fell), len(said), c.fallbacks, fell)
+		}
 	}
 }

@@ -103,7 +103,7 @@ func archOf(class string) (arch string, permute bool, err error) {
 
 // fileType is llama.cpp's llama_ftype for a file of mostly type t.
 func fileType(t Type) uint32 {
-	return map[Type]uint32{F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, Q4_K: 15, Q6_K: 18, BF16: 32}[t]
+	return map[Type]uint32{F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q8_0: 7, Q5_0: 8, Q5_1: 9, Q4_K: 15, Q6_K: 18, BF16: 32}[t]
 }
 
 // ConvertOptions control Convert.
@@ -159,7 +159,7 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 		cfg.RMSNormEps = 1e-6
 	}
 	if !o.Type.CanQuantize() {
-		return nil, fmt.Errorf("weightops writes GGUF tensors as F32, F16, BF16, Q8_0, Q4_0, Q4_K or Q6_K, not %s", o.Type)
+		return nil, fmt.Errorf("weightops writes GGUF tensors as F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or Q6_K, not %s", o.Type)
 	}
 	name := o.Name
 	if name == "" {
@@ -216,8 +216,8 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 			pl.rows, pl.rowLen = int(t.Shape[0]), int(t.Shape[1])
 			pl.outType = o.Type
 			if pl.rowLen%o.Type.BlockSize() != 0 {
-				pl.outType = F16
-				fellBack = append(fellBack, fmt.Sprintf("%s: rows of %d are not whole %s blocks of %d; written as F16", t.Name, pl.rowLen, o.Type, o.Type.BlockSize()))
+				pl.outType = fallback(o.Type, pl.rowLen)
+				fellBack = append(fellBack, fmt.Sprintf("%s: rows of %d are not whole %s blocks of %d; written as %s", t.Name, pl.rowLen, o.Type, o.Type.BlockSize(), pl.outType))
 			}
 		} else if len(t.Shape) > 2 {
 			return nil, &weights.TensorError{File: ck.Path(), Tensor: t.Name, Err: fmt.Errorf("%d-D tensor", len(t.Shape))}
@@ -305,6 +305,17 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 		}
 	}
 	return fellBack, nil
+}
+
+// fallback is the type llama.cpp's tools write a tensor in when its rows
+// are not whole blocks of t: for a K-quant the 32-block type
+// llama-quantize takes (Q4_K → Q5_0, Q6_K → Q8_0) when the row allows
+// it, else F16 (convert_hf_to_gguf's choice for Q8_0 and Q4_0).
+func fallback(t Type, rowLen int) Type {
+	if f, ok := map[Type]Type{Q4_K: Q5_0, Q6_K: Q8_0}[t]; ok && rowLen%f.BlockSize() == 0 {
+		return f
+	}
+	return F16
 }
 
 // permuteRows moves the rows of a q or k projection from the Hugging Face

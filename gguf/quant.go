@@ -375,3 +375,87 @@ func checkLen(t Type, n int, dst []byte) error {
 	}
 	return nil
 }
+
+// QuantizeQ4_1 is quantize_row_q4_1_ref: d = (max − min)/15 and m = min
+// (F16), q = min(15, trunc((x − min)/d + 0.5)).
+func QuantizeQ4_1(x []float32, dst []byte) {
+	for b := 0; b < len(x)/QK; b++ {
+		xs := x[b*QK : (b+1)*QK]
+		out := dst[b*20 : (b+1)*20]
+		mn, mx := float32(math.MaxFloat32), float32(-math.MaxFloat32)
+		for _, v := range xs {
+			mn, mx = min(mn, v), max(mx, v)
+		}
+		d := (mx - mn) / 15
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		binary.LittleEndian.PutUint16(out, f16(d))
+		binary.LittleEndian.PutUint16(out[2:], f16(mn))
+		for j := 0; j < QK/2; j++ {
+			x0 := float32((xs[j] - mn) * id)
+			x1 := float32((xs[QK/2+j] - mn) * id)
+			out[4+j] = min(15, uint8(int8(x0+0.5))) | min(15, uint8(int8(x1+0.5)))<<4
+		}
+	}
+}
+
+// QuantizeQ5_0 is quantize_row_q5_0_ref: d = max/−16, q = min(31,
+// trunc(x/d + 16.5)), the fifth bits gathered in qh.
+func QuantizeQ5_0(x []float32, dst []byte) {
+	for b := 0; b < len(x)/QK; b++ {
+		xs := x[b*QK : (b+1)*QK]
+		out := dst[b*22 : (b+1)*22]
+		var amax, mx float32
+		for _, v := range xs {
+			if a := float32(math.Abs(float64(v))); amax < a {
+				amax, mx = a, v
+			}
+		}
+		d := mx / -16
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		binary.LittleEndian.PutUint16(out, f16(d))
+		var qh uint32
+		for j := 0; j < QK/2; j++ {
+			q0 := min(31, uint8(int8(float32(xs[j]*id)+16.5)))
+			q1 := min(31, uint8(int8(float32(xs[QK/2+j]*id)+16.5)))
+			out[6+j] = q0&0xF | (q1&0xF)<<4
+			qh |= uint32(q0&0x10) >> 4 << uint(j)
+			qh |= uint32(q1&0x10) >> 4 << uint(j+QK/2)
+		}
+		binary.LittleEndian.PutUint32(out[2:], qh)
+	}
+}
+
+// QuantizeQ5_1 is quantize_row_q5_1_ref: d = (max − min)/31, m = min,
+// q = trunc((x − min)/d + 0.5).
+func QuantizeQ5_1(x []float32, dst []byte) {
+	for b := 0; b < len(x)/QK; b++ {
+		xs := x[b*QK : (b+1)*QK]
+		out := dst[b*24 : (b+1)*24]
+		mn, mx := float32(math.MaxFloat32), float32(-math.MaxFloat32)
+		for _, v := range xs {
+			mn, mx = min(mn, v), max(mx, v)
+		}
+		d := (mx - mn) / 31
+		var id float32
+		if d != 0 {
+			id = 1 / d
+		}
+		binary.LittleEndian.PutUint16(out, f16(d))
+		binary.LittleEndian.PutUint16(out[2:], f16(mn))
+		var qh uint32
+		for j := 0; j < QK/2; j++ {
+			q0 := uint8(float32((xs[j]-mn)*id) + 0.5)
+			q1 := uint8(float32((xs[QK/2+j]-mn)*id) + 0.5)
+			out[8+j] = q0&0xF | (q1&0xF)<<4
+			qh |= uint32(q0&0x10) >> 4 << uint(j)
+			qh |= uint32(q1&0x10) >> 4 << uint(j+QK/2)
+		}
+		binary.LittleEndian.PutUint32(out[4:], qh)
+	}
+}

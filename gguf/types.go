@@ -17,7 +17,8 @@ import (
 // Type is a ggml tensor type (GGUF's tensor info type id).
 type Type uint32
 
-// The ggml types weightops reads; F32..Q8_0, Q4_K and Q6_K it also writes.
+// The ggml types weightops reads; all but the K-quants Q2_K, Q3_K, Q5_K
+// and Q8_K it also writes.
 const (
 	F32  Type = 0
 	F16  Type = 1
@@ -48,9 +49,9 @@ var types = map[Type]typeInfo{
 	F16:  {"F16", 1, 2, deqF16, qF16},
 	BF16: {"BF16", 1, 2, deqBF16, qBF16},
 	Q4_0: {"Q4_0", QK, 18, deqQ4_0, QuantizeQ4_0},
-	Q4_1: {"Q4_1", QK, 20, deqQ4_1, nil},
-	Q5_0: {"Q5_0", QK, 22, deqQ5_0, nil},
-	Q5_1: {"Q5_1", QK, 24, deqQ5_1, nil},
+	Q4_1: {"Q4_1", QK, 20, deqQ4_1, QuantizeQ4_1},
+	Q5_0: {"Q5_0", QK, 22, deqQ5_0, QuantizeQ5_0},
+	Q5_1: {"Q5_1", QK, 24, deqQ5_1, QuantizeQ5_1},
 	Q8_0: {"Q8_0", QK, 34, deqQ8_0, QuantizeQ8_0},
 	Q2_K: {"Q2_K", QKK, 84, deqQ2_K, nil},
 	Q3_K: {"Q3_K", QKK, 110, deqQ3_K, nil},
@@ -88,7 +89,7 @@ func ParseType(s string) (Type, error) {
 			return t, nil
 		}
 	}
-	return 0, fmt.Errorf("unknown GGUF type %q (f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)", s)
+	return 0, fmt.Errorf("unknown GGUF type %q (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)", s)
 }
 
 func equalFold(a, b string) bool {

@@ -23,7 +23,7 @@ func convertCommand() *cli.Command {
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output .safetensors file or directory (or give it after IN)"},
 			&cli.StringFlag{Name: "dtype", Usage: "convert floating tensors to bf16, f16, f32 or f64 (integer/bool tensors are kept)"},
 			&cli.StringFlag{Name: "shard-size", Usage: "write a sharded directory with shards of at most this size (e.g. 5GB, 500MiB)"},
-			&cli.StringFlag{Name: "type", Usage: "GGUF output: the type of the 2-D tensors: f32, f16, bf16, q8_0, q4_0, q4_k or q6_k (default f16)"},
+			&cli.StringFlag{Name: "type", Usage: "GGUF output: the type of the 2-D tensors: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k or q6_k (default f16)"},
 			&cli.BoolFlag{Name: "no-vocab", Usage: "GGUF output: write no tokenizer (for a model without one)"},
 			workersFlag, memoryFlag, jsonFlag, quietFlag,
 		},
@@ -77,7 +77,7 @@ func convertGGUF(c *cli.Context, src weights.Checkpoint, in, out string) error {
 	if s := c.String("type"); s != "" {
 		var err error
 		if t, err = gguf.ParseType(s); err != nil || !t.CanQuantize() {
-			return usagef(c, "--type %s: use f32, f16, bf16, q8_0, q4_0, q4_k or q6_k", s)
+			return usagef(c, "--type %s: use f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k or q6_k", s)
 		}
 	}
 	fell, err := gguf.Convert(c.Context, src, weights.ModelDir(in), out, gguf.ConvertOptions{Type: t, NoVocab: c.Bool("no-vocab"), Warn: warn})
