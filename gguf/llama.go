@@ -4,11 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
+	"github.com/weightops/weightops/internal/parallel"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -253,7 +254,7 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	if _, err := h.Write(f); err != nil {
 		return fail(err)
 	}
-	var buf []byte
+	var buf, q []byte
 	var vals []float32
 	var pos uint64
 	for i, pl := range plans {
@@ -270,21 +271,51 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 			vals = make([]float32, n)
 		}
 		vals = vals[:n]
-		if err := weights.DecodeFloat32(t.DType, t.Data, vals); err != nil {
-			return fail(&weights.TensorError{File: ck.Path(), Tensor: t.Name, Err: err})
-		}
-		for _, v := range vals {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fail(&weights.TensorError{File: ck.Path(), Tensor: t.Name, Err: fmt.Errorf("a non-finite value; GGUF output refuses it")})
-			}
-		}
-		if pl.heads > 0 {
-			vals = permuteRows(vals, pl.rows, pl.rowLen, pl.heads)
-		}
 		ti := h.Tensors[i]
-		q := make([]byte, ti.Size)
-		if err := Quantize(ti.Type, vals, q); err != nil {
-			return fail(&weights.TensorError{File: ck.Path(), Tensor: t.Name, Err: err})
+		if cap(q) < int(ti.Size) {
+			q = make([]byte, ti.Size)
+		}
+		q = q[:ti.Size]
+		// Rows are independent: decode them (into their permuted place)
+		// and check them, then quantize them, on every core.
+		es := t.DType.Size()
+		rowBytes := int(ti.Size) / pl.rows
+		var bad error
+		var mu sync.Mutex
+		parallel.Ranges(pl.rows, 16, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				dst := r
+				if pl.heads > 0 {
+					dst = metaRow(r, pl.rows/pl.heads)
+				}
+				row := vals[dst*pl.rowLen : (dst+1)*pl.rowLen]
+				if err := weights.DecodeFloat32(t.DType, t.Data[r*pl.rowLen*es:(r+1)*pl.rowLen*es], row); err != nil {
+					mu.Lock()
+					bad = err
+					mu.Unlock()
+					return
+				}
+				for _, v := range row {
+					if v-v != 0 { // NaN or ±Inf
+						mu.Lock()
+						bad = fmt.Errorf("a non-finite value; GGUF output refuses it")
+						mu.Unlock()
+						return
+					}
+				}
+			}
+		})
+		if bad == nil {
+			parallel.Ranges(pl.rows, 16, func(lo, hi int) {
+				if err := Quantize(ti.Type, vals[lo*pl.rowLen:hi*pl.rowLen], q[lo*rowBytes:hi*rowBytes]); err != nil {
+					mu.Lock()
+					bad = err
+					mu.Unlock()
+				}
+			})
+		}
+		if bad != nil {
+			return fail(&weights.TensorError{File: ck.Path(), Tensor: t.Name, Err: bad})
 		}
 		if pad := ti.Offset - pos; pad > 0 {
 			if _, err := f.Write(make([]byte, pad)); err != nil {
@@ -318,25 +349,17 @@ func fallback(t Type, rowLen int) Type {
 	return F16
 }
 
-// permuteRows moves the rows of a q or k projection from the Hugging Face
-// rotary layout to Meta's (the inverse of convert_llama_weights_to_hf's
-// view(n, d/2, 2, in).transpose(1, 2)): within each head of d rows, row
-// j·d/2 + i goes to 2i + j.
-func permuteRows(v []float32, rows, rowLen, heads int) []float32 {
-	out := make([]float32, len(v))
-	d := rows / heads
-	for h := 0; h < heads; h++ {
-		for i := 0; i < d/2; i++ {
-			for j := 0; j < 2; j++ {
-				hf, meta := h*d+j*(d/2)+i, h*d+2*i+j
-				copy(out[meta*rowLen:(meta+1)*rowLen], v[hf*rowLen:(hf+1)*rowLen])
-			}
-		}
-	}
-	return out
+// metaRow is where Hugging Face row r of a q or k projection goes in
+// Meta's rotary layout, heads of d rows: row j·d/2 + i of a head goes to
+// 2i + j.
+func metaRow(r, d int) int {
+	h, k := r/d, r%d
+	j, i := k/(d/2), k%(d/2)
+	return h*d + 2*i + j
 }
 
-// unpermuteRows is permuteRows' inverse (Meta → Hugging Face).
+// unpermuteRows moves the rows of a q or k projection from Meta's rotary
+// layout back to Hugging Face's (metaRow's inverse).
 func unpermuteRows(v []float32, rows, rowLen, heads int) []float32 {
 	out := make([]float32, len(v))
 	d := rows / heads
