@@ -79,6 +79,29 @@ func CommitTemp(f *os.File, dst string) error {
 	return nil
 }
 
+// CreateTempDir creates a hidden working directory beside dst, for an
+// output made in two steps (a checkpoint, then its conversion); it is
+// removed by RemoveTempDir, or by RemoveTemps after a signal.
+func CreateTempDir(dst string) (string, error) {
+	d, err := os.MkdirTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-*")
+	if err != nil {
+		return "", err
+	}
+	temps.Lock()
+	if temps.names == nil {
+		temps.names = map[string]struct{}{}
+	}
+	temps.names[d] = struct{}{}
+	temps.Unlock()
+	return d, nil
+}
+
+// RemoveTempDir removes a directory from CreateTempDir and what it holds.
+func RemoveTempDir(d string) {
+	os.RemoveAll(d)
+	forgetTemp(d)
+}
+
 // RemoveTemps removes every temp file still in flight and returns their
 // names: the last step of a command stopped by a signal.
 func RemoveTemps() []string {
@@ -86,7 +109,7 @@ func RemoveTemps() []string {
 	defer temps.Unlock()
 	var out []string
 	for name := range temps.names {
-		os.Remove(name)
+		os.RemoveAll(name) // a file, or a directory from CreateTempDir
 		out = append(out, name)
 	}
 	clear(temps.names)

@@ -19,13 +19,13 @@ func mergeCommand() *cli.Command {
 		Name:      "merge",
 		Usage:     "merge models with a mergekit-format YAML recipe (" + strings.Join(merge.MethodNames(), ", ") + ")",
 		ArgsUsage: "RECIPE.yaml [OUT]  (OUT or -o: an output directory, or a .safetensors file)",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (or a .safetensors file); or give it after the recipe, as mergekit-yaml does"},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "output directory (or a .safetensors or .gguf file); or give it after the recipe, as mergekit-yaml does"},
 			&cli.BoolFlag{Name: "check", Usage: "validate the recipe and the models, then stop (no output needed)"},
 			&cli.BoolFlag{Name: "no-hash", Usage: "do not record the inputs' SHA-256 in the output metadata"},
 			&cli.BoolFlag{Name: "no-card", Usage: "do not write the model card (README.md) and the recipe (mergekit_config.yml) beside a directory output"},
 			workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
-		},
+		}, ggufFlags()...),
 		Action: mergeAction,
 	}
 }
@@ -57,6 +57,10 @@ func mergeAction(c *cli.Context) error {
 	}
 	if out == "" && !c.Bool("check") {
 		return usagef(c, "missing the output: give OUT after the recipe or -o/--output")
+	}
+	gopts, err := ggufOptions(c, out)
+	if err != nil {
+		return err
 	}
 	so, bar, err := streamOptions(c)
 	if err != nil {
@@ -100,7 +104,22 @@ func mergeAction(c *cli.Context) error {
 		fmt.Fprintf(os.Stderr, "%s: ok: %s over %d tensors of %d models\n", r.Path, r.Method, len(plan.Tensors), len(plan.Checkpoints))
 		return nil
 	}
-	files, err := plan.Merge(c.Context, out, merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version})
+	mo := merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version}
+	if isGGUF(out) {
+		if so.Shard != nil || so.ShardSize > 0 {
+			return usagef(c, "a .gguf output is one file: drop --shard and --shard-size")
+		}
+		fell, err := viaGGUF(c, out, gopts, func(dir string) error {
+			_, err := plan.Merge(c.Context, dir, mo)
+			return err
+		})
+		bar.Done()
+		if err != nil {
+			return err
+		}
+		return printGGUF(c, out, gopts.Type, fell)
+	}
+	files, err := plan.Merge(c.Context, out, mo)
 	bar.Done()
 	if err != nil {
 		return err

@@ -192,12 +192,12 @@ func statsAction(c *cli.Context) error {
 }
 
 func patchCommand() *cli.Command {
-	applyFlags := []cli.Flag{
-		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"},
+	applyFlags := append([]cli.Flag{
+		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory (patch apply: or a .gguf file)"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
 		workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
-	}
+	}, ggufFlags()...)
 	return &cli.Command{
 		Name:  "patch",
 		Usage: "apply, remove and inspect patch files (.wpatch)",
@@ -239,6 +239,32 @@ func applyAction(c *cli.Context, remove bool) error {
 		patches = append(patches, pt)
 	}
 	o := wpatch.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Options: so}
+	out := c.String("output")
+	gopts, err := ggufOptions(c, out)
+	if err != nil {
+		return err
+	}
+	if isGGUF(out) {
+		if remove {
+			return usagef(c, "patch remove restores a safetensors checkpoint; a .gguf output could not carry the undo records")
+		}
+		var warnings []string
+		fell, err := viaGGUF(c, out, gopts, func(dir string) error {
+			rep, err := wpatch.Apply(c.Context, model, patches, dir, o)
+			if rep != nil {
+				warnings = rep.Warnings
+			}
+			return err
+		})
+		bar.Done()
+		for _, w := range warnings {
+			fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", w)
+		}
+		if err != nil {
+			return err
+		}
+		return printGGUF(c, out, gopts.Type, fell)
+	}
 	var rep *wpatch.ApplyReport
 	if remove {
 		rep, err = wpatch.Remove(c.Context, model, patches, c.String("output"), o)
