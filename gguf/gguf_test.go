@@ -306,3 +306,106 @@ func TestFallbackRows(t *testing.T) {
 		}
 	}
 }
+
+// TestQwen2 writes a Qwen2 model: architecture qwen2, q/k/v biases, no
+// rotary permutation (llama.cpp's qwen2 uses the NeoX layout as is), the
+// Qwen2 split pattern named as llama.cpp's qwen2 pre-tokenizer; it reads
+// back exactly.
+func TestQwen2(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	ck := testutil.Open(t, dir)[0]
+	var ts []testutil.Tensor
+	for _, ti := range ck.Tensors() {
+		x, _ := ck.ReadTensor(ti.Name, nil)
+		v, _ := x.Float64s()
+		ts = append(ts, testutil.Tensor{Name: ti.Name, DType: ti.DType, Shape: ti.Shape, Values: v})
+	}
+	for l := 0; l < tL; l++ {
+		for _, p := range []string{"q", "k", "v"} {
+			n := int64(tH)
+			if p != "q" {
+				n = tKV * tH / tHeads
+			}
+			v := make([]float64, n)
+			for i := range v {
+				v[i] = float64(i) / 8
+			}
+			ts = append(ts, testutil.Tensor{Name: fmt.Sprintf("model.layers.%d.self_attn.%s_proj.bias", l, p), DType: weights.F32, Shape: []int64{n}, Values: v})
+		}
+	}
+	testutil.Write(t, filepath.Join(dir, "model.safetensors"), nil, ts...)
+	cfg, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+	os.WriteFile(filepath.Join(dir, "config.json"), bytes.Replace(cfg, []byte("LlamaForCausalLM"), []byte("Qwen2ForCausalLM"), 1), 0o644)
+	tj, _ := os.ReadFile("../testdata/tokenizer/qwen2/tokenizer.json")
+	os.WriteFile(filepath.Join(dir, "tokenizer.json"), tj, 0o644)
+	out := convert(t, dir, F32)
+	g, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if g.File.String("general.architecture") != "qwen2" || g.File.String("tokenizer.ggml.pre") != "qwen2" {
+		t.Errorf("arch %q, pre %q", g.File.String("general.architecture"), g.File.String("tokenizer.ggml.pre"))
+	}
+	names := map[string]bool{}
+	for _, ti := range g.File.Tensors {
+		names[ti.Name] = true
+	}
+	if !names["blk.1.attn_k.bias"] || !names["blk.0.attn_q.weight"] {
+		t.Errorf("tensors %v", names)
+	}
+	src := testutil.Open(t, dir)[0]
+	for _, ti := range src.Tensors() {
+		a, _ := src.ReadTensor(ti.Name, nil)
+		b, err := g.ReadTensor(ti.Name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.Data, b.Data) {
+			t.Errorf("%s differs", ti.Name)
+		}
+	}
+	// The raw attn_q is the Hugging Face layout (no permutation for qwen2).
+	ti := g.File.Tensors[0]
+	for _, x := range g.File.Tensors {
+		if x.Name == "blk.0.attn_q.weight" {
+			ti = x
+		}
+	}
+	raw, _ := os.ReadFile(out)
+	a, _ := src.ReadTensor("model.layers.0.self_attn.q_proj.weight", nil)
+	if !bytes.Equal(raw[g.File.DataOffset+int64(ti.Offset):g.File.DataOffset+int64(ti.Offset+ti.Size)], a.Data) {
+		t.Error("qwen2 attn_q was permuted")
+	}
+}
+
+// TestLlamaRotaryLayout: the raw attn_q and attn_k of a llama GGUF hold the
+// rows in Meta's layout, as engine.PermuteHFToMeta (the inverse of
+// convert_llama_weights_to_hf's permutation, tested in its package) puts
+// them: q in num_attention_heads heads, k in num_key_value_heads.
+func TestLlamaRotaryLayout(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	out := convert(t, dir, F32)
+	g, err := Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	raw, _ := os.ReadFile(out)
+	src := testutil.Open(t, dir)[0]
+	for name, heads := range map[string]int{"q": tHeads, "k": tKV} {
+		hf, _ := src.ReadTensor("model.layers.1.self_attn."+name+"_proj.weight", nil)
+		meta, err := engine.PermuteHFToMeta(hf, heads)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ti := range g.File.Tensors {
+			if ti.Name == "blk.1.attn_"+name+".weight" {
+				got := raw[g.File.DataOffset+int64(ti.Offset) : g.File.DataOffset+int64(ti.Offset+ti.Size)]
+				if !bytes.Equal(got, meta.Data) {
+					t.Errorf("attn_%s is not in Meta's rotary layout", name)
+				}
+			}
+		}
+	}
+}
