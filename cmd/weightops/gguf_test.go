@@ -69,6 +69,13 @@ func TestGGUFOutputs(t *testing.T) {
 	if _, e, code := run(t, "merge", recipe, filepath.Join(d, "m.safetensors"), "--type", "q8_0"); code == 0 || !strings.Contains(e, "for a .gguf output") {
 		t.Errorf("--type without gguf: %d %s", code, e)
 	}
+	q := filepath.Join(d, "q.gguf")
+	if _, e, code := run(t, "quantize", filepath.Join(d, "llama"), "-o", q, "--type", "q4_0", "--no-vocab"); code != 0 {
+		t.Errorf("quantize to gguf: %s", e)
+	}
+	if _, e, code := run(t, "quantize", filepath.Join(d, "llama"), "-o", q, "--bits", "4"); code == 0 || !strings.Contains(e, "ggml's --type") {
+		t.Errorf("quantize --bits to gguf: %d %s", code, e)
+	}
 	entries, _ := os.ReadDir(d)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {

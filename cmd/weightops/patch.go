@@ -337,10 +337,10 @@ func infoAction(c *cli.Context) error {
 func quantizeCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "quantize",
-		Usage:     "quantize a patch (re-encode its values) or a checkpoint (dequantized copy + quantized container)",
+		Usage:     "quantize a patch (re-encode its values) or a checkpoint (dequantized copy + quantized container; or, to a .gguf, ggml's formats)",
 		ArgsUsage: "IN",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "a .wpatch for a patch IN; a directory for a checkpoint IN"},
+		Flags: append([]cli.Flag{
+			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "a .wpatch for a patch IN; a directory for a checkpoint IN, or a .gguf file (ggml's --type q8_0, q4_0, q4_k, …)"},
 			&cli.IntFlag{Name: "bits", Value: 4, Usage: "code width k (2, 3, 4, 8; any of 1..8)"},
 			&cli.IntFlag{Name: "group", Value: 64, Usage: "block size, with --granularity block"},
 			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
@@ -348,7 +348,7 @@ func quantizeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
 			&cli.BoolFlag{Name: "mse", Usage: "per group, clip the range where that lowers the squared error (block/channel)"},
 			shardFlag, workersFlag, memoryFlag, nonFiniteFlag, jsonFlag, quietFlag,
-		},
+		}, ggufFlags()...),
 		Action: quantizeAction,
 	}
 }
@@ -374,6 +374,26 @@ func quantConfig(c *cli.Context) (quantize.Config, error) {
 func quantizeAction(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usagef(c, "expected one IN")
+	}
+	if out := c.String("output"); isGGUF(out) {
+		// ggml's own block formats, as convert writes them.
+		for _, f := range []string{"bits", "group", "scheme", "granularity", "f16-scales", "mse", "shard"} {
+			if c.IsSet(f) {
+				return usagef(c, "--%s is a weightops codec's; a .gguf output takes ggml's --type", f)
+			}
+		}
+		if !c.IsSet("type") {
+			return usagef(c, "a .gguf output needs --type (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k, f16, bf16, f32)")
+		}
+		src, err := weights.Open(c.Args().First())
+		if err != nil {
+			return err
+		}
+		defer src.Close()
+		return convertGGUF(c, src, c.Args().First(), out)
+	}
+	if _, err := ggufOptions(c, c.String("output")); err != nil {
+		return err
 	}
 	cfg, err := quantConfig(c)
 	if err != nil {
