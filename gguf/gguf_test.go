@@ -3,6 +3,7 @@ package gguf
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -407,5 +408,68 @@ func TestLlamaRotaryLayout(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// protoField encodes one protobuf field.
+func protoField(field, wire int, payload []byte) []byte {
+	b := binary.AppendUvarint(nil, uint64(field<<3|wire))
+	if wire == 2 {
+		b = binary.AppendUvarint(b, uint64(len(payload)))
+	}
+	return append(b, payload...)
+}
+
+// TestSentencePieceVocab: with a tokenizer.model (hand-encoded here: four
+// pieces with scores and types, a BPE trainer spec), the vocabulary is
+// the pieces with their scores and types, an added special token from
+// tokenizer_config.json is control, and the rest is padding up to
+// vocab_size.
+func TestSentencePieceVocab(t *testing.T) {
+	dir := tinyLlama(t, weights.F32, false)
+	os.Remove(filepath.Join(dir, "tokenizer.json"))
+	var model []byte
+	for _, p := range []struct {
+		text  string
+		score float32
+		kind  int
+	}{{"<unk>", 0, 2}, {"<s>", 0, 3}, {"<0x0A>", 0, 6}, {"▁the", -1.5, 1}} {
+		var m []byte
+		m = append(m, protoField(1, 2, []byte(p.text))...)
+		m = append(m, protoField(2, 5, binary.LittleEndian.AppendUint32(nil, math.Float32bits(p.score)))...)
+		m = append(m, protoField(3, 0, binary.AppendUvarint(nil, uint64(p.kind)))...)
+		model = append(model, protoField(1, 2, m)...)
+	}
+	model = append(model, protoField(2, 2, protoField(3, 0, []byte{2}))...)
+	os.WriteFile(filepath.Join(dir, "tokenizer.model"), model, 0o644)
+	os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"added_tokens_decoder": {"5": {"content": "<|im_start|>", "special": true}}, "bos_token": "<s>", "chat_template": "{{ x }}"}`), 0o644)
+	g, err := Open(convert(t, dir, F16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	get := func(k string) Array { v, _ := g.File.Get(k); a, _ := v.(Array); return a }
+	toks, scores, types := get("tokenizer.ggml.tokens"), get("tokenizer.ggml.scores"), get("tokenizer.ggml.token_type")
+	if len(toks.Values) != tV || len(scores.Values) != tV || len(types.Values) != tV {
+		t.Fatalf("%d tokens, %d scores, %d types, want %d", len(toks.Values), len(scores.Values), len(types.Values), tV)
+	}
+	want := []struct {
+		tok   string
+		score float32
+		typ   int32
+	}{{"<unk>", 0, 2}, {"<s>", 0, 3}, {"<0x0A>", 0, 6}, {"▁the", -1.5, 1}, {"[PAD4]", -1000, 5}, {"<|im_start|>", -1000, 3}, {"[PAD6]", -1000, 5}}
+	for i, w := range want {
+		if toks.Values[i] != w.tok || scores.Values[i] != w.score || types.Values[i] != w.typ {
+			t.Errorf("token %d: %v %v %v, want %+v", i, toks.Values[i], scores.Values[i], types.Values[i], w)
+		}
+	}
+	if g.File.String("tokenizer.ggml.model") != "llama" || g.File.String("tokenizer.chat_template") != "{{ x }}" {
+		t.Errorf("model %q, template %q", g.File.String("tokenizer.ggml.model"), g.File.String("tokenizer.chat_template"))
+	}
+	if id, _ := g.File.Uint("tokenizer.ggml.bos_token_id"); id != 3256 {
+		t.Errorf("bos %d (config.json's)", id)
+	}
+	if _, _, err := parseSentencePiece([]byte{0x0a, 0x7f}); err == nil {
+		t.Error("a truncated model parsed")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -27,6 +28,9 @@ const (
 // with byte fallback, scores from the vocabulary order); the vocabulary
 // is padded to vocab_size with [PADi] tokens as convert_hf_to_gguf does.
 func addVocab(h *Header, dir string, cfg hfConfig) error {
+	if spm := filepath.Join(dir, "tokenizer.model"); fileExists(spm) {
+		return addSentencePiece(h, dir, spm, cfg)
+	}
 	tok, err := tokenizer.Load(dir)
 	if errors.Is(err, tokenizer.ErrNoTokenizer) {
 		return fmt.Errorf("%s has no tokenizer.json: llama.cpp needs a vocabulary (give --no-vocab to write none)", dir)
@@ -89,20 +93,99 @@ func addVocab(h *Header, dir string, cfg hfConfig) error {
 	if info.model == "gpt2" {
 		h.Add("tokenizer.ggml.merges", Strings(info.merges))
 	}
+	addSpecialKV(h, dir, vocab, cfg, info.model)
+	if t := tok.ChatTemplate(); t != "" {
+		h.Add("tokenizer.chat_template", t)
+	}
+	return nil
+}
+
+func addSpecialKV(h *Header, dir string, vocab map[string]int, cfg hfConfig, model string) {
 	special := specialTokens(dir, vocab, cfg)
 	for _, k := range []string{"bos", "eos", "unknown", "padding"} {
 		if id, ok := special[k]; ok {
 			h.Add("tokenizer.ggml."+k+"_token_id", uint32(id))
 		}
 	}
-	addBOS, addEOS := addSpecial(dir, info.model)
+	addBOS, addEOS := addSpecial(dir, model)
 	h.Add("tokenizer.ggml.add_bos_token", addBOS)
 	h.Add("tokenizer.ggml.add_eos_token", addEOS)
-	if t := tok.ChatTemplate(); t != "" {
-		h.Add("tokenizer.chat_template", t)
+}
+
+// addSentencePiece writes a "llama" vocabulary from tokenizer.model, as
+// convert_hf_to_gguf does for LLaMA and Mistral: the pieces with their
+// scores and types; added tokens (tokenizer_config.json) typed control
+// (special) or user-defined, those past the pieces appended with score
+// −1000; padded to vocab_size with [PADi] (unused, −1000).
+func addSentencePiece(h *Header, dir, path string, cfg hfConfig) error {
+	data, err := weights.ReadFile(path, weights.MaxSideFileSize, "tokenizer model")
+	if err != nil {
+		return err
+	}
+	pieces, modelType, err := parseSentencePiece(data)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	if modelType != 2 {
+		return fmt.Errorf("%s: a SentencePiece model of type %d; LLaMA-family GGUF vocabularies are BPE (type 2)", path, modelType)
+	}
+	tokens := make([]string, len(pieces))
+	scores := make([]float32, len(pieces))
+	types := make([]int32, len(pieces))
+	vocab := map[string]int{}
+	for i, p := range pieces {
+		tokens[i], scores[i], types[i] = p.text, p.score, p.kind
+		if _, dup := vocab[p.text]; !dup {
+			vocab[p.text] = i
+		}
+	}
+	template := ""
+	if tc, err := weights.ReadFile(filepath.Join(dir, "tokenizer_config.json"), weights.MaxSideFileSize, "tokenizer config"); err == nil {
+		cfgFile, err := tokenizer.ParseConfig(tc)
+		if err != nil {
+			return err
+		}
+		template = cfgFile.ChatTemplate()
+		for _, a := range cfgFile.Added {
+			if cfg.VocabSize > 0 && a.ID >= cfg.VocabSize {
+				continue
+			}
+			for len(tokens) <= a.ID {
+				tokens = append(tokens, fmt.Sprintf("[PAD%d]", len(tokens)))
+				scores = append(scores, -1000)
+				types = append(types, tokUnused)
+			}
+			tokens[a.ID] = a.Content
+			vocab[a.Content] = a.ID
+			if a.ID >= len(pieces) {
+				scores[a.ID] = -1000
+			}
+			types[a.ID] = tokUserDefined
+			if a.Special {
+				types[a.ID] = tokControl
+			}
+		}
+	}
+	for len(tokens) < cfg.VocabSize {
+		tokens = append(tokens, fmt.Sprintf("[PAD%d]", len(tokens)))
+		scores = append(scores, -1000)
+		types = append(types, tokUnused)
+	}
+	h.Add("tokenizer.ggml.model", "llama")
+	h.Add("tokenizer.ggml.tokens", Strings(tokens))
+	h.Add("tokenizer.ggml.scores", Float32s(scores))
+	h.Add("tokenizer.ggml.token_type", Int32s(types))
+	addSpecialKV(h, dir, vocab, cfg, "llama")
+	if tok, err := tokenizer.Load(dir); err == nil && tok.ChatTemplate() != "" {
+		template = tok.ChatTemplate() // chat_template.jinja, when there is one
+	}
+	if template != "" {
+		h.Add("tokenizer.chat_template", template)
 	}
 	return nil
 }
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 type bpe struct {
 	model, pre, unk string
