@@ -565,10 +565,23 @@ type PerplexityResult struct {
 // window is predicted from those before it. The sequence is cut into
 // consecutive windows of at most window tokens (≤ 0: max_position_embeddings),
 // each run from an empty cache, so the first token of each window is
-// context only.
+// context only. It is PerplexityStride with stride = window.
 func (m *Llama) Perplexity(tokens []int, window int) (*PerplexityResult, error) {
+	return m.PerplexityStride(tokens, window, 0)
+}
+
+// PerplexityStride is the sliding-window evaluation of transformers'
+// perplexity guide: windows of at most window tokens start every stride
+// tokens (≤ 0: every window tokens); each window scores only the tokens
+// no earlier window scored, each predicted from the window's tokens
+// before it, so with stride < window every token after the first window
+// has at least window − stride tokens of context.
+func (m *Llama) PerplexityStride(tokens []int, window, stride int) (*PerplexityResult, error) {
 	if window <= 0 || window > m.Config.MaxPositionEmbeddings {
 		window = m.Config.MaxPositionEmbeddings
+	}
+	if stride <= 0 || stride > window {
+		stride = window
 	}
 	if len(tokens) < 2 {
 		return nil, errors.New("perplexity needs at least two tokens")
@@ -582,20 +595,27 @@ func (m *Llama) Perplexity(tokens []int, window int) (*PerplexityResult, error) 
 	V := m.Config.VocabSize
 	r := &PerplexityResult{}
 	var nll float64
-	for w0 := 0; w0 < len(tokens)-1; w0 += window {
-		win := tokens[w0:min(w0+window, len(tokens))]
-		if len(win) < 2 {
+	prevEnd := 0
+	for begin := 0; begin < len(tokens); begin += stride {
+		end := min(begin+window, len(tokens))
+		first := max(begin+1, prevEnd) // the first token this window scores
+		if end-begin >= 2 && first < end {
+			win := tokens[begin:end]
+			logits, err := m.Forward(win, nil)
+			if err != nil {
+				return nil, err
+			}
+			for j := first; j < end; j++ {
+				t := j - begin - 1
+				nll -= logProb(logits[t*V:(t+1)*V], tokens[j], Logits)
+				r.Tokens++
+			}
+			r.Windows++
+		}
+		prevEnd = end
+		if end == len(tokens) {
 			break
 		}
-		logits, err := m.Forward(win, nil)
-		if err != nil {
-			return nil, err
-		}
-		for t := 0; t+1 < len(win); t++ {
-			nll -= logProb(logits[t*V:(t+1)*V], win[t+1], Logits)
-			r.Tokens++
-		}
-		r.Windows++
 	}
 	r.NLL = nll / float64(r.Tokens)
 	r.Perplexity = math.Exp(r.NLL)

@@ -541,3 +541,58 @@ func TestLayerInputs(t *testing.T) {
 		}
 	}
 }
+
+// TestPerplexityStride checks the sliding window against scoring each
+// token from exactly the context the window gives it, run on its own.
+func TestPerplexityStride(t *testing.T) {
+	cfg := tinyConfig()
+	w := randomLlama(cfg, 2)
+	m, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokens := append(append([]int{}, tinyTokens...), tinyTokens...)
+	for _, c := range []struct{ window, stride int }{{6, 2}, {6, 1}, {5, 5}, {8, 3}} {
+		var nll float64
+		n := 0
+		// Token j is scored by the first window that reaches it, as
+		// transformers' loop assigns it, from that window's tokens before j.
+		prevEnd := 0
+		for begin := 0; begin < len(tokens); begin += c.stride {
+			end := min(begin+c.window, len(tokens))
+			for j := max(begin+1, prevEnd); j < end; j++ {
+				ctx := tokens[begin:j]
+				logits, err := m.Forward(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				V := cfg.VocabSize
+				row := logits[(len(ctx)-1)*V : len(ctx)*V]
+				mx := math.Inf(-1)
+				for _, v := range row {
+					mx = math.Max(mx, float64(v))
+				}
+				var z float64
+				for _, v := range row {
+					z += math.Exp(float64(v) - mx)
+				}
+				nll += mx + math.Log(z) - float64(row[tokens[j]])
+				n++
+			}
+			prevEnd = end
+			if end == len(tokens) {
+				break
+			}
+		}
+		r, err := m.PerplexityStride(tokens, c.window, c.stride)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Tokens != n || math.Abs(r.NLL-nll/float64(n)) > 1e-5 {
+			t.Errorf("window %d stride %d: %d tokens nll %.6f, reference %d tokens %.6f", c.window, c.stride, r.Tokens, r.NLL, n, nll/float64(n))
+		}
+		if c.stride < c.window && r.Tokens != len(tokens)-1 {
+			t.Errorf("window %d stride %d scored %d of %d tokens", c.window, c.stride, r.Tokens, len(tokens)-1)
+		}
+	}
+}

@@ -18,6 +18,9 @@ import (
 // Mistral); NewEncoder refuses a component it does not implement rather
 // than encode differently.
 type Encoder struct {
+	// single is the post-processor's template for one sequence (nil: the
+	// ids as they are): a special token's ids, or {-1} for the sequence.
+	single    [][]int
 	added     []AddedToken
 	normalize []func(string) string
 	pretok    []pretokenizer
@@ -36,8 +39,9 @@ type pretokenizer func(words []string, first bool) []string
 // NewEncoder builds the encoder of a tokenizer.json.
 func (f *File) NewEncoder() (*Encoder, error) {
 	var top struct {
-		Normalizer   json.RawMessage `json:"normalizer"`
-		PreTokenizer json.RawMessage `json:"pre_tokenizer"`
+		Normalizer    json.RawMessage `json:"normalizer"`
+		PreTokenizer  json.RawMessage `json:"pre_tokenizer"`
+		PostProcessor json.RawMessage `json:"post_processor"`
 	}
 	if err := json.Unmarshal(f.raw, &top); err != nil {
 		return nil, err
@@ -94,7 +98,79 @@ func (f *File) NewEncoder() (*Encoder, error) {
 	if err := e.parsePreTokenizer(top.PreTokenizer); err != nil {
 		return nil, fmt.Errorf("tokenizer.json: pre_tokenizer: %w", err)
 	}
+	if err := e.parsePostProcessor(top.PostProcessor); err != nil {
+		return nil, fmt.Errorf("tokenizer.json: post_processor: %w", err)
+	}
 	return e, nil
+}
+
+// parsePostProcessor reads a TemplateProcessing template (alone or in a
+// Sequence); ByteLevel post-processing changes offsets only.
+func (e *Encoder) parsePostProcessor(raw json.RawMessage) error {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil
+	}
+	var c struct {
+		Type       string            `json:"type"`
+		Processors []json.RawMessage `json:"processors"`
+		Single     []struct {
+			SpecialToken *struct {
+				ID string `json:"id"`
+			} `json:"SpecialToken"`
+			Sequence *struct {
+				ID string `json:"id"`
+			} `json:"Sequence"`
+		} `json:"single"`
+		Special map[string]struct {
+			IDs []int `json:"ids"`
+		} `json:"special_tokens"`
+	}
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return err
+	}
+	switch c.Type {
+	case "Sequence":
+		for _, p := range c.Processors {
+			if err := e.parsePostProcessor(p); err != nil {
+				return err
+			}
+		}
+	case "ByteLevel":
+	case "TemplateProcessing":
+		for _, item := range c.Single {
+			switch {
+			case item.Sequence != nil:
+				e.single = append(e.single, []int{-1})
+			case item.SpecialToken != nil:
+				sp, ok := c.Special[item.SpecialToken.ID]
+				if !ok {
+					return fmt.Errorf("template token %q has no ids", item.SpecialToken.ID)
+				}
+				e.single = append(e.single, sp.IDs)
+			}
+		}
+	default:
+		return fmt.Errorf("%q is not implemented", c.Type)
+	}
+	return nil
+}
+
+// EncodeSpecial is Encode with the post-processor's special tokens
+// (add_special_tokens=True): Llama's BOS, for one.
+func (e *Encoder) EncodeSpecial(text string) []int {
+	ids := e.Encode(text)
+	if e.single == nil {
+		return ids
+	}
+	var out []int
+	for _, part := range e.single {
+		if len(part) == 1 && part[0] == -1 {
+			out = append(out, ids...)
+		} else {
+			out = append(out, part...)
+		}
+	}
+	return out
 }
 
 type component struct {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -143,19 +144,35 @@ func writeEvalText(w io.Writer, rep *evalReport, s *dataset.Set) error {
 func evalLMCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "eval-lm",
-		Usage:     "perplexity of a LLaMA-family causal language model (Hugging Face layout) on token ids",
-		ArgsUsage: "MODEL  (a directory with config.json and the checkpoint, or a checkpoint with config.json beside it)",
+		Usage:     "perplexity of a LLaMA-family causal language model (Hugging Face layout, or GGUF) on text or token ids",
+		ArgsUsage: "MODEL  (a directory with config.json and the checkpoint, a checkpoint with config.json beside it, or a .gguf file)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "tokens", Required: true, Usage: "file of token ids separated by spaces, newlines or commas (- for stdin)"},
-			&cli.IntFlag{Name: "window", DefaultText: "max_position_embeddings", Usage: "score in independent windows of this many tokens"},
+			&cli.StringFlag{Name: "text", Usage: "text file to score, tokenized with the model's tokenizer.json (its special tokens added, as transformers does; - for stdin)"},
+			&cli.StringFlag{Name: "tokens", Usage: "file of token ids separated by spaces, newlines or commas (- for stdin)"},
+			&cli.IntFlag{Name: "window", DefaultText: "max_position_embeddings", Usage: "windows of this many tokens"},
+			&cli.IntFlag{Name: "stride", DefaultText: "window", Usage: "start a window every this many tokens, each scoring only tokens no earlier window scored (transformers' sliding-window perplexity)"},
 			jsonFlag, quietFlag,
 		},
 		Action: func(c *cli.Context) error {
 			if c.NArg() != 1 {
 				return usagef(c, "expected one MODEL, got %d arguments", c.NArg())
 			}
-			toks, err := readTokenFile(c.String("tokens"))
-			if err != nil {
+			if c.IsSet("text") == c.IsSet("tokens") {
+				return usagef(c, "give the text to score: --text FILE or --tokens FILE (one of them)")
+			}
+			var toks []int
+			var err error
+			if c.IsSet("text") {
+				text, err := readTextFile(c.String("text"))
+				if err != nil {
+					return err
+				}
+				enc, _, err := modelTokenizer(c.Args().First())
+				if err != nil {
+					return err
+				}
+				toks = enc.EncodeSpecial(text)
+			} else if toks, err = readTokenFile(c.String("tokens")); err != nil {
 				return err
 			}
 			m, err := engine.LoadLlama(c.Args().First())
@@ -163,7 +180,7 @@ func evalLMCommand() *cli.Command {
 				return err
 			}
 			start := time.Now()
-			r, err := m.Perplexity(toks, c.Int("window"))
+			r, err := m.PerplexityStride(toks, c.Int("window"), c.Int("stride"))
 			if err != nil {
 				return fmt.Errorf("eval-lm: %w", err)
 			}
@@ -210,10 +227,12 @@ func readTokenFile(path string) ([]int, error) {
 func generateCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "generate",
-		Usage:     "greedy generation with a LLaMA-family model: prints the new token ids",
+		Usage:     "greedy generation with a LLaMA-family model: prints the new text (or token ids)",
 		ArgsUsage: "MODEL  (as for eval-lm)",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "prompt-ids", Required: true, Usage: "prompt token ids, comma- or space-separated"},
+			&cli.StringFlag{Name: "prompt", Usage: "prompt text, tokenized with the model's tokenizer.json (its special tokens added)"},
+			&cli.StringFlag{Name: "prompt-ids", Usage: "prompt token ids, comma- or space-separated"},
+			&cli.BoolFlag{Name: "ids", Usage: "print the new token ids instead of their text (the default with --prompt-ids)"},
 			&cli.IntFlag{Name: "n", Value: 20, Usage: "number of tokens to generate"},
 			jsonFlag, quietFlag,
 		},
@@ -221,8 +240,19 @@ func generateCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usagef(c, "expected one MODEL, got %d arguments", c.NArg())
 			}
-			prompt, err := engine.ParseTokenIDs(c.String("prompt-ids"))
-			if err != nil {
+			if c.IsSet("prompt") == c.IsSet("prompt-ids") {
+				return usagef(c, "give the prompt: --prompt TEXT or --prompt-ids IDS (one of them)")
+			}
+			var prompt []int
+			var dec *tokenizer.Decoder
+			var err error
+			if c.IsSet("prompt") {
+				var enc *tokenizer.Encoder
+				if enc, dec, err = modelTokenizer(c.Args().First()); err != nil {
+					return err
+				}
+				prompt = enc.EncodeSpecial(c.String("prompt"))
+			} else if prompt, err = engine.ParseTokenIDs(c.String("prompt-ids")); err != nil {
 				return fmt.Errorf("generate: --prompt-ids: %w", err)
 			}
 			m, err := engine.LoadLlama(c.Args().First())
@@ -235,13 +265,24 @@ func generateCommand() *cli.Command {
 				return err
 			}
 			sec := time.Since(start).Seconds()
+			text := ""
+			if dec != nil {
+				if text, err = dec.Decode(out); err != nil {
+					return fmt.Errorf("generate: %w", err)
+				}
+			}
 			if c.Bool("json") {
 				return printJSON(struct {
 					Model     string  `json:"model"`
 					Prompt    []int   `json:"prompt"`
 					Generated []int   `json:"generated"`
+					Text      string  `json:"text"`
 					Seconds   float64 `json:"seconds"`
-				}{c.Args().First(), prompt, out, sec})
+				}{c.Args().First(), prompt, out, text, sec})
+			}
+			if dec != nil && !c.Bool("ids") {
+				fmt.Println(text)
+				return nil
 			}
 			ids := make([]string, len(out))
 			for i, t := range out {
@@ -251,4 +292,37 @@ func generateCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// modelTokenizer loads the tokenizer.json beside a model.
+func modelTokenizer(model string) (*tokenizer.Encoder, *tokenizer.Decoder, error) {
+	tok, err := tokenizer.Load(weights.ModelDir(model))
+	if errors.Is(err, tokenizer.ErrNoTokenizer) {
+		return nil, nil, fmt.Errorf("%s: no tokenizer.json beside the model to read text with: give token ids (--tokens, --prompt-ids)", model)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	enc, err := tok.File.NewEncoder()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", tok.Dir, err)
+	}
+	dec, err := tok.File.NewDecoder()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", tok.Dir, err)
+	}
+	return enc, dec, nil
+}
+
+// readTextFile reads a text file (or stdin), capped as token files are.
+func readTextFile(path string) (string, error) {
+	if path == "-" {
+		b, err := io.ReadAll(io.LimitReader(os.Stdin, weights.MaxTokensFileSize+1))
+		if err == nil && len(b) > weights.MaxTokensFileSize {
+			err = fmt.Errorf("stdin: over the %d-byte limit for a text file", weights.MaxTokensFileSize)
+		}
+		return string(b), err
+	}
+	b, err := weights.ReadFile(path, weights.MaxTokensFileSize, "text file")
+	return string(b), err
 }
