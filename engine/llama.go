@@ -36,6 +36,16 @@ type LlamaConfig struct {
 	// RopeScaling must be absent or null: scaled rotary embeddings (as in
 	// LLaMA 3.1) are not implemented.
 	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
+	// Architectures names the transformers class: LlamaForCausalLM,
+	// MistralForCausalLM or Qwen2ForCausalLM (empty: LLaMA).
+	Architectures []string `json:"architectures,omitempty"`
+	// SlidingWindow (Mistral): each position attends to the last
+	// SlidingWindow positions, itself included (null or 0: all).
+	SlidingWindow *int `json:"sliding_window,omitempty"`
+	// UseSlidingWindow is Qwen2's switch for its (per-layer) windows,
+	// which are not implemented.
+	UseSlidingWindow bool `json:"use_sliding_window,omitempty"`
+	window           int
 }
 
 func (c *LlamaConfig) normalize() error {
@@ -53,6 +63,24 @@ func (c *LlamaConfig) normalize() error {
 	}
 	if c.MaxPositionEmbeddings == 0 {
 		c.MaxPositionEmbeddings = 2048
+	}
+	arch := ""
+	if len(c.Architectures) > 0 {
+		arch = c.Architectures[0]
+	}
+	switch arch {
+	case "", "LlamaForCausalLM", "MistralForCausalLM":
+		if c.SlidingWindow != nil && *c.SlidingWindow > 0 && arch == "MistralForCausalLM" {
+			c.window = *c.SlidingWindow
+		} else if c.SlidingWindow != nil && *c.SlidingWindow > 0 {
+			return fmt.Errorf("sliding_window %d on %s: only Mistral's sliding window is implemented", *c.SlidingWindow, arch)
+		}
+	case "Qwen2ForCausalLM":
+		if c.UseSlidingWindow {
+			return errors.New("use_sliding_window (Qwen2's per-layer windows) is not implemented")
+		}
+	default:
+		return fmt.Errorf("architecture %q: the engine runs LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM", arch)
 	}
 	const big = 1 << 20
 	switch {
@@ -75,7 +103,8 @@ func (c *LlamaConfig) normalize() error {
 }
 
 // Llama is a causal language model of the LLaMA family (LLaMA 1–3 without
-// rope scaling, Mistral without sliding windows, and the like) in the
+// rope scaling, Mistral with its sliding window, Qwen2 with its q/k/v
+// biases) in the
 // Hugging Face layout, its weights decoded to float32:
 //
 //	h = x + o_proj(attention(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))
@@ -460,8 +489,12 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 				kh := hh / group
 				qv := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
 				n := p0 + t + 1 // causal: positions 0..p0+t
+				j0 := 0
+				if win := cfg.window; win > 0 && n > win {
+					j0 = n - win // sliding window: the last win positions
+				}
 				mx := math.Inf(-1)
-				for j := 0; j < n; j++ {
+				for j := j0; j < n; j++ {
 					kv := K[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
 					var s float32
 					for d, a := range qv {
@@ -471,13 +504,13 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 					mx = math.Max(mx, scores[j])
 				}
 				var sum float64
-				for j := 0; j < n; j++ {
+				for j := j0; j < n; j++ {
 					scores[j] = math.Exp(scores[j] - mx)
 					sum += scores[j]
 				}
 				out := att[t*qd+hh*hd : t*qd+(hh+1)*hd]
 				clear(out)
-				for j := 0; j < n; j++ {
+				for j := j0; j < n; j++ {
 					p := float32(scores[j] / sum)
 					vv := V[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
 					for d := range out {

@@ -596,3 +596,74 @@ func TestPerplexityStride(t *testing.T) {
 		}
 	}
 }
+
+// TestMistralSlidingWindow: with one block, a position under a window of
+// W sees exactly the last W tokens, so its logits are those of running
+// those W tokens alone (rotary attention depends only on relative
+// positions); with a cache, token-by-token logits equal the full pass;
+// a window past the sequence changes nothing; other architectures and
+// windows are refused.
+func TestMistralSlidingWindow(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.NumHiddenLayers = 1
+	w := randomLlama(cfg, 6)
+	plain, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	win := 3
+	cfg.Architectures = []string{"MistralForCausalLM"}
+	cfg.SlidingWindow = &win
+	m, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	V := cfg.VocabSize
+	full, err := m.Forward(tinyTokens, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for pos := win; pos < len(tinyTokens); pos++ {
+		alone, err := plain.Forward(tinyTokens[pos-win+1:pos+1], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := full[pos*V:(pos+1)*V], alone[(win-1)*V:win*V]
+		for i := range got {
+			if math.Abs(float64(got[i]-want[i])) > 1e-4 {
+				t.Fatalf("position %d logit %d: %v with the window, %v on the last %d tokens alone", pos, i, got[i], want[i], win)
+			}
+		}
+	}
+	cache := m.NewCache()
+	for pos, tok := range tinyTokens {
+		step, err := m.Forward([]int{tok}, cache)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range step {
+			if math.Abs(float64(step[i]-full[pos*V+i])) > 1e-4 {
+				t.Fatalf("cached position %d logit %d: %v vs %v", pos, i, step[i], full[pos*V+i])
+			}
+		}
+	}
+	big := 100
+	cfg.SlidingWindow = &big
+	wide, _ := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	a, _ := wide.Forward(tinyTokens, nil)
+	b, _ := plain.Forward(tinyTokens, nil)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("a window past the sequence changed logit %d", i)
+		}
+	}
+	for _, c := range []struct {
+		arch string
+		want string
+	}{{"GPT2LMHeadModel", "the engine runs"}, {"LlamaForCausalLM", "only Mistral's sliding window"}} {
+		cfg.Architectures = []string{c.arch}
+		if _, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32)); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v", c.arch, err)
+		}
+	}
+}
