@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"sort"
+	"strings"
 
 	"github.com/weightops/weightops/weights"
 )
@@ -94,6 +95,18 @@ func Open(path string) (*Checkpoint, error) {
 	for _, kv := range gf.KV {
 		c.md[kv.Key] = Describe(kv.Value)
 	}
+	// The table lists tensors as they read (dequantized); the file's own
+	// types are summarized here.
+	count := map[Type]int{}
+	for _, ti := range gf.Tensors {
+		count[ti.Type]++
+	}
+	var parts []string
+	for t, n := range count {
+		parts = append(parts, fmt.Sprintf("%s × %d", t, n))
+	}
+	sort.Strings(parts)
+	c.md["gguf.tensor_types"] = strings.Join(parts, ", ")
 	return c, nil
 }
 

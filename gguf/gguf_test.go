@@ -144,6 +144,9 @@ func TestQuantizedRoundTripBounds(t *testing.T) {
 		if _, ok := g.Info("lm_head.weight"); ok {
 			t.Errorf("%s: a tied model got an output tensor", typ)
 		}
+		if want := fmt.Sprintf("F32 × %d, %s × %d", 1+2*tL, typ, 1+7*tL); g.Metadata()["gguf.tensor_types"] != want {
+			t.Errorf("tensor types %q, want %q", g.Metadata()["gguf.tensor_types"], want)
+		}
 		for _, ti := range src.Tensors() {
 			if len(ti.Shape) != 2 {
 				continue
