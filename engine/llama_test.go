@@ -64,7 +64,7 @@ func randomLlama(cfg engine.LlamaConfig, seed uint64) map[string][]float64 {
 }
 
 func shapeOf(cfg engine.LlamaConfig, name string, n int) []int64 {
-	if strings.HasSuffix(name, "norm.weight") {
+	if strings.HasSuffix(name, "norm.weight") || strings.HasSuffix(name, ".bias") {
 		return []int64{int64(n)}
 	}
 	cols := cfg.HiddenSize
@@ -152,6 +152,12 @@ func refLlamaLogits(cfg engine.LlamaConfig, w map[string][]float64, tokens []int
 			q[t] = matvec(w[p+"self_attn.q_proj.weight"], H, H, n)
 			k[t] = matvec(w[p+"self_attn.k_proj.weight"], nkv*hd, H, n)
 			v[t] = matvec(w[p+"self_attn.v_proj.weight"], nkv*hd, H, n)
+			// Qwen2's q/k/v biases, added before the rotation.
+			for name, y := range map[string][]float64{"q": q[t], "k": k[t], "v": v[t]} {
+				for i, b := range w[p+"self_attn."+name+"_proj.bias"] {
+					y[i] += b
+				}
+			}
 			rot(q[t], t)
 			rot(k[t], t)
 		}
@@ -665,5 +671,44 @@ func TestMistralSlidingWindow(t *testing.T) {
 		if _, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32)); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v", c.arch, err)
 		}
+	}
+}
+
+// TestQwen2AgainstReference: a Qwen2ForCausalLM with q/k/v biases gives
+// the float64 reference's logits (biases added before the rotation).
+func TestQwen2AgainstReference(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.Architectures = []string{"Qwen2ForCausalLM"}
+	w := randomLlama(cfg, 7)
+	r := dataset.NewRand(8)
+	hd := cfg.HiddenSize / cfg.NumAttentionHeads
+	for l := 0; l < cfg.NumHiddenLayers; l++ {
+		for name, n := range map[string]int{"q": cfg.HiddenSize, "k": cfg.NumKeyValueHeads * hd, "v": cfg.NumKeyValueHeads * hd} {
+			b := make([]float64, n)
+			for i := range b {
+				b[i] = float64(float32(0.5 * r.NormFloat64()))
+			}
+			w[fmt.Sprintf("model.layers.%d.self_attn.%s_proj.bias", l, name)] = b
+		}
+	}
+	m, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := m.Forward(tinyTokens, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compareLogits(t, "qwen2", got, refLlamaLogits(cfg, w, tinyTokens, false))
+	// The biases matter: without them the reference moves.
+	noBias := map[string][]float64{}
+	for k, v := range w {
+		if !strings.HasSuffix(k, ".bias") {
+			noBias[k] = v
+		}
+	}
+	ref := refLlamaLogits(cfg, noBias, tinyTokens, false)
+	if math.Abs(ref[3][0]-float64(got[3*cfg.VocabSize])) < 1e-6 {
+		t.Error("the biases changed nothing")
 	}
 }
