@@ -34,6 +34,17 @@ func nearestInt(x float32) int {
 	return int(math.Float32bits(v)&0x007fffff) - 0x00400000
 }
 
+// absMax is the largest magnitude of xs and the value that has it (the
+// first of equals), as ggml's reference quantizers find them.
+func absMax(xs []float32) (amax, v float32) {
+	for _, x := range xs {
+		if a := float32(math.Abs(float64(x))); a > amax {
+			amax, v = a, x
+		}
+	}
+	return amax, v
+}
+
 // roundf rounds half away from zero, as C's roundf.
 func roundf(x float32) float32 { return float32(math.Round(float64(x))) }
 
@@ -66,12 +77,7 @@ func QuantizeQ4_0(x []float32, dst []byte) {
 	for b := 0; b < len(x)/QK; b++ {
 		xs := x[b*QK : (b+1)*QK]
 		out := dst[b*18 : (b+1)*18]
-		var amax, mx float32
-		for _, v := range xs {
-			if a := float32(math.Abs(float64(v))); amax < a {
-				amax, mx = a, v
-			}
-		}
+		_, mx := absMax(xs)
 		d := mx / -8
 		var id float32
 		if d != 0 {
@@ -254,12 +260,7 @@ const groupMaxEps = 1e-15
 // importance weights (what q6_K uses): symmetric levels −nmax..nmax−1,
 // the scale refined over 18 trial scales.
 func makeQXQuants(nmax int, x []float32, L []int8) float32 {
-	var mx, amax float32
-	for _, v := range x {
-		if a := float32(math.Abs(float64(v))); a > amax {
-			amax, mx = a, v
-		}
-	}
+	amax, mx := absMax(x)
 	if amax < groupMaxEps {
 		for i := range L[:len(x)] {
 			L[i] = 0
@@ -407,12 +408,7 @@ func QuantizeQ5_0(x []float32, dst []byte) {
 	for b := 0; b < len(x)/QK; b++ {
 		xs := x[b*QK : (b+1)*QK]
 		out := dst[b*22 : (b+1)*22]
-		var amax, mx float32
-		for _, v := range xs {
-			if a := float32(math.Abs(float64(v))); amax < a {
-				amax, mx = a, v
-			}
-		}
+		_, mx := absMax(xs)
 		d := mx / -16
 		var id float32
 		if d != 0 {

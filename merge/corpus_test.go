@@ -513,48 +513,8 @@ func (f *corpusFixture) refs(t *testing.T, file string) map[string][]float64 {
 			return o
 		})
 	case file == "ram.yml" || file == "ramplus-tl.yml":
-		plus := file == "ramplus-tl.yml"
 		return each(func(n string) []float64 {
-			base := v("model_c", n)
-			ts := taus(n, "model_c", "model_a", "model_b")
-			count := make([]int, len(base))
-			for _, tau := range ts {
-				for i, x := range tau {
-					if math.Abs(x) > 1e-5 {
-						count[i]++
-					}
-				}
-			}
-			lambda := []float64{1, 1}
-			if plus {
-				for k, tau := range ts {
-					var shared, unique float64
-					for i, x := range tau {
-						if math.Abs(x) > 1e-5 {
-							if count[i] > 1 {
-								shared++
-							} else {
-								unique++
-							}
-						}
-					}
-					lambda[k] = 1 + 0.05*math.Min(1, math.Max(0, shared/math.Max(unique, 1e-5)))
-				}
-			}
-			o := append([]float64(nil), base...)
-			for i := range base {
-				for k, tau := range ts {
-					if math.Abs(tau[i]) <= 1e-5 {
-						continue
-					}
-					if count[i] == 1 {
-						o[i] += tau[i] * lambda[k]
-					} else {
-						o[i] += tau[i] / float64(count[i])
-					}
-				}
-			}
-			return o
+			return ramRef(v("model_c", n), taus(n, "model_c", "model_a", "model_b"), file == "ramplus-tl.yml", 0.05, 1)
 		})
 	case file == "tokenizer.yml":
 		// 6 tokens, then <|new|> (b's row of "b") and <|new2|> (a's row

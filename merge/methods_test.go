@@ -148,49 +148,61 @@ func TestRAM(t *testing.T) {
 		out := f.merge(t, fmt.Sprintf("merge_method: %s\nbase_model: base\nmodels: [{model: m1}, {model: m22}]\nparameters: %s\n", method, params))
 		want := map[string][]float64{}
 		for n, base := range f.vals["base"] {
-			taus := [][]float64{sub(f.vals["m1"][n], base), sub(f.vals["m22"][n], base)}
-			count := make([]int, len(base))
-			for _, tau := range taus {
-				for i, x := range tau {
-					if math.Abs(x) > 1e-5 {
-						count[i]++
-					}
-				}
-			}
-			lambda := []float64{1, 1}
+			r, alpha := 0.0, 0.0
 			if plus {
-				for k, tau := range taus {
-					var shared, unique float64
-					for i, x := range tau {
-						if math.Abs(x) > 1e-5 {
-							if count[i] > 1 {
-								shared++
-							} else {
-								unique++
-							}
-						}
-					}
-					lambda[k] = 1 + 0.5*math.Min(0.3, math.Max(0, shared/math.Max(unique, 1e-5)))
-				}
+				r, alpha = 0.5, 0.3
 			}
-			o := make([]float64, len(base))
-			for i := range base {
-				o[i] = base[i]
-				for k, tau := range taus {
-					if math.Abs(tau[i]) <= 1e-5 {
-						continue
-					}
-					if count[i] == 1 {
-						o[i] += tau[i] * lambda[k]
-					} else {
-						o[i] += tau[i] / float64(count[i])
-					}
-				}
-			}
-			want[n] = o
+			want[n] = ramRef(base, [][]float64{sub(f.vals["m1"][n], base), sub(f.vals["m22"][n], base)}, plus, r, alpha)
 		}
 		f.check(t, out, method, want)
 	}
+}
+
+// ramRef is mergekit's RAM on task vectors taus over base (epsilon 1e-5):
+// entries one model changes are added (by ramplus_tl, scaled by
+// 1 + r·clamp(shared/unique, 0, alpha) per model), entries several change
+// are averaged.
+func ramRef(base []float64, taus [][]float64, plus bool, r, alpha float64) []float64 {
+	count := make([]int, len(base))
+	for _, tau := range taus {
+		for i, x := range tau {
+			if math.Abs(x) > 1e-5 {
+				count[i]++
+			}
+		}
+	}
+	lambda := make([]float64, len(taus))
+	for k, tau := range taus {
+		lambda[k] = 1
+		if !plus {
+			continue
+		}
+		var shared, unique float64
+		for i, x := range tau {
+			if math.Abs(x) > 1e-5 {
+				if count[i] > 1 {
+					shared++
+				} else {
+					unique++
+				}
+			}
+		}
+		lambda[k] = 1 + r*math.Min(alpha, math.Max(0, shared/math.Max(unique, 1e-5)))
+	}
+	o := append([]float64(nil), base...)
+	for i := range base {
+		for k, tau := range taus {
+			if math.Abs(tau[i]) <= 1e-5 {
+				continue
+			}
+			if count[i] == 1 {
+				o[i] += tau[i] * lambda[k]
+			} else {
+				o[i] += tau[i] / float64(count[i])
+			}
+		}
+	}
+	return o
 }
 
 // nuslerpRef is mergekit's nuslerp on vectors taken from a and b by
