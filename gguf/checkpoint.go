@@ -94,6 +94,9 @@ func Open(path string) (*Checkpoint, error) {
 	weights.SortNatural(c.infos)
 	for _, kv := range gf.KV {
 		c.md[kv.Key] = Describe(kv.Value)
+		if s, ok := kv.Value.(string); ok && strings.HasPrefix(kv.Key, "weightops.") {
+			c.md[kv.Key] = s // provenance, read back as written (check --inputs)
+		}
 	}
 	// The table lists tensors as they read (dequantized); the file's own
 	// types are summarized here.
@@ -127,7 +130,8 @@ func (c *Checkpoint) Info(name string) (weights.TensorInfo, bool) {
 	return weights.TensorInfo{}, false
 }
 
-// Metadata is the GGUF metadata, each value rendered (arrays summarized).
+// Metadata is the GGUF metadata, each value rendered (arrays summarized),
+// weightops' own string values as they are.
 func (c *Checkpoint) Metadata() map[string]string { return c.md }
 
 // ReadTensor reads a tensor, dequantized and in the Hugging Face layout.

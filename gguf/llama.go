@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
 
@@ -183,6 +184,20 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	h.Add(p+"rope.dimension_count", uint32(cfg.HeadDim))
 	h.Add(p+"rope.freq_base", float32(cfg.RopeTheta))
 	h.Add(p+"vocab_size", uint32(cfg.VocabSize))
+	// weightops' provenance (the recipe, the inputs' hashes, …) goes
+	// along; the undo records of a patched checkpoint do not: patch
+	// remove restores safetensors only.
+	md := ck.Metadata()
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		if strings.HasPrefix(k, "weightops.") && !strings.HasPrefix(k, "weightops.undo") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		h.Add(k, md[k])
+	}
 	if o.NoVocab {
 		h.Add("tokenizer.ggml.model", "no_vocab")
 	} else if err := addVocab(h, dir, cfg); err != nil {

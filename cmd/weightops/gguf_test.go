@@ -33,6 +33,10 @@ func TestGGUFOutputs(t *testing.T) {
 		t.Errorf("merged.gguf: %q, %d tensors", g.File.String("general.architecture"), len(g.Tensors()))
 	}
 	g.Close()
+	// The merge's provenance goes along: check --inputs verifies it.
+	if o, e, code := run(t, "check", out, "--inputs", filepath.Join(d, "llama"), "--inputs", filepath.Join(d, "llama-math"), "--inputs", filepath.Join(d, "llama-code")); code != 0 || !strings.Contains(o+e, "provenance") {
+		t.Errorf("check --inputs on merged.gguf: %s %s", o, e)
+	}
 	patch := filepath.Join(d, "math.wpatch")
 	if _, e, code := run(t, "diff", filepath.Join(d, "llama-math"), filepath.Join(d, "llama"), "-o", patch); code != 0 {
 		t.Fatal(e)
