@@ -2,6 +2,8 @@ package weights
 
 import (
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -110,5 +112,17 @@ func TestOutputDir(t *testing.T) {
 		if got := OutputDir(c.path, c.shard); got != c.want {
 			t.Errorf("OutputDir(%q, %d) = %q, want %q", c.path, c.shard, got, c.want)
 		}
+	}
+}
+
+// TestCreateOutputRefusesGGUF: a command that writes safetensors does not
+// turn a .gguf output path into a directory of that name.
+func TestCreateOutputRefusesGGUF(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "m.gguf")
+	if _, _, err := CreateOutput(p, []TensorInfo{{Name: "w", DType: F32, Shape: []int64{1}}}, nil, 0); err == nil || !strings.Contains(err.Error(), "writes safetensors") {
+		t.Fatalf("CreateOutput(%s): %v", p, err)
+	}
+	if _, err := os.Stat(p); err == nil {
+		t.Error("something was created at the .gguf path")
 	}
 }

@@ -502,6 +502,10 @@ func (s *ShardedWriter) RewriteMetadata(md map[string]string) error {
 // given, else a directory holding model.safetensors or, past shardSize,
 // Hugging Face shards and an index. It returns the files it will write.
 func CreateOutput(path string, infos []TensorInfo, metadata map[string]string, shardSize int64) (TensorWriter, []string, error) {
+	if strings.HasSuffix(strings.ToLower(path), ".gguf") {
+		// Else it would become a directory named .gguf.
+		return nil, nil, fmt.Errorf("%s: this command writes safetensors; GGUF is written by convert, merge, patch apply and quantize", path)
+	}
 	if shardSize == 0 && filepath.Base(path) == "model.safetensors" {
 		// The canonical name makes it a model directory's checkpoint:
 		// written as a directory output, so a stale one is replaced.
