@@ -50,6 +50,11 @@ type File struct {
 	// unigram keeps the Unigram pieces (token, score) in id order.
 	unigram  []json.RawMessage
 	stripped bool
+	// index caches addedIndex: for indexed added tokens, with the highest
+	// added id.
+	index    map[string]int
+	indexed  int
+	maxAdded int
 }
 
 // Parse reads a tokenizer.json.
@@ -136,12 +141,26 @@ func (f *File) Len() int { return len(f.Vocab()) }
 
 // IsAdded reports whether content is an added token.
 func (f *File) IsAdded(content string) bool {
-	for _, a := range f.Added {
-		if a.Content == content {
-			return true
+	_, ok := f.addedIndex()[content]
+	return ok
+}
+
+// addedIndex maps the added tokens' contents to their ids (the first of
+// equals), rebuilt when Added has changed length, so that Add and IsAdded
+// do not scan the vocabulary each time (a union adds thousands).
+func (f *File) addedIndex() map[string]int {
+	if f.index == nil || f.indexed != len(f.Added) {
+		f.index = make(map[string]int, len(f.Added))
+		f.maxAdded = -1
+		for _, a := range f.Added {
+			if _, dup := f.index[a.Content]; !dup {
+				f.index[a.Content] = a.ID
+			}
+			f.maxAdded = max(f.maxAdded, a.ID)
 		}
+		f.indexed = len(f.Added)
 	}
-	return false
+	return f.index
 }
 
 // Add adds a token as the tokenizers library does: a token already in the
@@ -150,24 +169,26 @@ func (f *File) IsAdded(content string) bool {
 // no added id reaches it. It returns the token's id and whether it was
 // added.
 func (f *File) Add(t AddedToken) (int, bool) {
-	if id, ok := f.Vocab()[t.Content]; ok {
+	idx := f.addedIndex()
+	if id, ok := idx[t.Content]; ok {
 		return id, false
 	}
-	next := f.ModelSize()
-	for _, a := range f.Added {
-		if a.ID >= next {
-			next = a.ID + 1
-		}
+	if id, ok := f.vocab[t.Content]; ok {
+		return id, false
 	}
+	next := max(f.ModelSize(), f.maxAdded+1)
 	t.ID = next
 	f.Added = append(f.Added, t)
+	idx[t.Content] = next
+	f.maxAdded, f.indexed = next, len(f.Added)
 	return next, true
 }
 
 // Strip removes every token with an id ≥ n (the rows a model's embedding
 // does not have), and the BPE merges that use or make one, as mergekit
 // does before building a vocabulary (mergekit keeps a merge that makes a
-// removed token, which the tokenizers library then refuses to load). Only BPE vocabularies can be stripped.
+// removed token, which the tokenizers library then refuses to load).
+// Only BPE vocabularies can be stripped.
 // It returns the number of tokens removed.
 func (f *File) Strip(n int) (int, error) {
 	removed := map[string]bool{}
