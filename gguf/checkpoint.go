@@ -141,13 +141,19 @@ func (c *Checkpoint) ReadTensor(name string, buf []byte) (weights.Tensor, error)
 		return weights.Tensor{}, &weights.TensorError{File: c.path, Tensor: name, Err: fmt.Errorf("no such tensor")}
 	}
 	ti := c.File.Tensors[c.byName[name]]
-	raw := make([]byte, ti.Size)
+	n := int(ti.Elements())
+	h := c.heads[name]
+	native := (ti.Type == F32 || ti.Type == F16 || ti.Type == BF16) && h == 0
+	var raw []byte
+	if native && cap(buf) >= int(ti.Size) {
+		raw = buf[:ti.Size] // the bytes are the tensor: read them into buf
+	} else {
+		raw = make([]byte, ti.Size)
+	}
 	if _, err := c.f.ReadAt(raw, c.File.DataOffset+int64(ti.Offset)); err != nil {
 		return weights.Tensor{}, &weights.TensorError{File: c.path, Tensor: ti.Name, Err: err}
 	}
-	n := int(ti.Elements())
-	h := c.heads[name]
-	if (ti.Type == F32 || ti.Type == F16 || ti.Type == BF16) && h == 0 {
+	if native {
 		return weights.Tensor{TensorInfo: info, Data: raw}, nil
 	}
 	vals := make([]float32, n)
