@@ -66,8 +66,12 @@ func convertCommand() *cli.Command {
 }
 
 func convertGGUF(c *cli.Context, src weights.Checkpoint, in, out string) error {
-	if c.IsSet("dtype") || c.IsSet("shard-size") {
-		return usagef(c, "a .gguf output takes --type (not --dtype or --shard-size)")
+	for _, f := range []string{"dtype", "shard-size", "workers", "max-memory", "allow-nonfinite"} {
+		if c.IsSet(f) {
+			// The conversion runs a tensor at a time on every core and
+			// refuses non-finite values: these would do nothing.
+			return usagef(c, "--%s does not apply to a .gguf output (it takes --type and --no-vocab)", f)
+		}
 	}
 	o, err := ggufOptions(c, out)
 	if err != nil {

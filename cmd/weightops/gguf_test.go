@@ -80,6 +80,9 @@ func TestGGUFOutputs(t *testing.T) {
 	if _, e, code := run(t, "quantize", filepath.Join(d, "llama"), "-o", q, "--bits", "4"); code == 0 || !strings.Contains(e, "ggml's --type") {
 		t.Errorf("quantize --bits to gguf: %d %s", code, e)
 	}
+	if _, e, code := run(t, "convert", filepath.Join(d, "llama"), filepath.Join(d, "w.gguf"), "--workers", "1"); code != 2 || !strings.Contains(e, "does not apply to a .gguf output") {
+		t.Errorf("convert --workers to gguf: %d %s", code, e)
+	}
 	entries, _ := os.ReadDir(d)
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
