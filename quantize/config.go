@@ -5,6 +5,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
+
+	"github.com/weightops/weightops/gguf"
 )
 
 // Scheme selects how a group's value range maps onto integer codes.
@@ -20,6 +22,12 @@ const (
 	// x̂ = signed code·scale. Zero is exact and no min is stored; code
 	// 2^k−1 is unused, so it needs k ≥ 2.
 	Symmetric
+	// GGML stores ggml's own block format for Config.Type (llama.cpp's
+	// Q8_0, Q4_0, Q4_K, Q6_K, …): Codes holds the blocks exactly as a GGUF
+	// file does, made by ports of ggml's reference quantizers, and there
+	// are no separate scales or mins. Build it with GGMLConfig or
+	// ParseConfig("q8_0").
+	GGML
 )
 
 // String returns "asym" or "sym", the spelling ParseConfig reads.
@@ -29,6 +37,8 @@ func (s Scheme) String() string {
 		return "asym"
 	case Symmetric:
 		return "sym"
+	case GGML:
+		return "ggml"
 	}
 	return fmt.Sprintf("Scheme(%d)", uint8(s))
 }
@@ -108,11 +118,19 @@ type Config struct {
 	// slower. Only the choice of scales changes, not the stored format.
 	// Elements beyond a clipped range exceed the half-step bound.
 	MSE bool
+	// Type is the ggml block type of the GGML scheme (and zero otherwise).
+	Type gguf.Type
 }
 
 // Validate reports whether the config describes a codec this package
 // implements.
 func (c Config) Validate() error {
+	if c.Scheme == GGML {
+		return c.validateGGML()
+	}
+	if c.Type != 0 {
+		return fmt.Errorf("quantize: a ggml type (%s) belongs to the ggml scheme only", c.Type)
+	}
 	if c.Bits < 1 || c.Bits > 8 {
 		return fmt.Errorf("quantize: bits must be 1..8, got %d", c.Bits)
 	}
@@ -169,6 +187,9 @@ func (c Config) scaleBytes() int {
 // valuesPerGroup is how many float values a group stores: scale, plus min
 // for Asymmetric.
 func (c Config) valuesPerGroup() int {
+	if c.Scheme == GGML {
+		return 0
+	}
 	if c.Scheme == Asymmetric {
 		return 2
 	}
@@ -180,6 +201,9 @@ func (c Config) valuesPerGroup() int {
 // elements. For PerTensor and PerChannel it returns Bits: their overhead
 // depends on the shape (Quantized.Size gives the exact total).
 func (c Config) BitsPerElement() float64 {
+	if c.Scheme == GGML {
+		return 8 * float64(c.blockBytes()) / float64(c.BlockSize)
+	}
 	b := float64(c.Bits)
 	if c.Granularity == PerBlock && c.BlockSize > 0 {
 		b += float64(8*c.scaleBytes()*c.valuesPerGroup()) / float64(c.BlockSize)
@@ -191,6 +215,9 @@ func (c Config) BitsPerElement() float64 {
 // "<k>bit-<asym|sym>-<tensor|channel|block<G>>[-f16]", e.g.
 // "4bit-sym-block64", "8bit-asym-channel", "4bit-sym-block32-f16".
 func (c Config) String() string {
+	if c.Scheme == GGML {
+		return c.typeName()
+	}
 	g := c.Granularity.String()
 	if c.Granularity == PerBlock {
 		g += strconv.Itoa(c.BlockSize)
@@ -207,10 +234,18 @@ func (c Config) String() string {
 
 // ParseConfig reads the String form, case-insensitively, as one CLI flag
 // value: "4bit-sym-block64", "3bit-asym-channel", "8bit-sym-tensor",
-// "4bit-asym-block32-f16", "4bit-asym-block64-mse". The result is validated.
+// "4bit-asym-block32-f16", "4bit-asym-block64-mse", or a ggml block type
+// stored in ggml's own format: "q8_0", "q4_0", "q4_1", "q5_0", "q5_1",
+// "q4_k", "q6_k". The result is validated.
 func ParseConfig(s string) (Config, error) {
+	if t, err := gguf.ParseType(strings.TrimSpace(s)); err == nil {
+		if _, ok := ggmlCodecs[t]; ok {
+			return GGMLConfig(t)
+		}
+		return Config{}, fmt.Errorf("quantize: config %q: %s is not a block codec; ggml block codecs are q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k", s, t)
+	}
 	bad := func(why string) (Config, error) {
-		return Config{}, fmt.Errorf("quantize: config %q: %s, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16", s, why)
+		return Config{}, fmt.Errorf("quantize: config %q: %s, e.g. 4bit-sym-block64, 8bit-asym-channel, 4bit-sym-block32-f16, or ggml's q8_0, q4_0, q4_k, q6_k", s, why)
 	}
 	parts := strings.Split(strings.ToLower(strings.TrimSpace(s)), "-")
 	var c Config

@@ -9,6 +9,7 @@ import (
 	"io"
 	"math"
 
+	"github.com/weightops/weightops/gguf"
 	"github.com/x448/float16"
 )
 
@@ -58,6 +59,9 @@ func (q *Quantized) head() []byte {
 	if q.F16Scales {
 		f16 = 1
 	}
+	if q.Scheme == GGML {
+		f16 = byte(q.Type)
+	}
 	b = append(b, byte(q.Bits), byte(q.Scheme), byte(q.Granularity), f16, 0, 0)
 	b = binary.LittleEndian.AppendUint32(b, uint32(q.BlockSize))
 	b = binary.LittleEndian.AppendUint32(b, uint32(len(q.Shape)))
@@ -105,16 +109,20 @@ func (q *Quantized) WriteTo(w io.Writer) (int64, error) {
 //	0       4          magic "WOQZ"
 //	4       2          format version, uint16 = 1
 //	6       1          bits k, 1..8
-//	7       1          scheme: 0 asymmetric, 1 symmetric
+//	7       1          scheme: 0 asymmetric, 1 symmetric, 2 ggml blocks
 //	8       1          granularity: 0 tensor, 1 channel, 2 block
-//	9       1          scale format: 0 float32, 1 F16
+//	9       1          scale format: 0 float32, 1 F16; for the ggml
+//	                   scheme, the ggml type id (8 Q8_0, 2 Q4_0, 12 Q4_K…)
 //	10      2          reserved, zero
 //	12      4          block size, uint32 (0 unless granularity is block)
 //	16      4          ndim, uint32, at most 64
 //	20      8·ndim     dimensions, int64 each, ≥ 0
 //	        G·w        scales, w = 4 (float32 bits) or 2 (F16 bits), G groups
 //	        G·w        mins, asymmetric only
-//	        ⌈N·k/8⌉    packed codes, unused high bits of the last byte zero
+//	        ⌈N·k/8⌉    packed codes, unused high bits of the last byte zero;
+//	                   for the ggml scheme, ⌈N/B⌉ ggml blocks of the type
+//	                   (B its block size, the last block zero-padded) and
+//	                   no scales or mins
 //	end−4   4          CRC-32C (Castagnoli) of every preceding byte
 //
 // G follows from the shape and config (see Granularity), so every length is
@@ -147,7 +155,7 @@ func (q *Quantized) UnmarshalBinary(data []byte) error {
 	if data[10] != 0 || data[11] != 0 {
 		return formatErr("reserved header bytes are not zero")
 	}
-	if data[9] > 1 {
+	if data[9] > 1 && Scheme(data[7]) != GGML {
 		return formatErr("unknown scale format %d", data[9])
 	}
 	block := le.Uint32(data[12:])
@@ -160,6 +168,9 @@ func (q *Quantized) UnmarshalBinary(data []byte) error {
 		Granularity: Granularity(data[8]),
 		BlockSize:   int(block),
 		F16Scales:   data[9] == 1,
+	}
+	if cfg.Scheme == GGML {
+		cfg.F16Scales, cfg.Type = false, gguf.Type(data[9])
 	}
 	if err := cfg.Validate(); err != nil {
 		return formatErr("%v", err)
@@ -187,6 +198,9 @@ func (q *Quantized) UnmarshalBinary(data []byte) error {
 	l, err := cfg.layout(shape)
 	if err != nil {
 		return formatErr("%v", err)
+	}
+	if cfg.Scheme == GGML {
+		return q.unmarshalGGML(cfg, shape, l.n, data, off)
 	}
 	per := cfg.scaleBytes() * cfg.valuesPerGroup()
 	codeLen := packedLen(l.n, cfg.Bits)
@@ -225,6 +239,26 @@ func (q *Quantized) UnmarshalBinary(data []byte) error {
 	body := data[:len(data)-trailer]
 	if want, have := le.Uint32(data[len(body):]), crc32.Checksum(body, castagnoli); want != have {
 		return formatErr("checksum mismatch: stored %08x, computed %08x", want, have)
+	}
+	*q = got
+	return nil
+}
+
+// unmarshalGGML finishes UnmarshalBinary for the ggml scheme: the blocks
+// follow the shape; every one must decode to finite values.
+func (q *Quantized) unmarshalGGML(cfg Config, shape []int64, n int, data []byte, off int) error {
+	le := binary.LittleEndian
+	want := cfg.ggmlBlocks(n) * cfg.blockBytes()
+	if rest := len(data) - trailer - off; rest != want {
+		return formatErr("shape %v with %s needs %d block bytes; %d bytes follow the shape", shape, cfg, want, rest)
+	}
+	body := data[:len(data)-trailer]
+	if stored, have := le.Uint32(data[len(body):]), crc32.Checksum(body, castagnoli); stored != have {
+		return formatErr("checksum mismatch: stored %08x, computed %08x", stored, have)
+	}
+	got := Quantized{Config: cfg, Shape: shape, N: n, Codes: append([]byte(nil), data[off:len(body)]...)}
+	if err := checkGGMLValues(&got); err != nil {
+		return formatErr("%v", err)
 	}
 	*q = got
 	return nil

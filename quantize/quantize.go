@@ -139,6 +139,13 @@ func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quanti
 	if l.n != len(values) {
 		return nil, fmt.Errorf("quantize: shape %v holds %d elements, got %d values", shape, l.n, len(values))
 	}
+	if cfg.Scheme == GGML {
+		q := &Quantized{Config: cfg, Shape: append([]int64{}, shape...), N: l.n}
+		if err := quantizeGGML(q, values, workers); err != nil {
+			return nil, err
+		}
+		return q, nil
+	}
 	q := &Quantized{
 		Config: cfg,
 		Shape:  append([]int64{}, shape...),
@@ -483,6 +490,9 @@ func (q *Quantized) Dequantize(dst []float32) error {
 
 // dequantize is Dequantize with an explicit worker count, for tests.
 func (q *Quantized) dequantize(dst []float32, workers int) error {
+	if q.Scheme == GGML {
+		return dequantizeGGML(q, dst, workers)
+	}
 	l, _ := q.layout(q.Shape)
 	if l.n == 0 {
 		return nil
@@ -553,9 +563,16 @@ func (q *Quantized) check() error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case q.N != l.n:
+	if q.N != l.n {
 		return fmt.Errorf("quantize: N is %d but shape %v holds %d elements", q.N, q.Shape, l.n)
+	}
+	if q.Scheme == GGML {
+		if want := q.ggmlBlocks(l.n) * q.blockBytes(); len(q.Scales) != 0 || len(q.Mins) != 0 || len(q.Codes) != want {
+			return fmt.Errorf("quantize: %s codec with %d scales, %d mins and %d code bytes; want none, none and %d", q.typeName(), len(q.Scales), len(q.Mins), len(q.Codes), want)
+		}
+		return nil
+	}
+	switch {
 	case len(q.Scales) != l.groups:
 		return fmt.Errorf("quantize: %d scales for %d groups", len(q.Scales), l.groups)
 	case q.Scheme == Asymmetric && len(q.Mins) != l.groups:

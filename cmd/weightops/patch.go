@@ -341,6 +341,7 @@ func quantizeCommand() *cli.Command {
 		ArgsUsage: "IN",
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "a .wpatch for a patch IN; a directory for a checkpoint IN, or a .gguf file (ggml's --type q8_0, q4_0, q4_k, …)"},
+			&cli.StringFlag{Name: "codec", Usage: "a codec by name instead of the flags below: ggml's q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k (blocks byte-identical to llama.cpp's) or a spec such as 4bit-sym-block64"},
 			&cli.IntFlag{Name: "bits", Value: 4, Usage: "code width k (2, 3, 4, 8; any of 1..8)"},
 			&cli.IntFlag{Name: "group", Value: 64, Usage: "block size, with --granularity block"},
 			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
@@ -355,6 +356,14 @@ func quantizeCommand() *cli.Command {
 
 // quantConfig maps quantize's flags to a codec.
 func quantConfig(c *cli.Context) (quantize.Config, error) {
+	if c.IsSet("codec") {
+		for _, f := range []string{"bits", "group", "scheme", "granularity", "f16-scales", "mse"} {
+			if c.IsSet(f) {
+				return quantize.Config{}, fmt.Errorf("--%s and --codec both choose the codec; give one", f)
+			}
+		}
+		return quantize.ParseConfig(c.String("codec"))
+	}
 	cfg := quantize.Config{Bits: c.Int("bits"), F16Scales: c.Bool("f16-scales"), MSE: c.Bool("mse")}
 	var err error
 	if cfg.Scheme, err = quantize.ParseScheme(c.String("scheme")); err != nil {
@@ -377,7 +386,7 @@ func quantizeAction(c *cli.Context) error {
 	}
 	if out := c.String("output"); isGGUF(out) {
 		// ggml's own block formats, as convert writes them.
-		for _, f := range []string{"bits", "group", "scheme", "granularity", "f16-scales", "mse", "shard"} {
+		for _, f := range []string{"codec", "bits", "group", "scheme", "granularity", "f16-scales", "mse", "shard"} {
 			if c.IsSet(f) {
 				return usagef(c, "--%s is a weightops codec's; a .gguf output takes ggml's --type", f)
 			}
