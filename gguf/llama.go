@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -170,8 +171,6 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	h := &Header{Alignment: DefaultAlignment}
 	h.Add("general.architecture", arch)
 	h.Add("general.name", name)
-	h.Add("general.file_type", fileType(o.Type))
-	h.Add("general.quantization_version", uint32(2))
 	h.Add("general.alignment", uint32(DefaultAlignment))
 	p := arch + "."
 	h.Add(p+"context_length", uint32(cfg.MaxPositions))
@@ -203,6 +202,11 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	} else if err := addVocab(h, dir, cfg); err != nil {
 		return nil, err
 	}
+	// Last, in the order llama-quantize leaves them (it removes and
+	// re-adds both): quantizing our F32 file with llama-quantize --pure
+	// then gives our own quantized file byte for byte.
+	h.Add("general.quantization_version", uint32(2))
+	h.Add("general.file_type", fileType(o.Type))
 	type plan struct {
 		src     weights.TensorInfo
 		heads   int // rows to permute into this many heads (0: none)
@@ -257,6 +261,20 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 		h.Tensors = append(h.Tensors, TensorInfo{Name: g, Dims: dims, Type: pl.outType})
 		plans = append(plans, pl)
 	}
+	// llama.cpp's order (llama-quantize writes its output so): tensors
+	// outside blocks first, then block by block, by name within each.
+	order := make([]int, len(plans))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		return llamaOrderLess(h.Tensors[order[a]].Name, h.Tensors[order[b]].Name)
+	})
+	sortedT, sortedP := make([]TensorInfo, len(order)), make([]plan, len(order))
+	for i, j := range order {
+		sortedT[i], sortedP[i] = h.Tensors[j], plans[j]
+	}
+	h.Tensors, plans = sortedT, sortedP
 	h.Layout()
 	f, err := weights.CreateTemp(out)
 	if err != nil {
@@ -357,6 +375,29 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 // are not whole blocks of t: for a K-quant the 32-block type
 // llama-quantize takes (Q4_K → Q5_0, Q6_K → Q8_0) when the row allows
 // it, else F16 (convert_hf_to_gguf's choice for Q8_0 and Q4_0).
+// llamaOrderLess orders GGUF tensor names as llama.cpp's model loader
+// does: by block number (tensors outside blocks first), then by name.
+func llamaOrderLess(a, b string) bool {
+	la, lb := blockNumber(a), blockNumber(b)
+	if la != lb {
+		return la < lb
+	}
+	return a < b
+}
+
+// blockNumber is N of a "blk.N." name, or −1.
+func blockNumber(name string) int {
+	m := ggufBlock.FindStringSubmatch(name)
+	if m == nil {
+		return -1
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return -1
+	}
+	return n
+}
+
 func fallback(t Type, rowLen int) Type {
 	if f, ok := map[Type]Type{Q4_K: Q5_0, Q6_K: Q8_0}[t]; ok && rowLen%f.BlockSize() == 0 {
 		return f

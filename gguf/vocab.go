@@ -46,9 +46,14 @@ func addVocab(h *Header, dir string, cfg hfConfig) error {
 		return fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer.json"), err)
 	}
 	vocab := tok.File.Vocab()
-	n := cfg.VocabSize
-	for _, id := range vocab {
-		n = max(n, id+1)
+	n, top := cfg.VocabSize, ""
+	for t, id := range vocab {
+		if id+1 > n || id+1 == n && t < top {
+			n, top = id+1, t // the largest id, the same token every run
+		}
+	}
+	if cfg.VocabSize > 0 && n > cfg.VocabSize {
+		return tooManyTokens(filepath.Join(dir, "tokenizer.json"), top, n-1, cfg.VocabSize)
 	}
 	tokens := make([]string, n)
 	types := make([]int32, n)
@@ -112,6 +117,13 @@ func addSpecialKV(h *Header, dir string, vocab map[string]int, cfg hfConfig, mod
 	h.Add("tokenizer.ggml.add_eos_token", addEOS)
 }
 
+// tooManyTokens is the error for a tokenizer with ids past the model's
+// embedding rows: llama.cpp checks token_embd against the vocabulary's
+// length and would refuse the file.
+func tooManyTokens(path, token string, id, vocabSize int) error {
+	return fmt.Errorf("%s: token %q has id %d but the model's vocab_size is %d: llama.cpp needs the vocabulary to match token_embd's rows (fix vocab_size and the embeddings, or give --no-vocab)", path, token, id, vocabSize)
+}
+
 // addSentencePiece writes a "llama" vocabulary from tokenizer.model, as
 // convert_hf_to_gguf does for LLaMA and Mistral: the pieces with their
 // scores and types; added tokens (tokenizer_config.json) typed control
@@ -128,6 +140,9 @@ func addSentencePiece(h *Header, dir, path string, cfg hfConfig) error {
 	}
 	if modelType != 2 {
 		return fmt.Errorf("%s: a SentencePiece model of type %d; LLaMA-family GGUF vocabularies are BPE (type 2)", path, modelType)
+	}
+	if cfg.VocabSize > 0 && len(pieces) > cfg.VocabSize {
+		return tooManyTokens(path, pieces[cfg.VocabSize].text, cfg.VocabSize, cfg.VocabSize)
 	}
 	tokens := make([]string, len(pieces))
 	scores := make([]float32, len(pieces))

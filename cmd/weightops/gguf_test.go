@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/weightops/weightops/gguf"
 	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -88,5 +91,89 @@ func TestGGUFOutputs(t *testing.T) {
 		if strings.HasPrefix(e.Name(), ".") {
 			t.Errorf("left behind: %s", e.Name())
 		}
+	}
+}
+
+// TestGGUFMatchesLlamaCpp checks weightops against files a real llama.cpp
+// build made (testdata/gguf/llama/make.sh, run once): our conversion of a
+// seeded synth model to each ggml type is the very file llama-quantize
+// --pure makes from our F32 or F16 GGUF of it (KV order, tensor order,
+// alignment and every block); our greedy generation from the F32 model is
+// llama-completion's text; our tokenizer gives llama.cpp's prompt ids.
+func TestGGUFMatchesLlamaCpp(t *testing.T) {
+	fx := "../../testdata/gguf/llama"
+	sums, err := os.ReadFile(filepath.Join(fx, "sha256.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		f := strings.Fields(line)
+		want[f[1]] = f[0]
+	}
+	if len(want) != 14 {
+		t.Fatalf("sha256.txt lists %d files, want 14", len(want))
+	}
+	d := t.TempDir()
+	dts := []string{"f32", "f16"}
+	if testing.Short() {
+		dts = dts[:1]
+	}
+	for _, dt := range dts {
+		m := filepath.Join(d, dt, "m")
+		if _, e, code := run(t, "synth", "-q", "-o", m, "--hidden", "256", "--vocab", "3259", "--size", "20MiB", "--dtype", dt, "--seed", "7"); code != 0 {
+			t.Fatal(e)
+		}
+		testutil.CopyFile(t, "../../testdata/tokenizer/llama3/tokenizer.json", filepath.Join(m, "tokenizer.json"))
+		for _, typ := range []string{"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"} {
+			out := filepath.Join(d, dt, typ+".gguf")
+			if _, e, code := run(t, "convert", "-q", m, out, "--type", typ); code != 0 {
+				t.Fatal(e)
+			}
+			if got := testutil.SHA256File(t, out); got != want[dt+"/"+typ+".gguf"] {
+				t.Errorf("%s from %s: our file's SHA-256 %s, llama-quantize's %s", typ, dt, got, want[dt+"/"+typ+".gguf"])
+			}
+		}
+	}
+
+	small := filepath.Join(d, "small")
+	if _, e, code := run(t, "synth", "-q", "-o", small, "--hidden", "256", "--vocab", "256", "--size", "3MiB", "--dtype", "f32", "--seed", "3"); code != 0 {
+		t.Fatal(e)
+	}
+	out := filepath.Join(d, "small-q4_k.gguf")
+	if _, e, code := run(t, "convert", "-q", small, out, "--type", "q4_k", "--no-vocab"); code != 0 {
+		t.Fatal(e)
+	}
+	ours, _ := os.ReadFile(out)
+	theirs, err := os.ReadFile(filepath.Join(fx, "small-q4_k.gguf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, theirs) {
+		t.Errorf("small-q4_k.gguf: ours (%d bytes) differs from llama.cpp's (%d bytes)", len(ours), len(theirs))
+	}
+
+	prompt := `The quick brown fox, in 2026, said: "naïve café 🙂"`
+	m := filepath.Join(d, "f32", "m")
+	ids, _ := os.ReadFile(filepath.Join(fx, "prompt-ids.txt"))
+	tok, err := tokenizer.Load(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, err := tok.File.NewEncoder()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprint(enc.EncodeSpecial(prompt)); got != "["+strings.TrimSpace(string(ids))+"]" {
+		t.Errorf("prompt ids: ours %s, llama.cpp's [%s]", got, strings.TrimSpace(string(ids)))
+	}
+	text, _ := os.ReadFile(filepath.Join(fx, "generate.txt"))
+	o, e, code := run(t, "generate", m, "--prompt", prompt, "-n", "24")
+	if code != 0 {
+		t.Fatal(e)
+	}
+	// llama-completion prints the prompt, the new text and a blank line.
+	if strings.TrimRight(prompt+o, "\n") != strings.TrimRight(string(text), "\n") {
+		t.Errorf("greedy text:\n ours       %q\n llama.cpp  %q", prompt+o, text)
 	}
 }
