@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -131,9 +132,18 @@ type ConvertOptions struct {
 // renamed into place. It returns the tensors written in another type than
 // o.Type.
 func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o ConvertOptions) ([]string, error) {
-	cfgData, err := weights.ReadFile(filepath.Join(dir, "config.json"), weights.MaxConfigSize, "model config")
+	// A GGUF source (requantizing) carries its config and vocabulary in
+	// its own metadata.
+	src, fromGGUF := ck.(*Checkpoint)
+	var cfgData []byte
+	var err error
+	if fromGGUF {
+		cfgData, err = src.ConfigJSON()
+	} else if cfgData, err = weights.ReadFile(filepath.Join(dir, "config.json"), weights.MaxConfigSize, "model config"); err != nil {
+		err = fmt.Errorf("GGUF output needs the model's config.json: %w", err)
+	}
 	if err != nil {
-		return nil, fmt.Errorf("GGUF output needs the model's config.json: %w", err)
+		return nil, err
 	}
 	var cfg hfConfig
 	if err := json.Unmarshal(cfgData, &cfg); err != nil {
@@ -165,6 +175,9 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 		return nil, fmt.Errorf("weightops writes GGUF tensors as F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K or Q6_K, not %s", o.Type)
 	}
 	name := o.Name
+	if name == "" && fromGGUF {
+		name = src.File.String("general.name")
+	}
 	if name == "" {
 		name = filepath.Base(filepath.Clean(dir))
 	}
@@ -199,6 +212,20 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	}
 	if o.NoVocab {
 		h.Add("tokenizer.ggml.model", "no_vocab")
+	} else if fromGGUF {
+		if err := copyVocab(h, src); err != nil {
+			return nil, err
+		}
+		var quantized []string
+		for _, t := range src.File.Tensors {
+			if q := t.Type.String(); t.Type != F32 && t.Type != F16 && t.Type != BF16 && !slices.Contains(quantized, q) {
+				quantized = append(quantized, q)
+			}
+		}
+		if len(quantized) > 0 && o.Warn != nil {
+			sort.Strings(quantized)
+			o.Warn(fmt.Sprintf("%s holds quantized tensors (%s): they are requantized from their dequantized values, which loses more than quantizing the original weights (llama-quantize needs --allow-requantize for this)", src.Path(), strings.Join(quantized, ", ")))
+		}
 	} else if err := addVocab(h, dir, cfg); err != nil {
 		return nil, err
 	}
@@ -375,6 +402,21 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 // are not whole blocks of t: for a K-quant the 32-block type
 // llama-quantize takes (Q4_K → Q5_0, Q6_K → Q8_0) when the row allows
 // it, else F16 (convert_hf_to_gguf's choice for Q8_0 and Q4_0).
+// copyVocab copies a GGUF source's tokenizer.* metadata as it is.
+func copyVocab(h *Header, src *Checkpoint) error {
+	n := 0
+	for _, kv := range src.File.KV {
+		if strings.HasPrefix(kv.Key, "tokenizer.") {
+			h.KV = append(h.KV, kv)
+			n++
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("%s has no vocabulary (tokenizer.ggml.*) to carry over (give --no-vocab to write none)", src.Path())
+	}
+	return nil
+}
+
 // llamaOrderLess orders GGUF tensor names as llama.cpp's model loader
 // does: by block number (tensors outside blocks first), then by name.
 func llamaOrderLess(a, b string) bool {

@@ -134,6 +134,19 @@ func TestGGUFMatchesLlamaCpp(t *testing.T) {
 				t.Errorf("%s from %s: our file's SHA-256 %s, llama-quantize's %s", typ, dt, got, want[dt+"/"+typ+".gguf"])
 			}
 		}
+		// Requantizing our F32/F16 GGUF, as llama-quantize does, gives the
+		// same file as converting the checkpoint.
+		g := filepath.Join(d, dt, "m.gguf")
+		if _, e, code := run(t, "convert", "-q", m, g, "--type", dt); code != 0 {
+			t.Fatal(e)
+		}
+		re := filepath.Join(d, dt, "re-q4_k.gguf")
+		if _, e, code := run(t, "quantize", "-q", g, "-o", re, "--type", "q4_k"); code != 0 {
+			t.Fatal(e)
+		}
+		if got := testutil.SHA256File(t, re); got != want[dt+"/q4_k.gguf"] {
+			t.Errorf("q4_k requantized from our %s GGUF: SHA-256 %s, llama-quantize's %s", dt, got, want[dt+"/q4_k.gguf"])
+		}
 	}
 
 	small := filepath.Join(d, "small")
