@@ -3,10 +3,8 @@ package engine
 import (
 	"math"
 
-	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
-
 	"github.com/weightops/weightops/internal/parallel"
+	"github.com/weightops/weightops/internal/sgemm"
 )
 
 // Layer is one step of a Model's forward pass. Shapes are per sample; a
@@ -102,21 +100,18 @@ func prod(s []int) int {
 	return n
 }
 
-// gemm computes C = A·B (+ beta·C) with op(A) m×k and op(B) k×n, all
-// row-major and dense, through gonum's float32 BLAS.
+// gemm computes C = op(A)·op(B) + beta·C with op(A) m×k and op(B) k×n,
+// all row-major and dense, on every core (internal/sgemm: blocked, AVX2
+// on amd64; the same bits for any core count).
 func gemm(tA, tB bool, m, n, k int, a, b []float32, beta float32, c []float32) {
-	ta, tb := blas.NoTrans, blas.NoTrans
-	ar, ac, br, bc := m, k, k, n
+	lda, ldb := k, n
 	if tA {
-		ta, ar, ac = blas.Trans, k, m
+		lda = m
 	}
 	if tB {
-		tb, br, bc = blas.Trans, n, k
+		ldb = k
 	}
-	blas32.Gemm(ta, tb, 1,
-		blas32.General{Rows: ar, Cols: ac, Stride: ac, Data: a[:ar*ac]},
-		blas32.General{Rows: br, Cols: bc, Stride: bc, Data: b[:br*bc]},
-		beta, blas32.General{Rows: m, Cols: n, Stride: n, Data: c[:m*n]})
+	sgemm.Gemm(tA, tB, m, n, k, a, lda, b, ldb, beta, c, n, 0)
 }
 
 // Gemm is exported for the training package: C = op(A)·op(B) + beta·C,

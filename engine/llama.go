@@ -7,12 +7,16 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"unsafe"
 
 	"github.com/weightops/weightops/weights"
+	"github.com/x448/float16"
 
 	"github.com/weightops/weightops/internal/parallel"
+	"github.com/weightops/weightops/internal/sgemm"
 )
 
 // LlamaConfig is the part of a Hugging Face config.json that the LLaMA
@@ -126,14 +130,57 @@ type Llama struct {
 	// Config is the model's configuration, defaults filled in.
 	Config LlamaConfig
 	// Embed is model.embed_tokens.weight, [vocab, hidden].
-	Embed []float32
+	Embed Weight
 	// Layers are the decoder blocks.
 	Layers []LlamaLayer
 	// Norm is model.norm.weight.
 	Norm []float32
-	// LMHead is lm_head.weight, [vocab, hidden]; the same slice as Embed
+	// LMHead is lm_head.weight, [vocab, hidden]; the same values as Embed
 	// when the embeddings are tied.
-	LMHead []float32
+	LMHead Weight
+}
+
+// Weight is a [rows, cols] matrix kept as the checkpoint stores it:
+// float32 values, or BF16/F16 bits that products widen to float32 only as
+// they pack them, so a 16-bit model takes its own size in memory rather
+// than twice it. Products give the same bits either way.
+type Weight struct {
+	f32  []float32
+	bits []uint16
+	half sgemm.Half
+}
+
+// mulT is y = x·Wᵀ for rows rows of x (cols wide) and W's first n rows;
+// y is rows × n.
+func (w *Weight) mulT(rows, n, cols int, x, y []float32) {
+	if w.bits != nil {
+		sgemm.GemmHalf(rows, n, cols, x, cols, w.bits, cols, w.half, 0, y, n, 0)
+		return
+	}
+	gemm(false, true, rows, n, cols, x, w.f32, 0, y)
+}
+
+// slice is rows [r0, r1) of a matrix cols wide.
+func (w *Weight) slice(r0, r1, cols int) Weight {
+	if w.bits != nil {
+		return Weight{bits: w.bits[r0*cols : r1*cols], half: w.half}
+	}
+	return Weight{f32: w.f32[r0*cols : r1*cols]}
+}
+
+// row writes row r (cols wide) into dst as float32.
+func (w *Weight) row(r, cols int, dst []float32) {
+	if w.f32 != nil {
+		copy(dst, w.f32[r*cols:(r+1)*cols])
+		return
+	}
+	for i, b := range w.bits[r*cols : (r+1)*cols] {
+		if w.half == sgemm.BF16 {
+			dst[i] = math.Float32frombits(uint32(b) << 16)
+		} else {
+			dst[i] = float16.Frombits(b).Float32()
+		}
+	}
 }
 
 // LlamaLayer holds one decoder block's weights, PyTorch's [out, in]
@@ -142,11 +189,11 @@ type LlamaLayer struct {
 	// InputNorm and PostAttentionNorm are the RMSNorm weights.
 	InputNorm, PostAttentionNorm []float32
 	// Q, K, V, O are the attention projections.
-	Q, K, V, O []float32
+	Q, K, V, O Weight
 	// QBias, KBias, VBias are optional (nil when absent).
 	QBias, KBias, VBias []float32
 	// Gate, Up, Down are the SwiGLU MLP's projections.
-	Gate, Up, Down []float32
+	Gate, Up, Down Weight
 }
 
 // configCarrier is a checkpoint that holds its model's configuration, as a
@@ -234,10 +281,10 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 	}
 	H, I, V, hd := cfg.HiddenSize, cfg.IntermediateSize, cfg.VocabSize, cfg.HeadDim
 	qd, kvd := cfg.NumAttentionHeads*hd, cfg.NumKeyValueHeads*hd
-	read := func(name string, shape ...int) ([]float32, error) {
+	check := func(name string, shape ...int) (weights.TensorInfo, error) {
 		info, ok := ck.Info(name)
 		if !ok {
-			return nil, fmt.Errorf("tensor %q not found", name)
+			return info, fmt.Errorf("tensor %q not found", name)
 		}
 		good := len(info.Shape) == len(shape)
 		for i := 0; good && i < len(shape); i++ {
@@ -248,16 +295,43 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 			for i, d := range shape {
 				want[i] = int64(d)
 			}
-			return nil, fmt.Errorf("tensor %q has shape %s, want %s (from config.json)", name, info.ShapeString(), weights.TensorInfo{Shape: want}.ShapeString())
+			return info, fmt.Errorf("tensor %q has shape %s, want %s (from config.json)", name, info.ShapeString(), weights.TensorInfo{Shape: want}.ShapeString())
 		}
 		if !info.DType.IsFloat() {
-			return nil, fmt.Errorf("tensor %q has dtype %s, want a float type", name, info.DType)
+			return info, fmt.Errorf("tensor %q has dtype %s, want a float type", name, info.DType)
+		}
+		return info, nil
+	}
+	read := func(name string, shape ...int) ([]float32, error) {
+		if _, err := check(name, shape...); err != nil {
+			return nil, err
 		}
 		t, err := ck.ReadTensor(name, nil)
 		if err != nil {
 			return nil, err
 		}
+		if t.DType == weights.F32 && len(t.Data) > 0 && uintptr(unsafe.Pointer(&t.Data[0]))%4 == 0 {
+			return weights.Float32View(t.Data), nil // the bytes read are the values: no copy
+		}
 		return t.Float32s()
+	}
+	// Matrices stay 16-bit when the checkpoint has them so.
+	readWeight := func(name string, shape ...int) (Weight, error) {
+		info, err := check(name, shape...)
+		if err != nil {
+			return Weight{}, err
+		}
+		if half, ok := map[weights.DType]sgemm.Half{weights.BF16: sgemm.BF16, weights.F16: sgemm.F16}[info.DType]; ok {
+			t, err := ck.ReadTensor(name, nil)
+			if err != nil {
+				return Weight{}, err
+			}
+			if t.DType == info.DType && len(t.Data) > 0 && uintptr(unsafe.Pointer(&t.Data[0]))%2 == 0 {
+				return Weight{bits: unsafe.Slice((*uint16)(unsafe.Pointer(&t.Data[0])), len(t.Data)/2), half: half}, nil
+			}
+		}
+		f, err := read(name, shape...)
+		return Weight{f32: f}, err
 	}
 	optional := func(name string, n int) ([]float32, error) {
 		if _, ok := ck.Info(name); !ok {
@@ -267,7 +341,7 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 	}
 	m := &Llama{Config: cfg}
 	var err error
-	if m.Embed, err = read(names.Embed, V, H); err != nil {
+	if m.Embed, err = readWeight(names.Embed, V, H); err != nil {
 		return nil, err
 	}
 	if m.Norm, err = read(names.Norm, H); err != nil {
@@ -275,7 +349,7 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 	}
 	if cfg.TieWordEmbeddings {
 		m.LMHead = m.Embed
-	} else if m.LMHead, err = read(names.LMHead, V, H); err != nil {
+	} else if m.LMHead, err = readWeight(names.LMHead, V, H); err != nil {
 		return nil, fmt.Errorf("%w (set tie_word_embeddings in config.json if lm_head is the embedding)", err)
 	}
 	for i := 0; i < cfg.NumHiddenLayers; i++ {
@@ -284,10 +358,16 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 		for _, t := range []struct {
 			dst  *[]float32
 			name string
+		}{{&l.InputNorm, names.InputNorm}, {&l.PostAttentionNorm, names.PostAttentionNorm}} {
+			if *t.dst, err = read(p+t.name, H); err != nil {
+				return nil, err
+			}
+		}
+		for _, t := range []struct {
+			dst  *Weight
+			name string
 			dims []int
 		}{
-			{&l.InputNorm, names.InputNorm, []int{H}},
-			{&l.PostAttentionNorm, names.PostAttentionNorm, []int{H}},
 			{&l.Q, names.Q, []int{qd, H}},
 			{&l.K, names.K, []int{kvd, H}},
 			{&l.V, names.V, []int{kvd, H}},
@@ -296,7 +376,7 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 			{&l.Up, names.Up, []int{I, H}},
 			{&l.Down, names.Down, []int{H, I}},
 		} {
-			if *t.dst, err = read(p+t.name, t.dims...); err != nil {
+			if *t.dst, err = readWeight(p+t.name, t.dims...); err != nil {
 				return nil, err
 			}
 		}
@@ -373,7 +453,11 @@ func (m *Llama) Forward(tokens []int, cache *KVCache) ([]float32, error) {
 	if cache == nil {
 		cache = m.NewCache()
 	}
-	return m.forward(tokens, cache, true, nil)
+	h, err := m.forward(tokens, cache, true, nil)
+	if err != nil {
+		return nil, err
+	}
+	return m.logits(h, len(tokens)), nil
 }
 
 // LayerInputs returns, at the last of tokens, the hidden state entering
@@ -412,6 +496,8 @@ func (m *Llama) checkTokens(tokens []int, start int) error {
 // forward computes logits for every token (all) or the last one only.
 // forward runs the blocks over tokens; enter, if set, sees the hidden
 // states [tokens, hidden] entering each block.
+// forward runs the layers over tokens and returns the final-normed hidden
+// states of every token (all) or of the last one.
 func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []float32)) ([]float32, error) {
 	cfg := &m.Config
 	T := len(tokens)
@@ -428,7 +514,7 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 	invFreq := ropeInvFreq(cfg.RopeTheta, hd)
 	x := make([]float32, T*H)
 	for t, tok := range tokens {
-		copy(x[t*H:(t+1)*H], m.Embed[tok*H:(tok+1)*H])
+		m.Embed.row(tok, H, x[t*H:(t+1)*H])
 	}
 	h := make([]float32, T*H)
 	q := make([]float32, T*qd)
@@ -454,7 +540,7 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 			}
 		}
 	}
-	scale := 1 / math.Sqrt(float64(hd))
+	packs := &attnPacks{} // reused by every layer
 	for li := range m.Layers {
 		l := &m.Layers[li]
 		if enter != nil {
@@ -462,13 +548,13 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 		}
 		norm(l.InputNorm)
 		// Keys and values go straight into the cache.
-		cache.k[li] = append(cache.k[li], make([]float32, T*kvd)...)
-		cache.v[li] = append(cache.v[li], make([]float32, T*kvd)...)
+		cache.k[li] = slices.Grow(cache.k[li], T*kvd)[:len(cache.k[li])+T*kvd]
+		cache.v[li] = slices.Grow(cache.v[li], T*kvd)[:len(cache.v[li])+T*kvd]
 		kNew := cache.k[li][p0*kvd:]
 		vNew := cache.v[li][p0*kvd:]
-		gemm(false, true, T, qd, H, h, l.Q, 0, q)
-		gemm(false, true, T, kvd, H, h, l.K, 0, kNew)
-		gemm(false, true, T, kvd, H, h, l.V, 0, vNew)
+		l.Q.mulT(T, qd, H, h, q)
+		l.K.mulT(T, kvd, H, h, kNew)
+		l.V.mulT(T, kvd, H, h, vNew)
 		addBias(q, l.QBias, qd)
 		addBias(kNew, l.KBias, kvd)
 		addBias(vNew, l.VBias, kvd)
@@ -480,59 +566,21 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 				rope(kNew[t*kvd+hh*hd:t*kvd+(hh+1)*hd], p0+t, invFreq)
 			}
 		}
-		K, V := cache.k[li], cache.v[li]
-		group := nh / nkv
-		parallel.Ranges(T*nh, 4, func(lo, hi int) {
-			scores := make([]float64, p0+T)
-			for job := lo; job < hi; job++ {
-				t, hh := job/nh, job%nh
-				kh := hh / group
-				qv := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
-				n := p0 + t + 1 // causal: positions 0..p0+t
-				j0 := 0
-				if win := cfg.window; win > 0 && n > win {
-					j0 = n - win // sliding window: the last win positions
-				}
-				mx := math.Inf(-1)
-				for j := j0; j < n; j++ {
-					kv := K[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
-					var s float32
-					for d, a := range qv {
-						s += a * kv[d]
-					}
-					scores[j] = float64(s) * scale
-					mx = math.Max(mx, scores[j])
-				}
-				var sum float64
-				for j := j0; j < n; j++ {
-					scores[j] = math.Exp(scores[j] - mx)
-					sum += scores[j]
-				}
-				out := att[t*qd+hh*hd : t*qd+(hh+1)*hd]
-				clear(out)
-				for j := j0; j < n; j++ {
-					p := float32(scores[j] / sum)
-					vv := V[j*kvd+kh*hd : j*kvd+(kh+1)*hd]
-					for d := range out {
-						out[d] += p * vv[d]
-					}
-				}
-			}
-		})
-		gemm(false, true, T, H, qd, att, l.O, 0, o)
+		attention(q, cache.k[li], cache.v[li], att, T, p0, nh, nkv, hd, cfg.window, packs)
+		l.O.mulT(T, H, qd, att, o)
 		for i := range x {
 			x[i] += o[i]
 		}
 		norm(l.PostAttentionNorm)
-		gemm(false, true, T, I, H, h, l.Gate, 0, g)
-		gemm(false, true, T, I, H, h, l.Up, 0, u)
+		l.Gate.mulT(T, I, H, h, g)
+		l.Up.mulT(T, I, H, h, u)
 		parallel.Ranges(len(g), 1<<12, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
 				a := float64(g[i])
 				g[i] = float32(a/(1+math.Exp(-a))) * u[i]
 			}
 		})
-		gemm(false, true, T, H, I, g, l.Down, 0, o)
+		l.Down.mulT(T, H, I, g, o)
 		for i := range x {
 			x[i] += o[i]
 		}
@@ -543,12 +591,19 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 		copy(x, x[(T-1)*H:])
 		rows = 1
 	}
-	for t := 0; t < rows; t++ {
-		rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], m.Norm, cfg.RMSNormEps)
-	}
-	logits := make([]float32, rows*cfg.VocabSize)
-	gemm(false, true, rows, cfg.VocabSize, H, h[:rows*H], m.LMHead, 0, logits)
-	return logits, nil
+	parallel.Ranges(rows, 8, func(lo, hi int) {
+		for t := lo; t < hi; t++ {
+			rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], m.Norm, cfg.RMSNormEps)
+		}
+	})
+	return h[:rows*H], nil
+}
+
+// logits is the LM head on rows final hidden states.
+func (m *Llama) logits(h []float32, rows int) []float32 {
+	out := make([]float32, rows*m.Config.VocabSize)
+	m.LMHead.mulT(rows, m.Config.VocabSize, m.Config.HiddenSize, h[:rows*m.Config.HiddenSize], out)
+	return out
 }
 
 // Generate extends the prompt by n tokens, each the most likely next token
@@ -571,11 +626,11 @@ func (m *Llama) Generate(prompt []int, n int) ([]int, error) {
 	out := make([]int, 0, n)
 	next := prompt
 	for len(out) < n {
-		logits, err := m.forward(next, cache, false, nil)
+		h, err := m.forward(next, cache, false, nil)
 		if err != nil {
 			return nil, err
 		}
-		tok := argmax(logits)
+		tok := argmax(m.logits(h, 1))
 		out = append(out, tok)
 		next = []int{tok}
 	}
@@ -625,7 +680,6 @@ func (m *Llama) PerplexityStride(tokens []int, window, stride int) (*PerplexityR
 	if err := m.checkVocab(tokens, 0); err != nil {
 		return nil, err
 	}
-	V := m.Config.VocabSize
 	r := &PerplexityResult{}
 	var nll float64
 	prevEnd := 0
@@ -634,15 +688,12 @@ func (m *Llama) PerplexityStride(tokens []int, window, stride int) (*PerplexityR
 		first := max(begin+1, prevEnd) // the first token this window scores
 		if end-begin >= 2 && first < end {
 			win := tokens[begin:end]
-			logits, err := m.Forward(win, nil)
+			h, err := m.forward(win, m.NewCache(), true, nil)
 			if err != nil {
 				return nil, err
 			}
-			for j := first; j < end; j++ {
-				t := j - begin - 1
-				nll -= logProb(logits[t*V:(t+1)*V], tokens[j], Logits)
-				r.Tokens++
-			}
+			nll += m.scoreRows(h, tokens[begin:end], first-begin)
+			r.Tokens += end - first
 			r.Windows++
 		}
 		prevEnd = end
@@ -653,6 +704,54 @@ func (m *Llama) PerplexityStride(tokens []int, window, stride int) (*PerplexityR
 	r.NLL = nll / float64(r.Tokens)
 	r.Perplexity = math.Exp(r.NLL)
 	return r, nil
+}
+
+// scoreRows is −Σ log p(win[j] | win[:j]) for j = from..len(win)−1, from
+// the window's final hidden states h. The LM head runs over slices of the
+// vocabulary against all rows at once, each row's log-sum-exp updated
+// slice by slice, so the head is read once per window and only rows ×
+// slice logits are ever in memory, never rows × vocabulary.
+func (m *Llama) scoreRows(h []float32, win []int, from int) float64 {
+	const slice = 4096
+	H, V := m.Config.HiddenSize, m.Config.VocabSize
+	n := len(win) - from // predictions: row r predicts win[from+r]
+	t0 := from - 1
+	rows := h[t0*H : (t0+n)*H]
+	mx, sum, target := make([]float64, n), make([]float64, n), make([]float64, n)
+	for i := range mx {
+		mx[i] = math.Inf(-1)
+	}
+	logits := make([]float32, n*min(slice, V))
+	for v0 := 0; v0 < V; v0 += slice {
+		w := min(slice, V-v0)
+		lg := logits[:n*w]
+		head := m.LMHead.slice(v0, v0+w, H)
+		head.mulT(n, w, H, rows, lg)
+		parallel.Ranges(n, 16, func(lo, hi int) {
+			for r := lo; r < hi; r++ {
+				row := lg[r*w : (r+1)*w]
+				cm := mx[r]
+				for _, x := range row {
+					if float64(x) > cm {
+						cm = float64(x)
+					}
+				}
+				s := sum[r] * math.Exp(mx[r]-cm) // 0 on the first slice
+				for _, x := range row {
+					s += math.Exp(float64(x) - cm)
+				}
+				mx[r], sum[r] = cm, s
+				if c := win[from+r] - v0; c >= 0 && c < w {
+					target[r] = float64(row[c])
+				}
+			}
+		})
+	}
+	var nll float64
+	for r := range n {
+		nll -= target[r] - mx[r] - math.Log(sum[r]) // in order: independent of the split
+	}
+	return nll
 }
 
 // ParseTokenIDs reads token ids separated by whitespace and/or commas.

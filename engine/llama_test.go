@@ -712,3 +712,43 @@ func TestQwen2AgainstReference(t *testing.T) {
 		t.Error("the biases changed nothing")
 	}
 }
+
+// A BF16 or F16 checkpoint is run without widening its matrices in memory
+// (they are widened while products pack them) and gives the same logits,
+// bit for bit, as the same values stored in F32.
+func TestHalfWeightsMatchF32(t *testing.T) {
+	cfg := tinyConfig()
+	for _, dt := range []weights.DType{weights.BF16, weights.F16} {
+		w := randomLlama(cfg, 8)
+		// Round every value to dt first, so the F32 model holds the same numbers.
+		for name, v := range w {
+			b := make([]byte, len(v)*dt.Size())
+			if err := weights.Encode(dt, v, b); err != nil {
+				t.Fatal(err)
+			}
+			back := make([]float64, len(v))
+			if err := weights.Decode(dt, b, back); err != nil {
+				t.Fatal(err)
+			}
+			w[name] = back
+		}
+		half, err := engine.LoadLlama(writeLlama(t, cfg, w, dt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := engine.LoadLlama(writeLlama(t, cfg, w, weights.F32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := half.Forward(tinyTokens, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := full.Forward(tinyTokens, nil)
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				t.Fatalf("%s: logit %d is %v, %v from F32 weights", dt, i, a[i], b[i])
+			}
+		}
+	}
+}
