@@ -26,10 +26,18 @@ const attnBlock = 64
 // next.
 type attnPacks struct{ keys, vals []sgemm.PackedB }
 
-func attention(q, k, v, out []float32, T, p0, nh, nkv, hd, window int, packs *attnPacks) {
+// attnOpts are what architectures change in attention: the score scale
+// (head_dim^−½ by default), the soft-capping of scores c·tanh(s/c) (Gemma
+// 2; 0: none) and the window (0: none).
+type attnOpts struct {
+	scale, softcap float64
+	window         int
+}
+
+func attention(q, k, v, out []float32, T, p0, nh, nkv, hd int, o attnOpts, packs *attnPacks) {
 	qd, kvd := nh*hd, nkv*hd
 	group := nh / nkv
-	scale := 1 / math.Sqrt(float64(hd))
+	scale, window, capv := o.scale, o.window, o.softcap
 	nk := p0 + T // keys
 	// Each kv head's keys (as Kᵀ) and values, packed once for all blocks.
 	if len(packs.keys) != nkv {
@@ -76,6 +84,11 @@ func attention(q, k, v, out []float32, T, p0, nh, nkv, hd, window int, packs *at
 					first := lo
 					if window > 0 && last > window {
 						first = last - window
+					}
+					if capv > 0 {
+						for j := first; j < last; j++ {
+							row[j-lo] = float32(capv * math.Tanh(float64(row[j-lo])*scale/capv) / scale)
+						}
 					}
 					mx := math.Inf(-1)
 					for j := first; j < last; j++ {

@@ -36,20 +36,52 @@ type LlamaConfig struct {
 	VocabSize             int     `json:"vocab_size"`              // required
 	TieWordEmbeddings     bool    `json:"tie_word_embeddings"`     // lm_head is the embedding matrix
 	MaxPositionEmbeddings int     `json:"max_position_embeddings"` // default 2048
-	HiddenAct             string  `json:"hidden_act,omitempty"`    // silu only
-	// RopeScaling must be absent or null: scaled rotary embeddings (as in
-	// LLaMA 3.1) are not implemented.
-	RopeScaling json.RawMessage `json:"rope_scaling,omitempty"`
-	// Architectures names the transformers class: LlamaForCausalLM,
-	// MistralForCausalLM or Qwen2ForCausalLM (empty: LLaMA).
+	HiddenAct             string  `json:"hidden_act,omitempty"`    // silu (gelu_pytorch_tanh for Gemma)
+	// HiddenActivation is Gemma's name for the MLP activation.
+	HiddenActivation string `json:"hidden_activation,omitempty"`
+	// RopeScaling is absent/null or one of transformers' rope types:
+	// linear, dynamic, llama3, yarn (see RopeScaling).
+	RopeScaling *RopeScaling `json:"rope_scaling,omitempty"`
+	// PartialRotaryFactor is the share of each head's dimensions that are
+	// rotated (the first ones); default 1.
+	PartialRotaryFactor float64 `json:"partial_rotary_factor,omitempty"`
+	// Architectures names the transformers class (empty: LLaMA); see
+	// CausalLMArchitectures.
 	Architectures []string `json:"architectures,omitempty"`
-	// SlidingWindow (Mistral): each position attends to the last
-	// SlidingWindow positions, itself included (null or 0: all).
+	// SlidingWindow: each position attends to the last SlidingWindow
+	// positions, itself included (null or 0: all), on every layer
+	// (Mistral, Phi-3) or on the sliding layers (Gemma 2).
 	SlidingWindow *int `json:"sliding_window,omitempty"`
-	// UseSlidingWindow is Qwen2's switch for its (per-layer) windows,
-	// which are not implemented.
+	// UseSlidingWindow is Qwen2's and Qwen3's switch for their (per-layer)
+	// windows, which are not implemented.
 	UseSlidingWindow bool `json:"use_sliding_window,omitempty"`
-	window           int
+	// Gemma 2: attention scores scale by QueryPreAttnScalar^−½ instead of
+	// head_dim^−½; scores and final logits are soft-capped (c·tanh(x/c)).
+	QueryPreAttnScalar    float64 `json:"query_pre_attn_scalar,omitempty"`
+	AttnLogitSoftcapping  float64 `json:"attn_logit_softcapping,omitempty"`
+	FinalLogitSoftcapping float64 `json:"final_logit_softcapping,omitempty"`
+	// LayerTypes (Gemma 2) lists sliding_attention or full_attention per
+	// layer; absent, even layers slide.
+	LayerTypes []string `json:"layer_types,omitempty"`
+
+	arch    *causalArch
+	window  int   // every layer's window (0: none)
+	windows []int // per layer, when they differ
+	rotDim  int   // rotated dimensions of each head
+}
+
+// RopeScaling is transformers' rope_scaling: the rope type ("type" in
+// older configs) and its parameters.
+type RopeScaling struct {
+	RopeType                      string  `json:"rope_type"`
+	Type                          string  `json:"type"`
+	Factor                        float64 `json:"factor"`
+	LowFreqFactor                 float64 `json:"low_freq_factor"`
+	HighFreqFactor                float64 `json:"high_freq_factor"`
+	OriginalMaxPositionEmbeddings int     `json:"original_max_position_embeddings"`
+	AttentionFactor               float64 `json:"attention_factor"`
+	BetaFast                      float64 `json:"beta_fast"`
+	BetaSlow                      float64 `json:"beta_slow"`
 }
 
 func (c *LlamaConfig) normalize() error {
@@ -68,23 +100,25 @@ func (c *LlamaConfig) normalize() error {
 	if c.MaxPositionEmbeddings == 0 {
 		c.MaxPositionEmbeddings = 2048
 	}
-	arch := ""
+	class := "LlamaForCausalLM"
 	if len(c.Architectures) > 0 {
-		arch = c.Architectures[0]
+		class = c.Architectures[0]
 	}
-	switch arch {
-	case "", "LlamaForCausalLM", "MistralForCausalLM":
-		if c.SlidingWindow != nil && *c.SlidingWindow > 0 && arch == "MistralForCausalLM" {
-			c.window = *c.SlidingWindow
-		} else if c.SlidingWindow != nil && *c.SlidingWindow > 0 {
-			return fmt.Errorf("sliding_window %d on %s: only Mistral's sliding window is implemented", *c.SlidingWindow, arch)
+	a, ok := causalArchs[class]
+	if !ok {
+		return fmt.Errorf("architecture %q: the engine runs %s", class, strings.Join(CausalLMArchitectures(), ", "))
+	}
+	c.arch = a
+	if c.SlidingWindow != nil && *c.SlidingWindow > 0 && !a.slidingWindow {
+		return fmt.Errorf("sliding_window %d on %s: this architecture's sliding window is not implemented", *c.SlidingWindow, class)
+	}
+	if a.configure != nil {
+		if err := a.configure(c); err != nil {
+			return err
 		}
-	case "Qwen2ForCausalLM":
-		if c.UseSlidingWindow {
-			return errors.New("use_sliding_window (Qwen2's per-layer windows) is not implemented")
-		}
-	default:
-		return fmt.Errorf("architecture %q: the engine runs LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM", arch)
+	}
+	if a.slidingWindow && c.SlidingWindow != nil && *c.SlidingWindow > 0 && c.windows == nil {
+		c.window = *c.SlidingWindow
 	}
 	const big = 1 << 20
 	switch {
@@ -96,14 +130,21 @@ func (c *LlamaConfig) normalize() error {
 		return fmt.Errorf("num_attention_heads %d is not a multiple of num_key_value_heads %d", c.NumAttentionHeads, c.NumKeyValueHeads)
 	case c.HeadDim <= 0 || c.HeadDim%2 != 0 || c.HeadDim > big:
 		return fmt.Errorf("head dimension %d must be positive and even", c.HeadDim)
-	case c.HiddenAct != "" && c.HiddenAct != "silu":
-		return fmt.Errorf("hidden_act %q not supported (silu only)", c.HiddenAct)
-	case len(c.RopeScaling) > 0 && string(c.RopeScaling) != "null":
-		return fmt.Errorf("rope_scaling %s not supported", c.RopeScaling)
+	case !a.gelu && c.HiddenAct != "" && c.HiddenAct != "silu":
+		return fmt.Errorf("hidden_act %q not supported on %s (silu only)", c.HiddenAct, class)
 	case !(c.RMSNormEps > 0) || !(c.RopeTheta > 1):
 		return errors.New("rms_norm_eps must be positive and rope_theta above 1")
+	case c.PartialRotaryFactor < 0 || c.PartialRotaryFactor > 1:
+		return fmt.Errorf("partial_rotary_factor %v must be in (0, 1]", c.PartialRotaryFactor)
 	}
-	return nil
+	c.rotDim = c.HeadDim
+	if c.PartialRotaryFactor > 0 {
+		c.rotDim = int(float64(c.HeadDim) * c.PartialRotaryFactor)
+	}
+	if c.rotDim < 2 || c.rotDim%2 != 0 {
+		return fmt.Errorf("partial_rotary_factor %v gives %d rotated dimensions per head; they must be even and at least 2", c.PartialRotaryFactor, c.rotDim)
+	}
+	return c.RopeScaling.validate(c)
 }
 
 // Llama is a causal language model of the LLaMA family (LLaMA 1–3 without
@@ -194,6 +235,12 @@ type LlamaLayer struct {
 	QBias, KBias, VBias []float32
 	// Gate, Up, Down are the SwiGLU MLP's projections.
 	Gate, Up, Down Weight
+	// QNorm, KNorm (Qwen3) are the per-head RMSNorm weights of q and k;
+	// PreFFNorm, PostFFNorm (Gemma 2) the norms around the MLP (and
+	// PostAttentionNorm then normalizes the attention output); QKV, GateUp
+	// (Phi-3) the fused projections. Nil or empty when absent.
+	QNorm, KNorm, PreFFNorm, PostFFNorm []float32
+	QKV, GateUp                         Weight
 }
 
 // configCarrier is a checkpoint that holds its model's configuration, as a
@@ -255,6 +302,10 @@ type LlamaNames struct {
 	Layer string
 	// The block's tensors, after the prefix; the biases are optional.
 	InputNorm, PostAttentionNorm, Q, K, V, O, Gate, Up, Down, QBias, KBias, VBias string
+	// Architectures' extra tensors: Qwen3's per-head q/k norms, Gemma 2's
+	// norms around the MLP, Phi-3's fused projections (which replace Q, K,
+	// V and Gate, Up). Empty when the architecture has none.
+	QNorm, KNorm, PreFFNorm, PostFFNorm, QKV, GateUp string
 }
 
 // HFLlamaNames are Hugging Face transformers' LlamaForCausalLM names.
@@ -268,9 +319,12 @@ var HFLlamaNames = LlamaNames{
 }
 
 // NewLlama builds a model from a config and a checkpoint with Hugging Face
-// tensor names (HFLlamaNames).
+// tensor names (those of the config's architecture).
 func NewLlama(cfg LlamaConfig, ck weights.Checkpoint) (*Llama, error) {
-	return NewLlamaNamed(cfg, ck, HFLlamaNames)
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	return NewLlamaNamed(cfg, ck, cfg.arch.names)
 }
 
 // NewLlamaNamed builds a model from a config and a checkpoint whose
@@ -347,8 +401,8 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 	if m.Norm, err = read(names.Norm, H); err != nil {
 		return nil, err
 	}
-	if cfg.TieWordEmbeddings {
-		m.LMHead = m.Embed
+	if _, has := ck.Info(names.LMHead); cfg.TieWordEmbeddings || (!has && cfg.arch.embedScale) {
+		m.LMHead = m.Embed // Gemma ties by default (transformers' GemmaConfig)
 	} else if m.LMHead, err = readWeight(names.LMHead, V, H); err != nil {
 		return nil, fmt.Errorf("%w (set tie_word_embeddings in config.json if lm_head is the embedding)", err)
 	}
@@ -363,20 +417,42 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 				return nil, err
 			}
 		}
-		for _, t := range []struct {
+		mats := []struct {
 			dst  *Weight
 			name string
 			dims []int
 		}{
-			{&l.Q, names.Q, []int{qd, H}},
-			{&l.K, names.K, []int{kvd, H}},
-			{&l.V, names.V, []int{kvd, H}},
 			{&l.O, names.O, []int{H, qd}},
-			{&l.Gate, names.Gate, []int{I, H}},
-			{&l.Up, names.Up, []int{I, H}},
 			{&l.Down, names.Down, []int{H, I}},
-		} {
+		}
+		if names.QKV != "" {
+			mats = append(mats, []struct {
+				dst  *Weight
+				name string
+				dims []int
+			}{{&l.QKV, names.QKV, []int{qd + 2*kvd, H}}, {&l.GateUp, names.GateUp, []int{2 * I, H}}}...)
+		} else {
+			mats = append(mats, []struct {
+				dst  *Weight
+				name string
+				dims []int
+			}{{&l.Q, names.Q, []int{qd, H}}, {&l.K, names.K, []int{kvd, H}}, {&l.V, names.V, []int{kvd, H}},
+				{&l.Gate, names.Gate, []int{I, H}}, {&l.Up, names.Up, []int{I, H}}}...)
+		}
+		for _, t := range mats {
 			if *t.dst, err = readWeight(p+t.name, t.dims...); err != nil {
+				return nil, err
+			}
+		}
+		for _, t := range []struct {
+			dst  *[]float32
+			name string
+			n    int
+		}{{&l.QNorm, names.QNorm, hd}, {&l.KNorm, names.KNorm, hd}, {&l.PreFFNorm, names.PreFFNorm, H}, {&l.PostFFNorm, names.PostFFNorm, H}} {
+			if t.name == "" {
+				continue
+			}
+			if *t.dst, err = read(p+t.name, t.n); err != nil {
 				return nil, err
 			}
 		}
@@ -419,19 +495,6 @@ func ropeInvFreq(theta float64, d int) []float32 {
 		f[i] = 1 / float32(math.Pow(theta, float64(e)))
 	}
 	return f
-}
-
-// rope rotates one head vector in place, HF layout (pairs i, i+d/2).
-func rope(x []float32, pos int, invFreq []float32) {
-	h := len(invFreq)
-	for i, f := range invFreq {
-		ang := float32(pos) * f
-		s, c := math.Sincos(float64(ang))
-		cs, sn := float32(c), float32(s)
-		a, b := x[i], x[i+h]
-		x[i] = a*cs - b*sn
-		x[i+h] = b*cs + a*sn
-	}
 }
 
 func rmsNorm(dst, x, w []float32, eps float64) {
@@ -487,19 +550,28 @@ func (m *Llama) checkTokens(tokens []int, start int) error {
 	if err := m.checkVocab(tokens, start); err != nil {
 		return err
 	}
-	if start+len(tokens) > cfg.MaxPositionEmbeddings {
-		return fmt.Errorf("%d positions exceed max_position_embeddings %d", start+len(tokens), cfg.MaxPositionEmbeddings)
+	if n := cfg.maxPositions(); start+len(tokens) > n {
+		return fmt.Errorf("%d positions exceed the model's %d (max_position_embeddings%s)", start+len(tokens), n, map[bool]string{true: " × the dynamic rope factor"}[n != cfg.MaxPositionEmbeddings])
 	}
 	return nil
 }
 
-// forward computes logits for every token (all) or the last one only.
-// forward runs the blocks over tokens; enter, if set, sees the hidden
-// states [tokens, hidden] entering each block.
+// maxPositions is the longest sequence the engine runs: max_position_embeddings,
+// or that times the factor with dynamic NTK rope scaling, which exists to
+// go past it.
+func (c *LlamaConfig) maxPositions() int {
+	if c.RopeScaling.kind() == ropeDynamic {
+		return int(float64(c.MaxPositionEmbeddings) * max(c.RopeScaling.Factor, 1))
+	}
+	return c.MaxPositionEmbeddings
+}
+
 // forward runs the layers over tokens and returns the final-normed hidden
-// states of every token (all) or of the last one.
+// states of every token (all) or of the last one; enter, if set, sees the
+// hidden states [tokens, hidden] entering each block.
 func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []float32)) ([]float32, error) {
 	cfg := &m.Config
+	a := cfg.arch
 	T := len(tokens)
 	if T == 0 {
 		return nil, errors.New("no tokens")
@@ -511,10 +583,18 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 	H, I, hd := cfg.HiddenSize, cfg.IntermediateSize, cfg.HeadDim
 	nh, nkv := cfg.NumAttentionHeads, cfg.NumKeyValueHeads
 	qd, kvd := nh*hd, nkv*hd
-	invFreq := ropeInvFreq(cfg.RopeTheta, hd)
+	rot := cfg.rotary(p0 + T)
 	x := make([]float32, T*H)
 	for t, tok := range tokens {
 		m.Embed.row(tok, H, x[t*H:(t+1)*H])
+	}
+	if a.embedScale {
+		// transformers multiplies by √hidden rounded to the activations'
+		// dtype (float32 here).
+		s := float32(math.Sqrt(float64(H)))
+		for i := range x {
+			x[i] *= s
+		}
 	}
 	h := make([]float32, T*H)
 	q := make([]float32, T*qd)
@@ -522,10 +602,16 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 	o := make([]float32, T*H)
 	g := make([]float32, T*I)
 	u := make([]float32, T*I)
-	norm := func(w []float32) {
+	var qkv, gu []float32 // fused projections' outputs (Phi-3)
+	if a.fused {
+		qkv = make([]float32, T*(qd+2*kvd))
+		gu = make([]float32, T*2*I)
+	}
+	// normRows writes norm(src)·w into dst, row by row of width H.
+	normRows := func(dst, src, w []float32) {
 		parallel.Ranges(T, 8, func(lo, hi int) {
 			for t := lo; t < hi; t++ {
-				rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], w, cfg.RMSNormEps)
+				m.rmsNorm(dst[t*H:(t+1)*H], src[t*H:(t+1)*H], w)
 			}
 		})
 	}
@@ -540,47 +626,97 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 			}
 		}
 	}
+	opts := attnOpts{scale: 1 / math.Sqrt(float64(hd)), softcap: cfg.AttnLogitSoftcapping}
+	if cfg.QueryPreAttnScalar > 0 {
+		opts.scale = 1 / math.Sqrt(cfg.QueryPreAttnScalar)
+	}
 	packs := &attnPacks{} // reused by every layer
 	for li := range m.Layers {
 		l := &m.Layers[li]
 		if enter != nil {
 			enter(x)
 		}
-		norm(l.InputNorm)
+		normRows(h, x, l.InputNorm)
 		// Keys and values go straight into the cache.
 		cache.k[li] = slices.Grow(cache.k[li], T*kvd)[:len(cache.k[li])+T*kvd]
 		cache.v[li] = slices.Grow(cache.v[li], T*kvd)[:len(cache.v[li])+T*kvd]
 		kNew := cache.k[li][p0*kvd:]
 		vNew := cache.v[li][p0*kvd:]
-		l.Q.mulT(T, qd, H, h, q)
-		l.K.mulT(T, kvd, H, h, kNew)
-		l.V.mulT(T, kvd, H, h, vNew)
+		if a.fused {
+			w := qd + 2*kvd
+			l.QKV.mulT(T, w, H, h, qkv)
+			for t := 0; t < T; t++ {
+				row := qkv[t*w : (t+1)*w]
+				copy(q[t*qd:(t+1)*qd], row[:qd])
+				copy(kNew[t*kvd:(t+1)*kvd], row[qd:qd+kvd])
+				copy(vNew[t*kvd:(t+1)*kvd], row[qd+kvd:])
+			}
+		} else {
+			l.Q.mulT(T, qd, H, h, q)
+			l.K.mulT(T, kvd, H, h, kNew)
+			l.V.mulT(T, kvd, H, h, vNew)
+		}
 		addBias(q, l.QBias, qd)
 		addBias(kNew, l.KBias, kvd)
 		addBias(vNew, l.VBias, kvd)
-		for t := 0; t < T; t++ {
-			for hh := 0; hh < nh; hh++ {
-				rope(q[t*qd+hh*hd:t*qd+(hh+1)*hd], p0+t, invFreq)
+		parallel.Ranges(T, 4, func(lo, hi int) {
+			for t := lo; t < hi; t++ {
+				for hh := 0; hh < nh; hh++ {
+					v := q[t*qd+hh*hd : t*qd+(hh+1)*hd]
+					if a.qkNorm {
+						m.rmsNorm(v, v, l.QNorm)
+					}
+					rot.apply(v, p0+t)
+				}
+				for hh := 0; hh < nkv; hh++ {
+					v := kNew[t*kvd+hh*hd : t*kvd+(hh+1)*hd]
+					if a.qkNorm {
+						m.rmsNorm(v, v, l.KNorm)
+					}
+					rot.apply(v, p0+t)
+				}
 			}
-			for hh := 0; hh < nkv; hh++ {
-				rope(kNew[t*kvd+hh*hd:t*kvd+(hh+1)*hd], p0+t, invFreq)
-			}
+		})
+		opts.window = cfg.window
+		if cfg.windows != nil {
+			opts.window = cfg.windows[li]
 		}
-		attention(q, cache.k[li], cache.v[li], att, T, p0, nh, nkv, hd, cfg.window, packs)
+		attention(q, cache.k[li], cache.v[li], att, T, p0, nh, nkv, hd, opts, packs)
 		l.O.mulT(T, H, qd, att, o)
+		if a.sandwich {
+			normRows(o, o, l.PostAttentionNorm)
+		}
 		for i := range x {
 			x[i] += o[i]
 		}
-		norm(l.PostAttentionNorm)
-		l.Gate.mulT(T, I, H, h, g)
-		l.Up.mulT(T, I, H, h, u)
+		if a.sandwich {
+			normRows(h, x, l.PreFFNorm)
+		} else {
+			normRows(h, x, l.PostAttentionNorm)
+		}
+		if a.fused {
+			l.GateUp.mulT(T, 2*I, H, h, gu)
+			for t := 0; t < T; t++ {
+				copy(g[t*I:(t+1)*I], gu[t*2*I:t*2*I+I])
+				copy(u[t*I:(t+1)*I], gu[t*2*I+I:(t+1)*2*I])
+			}
+		} else {
+			l.Gate.mulT(T, I, H, h, g)
+			l.Up.mulT(T, I, H, h, u)
+		}
+		act := silu
+		if a.gelu {
+			act = geluTanh
+		}
 		parallel.Ranges(len(g), 1<<12, func(lo, hi int) {
 			for i := lo; i < hi; i++ {
-				a := float64(g[i])
-				g[i] = float32(a/(1+math.Exp(-a))) * u[i]
+				g[i] = act(g[i]) * u[i]
 			}
 		})
 		l.Down.mulT(T, H, I, g, o)
+		if a.sandwich {
+			normRows(o, o, l.PostFFNorm)
+		}
 		for i := range x {
 			x[i] += o[i]
 		}
@@ -593,16 +729,59 @@ func (m *Llama) forward(tokens []int, cache *KVCache, all bool, enter func(x []f
 	}
 	parallel.Ranges(rows, 8, func(lo, hi int) {
 		for t := lo; t < hi; t++ {
-			rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], m.Norm, cfg.RMSNormEps)
+			m.rmsNorm(h[t*H:(t+1)*H], x[t*H:(t+1)*H], m.Norm)
 		}
 	})
 	return h[:rows*H], nil
+}
+
+// silu is x·σ(x), computed in float64.
+func silu(x float32) float32 {
+	a := float64(x)
+	return float32(a / (1 + math.Exp(-a)))
+}
+
+// geluTanh is PyTorch's gelu(approximate="tanh"):
+// ½x(1 + tanh(√(2/π)(x + 0.044715x³))), computed in float64.
+func geluTanh(x float32) float32 {
+	a := float64(x)
+	return float32(0.5 * a * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(a+0.044715*a*a*a))))
+}
+
+// rmsNorm writes RMSNorm(x)·w (Gemma: ·(1 + w)) into dst, which may be x.
+func (m *Llama) rmsNorm(dst, x, w []float32) {
+	if m.Config.arch.normOffset {
+		var ss float64
+		for _, v := range x {
+			ss += float64(v) * float64(v)
+		}
+		r := float32(1 / math.Sqrt(ss/float64(len(x))+m.Config.RMSNormEps))
+		for i, v := range x {
+			dst[i] = (v * r) * (1 + w[i])
+		}
+		return
+	}
+	rmsNorm(dst, x, w, m.Config.RMSNormEps)
+}
+
+// softcap applies the final logit soft-capping c·tanh(x/c), if any.
+func (m *Llama) softcap(logits []float32) {
+	c := m.Config.FinalLogitSoftcapping
+	if c <= 0 {
+		return
+	}
+	parallel.Ranges(len(logits), 1<<14, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			logits[i] = float32(c * math.Tanh(float64(logits[i])/c))
+		}
+	})
 }
 
 // logits is the LM head on rows final hidden states.
 func (m *Llama) logits(h []float32, rows int) []float32 {
 	out := make([]float32, rows*m.Config.VocabSize)
 	m.LMHead.mulT(rows, m.Config.VocabSize, m.Config.HiddenSize, h[:rows*m.Config.HiddenSize], out)
+	m.softcap(out)
 	return out
 }
 
@@ -619,8 +798,8 @@ func (m *Llama) Generate(prompt []int, n int) ([]int, error) {
 	if err := m.checkTokens(prompt, 0); err != nil {
 		return nil, err
 	}
-	if len(prompt)+n > m.Config.MaxPositionEmbeddings {
-		return nil, fmt.Errorf("generate: prompt %d + %d new tokens exceed max_position_embeddings %d", len(prompt), n, m.Config.MaxPositionEmbeddings)
+	if max := m.Config.maxPositions(); len(prompt)+n > max {
+		return nil, fmt.Errorf("generate: prompt %d + %d new tokens exceed max_position_embeddings %d", len(prompt), n, max)
 	}
 	cache := m.NewCache()
 	out := make([]int, 0, n)
@@ -665,8 +844,8 @@ func (m *Llama) Perplexity(tokens []int, window int) (*PerplexityResult, error) 
 // before it, so with stride < window every token after the first window
 // has at least window − stride tokens of context.
 func (m *Llama) PerplexityStride(tokens []int, window, stride int) (*PerplexityResult, error) {
-	if window <= 0 || window > m.Config.MaxPositionEmbeddings {
-		window = m.Config.MaxPositionEmbeddings
+	if window <= 0 || window > m.Config.maxPositions() {
+		window = m.Config.maxPositions()
 	}
 	if stride <= 0 || stride > window {
 		stride = window
@@ -727,6 +906,7 @@ func (m *Llama) scoreRows(h []float32, win []int, from int) float64 {
 		lg := logits[:n*w]
 		head := m.LMHead.slice(v0, v0+w, H)
 		head.mulT(n, w, H, rows, lg)
+		m.softcap(lg)
 		parallel.Ranges(n, 16, func(lo, hi int) {
 			for r := lo; r < hi; r++ {
 				row := lg[r*w : (r+1)*w]

@@ -146,7 +146,7 @@ func writeEvalText(w io.Writer, rep *evalReport, s *dataset.Set) error {
 func evalLMCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "eval-lm",
-		Usage:     "perplexity of a LLaMA-family causal language model (Hugging Face layout, or GGUF) on text or token ids",
+		Usage:     "perplexity of a causal language model (LLaMA, Mistral, Qwen2/3, Phi-3, Gemma/Gemma 2; Hugging Face layout, or GGUF) on text or token ids",
 		ArgsUsage: "MODEL  (a directory with config.json and the checkpoint, a checkpoint with config.json beside it, or a .gguf file)",
 		Flags: []cli.Flag{
 			threadsFlag,
