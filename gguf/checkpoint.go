@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 
+	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -227,4 +229,84 @@ func (c *Checkpoint) ConfigJSON() ([]byte, error) {
 		cfg["num_key_value_heads"] = u("attention.head_count")
 	}
 	return json.MarshalIndent(cfg, "", "  ")
+}
+
+// Tokenizer rebuilds the tokenizer that the file's tokenizer.ggml.*
+// metadata describes, so text goes in and out of a GGUF model alone:
+// "llama" (SentencePiece-style BPE: pieces, scores and types, converted as
+// transformers converts a tokenizer.model) or "gpt2" (byte-level BPE: the
+// tokens, merges and the split pattern named by tokenizer.ggml.pre —
+// gpt-2, llama-bpe, qwen2). The BOS is put first when add_bos_token says
+// so. Other vocabularies, and a file without one, are an error.
+func (c *Checkpoint) Tokenizer() (*tokenizer.Tokenizer, error) {
+	f := c.File
+	strs := func(k string) []string {
+		v, _ := f.Get(k)
+		a, _ := v.(Array)
+		out := make([]string, 0, len(a.Values))
+		for _, x := range a.Values {
+			s, _ := x.(string)
+			out = append(out, s)
+		}
+		return out
+	}
+	tokens := strs("tokenizer.ggml.tokens")
+	var types []int32
+	var scores []float32
+	if v, ok := f.Get("tokenizer.ggml.token_type"); ok {
+		a, _ := v.(Array)
+		for _, x := range a.Values {
+			t, _ := x.(int32)
+			types = append(types, t)
+		}
+	}
+	if v, ok := f.Get("tokenizer.ggml.scores"); ok {
+		a, _ := v.(Array)
+		for _, x := range a.Values {
+			s, _ := x.(float32)
+			scores = append(scores, s)
+		}
+	}
+	model := f.String("tokenizer.ggml.model")
+	if len(tokens) == 0 || model == "" || model == "no_vocab" {
+		return nil, fmt.Errorf("%s: %w (no tokenizer.ggml vocabulary)", c.path, tokenizer.ErrNoTokenizer)
+	}
+	bos := ""
+	if add, ok := f.Get("tokenizer.ggml.add_bos_token"); ok && add == true {
+		if id, ok := f.Uint("tokenizer.ggml.bos_token_id"); ok && id < uint64(len(tokens)) {
+			bos = tokens[id]
+		}
+	}
+	var file *tokenizer.File
+	var err error
+	switch model {
+	case "llama":
+		if len(scores) != len(tokens) || len(types) != len(tokens) {
+			return nil, fmt.Errorf("%s: %d tokens, %d scores, %d types", c.path, len(tokens), len(scores), len(types))
+		}
+		sp := &tokenizer.SentencePiece{ModelType: 2, AddDummyPrefix: true, EscapeSpace: true, BOS: bos}
+		if v, ok := f.Get("tokenizer.ggml.add_space_prefix"); ok {
+			sp.AddDummyPrefix = v == true
+		}
+		for i, t := range tokens {
+			kind := types[i]
+			if kind < 1 || kind > 6 {
+				kind = 1
+			}
+			sp.Pieces = append(sp.Pieces, tokenizer.Piece{Text: t, Score: scores[i], Kind: kind})
+		}
+		file, err = sp.File()
+	case "gpt2":
+		pattern := map[string]string{"gpt-2": "gpt2", "llama-bpe": "llama3", "qwen2": "qwen2"}[f.String("tokenizer.ggml.pre")]
+		if pattern == "" {
+			return nil, fmt.Errorf("%s: tokenizer.ggml.pre %q: weightops splits text as gpt-2, llama-bpe or qwen2", c.path, f.String("tokenizer.ggml.pre"))
+		}
+		file, err = tokenizer.ByteLevelFile(tokens, types, strs("tokenizer.ggml.merges"), pattern, bos)
+	default:
+		return nil, fmt.Errorf("%s: tokenizer.ggml.model %q is not implemented (llama, gpt2)", c.path, model)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", c.path, err)
+	}
+	return &tokenizer.Tokenizer{Dir: filepath.Dir(c.path), File: file}, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/internal/testutil"
+	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -25,6 +27,12 @@ const tH, tI, tL, tV, tHeads, tKV = 256, 512, 2, 3264, 4, 2
 // vocabulary 3264) of random weights in dtype, with config.json and the
 // GPT-2-style test tokenizer, and returns its directory.
 func tinyLlama(t *testing.T, dtype weights.DType, tied bool) string {
+	t.Helper()
+	return tinyLlamaV(t, dtype, tied, tV)
+}
+
+// tinyLlamaV is tinyLlama with a vocabulary of tv rows.
+func tinyLlamaV(t *testing.T, dtype weights.DType, tied bool, tv int64) string {
 	t.Helper()
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(5, 9))
@@ -44,10 +52,10 @@ func tinyLlama(t *testing.T, dtype weights.DType, tied bool) string {
 		ts = append(ts, testutil.Tensor{Name: name, DType: dtype, Shape: shape, Values: v})
 	}
 	kvd := int64(tKV * tH / tHeads)
-	put("model.embed_tokens.weight", tV, tH)
+	put("model.embed_tokens.weight", tv, tH)
 	put("model.norm.weight", tH)
 	if !tied {
-		put("lm_head.weight", tV, tH)
+		put("lm_head.weight", tv, tH)
 	}
 	for l := 0; l < tL; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)
@@ -64,7 +72,7 @@ func tinyLlama(t *testing.T, dtype weights.DType, tied bool) string {
 	testutil.Write(t, filepath.Join(dir, "model.safetensors"), nil, ts...)
 	cfg := fmt.Sprintf(`{"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": %d, "intermediate_size": %d,
  "num_hidden_layers": %d, "num_attention_heads": %d, "num_key_value_heads": %d, "rms_norm_eps": 1e-05, "rope_theta": 10000.0,
- "max_position_embeddings": 128, "vocab_size": %d, "tie_word_embeddings": %v, "bos_token_id": 3256, "eos_token_id": 3256}`, tH, tI, tL, tHeads, tKV, tV, tied)
+ "max_position_embeddings": 128, "vocab_size": %d, "tie_word_embeddings": %v, "bos_token_id": 3256, "eos_token_id": 3256}`, tH, tI, tL, tHeads, tKV, tv, tied)
 	os.WriteFile(filepath.Join(dir, "config.json"), []byte(cfg), 0o644)
 	tj, err := os.ReadFile("../testdata/tokenizer/gpt2/tokenizer.json")
 	if err != nil {
@@ -472,7 +480,66 @@ func TestSentencePieceVocab(t *testing.T) {
 	if id, _ := g.File.Uint("tokenizer.ggml.bos_token_id"); id != 3256 {
 		t.Errorf("bos %d (config.json's)", id)
 	}
-	if _, _, err := parseSentencePiece([]byte{0x0a, 0x7f}); err == nil {
-		t.Error("a truncated model parsed")
+}
+
+// A GGUF file's own vocabulary tokenizes text: for each tokenizer fixture
+// (GPT-2, Llama-3 and Qwen2 byte-level BPE, Llama-2's SentencePiece style),
+// the tokenizer rebuilt from the tokenizer.ggml.* metadata we wrote gives
+// the ids @huggingface/tokenizers gave for every test text
+// (testdata/tokenizer/cases.json), and decodes them back.
+func TestTokenizerFromGGUF(t *testing.T) {
+	raw, err := os.ReadFile("../testdata/tokenizer/cases.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cases map[string][]struct {
+		Text string `json:"text"`
+		IDs  []int  `json:"ids"`
+	}
+	if err := json.Unmarshal(raw, &cases); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"gpt2", "llama3", "qwen2", "llama2"} {
+		tv := int64(tV)
+		if name == "llama2" {
+			tv = 5136
+		}
+		dir := tinyLlamaV(t, weights.F32, false, tv)
+		tj, _ := os.ReadFile("../testdata/tokenizer/" + name + "/tokenizer.json")
+		os.WriteFile(filepath.Join(dir, "tokenizer.json"), tj, 0o644)
+		g, err := Open(convert(t, dir, F32))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := g.Tokenizer()
+		g.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		enc, err := tok.File.NewEncoder()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, _ := tok.File.NewDecoder()
+		orig, err := tokenizer.Parse(tj)
+		if err != nil {
+			t.Fatal(err)
+		}
+		origDec, _ := orig.NewDecoder()
+		if len(cases[name]) < 10 {
+			t.Fatalf("%s: %d cases", name, len(cases[name]))
+		}
+		for _, c := range cases[name] {
+			got := enc.Encode(c.Text)
+			if fmt.Sprint(got) != fmt.Sprint(c.IDs) {
+				t.Errorf("%s %q:\n from GGUF  %v\n HF         %v", name, c.Text, got, c.IDs)
+			}
+			// Decoding gives what the original tokenizer.json decodes.
+			back, err := dec.Decode(got)
+			want, _ := origDec.Decode(got)
+			if err != nil || back != want {
+				t.Errorf("%s %q decodes to %q, the tokenizer.json to %q (%v)", name, c.Text, back, want, err)
+			}
+		}
 	}
 }

@@ -86,11 +86,20 @@ func addVocab(h *Header, dir string, cfg hfConfig) error {
 	}
 	h.Add("tokenizer.ggml.tokens", Strings(tokens))
 	if info.model == "llama" {
-		// SentencePiece orders pieces by score; its BPE merges the pair of
-		// highest score first, so the id order gives the scores.
+		// SentencePiece's BPE (llama.cpp's "llama" tokenizer) merges the
+		// pair whose merged piece scores highest: a piece made by merge i
+		// scores −i, so merges happen in tokenizer.json's order; pieces no
+		// merge makes score below all of them, in id order.
 		scores := make([]float32, n)
 		for i := range scores {
-			scores[i] = -float32(i)
+			scores[i] = -float32(len(info.merges) + i)
+		}
+		for i := len(info.merges) - 1; i >= 0; i-- {
+			if l, r, ok := strings.Cut(info.merges[i], " "); ok {
+				if id, ok := vocab[l+r]; ok && id < n {
+					scores[id] = -float32(i) // the first merge making it wins
+				}
+			}
 		}
 		h.Add("tokenizer.ggml.scores", Float32s(scores))
 	}
@@ -134,24 +143,25 @@ func addSentencePiece(h *Header, dir, path string, cfg hfConfig) error {
 	if err != nil {
 		return err
 	}
-	pieces, modelType, err := parseSentencePiece(data)
+	sp, err := tokenizer.ParseSentencePiece(data)
 	if err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if modelType != 2 {
-		return fmt.Errorf("%s: a SentencePiece model of type %d; LLaMA-family GGUF vocabularies are BPE (type 2)", path, modelType)
+	if sp.ModelType != 2 {
+		return fmt.Errorf("%s: a SentencePiece model of type %d; LLaMA-family GGUF vocabularies are BPE (type 2)", path, sp.ModelType)
 	}
+	pieces := sp.Pieces
 	if cfg.VocabSize > 0 && len(pieces) > cfg.VocabSize {
-		return tooManyTokens(path, pieces[cfg.VocabSize].text, cfg.VocabSize, cfg.VocabSize)
+		return tooManyTokens(path, pieces[cfg.VocabSize].Text, cfg.VocabSize, cfg.VocabSize)
 	}
 	tokens := make([]string, len(pieces))
 	scores := make([]float32, len(pieces))
 	types := make([]int32, len(pieces))
 	vocab := map[string]int{}
 	for i, p := range pieces {
-		tokens[i], scores[i], types[i] = p.text, p.score, p.kind
-		if _, dup := vocab[p.text]; !dup {
-			vocab[p.text] = i
+		tokens[i], scores[i], types[i] = p.Text, p.Score, p.Kind
+		if _, dup := vocab[p.Text]; !dup {
+			vocab[p.Text] = i
 		}
 	}
 	template := ""
@@ -253,7 +263,7 @@ func bpeInfo(tok *tokenizer.Tokenizer) (bpe, error) {
 	default:
 		return bpe{}, errors.New("a BPE tokenizer that is neither byte-level nor SentencePiece-style with byte fallback")
 	}
-	if b.model == "gpt2" {
+	{
 		for _, m := range top.Model.Merges {
 			var s string
 			var pair []string

@@ -11,8 +11,9 @@ import (
 	"github.com/weightops/weightops/weights"
 )
 
-// Tokenizer is a model directory's tokenizer: tokenizer.json, with
-// tokenizer_config.json and a chat_template.jinja when present.
+// Tokenizer is a model directory's tokenizer: tokenizer.json (else a BPE
+// tokenizer.model, converted), with tokenizer_config.json and a
+// chat_template.jinja when present.
 type Tokenizer struct {
 	Dir    string
 	File   *File
@@ -22,8 +23,9 @@ type Tokenizer struct {
 	Jinja string
 }
 
-// ErrNoTokenizer is returned by Load for a directory without tokenizer.json.
-var ErrNoTokenizer = errors.New("no tokenizer.json")
+// ErrNoTokenizer is returned by Load for a directory without tokenizer.json
+// or tokenizer.model.
+var ErrNoTokenizer = errors.New("no tokenizer.json or tokenizer.model")
 
 // Load reads the tokenizer of a model directory. Added tokens that only
 // tokenizer_config.json lists are added in id order, as transformers does
@@ -40,11 +42,25 @@ func Load(dir string) (*Tokenizer, error) {
 	if err != nil {
 		return nil, err
 	}
+	var f *File
 	if data == nil {
-		return nil, fmt.Errorf("%s: %w", dir, ErrNoTokenizer)
-	}
-	f, err := Parse(data)
-	if err != nil {
+		// A SentencePiece model alone is read as transformers converts it.
+		spm, err := read("tokenizer.model")
+		if err != nil {
+			return nil, err
+		}
+		if spm == nil {
+			return nil, fmt.Errorf("%s: %w", dir, ErrNoTokenizer)
+		}
+		sp, err := ParseSentencePiece(spm)
+		if err == nil {
+			sp.BOS = sentencePieceBOS(sp)
+			f, err = sp.File()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer.model"), err)
+		}
+	} else if f, err = Parse(data); err != nil {
 		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, "tokenizer.json"), err)
 	}
 	t := &Tokenizer{Dir: dir, File: f}
@@ -86,4 +102,15 @@ func (t *Tokenizer) ChatTemplate() string {
 // escaped.
 func Describe(tok string) string {
 	return fmt.Sprintf("%q", strings.ToValidUTF8(tok, "\uFFFD"))
+}
+
+// sentencePieceBOS is the BOS that transformers' LLaMA tokenizer adds
+// (add_bos_token defaults to true): the control piece <s>, if any.
+func sentencePieceBOS(sp *SentencePiece) string {
+	for _, p := range sp.Pieces {
+		if p.Kind == 3 && p.Text == "<s>" {
+			return p.Text
+		}
+	}
+	return ""
 }

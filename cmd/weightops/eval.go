@@ -15,6 +15,7 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
+	"github.com/weightops/weightops/gguf"
 	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
@@ -300,11 +301,23 @@ func generateCommand() *cli.Command {
 	}
 }
 
-// modelTokenizer loads the tokenizer.json beside a model.
+// modelTokenizer loads the tokenizer beside a model (tokenizer.json, else
+// tokenizer.model), or a GGUF file's own vocabulary.
 func modelTokenizer(model string) (*tokenizer.Encoder, *tokenizer.Decoder, error) {
-	tok, err := tokenizer.Load(weights.ModelDir(model))
+	var tok *tokenizer.Tokenizer
+	var err error
+	if isGGUF(model) {
+		var g *gguf.Checkpoint
+		if g, err = gguf.Open(model); err != nil {
+			return nil, nil, err
+		}
+		tok, err = g.Tokenizer()
+		g.Close()
+	} else {
+		tok, err = tokenizer.Load(weights.ModelDir(model))
+	}
 	if errors.Is(err, tokenizer.ErrNoTokenizer) {
-		return nil, nil, fmt.Errorf("%s: no tokenizer.json beside the model to read text with: give token ids (--tokens, --prompt-ids)", model)
+		return nil, nil, fmt.Errorf("%s: no tokenizer (tokenizer.json, tokenizer.model or a GGUF vocabulary) to read text with: give token ids (--tokens, --prompt-ids)", model)
 	}
 	if err != nil {
 		return nil, nil, err
