@@ -189,21 +189,44 @@ type Weight struct {
 	f32  []float32
 	bits []uint16
 	half sgemm.Half
+	// packed holds F32 matrices in the kernel's layout, packed once at
+	// load (so neither a prompt nor a decoding step packs them again);
+	// columns [j0, j1) of it are this weight's rows.
+	packed *sgemm.PackedB
+	j0, j1 int
+}
+
+// pack replaces an F32 matrix of rows × cols by its packed form (same
+// memory, no second copy).
+func (w *Weight) pack(rows, cols int) {
+	if w.f32 == nil {
+		return
+	}
+	p := new(sgemm.PackedB)
+	p.Pack(true, cols, rows, w.f32, cols)
+	*w = Weight{packed: p, j0: 0, j1: rows}
 }
 
 // mulT is y = x·Wᵀ for rows rows of x (cols wide) and W's first n rows;
 // y is rows × n.
 func (w *Weight) mulT(rows, n, cols int, x, y []float32) {
-	if w.bits != nil {
+	switch {
+	case w.packed != nil:
+		sgemm.GemmPackedCols(rows, x, cols, w.packed, w.j0, w.j0+n, 0, y, n, 0)
+	case w.bits != nil:
 		sgemm.GemmHalf(rows, n, cols, x, cols, w.bits, cols, w.half, 0, y, n, 0)
-		return
+	default:
+		gemm(false, true, rows, n, cols, x, w.f32, 0, y)
 	}
-	gemm(false, true, rows, n, cols, x, w.f32, 0, y)
 }
 
-// slice is rows [r0, r1) of a matrix cols wide.
+// slice is rows [r0, r1) of a matrix cols wide (r0 a multiple of 16 when
+// packed).
 func (w *Weight) slice(r0, r1, cols int) Weight {
-	if w.bits != nil {
+	switch {
+	case w.packed != nil:
+		return Weight{packed: w.packed, j0: w.j0 + r0, j1: w.j0 + r1}
+	case w.bits != nil:
 		return Weight{bits: w.bits[r0*cols : r1*cols], half: w.half}
 	}
 	return Weight{f32: w.f32[r0*cols : r1*cols]}
@@ -405,6 +428,8 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 		m.LMHead = m.Embed // Gemma ties by default (transformers' GemmaConfig)
 	} else if m.LMHead, err = readWeight(names.LMHead, V, H); err != nil {
 		return nil, fmt.Errorf("%w (set tie_word_embeddings in config.json if lm_head is the embedding)", err)
+	} else {
+		m.LMHead.pack(V, H)
 	}
 	for i := 0; i < cfg.NumHiddenLayers; i++ {
 		p := fmt.Sprintf(names.Layer, i)
@@ -443,6 +468,7 @@ func NewLlamaNamed(cfg LlamaConfig, ck weights.Checkpoint, names LlamaNames) (*L
 			if *t.dst, err = readWeight(p+t.name, t.dims...); err != nil {
 				return nil, err
 			}
+			t.dst.pack(t.dims[0], t.dims[1])
 		}
 		for _, t := range []struct {
 			dst  *[]float32

@@ -81,3 +81,65 @@ store:
 	VMOVUPS Y11, 32(DX)
 	VZEROUPPER
 	RET
+
+// func kern1x64(kb int, a, b *float32, stride int, c *float32)
+// c[j] += Σ_p a[p]·b[q·stride + p·16 + j%16] for j = 16q + j%16 < 64: one
+// row against four packed panels, each lane summed in p order.
+TEXT ·kern1x64(SB), NOSPLIT, $0-40
+	MOVQ   kb+0(FP), CX
+	MOVQ   a+8(FP), AX
+	MOVQ   b+16(FP), BX
+	MOVQ   stride+24(FP), R8
+	MOVQ   c+32(FP), DX
+	SHLQ   $2, R8
+	LEAQ   (BX)(R8*1), R9
+	LEAQ   (R9)(R8*1), R10
+	LEAQ   (R10)(R8*1), R11
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	TESTQ  CX, CX
+	JZ     store1
+
+loop1x64:
+	VBROADCASTSS (AX), Y8
+	VFMADD231PS  (BX), Y8, Y0
+	VFMADD231PS  32(BX), Y8, Y1
+	VFMADD231PS  (R9), Y8, Y2
+	VFMADD231PS  32(R9), Y8, Y3
+	VFMADD231PS  (R10), Y8, Y4
+	VFMADD231PS  32(R10), Y8, Y5
+	VFMADD231PS  (R11), Y8, Y6
+	VFMADD231PS  32(R11), Y8, Y7
+	ADDQ         $4, AX
+	ADDQ         $64, BX
+	ADDQ         $64, R9
+	ADDQ         $64, R10
+	ADDQ         $64, R11
+	DECQ         CX
+	JNZ          loop1x64
+
+store1:
+	VADDPS  (DX), Y0, Y0
+	VMOVUPS Y0, (DX)
+	VADDPS  32(DX), Y1, Y1
+	VMOVUPS Y1, 32(DX)
+	VADDPS  64(DX), Y2, Y2
+	VMOVUPS Y2, 64(DX)
+	VADDPS  96(DX), Y3, Y3
+	VMOVUPS Y3, 96(DX)
+	VADDPS  128(DX), Y4, Y4
+	VMOVUPS Y4, 128(DX)
+	VADDPS  160(DX), Y5, Y5
+	VMOVUPS Y5, 160(DX)
+	VADDPS  192(DX), Y6, Y6
+	VMOVUPS Y6, 192(DX)
+	VADDPS  224(DX), Y7, Y7
+	VMOVUPS Y7, 224(DX)
+	VZEROUPPER
+	RET

@@ -341,6 +341,10 @@ func GemmPacked(tA bool, m int, a []float32, lda int, p *PackedB, p0, p1, j0, j1
 	scale(m, n, beta, c, ldc)
 	buf := getBuffers()
 	defer putBuffers(buf)
+	if m == 1 && !tA {
+		gemvPacked(a, p, p0, p1, j0, n, c, buf)
+		return
+	}
 	for pc := p0; pc < p1; pc += kc {
 		kb := min(kc, p1-pc)
 		stride := min(kc, p.k-pc) // the packed block's own depth
@@ -353,5 +357,96 @@ func GemmPacked(tA bool, m int, a []float32, lda int, p *PackedB, p0, p1, j0, j1
 				tile(kb, buf.a, bp, c, ldc, ic, mb, jr, min(nr, n-jr), buf)
 			}
 		}
+	}
+}
+
+// GemmPackedCols is GemmPacked over columns [j0, j1) of a packed B at its
+// full depth, split by columns over workers (≤ 0: GOMAXPROCS): C (m ×
+// (j1−j0)) = op(A)·B[:, j0:j1] + beta·C. The sums are GemmPacked's, so
+// the result does not depend on workers.
+func GemmPackedCols(m int, a []float32, lda int, p *PackedB, j0, j1 int, beta float32, c []float32, ldc int, workers int) {
+	n := j1 - j0
+	if m <= 0 || n <= 0 {
+		return
+	}
+	if workers <= 0 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	chunk := n
+	if workers > 1 && m*n*p.k >= 1<<18 {
+		per := (n + 2*workers - 1) / (2 * workers)
+		chunk = max(nr, (per+nr-1)/nr*nr)
+	}
+	chunks := (n + chunk - 1) / chunk
+	if chunks == 1 {
+		GemmPacked(false, m, a, lda, p, 0, p.k, j0, j1, beta, c, ldc)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, chunks) {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= chunks {
+					return
+				}
+				lo := j0 + i*chunk
+				hi := min(lo+chunk, j1)
+				GemmPacked(false, m, a, lda, p, 0, p.k, lo, hi, beta, c[lo-j0:], ldc)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// gemvPacked is GemmPacked for one row of A (a decoding step): four
+// panels at a time against the row itself, no packing, each lane summed
+// in the order the 6×16 kernel sums it, so a row alone gives the bits it
+// gets in a batch.
+func gemvPacked(a []float32, p *PackedB, p0, p1, j0, n int, c []float32, buf *buffers) {
+	for pc := p0; pc < p1; pc += kc {
+		kb := min(kc, p1-pc)
+		stride := min(kc, p.k-pc)
+		base := p.data[pc*p.np:]
+		ap := a[pc-p0 : pc-p0+kb]
+		jr := 0
+		for ; jr+4*nr <= n; jr += 4 * nr {
+			row4(kb, ap, base[(j0+jr)*stride:], stride*nr, c[jr:jr+4*nr])
+		}
+		if jr < n {
+			// The last panels go through the 6×16 kernel itself, with the
+			// row as the first of a packed A panel: the same sums.
+			pa := buf.a[:mr*kb]
+			clear(pa)
+			for q, v := range ap {
+				pa[q*mr] = v
+			}
+			for ; jr < n; jr += nr {
+				e := buf.edge[:]
+				clear(e)
+				kernel(kb, pa, base[(j0+jr)*stride:], e, nr)
+				for j := range min(nr, n-jr) {
+					c[jr+j] += e[j]
+				}
+			}
+		}
+	}
+}
+
+// row4Go is kern1x64 in Go.
+func row4Go(kb int, a, b []float32, stride int, c []float32) {
+	var acc [4 * nr]float32
+	for q := range 4 {
+		bq := b[q*stride:]
+		for pp := range kb {
+			av := a[pp]
+			for j := range nr {
+				acc[q*nr+j] += av * bq[pp*nr+j] // as kernelGo writes it
+			}
+		}
+	}
+	for i := range acc {
+		c[i] += acc[i]
 	}
 }

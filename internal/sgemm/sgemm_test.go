@@ -252,3 +252,55 @@ func TestGemmHalf(t *testing.T) {
 		}
 	}
 }
+
+// GemmPackedCols over any column range and worker count equals Gemm.
+func TestGemmPackedCols(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	m, n, k := 5, 300, 520
+	a, w := randVec(rng, m*k), randVec(rng, n*k)
+	var p PackedB
+	p.Pack(true, k, n, w, k)
+	for _, r := range [][2]int{{0, n}, {32, 290}} {
+		want := make([]float32, m*(r[1]-r[0]))
+		Gemm(false, true, m, r[1]-r[0], k, a, k, w[r[0]*k:], k, 0, want, r[1]-r[0], 1)
+		for _, workers := range []int{1, 3} {
+			got := make([]float32, len(want))
+			GemmPackedCols(m, a, k, &p, r[0], r[1], 0, got, r[1]-r[0], workers)
+			for i := range got {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("columns %v, workers %d: element %d %v, Gemm %v", r, workers, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// One row through a packed B (the decoding step's path: four panels at a
+// time, edge panels through the 6×16 kernel) has the bits that row gets
+// in a batch, with the assembly and with the portable kernels.
+func TestPackedRowAloneMatchesBatch(t *testing.T) {
+	check := func() {
+		rng := rand.New(rand.NewPCG(13, 14))
+		m, n, k := 9, 200, 600 // 12.5 panels: the row4 path and edge panels
+		a, w := randVec(rng, m*k), randVec(rng, n*k)
+		var p PackedB
+		p.Pack(true, k, n, w, k)
+		batch := make([]float32, m*n)
+		GemmPacked(false, m, a, k, &p, 0, k, 0, n, 0, batch, n)
+		for _, i := range []int{0, 4, 8} {
+			alone := make([]float32, n)
+			GemmPackedCols(1, a[i*k:], k, &p, 0, n, 0, alone, n, 2)
+			for j := range alone {
+				if math.Float32bits(alone[j]) != math.Float32bits(batch[i*n+j]) {
+					t.Fatalf("asm %v: row %d column %d: alone %v, in a batch %v", useAsm, i, j, alone[j], batch[i*n+j])
+				}
+			}
+		}
+	}
+	check()
+	if useAsm {
+		useAsm = false
+		defer func() { useAsm = true }()
+		check()
+	}
+}
