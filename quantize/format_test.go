@@ -211,6 +211,10 @@ func TestUnmarshalAbsurdHeadersAllocateLittle(t *testing.T) {
 func FuzzUnmarshal(f *testing.F) {
 	f.Add(mustMarshal(f, smallExample(f)))
 	f.Add(mustMarshal(f, mustQuantize(f, []float32{1, -2, 3, 0.25, 9}, []int64{5}, Config{Bits: 3, Scheme: Symmetric, Granularity: PerBlock, BlockSize: 2, F16Scales: true})))
+	for _, name := range []string{"q4_0", "q4_k"} {
+		cfg, _ := ParseConfig(name)
+		f.Add(mustMarshal(f, mustQuantize(f, []float32{1, -2, 3, 0.25, 9, 0, 7}, []int64{7}, cfg)))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkUnmarshal(t, data)
 		if len(data) >= trailer {
