@@ -149,3 +149,24 @@ func allNumbers(rec []string) bool {
 	}
 	return true
 }
+
+// LoadUnlabelled reads samples alone (IDX or .npy, as Load reads data),
+// for uses that need no labels: every label is 0.
+func LoadUnlabelled(dataPath string) (*Set, error) {
+	x, err := ReadArray(dataPath)
+	if err != nil {
+		return nil, err
+	}
+	if len(x.Shape) == 0 || x.Shape[0] == 0 {
+		return nil, fmt.Errorf("%s: no samples", dataPath)
+	}
+	shape := append([]int(nil), x.Shape[1:]...)
+	if len(shape) == 0 {
+		shape = []int{1}
+	}
+	s := &Set{X: x.Float32s(true), Labels: make([]int, x.Shape[0]), Shape: shape}
+	if err := s.Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", dataPath, err)
+	}
+	return s, nil
+}

@@ -45,6 +45,13 @@ type ApplyOptions struct {
 	// worker's share of the tensors is written; the undo records cover
 	// every patched tensor, so every shard carries the same metadata.
 	stream.Options
+	// Replace gives tensors whose output bytes are these instead of the
+	// patched values (batchnorm statistics recalibrated on the patched
+	// model): each is recorded whole in the undo records, so Remove still
+	// restores the original bit for bit.
+	Replace map[string][]byte
+	// Metadata adds entries to the output's metadata.
+	Metadata map[string]string
 }
 
 // ApplyReport tells what Apply or Remove did.
@@ -65,6 +72,9 @@ type patchPlan struct {
 	patches []*Patch
 	scales  []float64
 	touched map[string][]int
+	// extra are tensors no patch touches that the kernel still visits
+	// (replaced ones, or ones with undo records).
+	extra map[string]bool
 }
 
 // newPlan checks the patches against the model: every tensor present,
@@ -142,7 +152,7 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 		Inputs:  []weights.Checkpoint{pl.model},
 		Tensors: tensors,
 		PassThrough: func(t weights.TensorInfo) int {
-			if _, ok := pl.touched[t.Name]; ok {
+			if _, ok := pl.touched[t.Name]; ok || pl.extra[t.Name] {
 				return -1
 			}
 			return 0
@@ -175,6 +185,16 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 		Phase:   phase,
 		Options: o,
 	}
+}
+
+// wholeRecord is an undo record holding every element of t.
+func wholeRecord(t weights.Tensor) undoRecord {
+	es := t.DType.Size()
+	u := undoRecord{name: t.Name, orig: append([]byte(nil), t.Data...)}
+	for i := 0; i*es < len(t.Data); i++ {
+		u.indices = append(u.indices, int64(i))
+	}
+	return u
 }
 
 type undoRecord struct {
@@ -395,18 +415,32 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			rep.Warnings = append(rep.Warnings, msg)
 		}
 	}
-	// Pass 1: the undo records, over the patched tensors only.
+	pl.extra = map[string]bool{}
+	for name := range o.Replace {
+		info, ok := model.Info(name)
+		if !ok {
+			return nil, fmt.Errorf("replacing tensor %q: not in %s", name, model.Path())
+		}
+		if size, _ := info.ByteSize(); size != int64(len(o.Replace[name])) {
+			return nil, fmt.Errorf("replacing tensor %q: %d bytes for a %d-byte tensor", name, len(o.Replace[name]), size)
+		}
+		pl.extra[name] = true
+	}
+	// Pass 1: the undo records, over the patched (and replaced) tensors.
 	var touched []weights.TensorInfo
 	for _, t := range model.Tensors() {
-		if _, ok := pl.touched[t.Name]; ok {
+		if _, ok := pl.touched[t.Name]; ok || pl.extra[t.Name] {
 			touched = append(touched, t)
 		}
 	}
 	var mu sync.Mutex
 	var recs []undoRecord
 	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
-		u, err := applyTensor(t, acc, nil)
-		if err != nil {
+		var u undoRecord
+		var err error
+		if _, ok := o.Replace[t.Name]; ok {
+			u = wholeRecord(t) // every element's original bits
+		} else if u, err = applyTensor(t, acc, nil); err != nil {
 			return err
 		}
 		mu.Lock()
@@ -428,9 +462,16 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	md[MetaPatches] = string(appliedJSON)
 	md[MetaUndo] = undo
 	md[MetaUndoMetadata] = string(origJSON)
+	for k, v := range o.Metadata {
+		md[k] = v
+	}
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
 	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", func(t weights.Tensor, acc []float64, dst []byte) error {
+		if b, ok := o.Replace[t.Name]; ok {
+			copy(dst, b)
+			return nil
+		}
 		_, err := applyTensor(t, acc, dst)
 		return err
 	})
@@ -489,9 +530,19 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
 		return nil, fmt.Errorf("%s: original metadata record: %w", patched.Path(), err)
 	}
+	// Tensors with undo records but no patch (replaced ones) are visited
+	// too, to be restored.
+	pl.extra = map[string]bool{}
+	for name := range undo {
+		if _, ok := pl.touched[name]; !ok {
+			pl.extra[name] = true
+		}
+	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
 	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc []float64, dst []byte) error {
-		if err := subtract(t.DType, t.Data, acc, dst); err != nil {
+		if pl.extra[t.Name] {
+			copy(dst, t.Data)
+		} else if err := subtract(t.DType, t.Data, acc, dst); err != nil {
 			return err
 		}
 		es := t.DType.Size()

@@ -208,3 +208,47 @@ func TestBaseMismatchWarnsOrFails(t *testing.T) {
 		t.Errorf("matching base: %v %v", err, rep)
 	}
 }
+
+// Replaced tensors (a patched one and an untouched integer one) are
+// written as given, recorded whole, and restored by Remove bit for bit;
+// a replacement of the wrong size or for a missing tensor is refused.
+func TestApplyReplace(t *testing.T) {
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	randModel(t, mp, weights.BF16, 3)
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	pp := filepath.Join(d, "a.wpatch")
+	randPatch(t, pp, model, 4, Encoding{}, "layers.1.weight")
+	patches := openPatches(t, pp)
+	repl := map[string][]byte{"layers.1.weight": bytes.Repeat([]byte{0x80, 0x3f}, 32), "ids": {9, 9, 9}}
+	out := filepath.Join(d, "patched.safetensors")
+	if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{Replace: repl, Metadata: map[string]string{"weightops.note": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	patched, _ := weights.Open(out)
+	defer patched.Close()
+	for name, want := range repl {
+		got, _ := patched.ReadTensor(name, nil)
+		if !bytes.Equal(got.Data, want) {
+			t.Errorf("%s: not the replacement", name)
+		}
+	}
+	if patched.Metadata()["weightops.note"] != "x" {
+		t.Error("extra metadata missing")
+	}
+	back := filepath.Join(d, "back.safetensors")
+	if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(mp)
+	b, _ := os.ReadFile(back)
+	if !bytes.Equal(a, b) {
+		t.Fatal("remove did not restore the replaced tensors")
+	}
+	for _, bad := range []map[string][]byte{{"ids": {1}}, {"nope": {1}}} {
+		if _, err := Apply(context.Background(), model, patches, filepath.Join(d, "x.safetensors"), ApplyOptions{Replace: bad}); err == nil {
+			t.Errorf("replacement %v accepted", bad)
+		}
+	}
+}

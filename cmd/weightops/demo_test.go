@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/weightops/weightops/demo"
+	"github.com/weightops/weightops/internal/testutil"
 )
 
 const demoData = "../../testdata/demo"
@@ -198,5 +200,62 @@ func TestDemoErrors(t *testing.T) {
 	_, stderr, code = run(t, "report", "--data", demoData, "--out", t.TempDir(), "--alpha", "x")
 	if code != 1 || !strings.Contains(stderr, "alpha") {
 		t.Errorf("report --alpha x: exit %d, stderr %q", code, stderr)
+	}
+}
+
+// TestPatchApplyRecalibrateBN: a signature applied with --recalibrate-bn
+// gets new batchnorm statistics (recorded in the metadata) and patch remove
+// still gives the clean model back byte for byte; the recalibration's
+// flags alone, or on patch remove, are refused.
+func TestPatchApplyRecalibrateBN(t *testing.T) {
+	d := t.TempDir()
+	data := "../../testdata/engine/data/fashion-mnist/t10k-images-idx3-ubyte.gz"
+	sig := filepath.Join(d, "noise.wpatch")
+	if _, e, code := run(t, "signature", "extract", "--base", demoData+"/base", "--clean", demoData+"/clean", "--robust", demoData+"/robust-gaussian_noise", "--layers", "2", "--with-norms", "-o", sig, "-q"); code != 0 {
+		t.Fatal(e)
+	}
+	clean := demoData + "/clean/model.safetensors"
+	plain, recal := filepath.Join(d, "plain.safetensors"), filepath.Join(d, "recal.safetensors")
+	if _, e, code := run(t, "patch", "apply", clean, sig, "-o", plain, "-q"); code != 0 {
+		t.Fatal(e)
+	}
+	o, e, code := run(t, "patch", "apply", clean, sig, "-o", recal, "--recalibrate-bn", data, "--corrupt", "gaussian_noise:0.3", "--bn-batch", "100", "--json")
+	if code != 0 {
+		t.Fatal(e)
+	}
+	var rep struct {
+		Recal struct {
+			Samples, Batches int
+			Tensors          []string
+		} `json:"bn_recalibrated"`
+	}
+	if err := json.Unmarshal([]byte(o), &rep); err != nil || rep.Recal.Samples != 1000 || rep.Recal.Batches != 10 || len(rep.Recal.Tensors) != 6 {
+		t.Fatalf("report %s (%v)", o, err)
+	}
+	p := testutil.Open(t, plain, recal)
+	for _, name := range rep.Recal.Tensors {
+		a, _ := p[0].ReadTensor(name, nil)
+		b, _ := p[1].ReadTensor(name, nil)
+		if bytes.Equal(a.Data, b.Data) {
+			t.Errorf("%s: the same as without recalibration", name)
+		}
+	}
+	if !strings.Contains(p[1].Metadata()["weightops.bn_recalibrated"], `"corruption":"gaussian_noise:0.3"`) {
+		t.Errorf("metadata: %q", p[1].Metadata()["weightops.bn_recalibrated"])
+	}
+	back := filepath.Join(d, "back.safetensors")
+	if _, e, code := run(t, "patch", "remove", recal, sig, "-o", back, "-q"); code != 0 {
+		t.Fatal(e)
+	}
+	a, _ := os.ReadFile(clean)
+	b, _ := os.ReadFile(back)
+	if !bytes.Equal(a, b) {
+		t.Fatal("patch remove after recalibration is not the clean file")
+	}
+	if _, e, code := run(t, "patch", "apply", clean, sig, "-o", filepath.Join(d, "x.safetensors"), "--corrupt", "blur:1"); code == 0 || !strings.Contains(e, "goes with --recalibrate-bn") {
+		t.Errorf("--corrupt alone: %d %s", code, e)
+	}
+	if _, e, code := run(t, "patch", "remove", recal, sig, "-o", filepath.Join(d, "y.safetensors"), "--recalibrate-bn", data); code == 0 || !strings.Contains(e, "patch apply's") {
+		t.Errorf("remove --recalibrate-bn: %d %s", code, e)
 	}
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/signature"
 	"github.com/weightops/weightops/weights"
@@ -196,6 +198,11 @@ func patchCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory (patch apply: or a .gguf file)"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
+		&cli.StringFlag{Name: "recalibrate-bn", Usage: "patch apply: then recompute every batchnorm's running statistics on these samples (IDX or .npy) through the patched model, as RWS's bn_update does (patch remove still restores the original)"},
+		&cli.StringFlag{Name: "corrupt", Usage: "with --recalibrate-bn: corrupt the samples first (as eval --corrupt)"},
+		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "with --corrupt: the corruptions' seed"},
+		&cli.IntFlag{Name: "bn-batch", Value: 128, Usage: "with --recalibrate-bn: samples per batch"},
+		&cli.StringFlag{Name: "arch", Usage: "with --recalibrate-bn: the model's arch file (default: the one beside the model)"},
 		workersFlag, memoryFlag, shardSizeFlag, shardFlag, nonFiniteFlag, jsonFlag, quietFlag,
 	}, ggufFlags()...)
 	return &cli.Command{
@@ -216,6 +223,17 @@ func applyAction(c *cli.Context, remove bool) error {
 	name := map[bool]string{false: "patch apply", true: "patch remove"}[remove]
 	if c.NArg() < 2 {
 		return usagef(c, "expected a model and at least one patch")
+	}
+	for _, f := range []string{"corrupt", "seed", "bn-batch", "arch"} {
+		if c.IsSet(f) && !c.IsSet("recalibrate-bn") {
+			return usagef(c, "--%s goes with --recalibrate-bn", f)
+		}
+	}
+	if remove && c.IsSet("recalibrate-bn") {
+		return usagef(c, "--recalibrate-bn is patch apply's; patch remove restores the recorded statistics by itself")
+	}
+	if c.IsSet("recalibrate-bn") && isGGUF(c.String("output")) {
+		return usagef(c, "--recalibrate-bn writes a classifier checkpoint, not a .gguf")
 	}
 	if remove && len(c.Float64Slice("scale")) > 0 {
 		return fmt.Errorf("patch remove: scales come from the patched checkpoint's record; drop --scale")
@@ -266,9 +284,17 @@ func applyAction(c *cli.Context, remove bool) error {
 		return printGGUF(c, out, gopts.Type, fell)
 	}
 	var rep *wpatch.ApplyReport
-	if remove {
+	var recal *signature.Recalibrated
+	switch {
+	case remove:
 		rep, err = wpatch.Remove(c.Context, model, patches, c.String("output"), o)
-	} else {
+	case c.IsSet("recalibrate-bn"):
+		var r signature.Recalibration
+		if r, err = recalibration(c); err != nil {
+			return err
+		}
+		rep, recal, err = signature.ApplyRecalibrated(c.Context, model, patches, c.String("output"), o, r)
+	default:
 		rep, err = wpatch.Apply(c.Context, model, patches, c.String("output"), o)
 	}
 	bar.Done()
@@ -279,7 +305,14 @@ func applyAction(c *cli.Context, remove bool) error {
 		fmt.Fprintf(os.Stderr, "weightops: warning: %s\n", w)
 	}
 	if c.Bool("json") {
-		return printJSON(rep)
+		return printJSON(struct {
+			*wpatch.ApplyReport
+			Recalibrated *signature.Recalibrated `json:"bn_recalibrated,omitempty"`
+		}{rep, recal})
+	}
+	if recal != nil {
+		fmt.Fprintf(os.Stderr, "batchnorm statistics recalibrated on %d samples of %s (%d batches%s): %d tensors\n",
+			recal.Samples, recal.Data, recal.Batches, map[bool]string{true: ", " + recal.Corruption}[recal.Corruption != ""], len(recal.Tensors))
 	}
 	for _, f := range rep.Files {
 		fmt.Println(f)
@@ -450,4 +483,21 @@ func quantizeAction(c *cli.Context) error {
 		return printJSON(s)
 	}
 	return s.WriteText(os.Stdout, !c.Bool("quiet"))
+}
+
+// recalibration maps --recalibrate-bn and its companions to options.
+func recalibration(c *cli.Context) (signature.Recalibration, error) {
+	r := signature.Recalibration{Arch: c.String("arch"), DataName: c.String("recalibrate-bn")}
+	var err error
+	if r.Data, err = dataset.LoadUnlabelled(r.DataName); err != nil {
+		return r, err
+	}
+	if r.Corrupt, err = dataset.ParseCorruptions(c.String("corrupt")); err != nil {
+		return r, fmt.Errorf("patch apply: --corrupt: %w", err)
+	}
+	if c.Int("bn-batch") < 1 {
+		return r, errors.New("patch apply: --bn-batch must be at least 1")
+	}
+	r.BatchSize, r.Seed = c.Int("bn-batch"), c.Uint64("seed")
+	return r, nil
 }
