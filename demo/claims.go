@@ -74,7 +74,7 @@ func CheckClaims(res *Result, th Thresholds) []Claim {
 	for _, c := range names {
 		row, ok := res.Row(rowSigF32(c))
 		cl := Claim{ID: "patch-gain:" + c,
-			Statement: fmt.Sprintf("the %s signature raises the clean model's %s accuracy by ≥ %s pts and costs ≤ %s pts of clean accuracy", c, c, pct(th.MinGain), pct(th.MaxCleanDrop))}
+			Statement: fmt.Sprintf("the %s signature (at its scale chosen on held-out images) raises the clean model's %s accuracy by ≥ %s pts and costs ≤ %s pts of clean accuracy", c, c, pct(th.MinGain), pct(th.MaxCleanDrop))}
 		if ok && row.Invalid != "" {
 			cl.Detail = "invalid model: " + row.Invalid
 		} else if ok {

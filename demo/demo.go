@@ -26,6 +26,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -63,6 +64,11 @@ type Options struct {
 	// Scales are the candidate common scales for the composed signatures
 	// (default 0.125, 0.25, 0.375, 0.5, 0.75, 1); the best on the validation images wins.
 	Scales []float64
+	// SignatureBudget is the clean accuracy (a fraction) each single
+	// signature may cost on the validation images: its scale is the
+	// largest of Scales (and 1) within it, RWS's in-situ adjustable
+	// strength. Negative: every signature at scale 1. Default 0.03.
+	SignatureBudget float64
 	// EvalSeed seeds the corruptions of the test and validation images
 	// (default 1).
 	EvalSeed uint64
@@ -103,6 +109,9 @@ func (o *Options) defaults() error {
 	}
 	if o.EvalSeed == 0 {
 		o.EvalSeed = 1
+	}
+	if o.SignatureBudget == 0 {
+		o.SignatureBudget = 0.03
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -146,6 +155,9 @@ type Row struct {
 	Scores
 	// PatchBytes is the size on disk of the patch(es) applied.
 	PatchBytes int64 `json:"patch_bytes"`
+	// Scale is a single signature's scale (chosen on the validation
+	// images under the clean budget); 0 for other rows.
+	Scale float64 `json:"scale,omitempty"`
 	// Invalid, when set, says why the engine refused the model (its
 	// scores are then zero).
 	Invalid string `json:"invalid"`
@@ -541,23 +553,75 @@ func (r *run) unpatch(name, patchedPath string, patches []*wpatch.Patch, orig st
 
 // patchEach applies each signature alone (step 2).
 func (r *run) patchEach(sigs []*sig) error {
-	r.step("step 2: patching the clean model with each signature (scale 1), evaluating, unpatching")
+	if r.o.SignatureBudget < 0 {
+		r.step("step 2: patching the clean model with each signature (scale 1), evaluating, unpatching")
+	} else {
+		r.step("step 2: patching the clean model with each signature at the largest scale costing ≤ %s pts of clean accuracy on %d held-out images, evaluating, unpatching", pct(r.o.SignatureBudget), r.val.Samples())
+	}
 	for _, s := range sigs {
+		scale := 1.0
+		if r.o.SignatureBudget >= 0 {
+			var err error
+			if scale, err = r.tuneScale(s); err != nil {
+				return err
+			}
+		}
 		for _, v := range []struct {
 			row  string
 			file *PatchFile
 			dir  string
 		}{{rowSigF32(s.corruption), s.f32, "patched-" + s.corruption}, {rowSigQuant(s.corruption), s.quant, "patched-" + s.corruption + "-q4"}} {
 			out := filepath.Join(r.o.Out, "models", v.dir)
-			sc, bad, err := r.apply(v.row, []string{v.file.Path}, nil, out, r.test, true)
+			sc, bad, err := r.apply(v.row, []string{v.file.Path}, []float64{scale}, out, r.test, true)
 			if err != nil {
 				return err
 			}
 			r.res.Rows = append(r.res.Rows, Row{Name: v.row, Group: GroupSignature, Corruption: s.corruption,
-				Path: r.rel(filepath.Join(out, "model.safetensors")), Scores: sc, PatchBytes: v.file.Bytes, Invalid: bad})
+				Path: r.rel(filepath.Join(out, "model.safetensors")), Scores: sc, PatchBytes: v.file.Bytes, Invalid: bad, Scale: scale})
 		}
 	}
 	return nil
+}
+
+// tuneScale picks a signature's scale on the validation images: the
+// largest candidate (Scales and 1) whose clean accuracy is within the
+// budget of the clean model's; the smallest valid one when none is.
+func (r *run) tuneScale(s *sig) (float64, error) {
+	clean, _ := r.man.Role(RoleClean, "")
+	base, err := r.val.File(r.model(clean.Name))
+	if err != nil {
+		return 0, err
+	}
+	cands := append([]float64{1}, r.o.Scales...)
+	sort.Sort(sort.Reverse(sort.Float64Slice(cands)))
+	cands = slices.Compact(cands)
+	tmp, err := os.MkdirTemp(r.o.Out, ".tune-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(tmp)
+	chosen := 0.0
+	for i, c := range cands {
+		p, err := r.patch(fmt.Sprintf("%s ×%g", s.corruption, c), []string{s.f32.Path}, []float64{c}, filepath.Join(tmp, fmt.Sprint(i)), false)
+		if err != nil {
+			return 0, err
+		}
+		sc, err := r.val.File(p)
+		if err != nil {
+			fmt.Fprintf(r.o.Log, "   %s scale %-5g invalid model: %s\n", s.corruption, c, reason(err))
+			continue
+		}
+		drop := base.Clean - sc.Clean
+		fmt.Fprintf(r.o.Log, "   %s scale %-5g validation: clean %.3f (%+.1f pts), %s %.3f\n", s.corruption, c, sc.Clean, -100*drop, s.corruption, sc.Corrupted[s.corruption])
+		chosen = c
+		if drop <= r.o.SignatureBudget+1e-12 {
+			return c, nil
+		}
+	}
+	if chosen == 0 {
+		return 0, fmt.Errorf("demo: every scale of the %s signature (%v) gives an invalid model", s.corruption, cands)
+	}
+	return chosen, nil // the smallest valid: none was within the budget
 }
 
 // compose applies all signatures at once at a common scale chosen on the

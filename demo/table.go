@@ -72,7 +72,11 @@ func (r *Result) table(keep func(Row) bool) string {
 			fmt.Fprintf(&b, "| %s | invalid model: %s |%s\n", row.Name, row.Invalid, strings.Repeat(" |", len(r.Corruptions)+2))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s |", row.Name, pct(row.Clean))
+		name := row.Name
+		if row.Scale != 0 && row.Scale != 1 {
+			name += fmt.Sprintf(" ×%g", row.Scale)
+		}
+		fmt.Fprintf(&b, "| %s | %s |", name, pct(row.Clean))
 		for _, c := range r.Corruptions {
 			v := pct(row.Corrupted[c.Name])
 			if row.Corruption == c.Name && row.Group != GroupModel {

@@ -28,6 +28,7 @@ func demoCommand() *cli.Command {
 			&cli.IntFlag{Name: "layers", Value: 2, Usage: "signatures cover the first N weight layers with their batchnorms"},
 			&cli.StringFlag{Name: "quantize", Value: "4bit-asym-block64", Usage: "quantization of the small signatures"},
 			&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics in signatures: difference (robust − clean), project (plain RWS) or skip"},
+			&cli.Float64Flag{Name: "max-clean-drop", Value: 3, Usage: "each signature's scale is the largest costing at most this many points of clean accuracy on held-out images (negative: scale 1)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the test-time corruptions"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with an error when a claim does not hold"},
 			workersFlag, jsonFlag, quietFlag,
@@ -53,7 +54,8 @@ func demoAction(c *cli.Context) error {
 		log = nil
 	}
 	res, err := demo.Run(c.Context, demo.Options{Data: c.String("data"), Embedded: weightops.DemoData, Recipes: c.String("recipes"), Out: out, Layers: c.Int("layers"),
-		Quant: c.String("quantize"), RunningStats: c.String("running-stats"), EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Version: version, Log: log})
+		Quant: c.String("quantize"), RunningStats: c.String("running-stats"), EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Version: version, Log: log,
+		SignatureBudget: signatureBudget(c.Float64("max-clean-drop"))})
 	if err != nil {
 		return err
 	}
@@ -79,4 +81,13 @@ func demoAction(c *cli.Context) error {
 		}
 	}
 	return nil
+}
+
+// signatureBudget maps --max-clean-drop (points; negative: off) to the
+// demo's budget (a fraction; negative: off).
+func signatureBudget(points float64) float64 {
+	if points < 0 {
+		return -1
+	}
+	return max(points/100, 1e-9) // 0 points: the strictest budget, not the default
 }

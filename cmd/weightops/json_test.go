@@ -136,6 +136,7 @@ func TestJSONDocumented(t *testing.T) {
 		{"weightops patch info", []string{"patch", "info", in("rws.wpatch")}},
 		{"weightops patch apply", []string{"patch", "apply", clean, in("rws.wpatch"), "-o", in("patched.safetensors")}},
 		{"weightops patch remove", []string{"patch", "remove", in("patched.safetensors"), in("rws.wpatch"), "-o", in("unpatched.safetensors")}},
+		{"weightops patch apply --recalibrate-bn", []string{"patch", "apply", clean, in("rws.wpatch"), "-o", in("recal.safetensors"), "--recalibrate-bn", images, "--corrupt", "blur:1"}},
 		{"weightops quantize", []string{"quantize", in("tv.wpatch"), "--bits", "4", "-o", in("tv4.wpatch")}},
 		{"weightops quantize", []string{"quantize", clean, "-o", in("q")}},
 		{"weightops lowrank", []string{"lowrank", in("tv.safetensors"), "--rank", "2", "-o", in("lr.safetensors")}},
