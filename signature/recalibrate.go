@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
@@ -66,6 +67,30 @@ func ApplyRecalibrated(ctx context.Context, model weights.Checkpoint, patches []
 	defer os.RemoveAll(work)
 	first := o
 	first.Options.Shard, first.Options.ShardSize = nil, 0
+	// The working copy's running statistics are reset to mean 0, variance
+	// 1 (recalibration starts there anyway), so a composition that drives
+	// a patched variance below zero still loads.
+	first.Replace = map[string][]byte{}
+	for _, t := range model.Tensors() {
+		if !IsRunningStat(t.Name) || !t.DType.IsFloat() {
+			continue
+		}
+		n, err := t.NumElements()
+		if err != nil {
+			return nil, nil, err
+		}
+		v := make([]float32, n)
+		if strings.HasSuffix(t.Name, ".running_var") {
+			for i := range v {
+				v[i] = 1
+			}
+		}
+		b := make([]byte, int(n)*t.DType.Size())
+		if err := weights.EncodeFloat32(t.DType, v, b); err != nil {
+			return nil, nil, &weights.TensorError{File: model.Path(), Tensor: t.Name, Err: err}
+		}
+		first.Replace[t.Name] = b
+	}
 	tmp := filepath.Join(work, "patched.safetensors")
 	if _, err := wpatch.Apply(ctx, model, patches, tmp, first); err != nil {
 		return nil, nil, err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
@@ -52,6 +53,30 @@ type ApplyOptions struct {
 	Replace map[string][]byte
 	// Metadata adds entries to the output's metadata.
 	Metadata map[string]string
+	// AverageBNAffine gives batchnorm weights and biases (a .weight or
+	// .bias whose layer has a .running_mean) the mean of the patches'
+	// scaled changes instead of their sum, as RWS composes signatures.
+	// Remove reads the choice from the patched model's metadata.
+	AverageBNAffine bool
+}
+
+// MetaBNAveraged records in a patched model that batchnorm weights and
+// biases got the mean of the patches' changes ("true").
+const MetaBNAveraged = "weightops.bn_affine_averaged"
+
+// averageBN marks the patched batchnorm weights and biases of the model,
+// whose patches' changes are averaged.
+func (pl *patchPlan) averageBN() {
+	pl.avg = map[string]bool{}
+	for name := range pl.touched {
+		for _, suf := range []string{".weight", ".bias"} {
+			if layer, ok := strings.CutSuffix(name, suf); ok {
+				if _, bn := pl.model.Info(layer + ".running_mean"); bn {
+					pl.avg[name] = true
+				}
+			}
+		}
+	}
 }
 
 // ApplyReport tells what Apply or Remove did.
@@ -75,6 +100,8 @@ type patchPlan struct {
 	// extra are tensors no patch touches that the kernel still visits
 	// (replaced ones, or ones with undo records).
 	extra map[string]bool
+	// avg are tensors whose patches' changes are averaged, not summed.
+	avg map[string]bool
 }
 
 // newPlan checks the patches against the model: every tensor present,
@@ -137,6 +164,9 @@ func (pl *patchPlan) delta(name string, acc []float64) error {
 			return err
 		}
 		s := pl.scales[i]
+		if pl.avg[name] {
+			s /= float64(len(pl.touched[name]))
+		}
 		for e, v := range buf {
 			acc[e] += s * float64(v)
 		}
@@ -415,6 +445,9 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			rep.Warnings = append(rep.Warnings, msg)
 		}
 	}
+	if o.AverageBNAffine {
+		pl.averageBN()
+	}
 	pl.extra = map[string]bool{}
 	for name := range o.Replace {
 		info, ok := model.Info(name)
@@ -464,6 +497,9 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	md[MetaUndoMetadata] = string(origJSON)
 	for k, v := range o.Metadata {
 		md[k] = v
+	}
+	if o.AverageBNAffine {
+		md[MetaBNAveraged] = "true"
 	}
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
@@ -521,6 +557,9 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	pl, warnings, err := newPlan(patched, patches, scales, o.Strict)
 	if err != nil {
 		return nil, err
+	}
+	if md[MetaBNAveraged] == "true" {
+		pl.averageBN()
 	}
 	undo, err := decodeUndo(md[MetaUndo], patched)
 	if err != nil {

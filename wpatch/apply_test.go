@@ -252,3 +252,71 @@ func TestApplyReplace(t *testing.T) {
 		}
 	}
 }
+
+// With AverageBNAffine, a batchnorm's weight and bias get the mean of the
+// patches' scaled changes, other tensors their sum (checked in float64);
+// Remove reads the choice from the metadata and restores the file.
+func TestAverageBNAffine(t *testing.T) {
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	rng := rand.New(rand.NewPCG(8, 8))
+	var ts []weights.Tensor
+	for _, c := range []struct {
+		name string
+		n    int
+	}{{"conv.weight", 12}, {"bn.weight", 4}, {"bn.bias", 4}, {"bn.running_mean", 4}, {"head.bias", 3}} {
+		v := make([]float64, c.n)
+		for i := range v {
+			v[i] = rng.NormFloat64()
+		}
+		b := make([]byte, 4*c.n)
+		weights.Encode(weights.F32, v, b)
+		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: c.name, DType: weights.F32, Shape: []int64{int64(c.n)}}, Data: b})
+	}
+	if err := weights.WriteSafetensors(mp, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	p1, p2 := filepath.Join(d, "a.wpatch"), filepath.Join(d, "b.wpatch")
+	randPatch(t, p1, model, 5, Encoding{}, "conv.weight", "bn.weight", "bn.bias", "head.bias")
+	randPatch(t, p2, model, 6, Encoding{}, "conv.weight", "bn.weight", "bn.bias", "head.bias")
+	patches := openPatches(t, p1, p2)
+	out := filepath.Join(d, "patched.safetensors")
+	if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{Scales: []float64{0.6, 1.5}, AverageBNAffine: true}); err != nil {
+		t.Fatal(err)
+	}
+	patched, _ := weights.Open(out)
+	defer patched.Close()
+	for _, name := range []string{"conv.weight", "bn.weight", "bn.bias", "head.bias"} {
+		orig, _ := model.ReadTensor(name, nil)
+		got, _ := patched.ReadTensor(name, nil)
+		ov, _ := orig.Float64s()
+		gv, _ := got.Float64s()
+		d1, d2 := make([]float32, len(ov)), make([]float32, len(ov))
+		patches[0].Load(name, d1)
+		patches[1].Load(name, d2)
+		div := 1.0
+		if strings.HasPrefix(name, "bn.") {
+			div = 2
+		}
+		for i := range ov {
+			want := float64(float32(ov[i] + (0.6*float64(d1[i])+1.5*float64(d2[i]))/div))
+			if gv[i] != want {
+				t.Fatalf("%s[%d] = %v, want %v", name, i, gv[i], want)
+			}
+		}
+	}
+	if patched.Metadata()[MetaBNAveraged] != "true" {
+		t.Error("averaging not recorded")
+	}
+	back := filepath.Join(d, "back.safetensors")
+	if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(mp)
+	b, _ := os.ReadFile(back)
+	if !bytes.Equal(a, b) {
+		t.Fatal("remove did not restore an averaged apply")
+	}
+}

@@ -252,6 +252,31 @@ func TestPatchApplyRecalibrateBN(t *testing.T) {
 	if !bytes.Equal(a, b) {
 		t.Fatal("patch remove after recalibration is not the clean file")
 	}
+	// All four at scale 1 drive a patched variance below zero (the
+	// engine refuses that model); recalibrating replaces it, and the
+	// averaged, recalibrated composition still removes exactly.
+	all := []string{sig}
+	for _, c := range []string{"blur", "contrast", "brightness"} {
+		p := filepath.Join(d, c+".wpatch")
+		if _, e, code := run(t, "signature", "extract", "--base", demoData+"/base", "--clean", demoData+"/clean", "--robust", demoData+"/robust-"+c, "--layers", "2", "--with-norms", "-o", p, "-q"); code != 0 {
+			t.Fatal(e)
+		}
+		all = append(all, p)
+	}
+	comp := filepath.Join(d, "all.safetensors")
+	if _, e, code := run(t, append(append([]string{"patch", "apply", clean}, all...), "-o", comp, "-q", "--average-bn", "--recalibrate-bn", data)...); code != 0 {
+		t.Fatalf("composition at scale 1: %s", e)
+	}
+	if _, e, code := run(t, "eval", comp, "--arch", demoData+"/clean/arch.yaml", "--data", data, "--labels", strings.Replace(data, "images-idx3", "labels-idx1", 1)); code != 0 {
+		t.Fatalf("the recalibrated composition does not load: %s", e)
+	}
+	back2 := filepath.Join(d, "back2.safetensors")
+	if _, e, code := run(t, append(append([]string{"patch", "remove", comp}, all...), "-o", back2, "-q")...); code != 0 {
+		t.Fatal(e)
+	}
+	if b2, _ := os.ReadFile(back2); !bytes.Equal(a, b2) {
+		t.Fatal("patch remove after an averaged, recalibrated composition is not the clean file")
+	}
 	if _, e, code := run(t, "patch", "apply", clean, sig, "-o", filepath.Join(d, "x.safetensors"), "--corrupt", "blur:1"); code == 0 || !strings.Contains(e, "goes with --recalibrate-bn") {
 		t.Errorf("--corrupt alone: %d %s", code, e)
 	}

@@ -198,6 +198,7 @@ func patchCommand() *cli.Command {
 		&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory (patch apply: or a .gguf file)"},
 		&cli.Float64SliceFlag{Name: "scale", Usage: "scale of each patch, in order (repeat the flag; default 1)"},
 		&cli.BoolFlag{Name: "strict", Usage: "a patch recorded for another base checkpoint is an error, not a warning"},
+		&cli.BoolFlag{Name: "average-bn", Usage: "patch apply: batchnorm weights and biases get the mean of the patches' changes instead of their sum, as RWS composes signatures"},
 		&cli.StringFlag{Name: "recalibrate-bn", Usage: "patch apply: then recompute every batchnorm's running statistics on these samples (IDX or .npy) through the patched model, as RWS's bn_update does (patch remove still restores the original)"},
 		&cli.StringFlag{Name: "corrupt", Usage: "with --recalibrate-bn: corrupt the samples first (as eval --corrupt)"},
 		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "with --corrupt: the corruptions' seed"},
@@ -229,6 +230,9 @@ func applyAction(c *cli.Context, remove bool) error {
 			return usagef(c, "--%s goes with --recalibrate-bn", f)
 		}
 	}
+	if remove && c.IsSet("average-bn") {
+		return usagef(c, "--average-bn is patch apply's; patch remove reads it from the patched model")
+	}
 	if remove && c.IsSet("recalibrate-bn") {
 		return usagef(c, "--recalibrate-bn is patch apply's; patch remove restores the recorded statistics by itself")
 	}
@@ -256,7 +260,7 @@ func applyAction(c *cli.Context, remove bool) error {
 		defer pt.Close()
 		patches = append(patches, pt)
 	}
-	o := wpatch.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Options: so}
+	o := wpatch.ApplyOptions{Scales: c.Float64Slice("scale"), Strict: c.Bool("strict"), Options: so, AverageBNAffine: c.Bool("average-bn")}
 	out := c.String("output")
 	gopts, err := ggufOptions(c, out)
 	if err != nil {
