@@ -50,6 +50,12 @@ func FromArrays(x, y *Array, dataPath, labelsPath string) (*Set, error) {
 	if n == 0 {
 		return nil, fmt.Errorf("%s: no samples", dataPath)
 	}
+	return newSet(x, labels, dataPath)
+}
+
+// newSet is the set of x's samples (the first dimension counts them) with
+// these labels, validated.
+func newSet(x *Array, labels []int, dataPath string) (*Set, error) {
 	shape := append([]int(nil), x.Shape[1:]...)
 	if len(shape) == 0 {
 		shape = []int{1}
@@ -160,13 +166,5 @@ func LoadUnlabelled(dataPath string) (*Set, error) {
 	if len(x.Shape) == 0 || x.Shape[0] == 0 {
 		return nil, fmt.Errorf("%s: no samples", dataPath)
 	}
-	shape := append([]int(nil), x.Shape[1:]...)
-	if len(shape) == 0 {
-		shape = []int{1}
-	}
-	s := &Set{X: x.Float32s(true), Labels: make([]int, x.Shape[0]), Shape: shape}
-	if err := s.Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", dataPath, err)
-	}
-	return s, nil
+	return newSet(x, make([]int, x.Shape[0]), dataPath)
 }

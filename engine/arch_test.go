@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/weightops/weightops/dataset"
@@ -462,12 +463,8 @@ func TestArchitectureRefusals(t *testing.T) {
 		if err := weights.WriteSafetensors(filepath.Join(dir, "model.safetensors"), nil, nil); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := engine.LoadLlama(dir); err == nil || !contains(err.Error(), c.want) {
+		if _, err := engine.LoadLlama(dir); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s %v: %v, want %q", c.class, c.extra, err, c.want)
 		}
 	}
-}
-
-func contains(s, sub string) bool {
-	return len(sub) == 0 || (len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub)))
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/x448/float16"
 )
@@ -85,30 +86,11 @@ func (t Type) CanQuantize() bool { return types[t].quantize != nil }
 // Q4_K, bf16, …).
 func ParseType(s string) (Type, error) {
 	for t, i := range types {
-		if equalFold(i.name, s) {
+		if strings.EqualFold(i.name, s) {
 			return t, nil
 		}
 	}
 	return 0, fmt.Errorf("unknown GGUF type %q (f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k)", s)
-}
-
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i], b[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
 
 // Dequantize decodes n = len(dst) elements of type t.

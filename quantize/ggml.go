@@ -3,6 +3,7 @@ package quantize
 import (
 	"fmt"
 	"math"
+	"strings"
 
 	"github.com/weightops/weightops/gguf"
 )
@@ -39,15 +40,7 @@ func (c Config) validateGGML() error {
 }
 
 // typeName is the codec's lower-case ggml name, as ParseConfig reads it.
-func (c Config) typeName() string {
-	b := []byte(c.Type.String())
-	for i, x := range b {
-		if 'A' <= x && x <= 'Z' {
-			b[i] = x + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
+func (c Config) typeName() string { return strings.ToLower(c.Type.String()) }
 
 // blockBytes is the bytes of one ggml block.
 func (c Config) blockBytes() int { return c.Type.RowSize(c.Type.BlockSize()) }

@@ -103,11 +103,12 @@ func ApplyRecalibrated(ctx context.Context, model weights.Checkpoint, patches []
 	if err != nil {
 		return nil, nil, fmt.Errorf("recalibrating batchnorm on %s: %w", r.DataName, err)
 	}
-	rec := &Recalibrated{Data: r.DataName, Samples: r.Data.Len(), BatchSize: max(1, min(r.BatchSize, r.Data.Len())), Batches: batches,
-		Corruption: r.Corrupt.String(), Seed: r.Seed}
-	if r.BatchSize <= 0 {
-		rec.BatchSize = min(128, r.Data.Len())
+	bs := r.BatchSize
+	if bs <= 0 {
+		bs = train.DefaultBNBatch
 	}
+	rec := &Recalibrated{Data: r.DataName, Samples: r.Data.Len(), BatchSize: min(bs, r.Data.Len()), Batches: batches,
+		Corruption: r.Corrupt.String(), Seed: r.Seed}
 	replace := map[string][]byte{}
 	for _, l := range m.Layers {
 		bn, ok := l.(*engine.BatchNorm)

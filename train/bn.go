@@ -8,9 +8,12 @@ import (
 	"github.com/weightops/weightops/internal/parallel"
 )
 
+// DefaultBNBatch is RecalibrateBN's batch size when none is given.
+const DefaultBNBatch = 128
+
 // RecalibrateOptions are RecalibrateBN's choices.
 type RecalibrateOptions struct {
-	// BatchSize is the samples per forward pass (default 128).
+	// BatchSize is the samples per forward pass (default DefaultBNBatch).
 	BatchSize int
 	// Corrupt is applied to each raw sample before normalisation, sample i
 	// drawing from dataset.NewRand(Seed, i) as engine.Evaluate does.
@@ -29,7 +32,7 @@ type RecalibrateOptions struct {
 // for a batchnorm after a dropout). It returns the number of batches.
 func RecalibrateBN(m *engine.Model, data *dataset.Set, o RecalibrateOptions) (int, error) {
 	if o.BatchSize <= 0 {
-		o.BatchSize = 128
+		o.BatchSize = DefaultBNBatch
 	}
 	if err := o.Corrupt.Validate(); err != nil {
 		return 0, err

@@ -179,7 +179,9 @@ func evalLMCommand() *cli.Command {
 			} else if toks, err = readTokenFile(c.String("tokens")); err != nil {
 				return err
 			}
-			lmRuntime(c)
+			if err := lmRuntime(c); err != nil {
+				return err
+			}
 			m, err := engine.LoadLlama(c.Args().First())
 			if err != nil {
 				return err
@@ -261,7 +263,9 @@ func generateCommand() *cli.Command {
 			} else if prompt, err = engine.ParseTokenIDs(c.String("prompt-ids")); err != nil {
 				return fmt.Errorf("generate: --prompt-ids: %w", err)
 			}
-			lmRuntime(c)
+			if err := lmRuntime(c); err != nil {
+				return err
+			}
 			m, err := engine.LoadLlama(c.Args().First())
 			if err != nil {
 				return err
@@ -353,9 +357,14 @@ var threadsFlag = &cli.IntFlag{Name: "threads", Usage: "cores to compute on (def
 // almost all one long-lived model: collecting at 25% growth instead of
 // 100% keeps peak memory near the model's size plus the activations
 // (the garbage per window is small, so the extra cycles cost little).
-func lmRuntime(c *cli.Context) {
-	if n := c.Int("threads"); n > 0 {
+func lmRuntime(c *cli.Context) error {
+	if c.IsSet("threads") {
+		n := c.Int("threads")
+		if n < 1 {
+			return fmt.Errorf("--threads %d: give at least 1", n)
+		}
 		runtime.GOMAXPROCS(n)
 	}
 	debug.SetGCPercent(25)
+	return nil
 }
