@@ -2,11 +2,14 @@ package engine
 
 import (
 	"bytes"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -15,10 +18,12 @@ import (
 	"github.com/weightops/weightops/weights"
 )
 
-// Arch describes a sequential classifier: how raw samples become the
-// network's input, and the layers in order, each mapped to its tensors in a
-// checkpoint by PyTorch state_dict names. It is read from a YAML or JSON
-// file, by convention arch.yaml beside the checkpoint:
+// Arch describes a classifier: how raw samples become the network's input,
+// and the layers in order, each mapped to its tensors in a checkpoint by
+// PyTorch state_dict names. Layers run one after another; residual and
+// concat blocks hold sub-sequences, which is enough for ResNets,
+// WideResNets, VGG, MobileNet and DenseNet-style graphs. It is read from a
+// YAML or JSON file, by convention arch.yaml beside the checkpoint:
 //
 //	input:
 //	  shape: [1, 28, 28]      # one sample: [C, H, W] or [features]
@@ -30,35 +35,50 @@ import (
 //	  - {type: conv2d, name: features.0, out: 16, kernel: 3, padding: 1}
 //	  - {type: batchnorm2d, name: features.1}
 //	  - {type: relu}
-//	  - {type: maxpool2d, kernel: 2}
+//	  - type: residual        # y = body(x) + shortcut(x)
+//	    name: layer1.0        # a prefix for the names inside
+//	    body:
+//	      - {type: conv2d, name: conv1, out: 16, kernel: 3, padding: 1, bias: false}
+//	      - {type: batchnorm2d, name: bn1}
+//	    shortcut: []          # none or empty: the identity
+//	  - {type: relu}
+//	  - {type: adaptive_avgpool2d, output: 1}
 //	  - {type: flatten}
 //	  - {type: dropout, p: 0.5}
 //	  - {type: linear, name: classifier.1, out: 10}
 //
 // A layer's tensors are name + ".weight", ".bias", ".running_mean",
-// ".running_var"; the tensors key overrides any of them, e.g.
-// tensors: {weight: encoder.w}. Layer types and their keys (defaults in
-// parentheses):
+// ".running_var", where name is joined with "." onto the names of the
+// blocks around it (layer1.0.conv1.weight above); the tensors key
+// overrides any of them with a full name, e.g. tensors: {weight:
+// encoder.w}. Layer types and their keys (defaults in parentheses):
 //
 //	linear       name, out, in, bias (true)               weight [out, in]
-//	conv2d       name, out, kernel, stride (1), padding (0), bias (true)
-//	                                                      weight [out, in, kh, kw]
+//	conv2d       name, out, kernel, stride (1), padding (0), dilation (1),
+//	             groups (1), bias (true)        weight [out, in/groups, kh, kw]
 //	batchnorm1d  name, eps (1e-5), momentum (0.1), affine (true)
 //	batchnorm2d  same; eval mode uses running_mean and running_var
-//	relu, tanh, sigmoid, flatten, softmax, log_softmax
+//	relu, relu6, silu, tanh, sigmoid, flatten, softmax, log_softmax
 //	leaky_relu   negative_slope (0.01)
 //	gelu         approximate (none | tanh)
-//	maxpool2d    kernel, stride (= kernel), padding (0)
-//	avgpool2d    kernel, stride (= kernel), padding (0), count_include_pad (true)
+//	maxpool2d    kernel, stride (= kernel), padding (0), dilation (1),
+//	             ceil_mode (false)
+//	avgpool2d    kernel, stride (= kernel), padding (0), ceil_mode (false),
+//	             count_include_pad (true)
+//	adaptive_avgpool2d, adaptive_maxpool2d
+//	             output: the [h, w] output size, as PyTorch's
 //	dropout      p (0.5); does nothing at evaluation
+//	residual     name, body, shortcut: y = body(x) + shortcut(x), both
+//	             layer lists; no shortcut means the identity
+//	concat       name, branches: a list of layer lists, each run on x; the
+//	             outputs joined along the channels (an empty branch is x)
 //
-// kernel, stride and padding take one integer or a pair [h, w]. out, in
-// and kernel may be left out when a checkpoint supplies the tensors (they
-// are read from its shapes); they are needed to build a fresh model for
-// training. Everything is checked against the checkpoint when loading: a
-// missing tensor or a shape that does not fit the layer's input is one
-// error naming the layer and the tensor. Groups, dilation, ceil_mode and
-// adaptive pooling are not supported.
+// kernel, stride, padding, dilation and output take one integer or a pair
+// [h, w]. out, in and kernel may be left out when a checkpoint supplies
+// the tensors (they are read from its shapes); they are needed to build a
+// fresh model for training. Everything is checked against the checkpoint
+// when loading: a missing tensor or a shape that does not fit the layer's
+// input is one error naming the layer and the tensor.
 type Arch struct {
 	// Input describes one raw sample and its normalisation.
 	Input Input `yaml:"input" json:"input"`
@@ -115,6 +135,22 @@ type LayerSpec struct {
 	// CountIncludePad makes avgpool2d divide by the full window, padding
 	// included (default true, as PyTorch).
 	CountIncludePad *bool `yaml:"count_include_pad,omitempty" json:"count_include_pad,omitempty"`
+	// Dilation spaces a conv2d's or maxpool2d's kernel taps (1).
+	Dilation Pair `yaml:"dilation,omitempty" json:"dilation,omitzero"`
+	// Groups splits a conv2d's channels into independent groups (1);
+	// groups = in = out is a depthwise convolution.
+	Groups int `yaml:"groups,omitempty" json:"groups,omitempty"`
+	// CeilMode rounds a pooling layer's output size up, as PyTorch's
+	// ceil_mode.
+	CeilMode bool `yaml:"ceil_mode,omitempty" json:"ceil_mode,omitempty"`
+	// Output is an adaptive pooling layer's [h, w] output size.
+	Output Pair `yaml:"output,omitempty" json:"output,omitzero"`
+	// Body and Shortcut are a residual block's two paths (an empty
+	// shortcut is the identity).
+	Body     []LayerSpec `yaml:"body,omitempty" json:"body,omitempty"`
+	Shortcut []LayerSpec `yaml:"shortcut,omitempty" json:"shortcut,omitempty"`
+	// Branches are a concat block's paths, joined along the channels.
+	Branches [][]LayerSpec `yaml:"branches,omitempty" json:"branches,omitempty"`
 }
 
 // Pair is a kernel size, stride or padding: [h, w]. In a file it is one
@@ -179,21 +215,27 @@ func (p Pair) MarshalJSON() ([]byte, error) {
 
 // layerKeys lists, per layer type, the keys that apply to it.
 var layerKeys = map[string][]string{
-	"linear":      {"name", "tensors", "out", "in", "bias"},
-	"conv2d":      {"name", "tensors", "out", "in", "kernel", "stride", "padding", "bias"},
-	"batchnorm1d": {"name", "tensors", "eps", "momentum", "affine"},
-	"batchnorm2d": {"name", "tensors", "eps", "momentum", "affine"},
-	"relu":        {},
-	"leaky_relu":  {"negative_slope"},
-	"gelu":        {"approximate"},
-	"tanh":        {},
-	"sigmoid":     {},
-	"maxpool2d":   {"kernel", "stride", "padding"},
-	"avgpool2d":   {"kernel", "stride", "padding", "count_include_pad"},
-	"flatten":     {},
-	"dropout":     {"p"},
-	"softmax":     {},
-	"log_softmax": {},
+	"linear":             {"name", "tensors", "out", "in", "bias"},
+	"conv2d":             {"name", "tensors", "out", "in", "kernel", "stride", "padding", "dilation", "groups", "bias"},
+	"batchnorm1d":        {"name", "tensors", "eps", "momentum", "affine"},
+	"batchnorm2d":        {"name", "tensors", "eps", "momentum", "affine"},
+	"relu":               {},
+	"relu6":              {},
+	"silu":               {},
+	"leaky_relu":         {"negative_slope"},
+	"gelu":               {"approximate"},
+	"tanh":               {},
+	"sigmoid":            {},
+	"maxpool2d":          {"kernel", "stride", "padding", "dilation", "ceil_mode"},
+	"avgpool2d":          {"kernel", "stride", "padding", "ceil_mode", "count_include_pad"},
+	"adaptive_avgpool2d": {"output"},
+	"adaptive_maxpool2d": {"output"},
+	"flatten":            {},
+	"dropout":            {"p"},
+	"softmax":            {},
+	"log_softmax":        {},
+	"residual":           {"name", "body", "shortcut"},
+	"concat":             {"name", "branches"},
 }
 
 // LayerTypes lists the layer types an arch file may use, sorted.
@@ -229,6 +271,13 @@ func (l *LayerSpec) setKeys() []string {
 	add(l.Approximate != "", "approximate")
 	add(l.P != nil, "p")
 	add(l.CountIncludePad != nil, "count_include_pad")
+	add(!l.Dilation.IsZero(), "dilation")
+	add(l.Groups != 0, "groups")
+	add(l.CeilMode, "ceil_mode")
+	add(!l.Output.IsZero(), "output")
+	add(len(l.Body) > 0, "body")
+	add(len(l.Shortcut) > 0, "shortcut")
+	add(len(l.Branches) > 0, "branches")
 	return k
 }
 
@@ -290,59 +339,100 @@ func (a *Arch) Validate() error {
 	if len(a.Layers) == 0 {
 		return errors.New("no layers")
 	}
-	for i := range a.Layers {
-		l := &a.Layers[i]
+	return validateLayers(a.Layers, "", 0)
+}
+
+// maxDepth bounds how deeply blocks may nest.
+const maxDepth = 16
+
+// validateLayers checks one list of layers; outer labels the block the
+// list belongs to ("" at the top), so errors read
+// `layer 4 (residual "layer1.0") body layer 2 (conv2d "conv1"): …`.
+func validateLayers(list []LayerSpec, outer string, depth int) error {
+	if depth > maxDepth {
+		return fmt.Errorf("%s: blocks nest more than %d deep", outer, maxDepth)
+	}
+	for i := range list {
+		l := &list[i]
+		label := outer + l.Label(i)
 		allowed, ok := layerKeys[l.Type]
 		if !ok {
-			return fmt.Errorf("%s: unknown layer type (known: %s)", l.Label(i), strings.Join(LayerTypes(), ", "))
+			return fmt.Errorf("%s: unknown layer type (known: %s)", label, strings.Join(LayerTypes(), ", "))
 		}
 		for _, k := range l.setKeys() {
-			found := false
-			for _, a := range allowed {
-				found = found || a == k
-			}
-			if !found {
-				return fmt.Errorf("%s: key %q does not apply to %s", l.Label(i), k, l.Type)
+			if !slices.Contains(allowed, k) {
+				return fmt.Errorf("%s: key %q does not apply to %s", label, k, l.Type)
 			}
 		}
 		for role := range l.Tensors {
 			switch role {
 			case "weight", "bias", "running_mean", "running_var":
 			default:
-				return fmt.Errorf("%s: unknown tensor role %q (weight, bias, running_mean, running_var)", l.Label(i), role)
+				return fmt.Errorf("%s: unknown tensor role %q (weight, bias, running_mean, running_var)", label, role)
 			}
 		}
 		if (l.Type == "linear" || l.Type == "conv2d" || strings.HasPrefix(l.Type, "batchnorm")) && l.Name == "" && len(l.Tensors) == 0 {
-			return fmt.Errorf("%s: name is required (the tensors' prefix, e.g. features.0)", l.Label(i))
+			return fmt.Errorf("%s: name is required (the tensors' prefix, e.g. features.0)", label)
 		}
 		if l.Out < 0 || l.In < 0 || l.Out > maxValues || l.In > maxValues || l.Eps < 0 || l.Momentum < 0 || l.Momentum > 1 {
-			return fmt.Errorf("%s: out or in negative or too large, negative eps, or momentum outside [0, 1]", l.Label(i))
+			return fmt.Errorf("%s: out or in negative or too large, negative eps, or momentum outside [0, 1]", label)
+		}
+		if l.Groups < 0 || l.Groups > maxValues {
+			return fmt.Errorf("%s: bad groups %d", label, l.Groups)
 		}
 		for _, p := range []struct {
 			name string
 			v    Pair
 			min  int
-		}{{"kernel", l.Kernel, 1}, {"stride", l.Stride, 1}, {"padding", l.Padding, 0}} {
+		}{{"kernel", l.Kernel, 1}, {"stride", l.Stride, 1}, {"padding", l.Padding, 0}, {"dilation", l.Dilation, 1}, {"output", l.Output, 1}} {
 			if !p.v.IsZero() && (p.v[0] < p.min || p.v[1] < p.min || p.v[0] > 1<<16 || p.v[1] > 1<<16) {
-				return fmt.Errorf("%s: bad %s %v", l.Label(i), p.name, p.v)
+				return fmt.Errorf("%s: bad %s %v", label, p.name, p.v)
 			}
 		}
 		if (l.Type == "maxpool2d" || l.Type == "avgpool2d") && l.Kernel.IsZero() {
-			return fmt.Errorf("%s: kernel is required", l.Label(i))
+			return fmt.Errorf("%s: kernel is required", label)
+		}
+		if strings.HasPrefix(l.Type, "adaptive_") && l.Output.IsZero() {
+			return fmt.Errorf("%s: output is required, e.g. output: 1 or [7, 7]", label)
 		}
 		if l.Approximate != "" && l.Approximate != "none" && l.Approximate != "tanh" {
-			return fmt.Errorf("%s: approximate must be none or tanh", l.Label(i))
+			return fmt.Errorf("%s: approximate must be none or tanh", label)
 		}
 		if l.P != nil && (*l.P < 0 || *l.P >= 1) {
-			return fmt.Errorf("%s: p must be in [0, 1)", l.Label(i))
+			return fmt.Errorf("%s: p must be in [0, 1)", label)
+		}
+		switch l.Type {
+		case "residual":
+			if len(l.Body) == 0 {
+				return fmt.Errorf("%s: body is required (the layers whose output is added to the shortcut's)", label)
+			}
+			if err := validateLayers(l.Body, label+" body ", depth+1); err != nil {
+				return err
+			}
+			if err := validateLayers(l.Shortcut, label+" shortcut ", depth+1); err != nil {
+				return err
+			}
+		case "concat":
+			if len(l.Branches) < 2 {
+				return fmt.Errorf("%s: branches needs at least two layer lists", label)
+			}
+			for b, br := range l.Branches {
+				if err := validateLayers(br, fmt.Sprintf("%s branch %d ", label, b), depth+1); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	return nil
 }
 
-// maxValues bounds the values of one sample at any layer, and of one
-// parameter tensor built without a checkpoint (2^26 = 64 Mi values).
+// maxValues bounds the values of one sample at any layer (2^26 = 64 Mi
+// values).
 const maxValues = 1 << 26
+
+// maxParamValues bounds one parameter tensor built without a checkpoint
+// (2^28 = 256 Mi values, 1 GiB; VGG-16's first classifier layer has 103 Mi).
+const maxParamValues = 1 << 28
 
 // ParseArch reads an arch from YAML or JSON bytes (JSON when the first
 // non-space byte is '{'). Unknown keys are errors.
@@ -368,8 +458,45 @@ func ParseArch(data []byte) (*Arch, error) {
 	return &a, nil
 }
 
-// ReadArch reads and validates an arch file; errors name the file.
+//go:embed archs/*.yaml
+var builtinArchs embed.FS
+
+// BuiltinArchs lists the names of the architecture files weightops ships
+// (resnet18, resnet34, resnet50, vgg16_bn, mobilenet_v2 as torchvision
+// builds them; wrn28_10, wrn34_10 for CIFAR), sorted. Each is checked
+// against PyTorch's logits in the tests.
+func BuiltinArchs() []string {
+	ents, _ := builtinArchs.ReadDir("archs")
+	var out []string
+	for _, e := range ents {
+		out = append(out, strings.TrimSuffix(e.Name(), ".yaml"))
+	}
+	sort.Strings(out)
+	return out
+}
+
+// BuiltinArch returns a shipped architecture by name, or nil and false.
+func BuiltinArch(name string) ([]byte, bool) {
+	if strings.ContainsAny(name, "/\\.") {
+		return nil, false
+	}
+	b, err := builtinArchs.ReadFile("archs/" + name + ".yaml")
+	return b, err == nil
+}
+
+// ReadArch reads and validates an arch file; errors name the file. A path
+// that names no file but one of BuiltinArchs (e.g. resnet18) reads the
+// shipped file.
 func ReadArch(path string) (*Arch, error) {
+	if b, ok := BuiltinArch(path); ok {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			a, err := ParseArch(b)
+			if err != nil {
+				return nil, fmt.Errorf("built-in arch %s: %w", path, err)
+			}
+			return a, nil
+		}
+	}
 	data, err := weights.ReadFile(path, weights.MaxRecipeSize, "architecture file")
 	if err != nil {
 		return nil, err
@@ -415,9 +542,7 @@ func (a *Arch) YAML() ([]byte, error) {
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		switch n.Content[i].Value {
 		case "layers":
-			for _, l := range n.Content[i+1].Content {
-				l.Style = yaml.FlowStyle
-			}
+			flowLayers(n.Content[i+1])
 		case "classes":
 			n.Content[i+1].Style = yaml.FlowStyle
 		}
@@ -433,6 +558,29 @@ func (a *Arch) YAML() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// flowLayers puts each plain layer of a layer list on one line; blocks
+// stay in block style with their own lists styled the same way.
+func flowLayers(list *yaml.Node) {
+	for _, l := range list.Content {
+		block := false
+		for j := 0; j+1 < len(l.Content); j += 2 {
+			switch l.Content[j].Value {
+			case "body", "shortcut":
+				block = true
+				flowLayers(l.Content[j+1])
+			case "branches":
+				block = true
+				for _, br := range l.Content[j+1].Content {
+					flowLayers(br)
+				}
+			}
+		}
+		if !block {
+			l.Style = yaml.FlowStyle
+		}
+	}
 }
 
 // WriteArch writes the arch as YAML to path (through a temp file renamed

@@ -51,7 +51,7 @@ func relErr(got []float32, want []float32) float64 {
 // leaves kernel sizes to the checkpoint, and an MLP saved by torch.save
 // with a JSON arch ending in log_softmax.
 func TestTorchReference(t *testing.T) {
-	for _, c := range []struct{ dir, model string }{{"cnn", "model.safetensors"}, {"mlp", "model.pt"}} {
+	for _, c := range []struct{ dir, model string }{{"cnn", "model.safetensors"}, {"mlp", "model.pt"}, {"graph", "model.safetensors"}} {
 		dir := td + "torch/" + c.dir + "/"
 		m, err := engine.Load(dir+c.model, "")
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/weightops/weightops/weights"
@@ -62,6 +63,18 @@ func (m *Model) Params() []*Param {
 	for _, l := range m.Layers {
 		out = append(out, l.Params()...)
 	}
+	return out
+}
+
+// Leaves lists every layer that is not a block, in order: the layers
+// inside residual and concat blocks in place of the blocks.
+func (m *Model) Leaves() []Layer {
+	var out []Layer
+	Walk(m.Layers, func(l Layer) {
+		if _, ok := l.(Block); !ok {
+			out = append(out, l)
+		}
+	})
 	return out
 }
 
@@ -186,26 +199,13 @@ func build(a *Arch, src tensorSource) (*Model, error) {
 		return nil, err
 	}
 	resolved := *a
-	resolved.Layers = append([]LayerSpec(nil), a.Layers...)
 	m := &Model{Arch: &resolved}
 	b := &builder{src: src, used: map[string]bool{}}
-	cur := append([]int(nil), a.Input.Shape...)
-	for i := range resolved.Layers {
-		spec := &resolved.Layers[i]
-		l, err := b.layer(spec, cur)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", spec.Label(i), err)
-		}
-		*spec = *l.Spec()
-		m.Layers = append(m.Layers, l)
-		cur = l.OutShape()
-		n := int64(1)
-		for _, d := range cur {
-			n *= int64(d)
-		}
-		if n > maxValues {
-			return nil, fmt.Errorf("%s: output shape %v is too large", spec.Label(i), cur)
-		}
+	var err error
+	var cur []int
+	resolved.Layers, m.Layers, cur, err = b.sequence(a.Layers, a.Input.Shape, "", "", 0)
+	if err != nil {
+		return nil, err
 	}
 	if len(cur) != 1 {
 		return nil, fmt.Errorf("the last layer's output has shape %v; a classifier ends with one value per class (add flatten and linear)", cur)
@@ -228,6 +228,93 @@ type builder struct {
 	used map[string]bool
 }
 
+// sequence builds a list of layers on input shape in; prefix is the names
+// of the blocks around it (joined onto each layer's name), outer their
+// label for errors. It returns the resolved specs (names as written, sizes
+// filled in), the layers and the output shape.
+func (b *builder) sequence(specs []LayerSpec, in []int, prefix, outer string, depth int) ([]LayerSpec, []Layer, []int, error) {
+	resolved := append([]LayerSpec(nil), specs...)
+	layers := make([]Layer, 0, len(specs))
+	cur := append([]int(nil), in...)
+	for i := range resolved {
+		spec := &resolved[i]
+		label := outer + spec.Label(i)
+		full := *spec
+		full.Name = joinName(prefix, spec.Name)
+		l, err := b.layer(&full, cur, label, depth)
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("%s: %w", label, err)
+		}
+		name := spec.Name
+		*spec = *l.Spec()
+		spec.Name = name
+		layers = append(layers, l)
+		cur = l.OutShape()
+		n := int64(1)
+		for _, d := range cur {
+			n *= int64(d)
+		}
+		if n > maxValues || n == 0 {
+			return nil, nil, nil, fmt.Errorf("%s: output shape %v is empty or too large", label, cur)
+		}
+	}
+	return resolved, layers, cur, nil
+}
+
+// joinName puts a layer's name under its blocks' prefix, as PyTorch's
+// module paths: layer1.0 + conv1 = layer1.0.conv1.
+func joinName(prefix, name string) string {
+	switch {
+	case prefix == "":
+		return name
+	case name == "":
+		return prefix
+	}
+	return prefix + "." + name
+}
+
+// block builds a residual or concat block's paths on input shape in.
+func (b *builder) block(spec *LayerSpec, bs base, label string, depth int) (Layer, error) {
+	in := bs.in
+	if spec.Type == "residual" {
+		body, bl, bout, err := b.sequence(spec.Body, in, spec.Name, label+" body ", depth+1)
+		if err != nil {
+			return nil, err
+		}
+		short, sl, sout, err := b.sequence(spec.Shortcut, in, spec.Name, label+" shortcut ", depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Equal(bout, sout) {
+			return nil, fmt.Errorf("the body's output has shape %v but the shortcut's %v; they must agree to be added", bout, sout)
+		}
+		bs.spec.Body, bs.spec.Shortcut = body, short
+		bs.out = bout
+		return &Residual{base: bs, Body: bl, Shortcut: sl}, nil
+	}
+	c := &Concat{}
+	var spatial []int
+	ch := 0
+	bs.spec.Branches = make([][]LayerSpec, len(spec.Branches))
+	for i, br := range spec.Branches {
+		rs, ls, out, err := b.sequence(br, in, spec.Name, fmt.Sprintf("%s branch %d ", label, i), depth+1)
+		if err != nil {
+			return nil, err
+		}
+		if len(out) < 1 || (spatial != nil && !slices.Equal(out[1:], spatial)) {
+			return nil, fmt.Errorf("branch %d's output has shape %v; branches must agree in all but the channels (%v)", i, out, spatial)
+		}
+		spatial = out[1:]
+		ch += out[0]
+		bs.spec.Branches[i] = rs
+		c.Branches = append(c.Branches, ls)
+		c.Sizes = append(c.Sizes, prod(out))
+	}
+	bs.out = append([]int{ch}, spatial...)
+	c.base = bs
+	return c, nil
+}
+
 // param reads (or, without a checkpoint, allocates) the tensor of a role.
 // want is the expected shape with -1 for "read from the tensor".
 func (b *builder) param(spec *LayerSpec, role string, want []int, fill float32) (*Param, error) {
@@ -241,7 +328,7 @@ func (b *builder) param(spec *LayerSpec, role string, want []int, fill float32) 
 		}
 		n := 1
 		for _, d := range want {
-			if n *= d; n > maxValues {
+			if n *= d; n > maxParamValues {
 				return nil, fmt.Errorf("tensor %q of shape %v is too large", name, want)
 			}
 		}
@@ -310,9 +397,11 @@ func boolOr(p *bool, def bool) bool {
 	return *p
 }
 
-func (b *builder) layer(spec *LayerSpec, in []int) (Layer, error) {
+func (b *builder) layer(spec *LayerSpec, in []int, label string, depth int) (Layer, error) {
 	bs := base{spec: *spec, in: append([]int(nil), in...)}
 	switch spec.Type {
+	case "residual", "concat":
+		return b.block(spec, bs, label, depth)
 	case "linear":
 		if len(in) != 1 {
 			return nil, fmt.Errorf("input has shape %v; linear needs a flat input (add a flatten layer before it)", in)
@@ -341,23 +430,31 @@ func (b *builder) layer(spec *LayerSpec, in []int) (Layer, error) {
 		if spec.In != 0 && spec.In != in[0] {
 			return nil, fmt.Errorf("in is %d but the input has %d channels", spec.In, in[0])
 		}
-		w, err := b.param(spec, "weight", []int{orNeg(spec.Out), in[0], orNeg(spec.Kernel[0]), orNeg(spec.Kernel[1])}, 0)
+		g := max(spec.Groups, 1)
+		if in[0]%g != 0 || (spec.Out != 0 && spec.Out%g != 0) {
+			return nil, fmt.Errorf("groups %d does not divide the %d input channels and %d output channels", g, in[0], spec.Out)
+		}
+		w, err := b.param(spec, "weight", []int{orNeg(spec.Out), in[0] / g, orNeg(spec.Kernel[0]), orNeg(spec.Kernel[1])}, 0)
 		if err != nil {
 			return nil, err
 		}
 		c := &Conv2D{InC: in[0], H: in[1], W: in[2], OutC: w.Shape[0], KH: w.Shape[2], KW: w.Shape[3],
-			SH: 1, SW: 1, PH: spec.Padding[0], PW: spec.Padding[1], Weight: w}
-		if c.KH < 1 || c.KW < 1 || c.OutC < 1 {
-			return nil, fmt.Errorf("tensor %q has shape %v", w.Name, w.Shape)
+			SH: 1, SW: 1, PH: spec.Padding[0], PW: spec.Padding[1], DH: 1, DW: 1, G: g, Weight: w}
+		if c.KH < 1 || c.KW < 1 || c.OutC < 1 || c.OutC%g != 0 {
+			return nil, fmt.Errorf("tensor %q has shape %v (output channels must be a multiple of groups %d)", w.Name, w.Shape, g)
 		}
 		if !spec.Stride.IsZero() {
 			c.SH, c.SW = spec.Stride[0], spec.Stride[1]
 		}
-		c.OH = (c.H+2*c.PH-c.KH)/c.SH + 1
-		c.OW = (c.W+2*c.PW-c.KW)/c.SW + 1
-		if c.H+2*c.PH < c.KH || c.W+2*c.PW < c.KW {
-			return nil, fmt.Errorf("kernel %dx%d is larger than the padded input %dx%d", c.KH, c.KW, c.H+2*c.PH, c.W+2*c.PW)
+		if !spec.Dilation.IsZero() {
+			c.DH, c.DW = spec.Dilation[0], spec.Dilation[1]
 		}
+		ekh, ekw := c.DH*(c.KH-1)+1, c.DW*(c.KW-1)+1
+		if c.H+2*c.PH < ekh || c.W+2*c.PW < ekw {
+			return nil, fmt.Errorf("kernel %dx%d (dilated) is larger than the padded input %dx%d", ekh, ekw, c.H+2*c.PH, c.W+2*c.PW)
+		}
+		c.OH = (c.H+2*c.PH-ekh)/c.SH + 1
+		c.OW = (c.W+2*c.PW-ekw)/c.SW + 1
 		if boolOr(spec.Bias, true) {
 			if c.B, err = b.param(spec, "bias", []int{c.OutC}, 0); err != nil {
 				return nil, err
@@ -412,7 +509,7 @@ func (b *builder) layer(spec *LayerSpec, in []int) (Layer, error) {
 		bs.out = bs.in
 		bn.base = bs
 		return bn, nil
-	case "relu", "leaky_relu", "gelu", "tanh", "sigmoid":
+	case "relu", "relu6", "silu", "leaky_relu", "gelu", "tanh", "sigmoid":
 		a := &Activation{Kind: spec.Type, Slope: 0.01, Tanh: spec.Approximate == "tanh"}
 		if spec.NegativeSlope != nil {
 			a.Slope = *spec.NegativeSlope
@@ -425,18 +522,32 @@ func (b *builder) layer(spec *LayerSpec, in []int) (Layer, error) {
 			return nil, fmt.Errorf("input has shape %v; %s needs [C, H, W]", in, spec.Type)
 		}
 		p := &Pool2D{Max: spec.Type == "maxpool2d", C: in[0], H: in[1], W: in[2], KH: spec.Kernel[0], KW: spec.Kernel[1],
-			SH: spec.Kernel[0], SW: spec.Kernel[1], PH: spec.Padding[0], PW: spec.Padding[1], CountIncludePad: boolOr(spec.CountIncludePad, true)}
+			SH: spec.Kernel[0], SW: spec.Kernel[1], PH: spec.Padding[0], PW: spec.Padding[1], DH: 1, DW: 1,
+			CountIncludePad: boolOr(spec.CountIncludePad, true)}
 		if !spec.Stride.IsZero() {
 			p.SH, p.SW = spec.Stride[0], spec.Stride[1]
 		}
-		if 2*p.PH > p.KH || 2*p.PW > p.KW {
+		if !spec.Dilation.IsZero() {
+			p.DH, p.DW = spec.Dilation[0], spec.Dilation[1]
+		}
+		ekh, ekw := p.DH*(p.KH-1)+1, p.DW*(p.KW-1)+1
+		// PyTorch's limit: padding at most half the (dilated) kernel.
+		if p.PH > ekh/2 || p.PW > ekw/2 {
 			return nil, fmt.Errorf("padding %v is more than half the kernel %v", spec.Padding, spec.Kernel)
 		}
-		if p.H+2*p.PH < p.KH || p.W+2*p.PW < p.KW {
-			return nil, fmt.Errorf("kernel %dx%d is larger than the padded input %dx%d", p.KH, p.KW, p.H+2*p.PH, p.W+2*p.PW)
+		if p.H+2*p.PH < ekh || p.W+2*p.PW < ekw {
+			return nil, fmt.Errorf("kernel %dx%d is larger than the padded input %dx%d", ekh, ekw, p.H+2*p.PH, p.W+2*p.PW)
 		}
-		p.OH = (p.H+2*p.PH-p.KH)/p.SH + 1
-		p.OW = (p.W+2*p.PW-p.KW)/p.SW + 1
+		p.OH = poolOutSize(p.H, p.KH, p.SH, p.PH, p.DH, spec.CeilMode)
+		p.OW = poolOutSize(p.W, p.KW, p.SW, p.PW, p.DW, spec.CeilMode)
+		bs.out = []int{p.C, p.OH, p.OW}
+		p.base = bs
+		return p, nil
+	case "adaptive_avgpool2d", "adaptive_maxpool2d":
+		if len(in) != 3 {
+			return nil, fmt.Errorf("input has shape %v; %s needs [C, H, W]", in, spec.Type)
+		}
+		p := &AdaptivePool2D{Max: spec.Type == "adaptive_maxpool2d", C: in[0], H: in[1], W: in[2], OH: spec.Output[0], OW: spec.Output[1]}
 		bs.out = []int{p.C, p.OH, p.OW}
 		p.base = bs
 		return p, nil
@@ -466,7 +577,7 @@ func (b *builder) layer(spec *LayerSpec, in []int) (Layer, error) {
 // ready for weights.WriteSafetensors.
 func (m *Model) Tensors() []weights.Tensor {
 	var out []weights.Tensor
-	for _, l := range m.Layers {
+	for _, l := range m.Leaves() {
 		for _, p := range l.Params() {
 			shape := make([]int64, len(p.Shape))
 			for i, d := range p.Shape {
@@ -512,9 +623,10 @@ func (m *Model) Clone() (*Model, error) {
 	for i := range src {
 		copy(dst[i].Data, src[i].Data)
 	}
-	for i, l := range m.Layers {
+	cl := c.Leaves()
+	for i, l := range m.Leaves() {
 		if bn, ok := l.(*BatchNorm); ok {
-			c.Layers[i].(*BatchNorm).NumBatchesTracked = bn.NumBatchesTracked
+			cl[i].(*BatchNorm).NumBatchesTracked = bn.NumBatchesTracked
 		}
 	}
 	c.Unused = append([]string(nil), m.Unused...)

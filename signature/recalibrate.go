@@ -110,7 +110,7 @@ func ApplyRecalibrated(ctx context.Context, model weights.Checkpoint, patches []
 	rec := &Recalibrated{Data: r.DataName, Samples: r.Data.Len(), BatchSize: min(bs, r.Data.Len()), Batches: batches,
 		Corruption: r.Corrupt.String(), Seed: r.Seed}
 	replace := map[string][]byte{}
-	for _, l := range m.Layers {
+	for _, l := range m.Leaves() {
 		bn, ok := l.(*engine.BatchNorm)
 		if !ok {
 			continue

@@ -45,7 +45,7 @@ func RecalibrateBN(m *engine.Model, data *dataset.Set, o RecalibrateOptions) (in
 		return 0, err
 	}
 	var bns []*engine.BatchNorm
-	for _, l := range m.Layers {
+	for _, l := range m.Leaves() {
 		if bn, ok := l.(*engine.BatchNorm); ok {
 			bns = append(bns, bn)
 		}

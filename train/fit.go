@@ -357,7 +357,7 @@ func Init(m *engine.Model, seed uint64) {
 			p.Data[i] = v
 		}
 	}
-	for _, l := range m.Layers {
+	for _, l := range m.Leaves() {
 		switch l := l.(type) {
 		case *engine.Linear:
 			uniform(l.W, l.In)
@@ -365,7 +365,7 @@ func Init(m *engine.Model, seed uint64) {
 				uniform(l.B, l.In)
 			}
 		case *engine.Conv2D:
-			fan := l.InC * l.KH * l.KW
+			fan := l.GroupRows()
 			uniform(l.Weight, fan)
 			if l.B != nil {
 				uniform(l.B, fan)

@@ -215,3 +215,67 @@ func TestFitErrors(t *testing.T) {
 		t.Errorf("softmax inside: %v", err)
 	}
 }
+
+// TestFitResidualNet trains a small ResNet-style network (basic blocks
+// with an identity and a downsample shortcut, a depthwise convolution, a
+// concat, adaptive pooling) on digits: it must learn, reproducibly for any
+// core count, and the engine's evaluation must agree with the training
+// loop's.
+func TestFitResidualNet(t *testing.T) {
+	tr, te := digits(t)
+	no := false
+	build := func() *engine.Model {
+		m, err := engine.New(&engine.Arch{Input: engine.Input{Shape: []int{1, 8, 8}, Scale: 1.0 / 16},
+			Layers: []engine.LayerSpec{
+				{Type: "conv2d", Name: "conv1", Out: 8, Kernel: engine.Pair{3, 3}, Padding: engine.Pair{1, 1}, Bias: &no},
+				{Type: "batchnorm2d", Name: "bn1"},
+				{Type: "relu"},
+				{Type: "residual", Name: "layer1.0", Body: []engine.LayerSpec{
+					{Type: "conv2d", Name: "conv1", Out: 8, Kernel: engine.Pair{3, 3}, Padding: engine.Pair{1, 1}, Bias: &no},
+					{Type: "batchnorm2d", Name: "bn1"},
+					{Type: "relu"},
+					{Type: "conv2d", Name: "conv2", Out: 8, Kernel: engine.Pair{3, 3}, Padding: engine.Pair{1, 1}, Groups: 8, Bias: &no},
+					{Type: "batchnorm2d", Name: "bn2"},
+				}},
+				{Type: "relu"},
+				{Type: "residual", Name: "layer2.0", Body: []engine.LayerSpec{
+					{Type: "conv2d", Name: "conv1", Out: 16, Kernel: engine.Pair{3, 3}, Stride: engine.Pair{2, 2}, Padding: engine.Pair{1, 1}, Bias: &no},
+					{Type: "batchnorm2d", Name: "bn1"},
+				}, Shortcut: []engine.LayerSpec{
+					{Type: "conv2d", Name: "downsample.0", Out: 16, Kernel: engine.Pair{1, 1}, Stride: engine.Pair{2, 2}, Bias: &no},
+					{Type: "batchnorm2d", Name: "downsample.1"},
+				}},
+				{Type: "relu"},
+				{Type: "concat", Branches: [][]engine.LayerSpec{{{Type: "adaptive_avgpool2d", Output: engine.Pair{1, 1}}}, {{Type: "adaptive_maxpool2d", Output: engine.Pair{1, 1}}}}},
+				{Type: "flatten"},
+				{Type: "linear", Name: "fc", Out: 10},
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		Init(m, 3)
+		return m
+	}
+	cfg := Config{Epochs: 3, BatchSize: 32, Optimizer: "adam", LR: 0.01, Seed: 3, Test: te}
+	m1 := build()
+	met, err := Fit(m1, tr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := met.Last()
+	if last.TestAccuracy < 0.9 || met.Epochs[0].TrainLoss <= last.TrainLoss {
+		t.Errorf("did not learn: %+v", met.Epochs)
+	}
+	t.Logf("test accuracy %.3f after %d epochs", last.TestAccuracy, len(met.Epochs))
+	old := runtime.GOMAXPROCS(1)
+	m2 := build()
+	_, err = Fit(m2, tr, cfg)
+	runtime.GOMAXPROCS(old)
+	if err != nil || !same(snapshot(m1), snapshot(m2)) {
+		t.Error("same seed, different weights (1 core vs all)", err)
+	}
+	r, err := engine.Evaluate(m1, te, engine.EvalOptions{})
+	if err != nil || r.Correct != last.TestCorrect {
+		t.Errorf("engine evaluation %d correct, training loop %d (%v)", r.Correct, last.TestCorrect, err)
+	}
+}

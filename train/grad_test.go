@@ -35,8 +35,61 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 		}
 		return p[idx[q]]
 	}
-	for _, l := range m.Layers {
+	return refSeq(m.Layers, get, x)
+}
+
+// refSeq runs one sequence of layers in float64 (see refForward).
+func refSeq(layers []engine.Layer, get func(*engine.Param) []float64, x tensor64) tensor64 {
+	for _, l := range layers {
 		switch l := l.(type) {
+		case *engine.Residual:
+			a, b := refSeq(l.Body, get, x), refSeq(l.Shortcut, get, x)
+			y := tensor64{x.n, a.shape, make([]float64, len(a.v))}
+			for k := range y.v {
+				y.v[k] = a.v[k] + b.v[k]
+			}
+			x = y
+		case *engine.Concat:
+			var outs []tensor64
+			ch := 0
+			for _, br := range l.Branches {
+				o := refSeq(br, get, x)
+				outs = append(outs, o)
+				ch += o.shape[0]
+			}
+			shape := append([]int{ch}, outs[0].shape[1:]...)
+			y := tensor64{x.n, shape, nil}
+			for i := 0; i < x.n; i++ {
+				for _, o := range outs {
+					y.v = append(y.v, o.v[i*o.per():(i+1)*o.per()]...)
+				}
+			}
+			x = y
+		case *engine.AdaptivePool2D:
+			y := tensor64{x.n, []int{l.C, l.OH, l.OW}, make([]float64, x.n*l.C*l.OH*l.OW)}
+			for i := 0; i < x.n*l.C; i++ {
+				for oh := 0; oh < l.OH; oh++ {
+					h0 := int(math.Floor(float64(oh*l.H) / float64(l.OH)))
+					h1 := int(math.Ceil(float64((oh+1)*l.H) / float64(l.OH)))
+					for ow := 0; ow < l.OW; ow++ {
+						w0 := int(math.Floor(float64(ow*l.W) / float64(l.OW)))
+						w1 := int(math.Ceil(float64((ow+1)*l.W) / float64(l.OW)))
+						best, sum := math.Inf(-1), 0.0
+						for ih := h0; ih < h1; ih++ {
+							for iw := w0; iw < w1; iw++ {
+								v := x.v[(i*l.H+ih)*l.W+iw]
+								best = math.Max(best, v)
+								sum += v
+							}
+						}
+						if !l.Max {
+							best = sum / float64((h1-h0)*(w1-w0))
+						}
+						y.v[(i*l.OH+oh)*l.OW+ow] = best
+					}
+				}
+			}
+			x = y
 		case *engine.Linear:
 			w, b := get(l.W), get(l.B)
 			y := tensor64{x.n, []int{l.Out}, make([]float64, x.n*l.Out)}
@@ -64,12 +117,14 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 							if b != nil {
 								s = b[o]
 							}
-							for c := 0; c < l.InC; c++ {
+							cg := l.InC / l.G // channels per group
+							g := o / (l.OutC / l.G)
+							for c := 0; c < cg; c++ {
 								for kh := 0; kh < l.KH; kh++ {
 									for kw := 0; kw < l.KW; kw++ {
-										ih, iw := oh*l.SH-l.PH+kh, ow*l.SW-l.PW+kw
+										ih, iw := oh*l.SH-l.PH+kh*l.DH, ow*l.SW-l.PW+kw*l.DW
 										if ih >= 0 && ih < l.H && iw >= 0 && iw < l.W {
-											s += w[((o*l.InC+c)*l.KH+kh)*l.KW+kw] * x.v[((i*l.InC+c)*l.H+ih)*l.W+iw]
+											s += w[((o*cg+c)*l.KH+kh)*l.KW+kw] * x.v[((i*l.InC+g*cg+c)*l.H+ih)*l.W+iw]
 										}
 									}
 								}
@@ -110,6 +165,10 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 				switch l.Kind {
 				case "relu":
 					y.v[k] = math.Max(v, 0)
+				case "relu6":
+					y.v[k] = math.Min(math.Max(v, 0), 6)
+				case "silu":
+					y.v[k] = v / (1 + math.Exp(-v))
 				case "leaky_relu":
 					if v < 0 {
 						v *= l.Slope
@@ -136,7 +195,7 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 						best, sum, cnt := math.Inf(-1), 0.0, 0
 						for kh := 0; kh < l.KH; kh++ {
 							for kw := 0; kw < l.KW; kw++ {
-								ih, iw := oh*l.SH-l.PH+kh, ow*l.SW-l.PW+kw
+								ih, iw := oh*l.SH-l.PH+kh*l.DH, ow*l.SW-l.PW+kw*l.DW
 								if ih < 0 || ih >= l.H || iw < 0 || iw >= l.W {
 									continue
 								}
@@ -151,7 +210,11 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 						case l.Max:
 							y.v[o] = best
 						case l.CountIncludePad:
-							y.v[o] = sum / float64(l.KH*l.KW)
+							// PyTorch counts the window's part inside the padded input.
+							h0, w0 := oh*l.SH-l.PH, ow*l.SW-l.PW
+							hh := min(h0+l.KH, l.H+l.PH) - h0
+							ww := min(w0+l.KW, l.W+l.PW) - w0
+							y.v[o] = sum / float64(hh*ww)
 						default:
 							y.v[o] = sum / float64(cnt)
 						}
@@ -203,6 +266,35 @@ func gradArchs() map[string]*engine.Arch {
 			{Type: "linear", Name: "l1", Out: 8},
 			{Type: "gelu"},
 			{Type: "linear", Name: "l2", Out: 5},
+		}},
+		// A graph: a residual block with a downsample branch, one with the
+		// identity, a concat with an empty branch, grouped, depthwise and
+		// dilated convolutions, ceil-mode pooling, adaptive pooling.
+		"graph": {Input: engine.Input{Shape: []int{4, 9, 8}}, Layers: []engine.LayerSpec{
+			{Type: "conv2d", Name: "stem", Out: 4, Kernel: engine.Pair{3, 3}, Padding: engine.Pair{1, 1}, Groups: 2},
+			{Type: "maxpool2d", Kernel: engine.Pair{2, 2}, Stride: engine.Pair{1, 1}, Dilation: engine.Pair{2, 2}},
+			{Type: "residual", Name: "b1", Body: []engine.LayerSpec{
+				{Type: "conv2d", Name: "c1", Out: 6, Kernel: engine.Pair{3, 3}, Stride: engine.Pair{2, 2}, Padding: engine.Pair{2, 2}, Dilation: engine.Pair{2, 2}, Bias: &no},
+				{Type: "batchnorm2d", Name: "bn1"},
+				{Type: "relu6"},
+				{Type: "conv2d", Name: "dw", Out: 6, Kernel: engine.Pair{3, 3}, Padding: engine.Pair{1, 1}, Groups: 6},
+			}, Shortcut: []engine.LayerSpec{
+				{Type: "conv2d", Name: "down", Out: 6, Kernel: engine.Pair{1, 1}, Stride: engine.Pair{2, 2}, Bias: &no},
+			}},
+			{Type: "silu"},
+			{Type: "residual", Name: "b2", Body: []engine.LayerSpec{
+				{Type: "batchnorm2d", Name: "bn"},
+				{Type: "conv2d", Name: "c", Out: 6, Kernel: engine.Pair{1, 1}},
+			}},
+			{Type: "adaptive_maxpool2d", Output: engine.Pair{3, 2}},
+			{Type: "concat", Name: "cat", Branches: [][]engine.LayerSpec{
+				{{Type: "conv2d", Name: "0", Out: 3, Kernel: engine.Pair{1, 1}}, {Type: "relu"}},
+				{},
+			}},
+			{Type: "avgpool2d", Kernel: engine.Pair{2, 2}, Stride: engine.Pair{2, 2}, CeilMode: true},
+			{Type: "adaptive_avgpool2d", Output: engine.Pair{1, 1}},
+			{Type: "flatten"},
+			{Type: "linear", Name: "fc", Out: 5},
 		}},
 		"mlp": {Input: engine.Input{Shape: []int{6}}, Layers: []engine.LayerSpec{
 			{Type: "linear", Name: "a", Out: 10},
@@ -299,6 +391,11 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d gradient entries checked", name, checked)
+		if name == "graph" {
+			var shapes [][]int
+			engine.Walk(m.Layers, func(l engine.Layer) { shapes = append(shapes, l.OutShape()) })
+			t.Logf("graph shapes: %v", shapes)
+		}
 	}
 }
 

@@ -19,18 +19,39 @@ import (
 // number of cores.
 type net struct {
 	m      *engine.Model
-	layers []engine.Layer // without a final softmax/log_softmax
+	top    *seq // the layers without a final softmax/log_softmax
 	params []*engine.Param
 	index  map[*engine.Param]int
 	grads  [][]float32 // per params index; nil for running statistics
-	acts   [][]float32 // acts[i] is layer i's input; acts[len(layers)] the logits
 	ws     *engine.Workspace
-	bn     map[int]*bnCache
-	masks  map[int][]float32
-	dy     [2][]float32
+	bn     map[*engine.BatchNorm]*bnCache
+	masks  map[engine.Layer][]float32
 	col    []float32
 	dcol   []float32
 	dyp    []float32
+}
+
+// seq is one sequence of layers — the model's, or a path of a residual
+// or concat block — with what its backward pass needs.
+type seq struct {
+	layers []engine.Layer
+	acts   [][]float32 // acts[i] is layer i's input; acts[len(layers)] the output
+	dy     [2][]float32
+	tmp    []float32 // a second path's input gradient
+	gather []float32 // a concat branch's share of the output gradient
+	paths  map[engine.Layer][]*seq
+}
+
+func newSeq(layers []engine.Layer) *seq {
+	s := &seq{layers: layers, acts: make([][]float32, len(layers)+1), paths: map[engine.Layer][]*seq{}}
+	for _, l := range layers {
+		if b, ok := l.(engine.Block); ok {
+			for _, p := range b.Paths() {
+				s.paths[l] = append(s.paths[l], newSeq(p))
+			}
+		}
+	}
+	return s
 }
 
 type bnCache struct {
@@ -40,19 +61,24 @@ type bnCache struct {
 // newNet prepares a model for training; a softmax or log_softmax is only
 // allowed as the last layer (the loss works on the logits before it).
 func newNet(m *engine.Model) (*net, error) {
-	t := &net{m: m, ws: &engine.Workspace{}, index: map[*engine.Param]int{}, bn: map[int]*bnCache{}, masks: map[int][]float32{}}
-	t.layers = m.Layers
+	t := &net{m: m, ws: &engine.Workspace{}, index: map[*engine.Param]int{}, bn: map[*engine.BatchNorm]*bnCache{}, masks: map[engine.Layer][]float32{}}
+	layers := m.Layers
 	if _, ok := m.Layers[len(m.Layers)-1].(*engine.Softmax); ok {
-		t.layers = m.Layers[:len(m.Layers)-1]
+		layers = m.Layers[:len(m.Layers)-1]
 	}
-	if len(t.layers) == 0 {
+	if len(layers) == 0 {
 		return nil, errors.New("the model has no layer to train")
 	}
-	for i, l := range t.layers {
-		if _, ok := l.(*engine.Softmax); ok {
-			return nil, fmt.Errorf("%s: softmax is only supported as the last layer", l.Spec().Label(i))
+	var bad engine.Layer
+	engine.Walk(layers, func(l engine.Layer) {
+		if _, ok := l.(*engine.Softmax); ok && bad == nil {
+			bad = l
 		}
+	})
+	if bad != nil {
+		return nil, fmt.Errorf("%s: softmax is only supported as the last layer", bad.Spec().Type)
 	}
+	t.top = newSeq(layers)
 	t.params = m.Params()
 	t.grads = make([][]float32, len(t.params))
 	for i, p := range t.params {
@@ -61,7 +87,6 @@ func newNet(m *engine.Model) (*net, error) {
 			t.grads[i] = make([]float32, len(p.Data))
 		}
 	}
-	t.acts = make([][]float32, len(t.layers)+1)
 	return t, nil
 }
 
@@ -84,34 +109,61 @@ func size(s []int) int {
 // batchnorm uses the batch's statistics (updating the running ones when
 // updateStats) and dropout draws masks from rng (none when rng is nil).
 func (t *net) forward(x []float32, n int, train, updateStats bool, rng *dataset.Rand) []float32 {
-	t.acts[0] = x
-	for i, l := range t.layers {
-		out := grow(t.acts[i+1], n*size(l.OutShape()))
-		t.acts[i+1] = out
-		in := t.acts[i]
+	return t.forwardSeq(t.top, x, n, train, updateStats, rng)
+}
+
+// forwardSeq runs one sequence and returns its output (x itself for an
+// empty sequence).
+func (t *net) forwardSeq(s *seq, x []float32, n int, train, updateStats bool, rng *dataset.Rand) []float32 {
+	s.acts[0] = x
+	for i, l := range s.layers {
+		out := grow(s.acts[i+1], n*size(l.OutShape()))
+		s.acts[i+1] = out
+		in := s.acts[i]
 		switch l := l.(type) {
+		case *engine.Residual:
+			p := s.paths[l]
+			body := t.forwardSeq(p[0], in, n, train, updateStats, rng)
+			short := t.forwardSeq(p[1], in, n, train, updateStats, rng)
+			// body + shortcut, as engine.Residual adds them.
+			parallel.Ranges(len(out), 1<<14, func(lo, hi int) {
+				for j := lo; j < hi; j++ {
+					out[j] = body[j] + short[j]
+				}
+			})
+			continue
+		case *engine.Concat:
+			per, off := size(l.OutShape()), 0
+			for b, p := range s.paths[l] {
+				o, sz := t.forwardSeq(p, in, n, train, updateStats, rng), l.Sizes[b]
+				for j := 0; j < n; j++ {
+					copy(out[j*per+off:j*per+off+sz], o[j*sz:(j+1)*sz])
+				}
+				off += sz
+			}
+			continue
 		case *engine.BatchNorm:
 			if train {
-				t.bnForward(i, l, in, out, n, updateStats)
+				t.bnForward(l, in, out, n, updateStats)
 				continue
 			}
 		case *engine.Dropout:
 			if train && rng != nil && l.P > 0 {
-				t.dropoutForward(i, l, in, out, n, rng)
+				t.dropoutForward(l, in, out, n, rng)
 				continue
 			}
-			delete(t.masks, i)
+			delete(t.masks, l)
 		}
 		l.Forward(in, out, n, t.ws)
 	}
-	return t.acts[len(t.layers)]
+	return s.acts[len(s.layers)]
 }
 
-func (t *net) bnForward(i int, l *engine.BatchNorm, x, y []float32, n int, updateStats bool) {
-	c := t.bn[i]
+func (t *net) bnForward(l *engine.BatchNorm, x, y []float32, n int, updateStats bool) {
+	c := t.bn[l]
 	if c == nil {
 		c = &bnCache{mean: make([]float64, l.C), invstd: make([]float64, l.C)}
-		t.bn[i] = c
+		t.bn[l] = c
 	}
 	per := l.C * l.Inner
 	cnt := float64(n * l.Inner)
@@ -160,10 +212,10 @@ func (t *net) bnForward(i int, l *engine.BatchNorm, x, y []float32, n int, updat
 	}
 }
 
-func (t *net) dropoutForward(i int, l *engine.Dropout, x, y []float32, n int, rng *dataset.Rand) {
+func (t *net) dropoutForward(l *engine.Dropout, x, y []float32, n int, rng *dataset.Rand) {
 	total := n * size(l.InShape())
-	mask := grow(t.masks[i], total)
-	t.masks[i] = mask
+	mask := grow(t.masks[l], total)
+	t.masks[l] = mask
 	keep := float32(1 / (1 - l.P))
 	for j := range mask {
 		if rng.Float64() < l.P {
@@ -219,49 +271,107 @@ func lossGrad(z []float32, labels []int, k int, dz []float32) (loss float64, cor
 // logits) through the layers, writing every parameter's gradient into
 // t.grads (overwriting).
 func (t *net) backward(dz []float32, n int) {
-	dy := dz
+	t.backwardSeq(t.top, dz, nil, n)
+}
+
+// backwardSeq propagates dy (the gradient at the sequence's output) back
+// through one sequence, writing the gradient at its input into dx unless
+// dx is nil.
+func (t *net) backwardSeq(s *seq, dy, dx []float32, n int) {
+	if len(s.layers) == 0 {
+		if dx != nil {
+			copy(dx, dy)
+		}
+		return
+	}
 	which := 0
-	for i := len(t.layers) - 1; i >= 0; i-- {
-		l := t.layers[i]
-		x, y := t.acts[i], t.acts[i+1]
-		var dx []float32
+	for i := len(s.layers) - 1; i >= 0; i-- {
+		l := s.layers[i]
+		x, y := s.acts[i], s.acts[i+1]
+		di := dx
 		if i > 0 {
-			t.dy[which] = grow(t.dy[which], n*size(l.InShape()))
-			dx = t.dy[which]
+			s.dy[which] = grow(s.dy[which], n*size(l.InShape()))
+			di = s.dy[which]
 			which ^= 1
 		}
 		switch l := l.(type) {
+		case *engine.Residual:
+			p := s.paths[l]
+			t.backwardSeq(p[0], dy, di, n)
+			var sd []float32
+			if di != nil {
+				s.tmp = grow(s.tmp, len(di))
+				sd = s.tmp
+			}
+			t.backwardSeq(p[1], dy, sd, n)
+			if di != nil {
+				addInto(di, sd)
+			}
+		case *engine.Concat:
+			per, off := size(l.OutShape()), 0
+			for b, p := range s.paths[l] {
+				sz := l.Sizes[b]
+				s.gather = grow(s.gather, n*sz)
+				g := s.gather
+				for j := 0; j < n; j++ {
+					copy(g[j*sz:(j+1)*sz], dy[j*per+off:j*per+off+sz])
+				}
+				off += sz
+				switch {
+				case di == nil:
+					t.backwardSeq(p, g, nil, n)
+				case b == 0:
+					t.backwardSeq(p, g, di, n)
+				default:
+					s.tmp = grow(s.tmp, len(di))
+					t.backwardSeq(p, g, s.tmp, n)
+					addInto(di, s.tmp)
+				}
+			}
 		case *engine.Linear:
-			t.linearBackward(l, x, dy, dx, n)
+			t.linearBackward(l, x, dy, di, n)
 		case *engine.Conv2D:
-			t.convBackward(l, x, dy, dx, n)
+			t.convBackward(l, x, dy, di, n)
 		case *engine.BatchNorm:
-			t.bnBackward(i, l, x, dy, dx, n)
+			t.bnBackward(l, x, dy, di, n)
 		case *engine.Activation:
-			if dx != nil {
-				activationBackward(l, x, y, dy, dx)
+			if di != nil {
+				activationBackward(l, x, y, dy, di)
 			}
 		case *engine.Pool2D:
-			if dx != nil {
-				poolBackward(l, x, dy, dx, n)
+			if di != nil {
+				poolBackward(l, x, dy, di, n)
+			}
+		case *engine.AdaptivePool2D:
+			if di != nil {
+				adaptiveBackward(l, x, dy, di, n)
 			}
 		case *engine.Flatten:
-			if dx != nil {
-				copy(dx, dy)
+			if di != nil {
+				copy(di, dy)
 			}
 		case *engine.Dropout:
-			if dx != nil {
-				if mask, ok := t.masks[i]; ok {
+			if di != nil {
+				if mask, ok := t.masks[l]; ok {
 					for j, v := range dy {
-						dx[j] = v * mask[j]
+						di[j] = v * mask[j]
 					}
 				} else {
-					copy(dx, dy)
+					copy(di, dy)
 				}
 			}
 		}
-		dy = dx
+		dy = di
 	}
+}
+
+// addInto adds b onto a, elementwise.
+func addInto(a, b []float32) {
+	parallel.Ranges(len(a), 1<<14, func(lo, hi int) {
+		for j := lo; j < hi; j++ {
+			a[j] += b[j]
+		}
+	})
 }
 
 func (t *net) grad(p *engine.Param) []float32 {
@@ -326,8 +436,11 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 		if s0 == 0 {
 			beta = 0
 		}
-		// dW (+)= dY'·colᵀ: [OutC, K].
-		engine.Gemm(false, true, c.OutC, K, ld, dyp, col, beta, dw)
+		// dW (+)= dY'·colᵀ: [OutC, K/G], group by group.
+		og, kg := c.OutC/c.G, c.GroupRows()
+		c.GroupGemms(ld, func(w, cl, o int) {
+			engine.Gemm(false, true, og, kg, ld, dyp[o:], col[cl:], beta, dw[w:])
+		})
 		if db != nil {
 			parallel.Ranges(c.OutC, 1, func(lo, hi int) {
 				for oc := lo; oc < hi; oc++ {
@@ -343,7 +456,9 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 			// dcol = Wᵀ·dY': [K, m·P], folded back onto the images.
 			t.dcol = grow(t.dcol, K*ld)
 			dcol := t.dcol
-			engine.Gemm(true, false, K, ld, c.OutC, c.Weight.Data, dyp, 0, dcol)
+			c.GroupGemms(ld, func(w, cl, o int) {
+				engine.Gemm(true, false, kg, ld, og, c.Weight.Data[w:], dyp[o:], 0, dcol[cl:])
+			})
 			parallel.Ranges(m, 1, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					c.Col2Im(dcol, i, ld, dx[(s0+i)*inSize:(s0+i+1)*inSize])
@@ -353,8 +468,8 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 	}
 }
 
-func (t *net) bnBackward(i int, l *engine.BatchNorm, x, dy, dx []float32, n int) {
-	c := t.bn[i]
+func (t *net) bnBackward(l *engine.BatchNorm, x, dy, dx []float32, n int) {
+	c := t.bn[l]
 	per := l.C * l.Inner
 	cnt := float64(n * l.Inner)
 	dg, db := t.grad(l.Weight), t.grad(l.Bias)
@@ -399,6 +514,14 @@ func activationBackward(a *engine.Activation, x, y, dy, dx []float32) {
 				if x[j] <= 0 {
 					g = 0
 				}
+			case "relu6":
+				// PyTorch's hardtanh backward: zero outside the open interval.
+				if x[j] <= 0 || x[j] >= 6 {
+					g = 0
+				}
+			case "silu":
+				sg := 1 / (1 + math.Exp(-float64(x[j])))
+				g = float32(float64(g) * sg * (1 + float64(x[j])*(1-sg)))
 			case "leaky_relu":
 				if x[j] < 0 {
 					g *= float32(a.Slope)
@@ -436,18 +559,22 @@ func poolBackward(p *engine.Pool2D, x, dy, dx []float32, n int) {
 			g := dy[pl*p.OH*p.OW : (pl+1)*p.OH*p.OW]
 			for oh := 0; oh < p.OH; oh++ {
 				h0 := oh*p.SH - p.PH
-				h1 := min(h0+p.KH, p.H)
-				hs := max(h0, 0)
 				for ow := 0; ow < p.OW; ow++ {
 					w0 := ow*p.SW - p.PW
-					w1 := min(w0+p.KW, p.W)
-					ws := max(w0, 0)
 					gv := g[oh*p.OW+ow]
 					if p.Max {
 						// The first maximum in scan order, as the forward pass keeps.
 						best, bv := -1, float32(math.Inf(-1))
-						for ih := hs; ih < h1; ih++ {
-							for iw := ws; iw < w1; iw++ {
+						for kh := 0; kh < p.KH; kh++ {
+							ih := h0 + kh*p.DH
+							if ih < 0 || ih >= p.H {
+								continue
+							}
+							for kw := 0; kw < p.KW; kw++ {
+								iw := w0 + kw*p.DW
+								if iw < 0 || iw >= p.W {
+									continue
+								}
 								if v := src[ih*p.W+iw]; best < 0 || v > bv {
 									best, bv = ih*p.W+iw, v
 								}
@@ -458,13 +585,46 @@ func poolBackward(p *engine.Pool2D, x, dy, dx []float32, n int) {
 						}
 						continue
 					}
-					div := (h1 - hs) * (w1 - ws)
-					if p.CountIncludePad {
-						div = p.KH * p.KW
-					}
+					hs, he, ws, we, div := p.AvgWindow(h0, w0)
 					share := gv / float32(div)
-					for ih := hs; ih < h1; ih++ {
-						for iw := ws; iw < w1; iw++ {
+					for ih := hs; ih < he; ih++ {
+						for iw := ws; iw < we; iw++ {
+							d[ih*p.W+iw] += share
+						}
+					}
+				}
+			}
+		}
+	})
+}
+
+func adaptiveBackward(p *engine.AdaptivePool2D, x, dy, dx []float32, n int) {
+	parallel.Ranges(n*p.C, 16, func(lo, hi int) {
+		for pl := lo; pl < hi; pl++ {
+			src := x[pl*p.H*p.W : (pl+1)*p.H*p.W]
+			d := dx[pl*p.H*p.W : (pl+1)*p.H*p.W]
+			clear(d)
+			g := dy[pl*p.OH*p.OW : (pl+1)*p.OH*p.OW]
+			for oh := 0; oh < p.OH; oh++ {
+				h0, h1 := engine.AdaptiveRange(oh, p.H, p.OH)
+				for ow := 0; ow < p.OW; ow++ {
+					w0, w1 := engine.AdaptiveRange(ow, p.W, p.OW)
+					gv := g[oh*p.OW+ow]
+					if p.Max {
+						best, bv := -1, float32(math.Inf(-1))
+						for ih := h0; ih < h1; ih++ {
+							for iw := w0; iw < w1; iw++ {
+								if v := src[ih*p.W+iw]; best < 0 || v > bv {
+									best, bv = ih*p.W+iw, v
+								}
+							}
+						}
+						d[best] += gv
+						continue
+					}
+					share := gv / float32((h1-h0)*(w1-w0))
+					for ih := h0; ih < h1; ih++ {
+						for iw := w0; iw < w1; iw++ {
 							d[ih*p.W+iw] += share
 						}
 					}
