@@ -181,8 +181,26 @@ type SignatureReport struct {
 	// EnergyShare is the share of ‖RWS‖² (over all tensors) the selection
 	// holds.
 	EnergyShare float64 `json:"energy_share"`
+	// Codecs compares the quantization domains at the same bits and
+	// groups: linear (the demo's codec), log and tanh.
+	Codecs []CodecReport `json:"codecs"`
 	// Layers are the per-layer statistics (network order).
 	Layers []LayerRow `json:"layers"`
+}
+
+// CodecReport is one quantization domain's signature patch: its size and
+// error, and the patched model's accuracy (at the signature's scale) on
+// its corruption and on clean images.
+type CodecReport struct {
+	Domain string `json:"domain"` // linear (min-max), linear (absmax), log or tanh
+	PatchFile
+	// Ratio is the full F32 model's bytes / the patch's.
+	Ratio float64 `json:"ratio"`
+	// Corrupted and Clean are the patched model's test accuracies.
+	Corrupted float64 `json:"corrupted"`
+	Clean     float64 `json:"clean"`
+	// Invalid says why the engine refused the patched model.
+	Invalid string `json:"invalid,omitempty"`
 }
 
 // LayerRow is one layer's signature statistics.
@@ -383,8 +401,12 @@ func (r *run) fixtures() error {
 type sig struct {
 	corruption string
 	f32, quant *PatchFile
-	stats      *signature.Statistics
-	layers     []signature.LayerStat
+	// codecs are the quant patch (first) and the same bits and groups in
+	// the other domains, named by domains.
+	codecs  []*PatchFile
+	domains []string
+	stats   *signature.Statistics
+	layers  []signature.LayerStat
 }
 
 // signatures extracts every corruption's RWS (step 1).
@@ -430,6 +452,21 @@ func (r *run) signature(src signature.Sources, c string, q quantize.Config, mode
 	}
 	if s.quant, err = WriteSignature(r.ctx, src, st, sel, r.o.RunningStats, wpatch.Encoding{Values: "q", Quant: q}, filepath.Join(dir, "rws-"+c+".q4.wpatch"), r.o.Workers); err != nil {
 		return nil, err
+	}
+	s.codecs, s.domains = []*PatchFile{s.quant}, []string{domainName(q.Scheme)}
+	for _, d := range []quantize.Scheme{quantize.Symmetric, quantize.Log, quantize.Tanh} {
+		dq := quantize.Config{Bits: q.Bits, Scheme: d, Granularity: q.Granularity, BlockSize: q.BlockSize, F16Scales: q.F16Scales}
+		if q.Scheme == quantize.GGML {
+			dq = quantize.Config{Bits: 4, Scheme: d, Granularity: quantize.PerBlock, BlockSize: 32, F16Scales: true}
+		}
+		if d == q.Scheme {
+			continue
+		}
+		p, err := WriteSignature(r.ctx, src, st, sel, r.o.RunningStats, wpatch.Encoding{Values: "q", Quant: dq}, filepath.Join(dir, "rws-"+c+"."+dq.String()+".wpatch"), r.o.Workers)
+		if err != nil {
+			return nil, err
+		}
+		s.codecs, s.domains = append(s.codecs, p), append(s.domains, domainName(d))
 	}
 	rep := SignatureReport{Corruption: c, Tensors: sel, ModelFileBytes: modelBytes,
 		F32: *s.f32, Quant: *s.quant,
@@ -579,6 +616,49 @@ func (r *run) patchEach(sigs []*sig) error {
 			r.res.Rows = append(r.res.Rows, Row{Name: v.row, Group: GroupSignature, Corruption: s.corruption,
 				Path: r.rel(filepath.Join(out, "model.safetensors")), Scores: sc, PatchBytes: v.file.Bytes, Invalid: bad, Scale: scale})
 		}
+		if err := r.compareCodecs(s, scale); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// domainName names a quantization scheme's domain in the codec table.
+func domainName(s quantize.Scheme) string {
+	switch s {
+	case quantize.Asymmetric:
+		return "linear (min-max)"
+	case quantize.Symmetric:
+		return "linear (absmax)"
+	}
+	return s.String()
+}
+
+// compareCodecs evaluates the signature quantized in each domain.
+func (r *run) compareCodecs(s *sig, scale float64) error {
+	rep := &r.res.Signatures[len(r.res.Signatures)-1]
+	for i := range r.res.Signatures {
+		if r.res.Signatures[i].Corruption == s.corruption {
+			rep = &r.res.Signatures[i]
+		}
+	}
+	rep.Codecs = nil
+	for i, p := range s.codecs {
+		domain := s.domains[i]
+		c := CodecReport{Domain: domain, PatchFile: *p, Ratio: float64(rep.ModelFileBytes) / float64(p.Bytes)}
+		c.Path = r.rel(p.Path)
+		if i == 0 {
+			row, _ := r.res.Row(rowSigQuant(s.corruption))
+			c.Corrupted, c.Clean, c.Invalid = row.Scores.Corrupted[s.corruption], row.Scores.Clean, row.Invalid
+		} else {
+			out := filepath.Join(r.o.Out, "models", "patched-"+s.corruption+"-"+p.Encoding)
+			sc, bad, err := r.apply("clean+rws:"+s.corruption+" ("+domain+")", []string{p.Path}, []float64{scale}, out, r.test, false)
+			if err != nil {
+				return err
+			}
+			c.Corrupted, c.Clean, c.Invalid = sc.Corrupted[s.corruption], sc.Clean, bad
+		}
+		rep.Codecs = append(rep.Codecs, c)
 	}
 	return nil
 }

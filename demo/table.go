@@ -106,6 +106,24 @@ func (r *Result) SignatureTable() string {
 	return b.String()
 }
 
+// CodecTable compares the signatures quantized in the linear, log and
+// tanh domains at the same bits and groups.
+func (r *Result) CodecTable() string {
+	var b strings.Builder
+	b.WriteString("| signature | domain | codec | patch | ratio | rel. L2 error | its corruption | clean |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.Signatures {
+		for _, c := range s.Codecs {
+			acc := pct(c.Corrupted) + " | " + pct(c.Clean)
+			if c.Invalid != "" {
+				acc = "invalid model | "
+			}
+			fmt.Fprintf(&b, "| %s | %s | %s | %d B | %.1f× | %.4f | %s |\n", s.Corruption, c.Domain, c.Encoding, c.Bytes, c.Ratio, c.QuantRelL2, acc)
+		}
+	}
+	return b.String()
+}
+
 // ClaimsList renders the claims as a Markdown list.
 func (r *Result) ClaimsList() string {
 	var b strings.Builder
@@ -128,6 +146,8 @@ func (r *Result) Markdown() string {
 	b.WriteString(r.Table())
 	b.WriteString("\n## Signature sizes\n\n")
 	b.WriteString(r.SignatureTable())
+	b.WriteString("\n## Signature quantization domains\n\n")
+	b.WriteString(r.CodecTable())
 	b.WriteString("\n## Common scale of the composed signatures (validation images)\n\n| scale | clean | mean corrupted | objective |\n|---:|---:|---:|---:|\n")
 	for _, s := range r.ComposeScan {
 		if s.Invalid != "" {

@@ -28,6 +28,12 @@ const (
 	// are no separate scales or mins. Build it with GGMLConfig or
 	// ParseConfig("q8_0").
 	GGML
+	// Log is sign + (k−1)-bit log2 magnitude codes relative to the group's
+	// absmax: levels M, M/2, …, M/2^(2^(k−1)−2) and zero (see domain.go).
+	Log
+	// Tanh is k-bit symmetric codes of the companded tanh(α·x/M)/tanh(α),
+	// finer than linear near zero and coarser near ±M (see domain.go).
+	Tanh
 )
 
 // String returns "asym" or "sym", the spelling ParseConfig reads.
@@ -39,6 +45,10 @@ func (s Scheme) String() string {
 		return "sym"
 	case GGML:
 		return "ggml"
+	case Log:
+		return "log"
+	case Tanh:
+		return "tanh"
 	}
 	return fmt.Sprintf("Scheme(%d)", uint8(s))
 }
@@ -136,9 +146,9 @@ func (c Config) Validate() error {
 	}
 	switch c.Scheme {
 	case Asymmetric:
-	case Symmetric:
+	case Symmetric, Log, Tanh:
 		if c.Bits < 2 {
-			return fmt.Errorf("quantize: symmetric needs at least 2 bits: 1 bit has no nonzero signed code")
+			return fmt.Errorf("quantize: %s needs at least 2 bits: 1 bit has no nonzero signed code", c.Scheme)
 		}
 	default:
 		return fmt.Errorf("quantize: unknown scheme %d", uint8(c.Scheme))
@@ -151,6 +161,9 @@ func (c Config) Validate() error {
 		}
 	default:
 		return fmt.Errorf("quantize: unknown granularity %d", uint8(c.Granularity))
+	}
+	if c.MSE && c.Scheme.nonlinear() {
+		return fmt.Errorf("quantize: the -mse clipping search is for the linear schemes (asym, sym), not %s", c.Scheme)
 	}
 	if c.MSE && c.Granularity == PerTensor {
 		return fmt.Errorf("quantize: the -mse clipping search works per block or channel, not per tensor")
@@ -170,7 +183,7 @@ func (c Config) canonical() Config {
 // levels is 2^k−1 for Asymmetric (the top code) and 2^(k−1)−1 for
 // Symmetric (the largest signed code, also the offset of stored codes).
 func (c Config) levels() int32 {
-	if c.Scheme == Symmetric {
+	if c.Scheme == Symmetric || c.Scheme.nonlinear() {
 		return 1<<(c.Bits-1) - 1
 	}
 	return 1<<c.Bits - 1
@@ -212,7 +225,7 @@ func (c Config) BitsPerElement() float64 {
 }
 
 // String formats the config as ParseConfig reads it:
-// "<k>bit-<asym|sym>-<tensor|channel|block<G>>[-f16]", e.g.
+// "<k>bit-<asym|sym|log|tanh>-<tensor|channel|block<G>>[-f16]", e.g.
 // "4bit-sym-block64", "8bit-asym-channel", "4bit-sym-block32-f16".
 func (c Config) String() string {
 	if c.Scheme == GGML {
@@ -267,7 +280,7 @@ func ParseConfig(s string) (Config, error) {
 	}
 	c.Bits = k
 	if c.Scheme, err = ParseScheme(parts[1]); err != nil {
-		return bad("scheme must be asym or sym")
+		return bad("scheme must be asym, sym, log or tanh")
 	}
 	g := parts[2]
 	if strings.HasPrefix(g, "block") {
@@ -285,15 +298,19 @@ func ParseConfig(s string) (Config, error) {
 	return c, nil
 }
 
-// ParseScheme reads "asym" or "sym".
+// ParseScheme reads "asym", "sym", "log" or "tanh".
 func ParseScheme(s string) (Scheme, error) {
 	switch strings.ToLower(s) {
 	case "asym":
 		return Asymmetric, nil
 	case "sym":
 		return Symmetric, nil
+	case "log":
+		return Log, nil
+	case "tanh":
+		return Tanh, nil
 	}
-	return 0, fmt.Errorf("quantize: scheme %q: use asym or sym", s)
+	return 0, fmt.Errorf("quantize: scheme %q: use asym, sym, log or tanh", s)
 }
 
 // ParseGranularity reads "tensor", "channel" or "block".

@@ -231,9 +231,9 @@ func (q *Quantized) UnmarshalBinary(data []byte) error {
 	if !paddingClear(got.Codes, l.n, cfg.Bits) {
 		return formatErr("padding bits after the last code are not zero")
 	}
-	if cfg.Scheme == Symmetric {
+	if cfg.Scheme == Symmetric || cfg.Scheme == Tanh {
 		if i := firstCodeAbove(got.Codes, l.n, cfg.Bits, uint8(2*cfg.levels())); i >= 0 {
-			return formatErr("code %d is %d, above the symmetric maximum %d", i, 1<<cfg.Bits-1, 2*cfg.levels())
+			return formatErr("code %d is %d, above the %s maximum %d", i, 1<<cfg.Bits-1, cfg.Scheme, 2*cfg.levels())
 		}
 	}
 	body := data[:len(data)-trailer]

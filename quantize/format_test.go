@@ -147,7 +147,7 @@ func TestUnmarshalRejectsCorruption(t *testing.T) {
 	expectFormatError(t, "version 0", patch(4, 0, 0), "version 0")
 	expectFormatError(t, "bits 0", patch(6, 0), "bits")
 	expectFormatError(t, "bits 9", patch(6, 9), "bits")
-	expectFormatError(t, "scheme", patch(7, 3), "scheme")
+	expectFormatError(t, "scheme", patch(7, 9), "scheme")
 	expectFormatError(t, "ggml scheme, type F32", patch(7, 2), "not a ggml block codec")
 	expectFormatError(t, "granularity", patch(8, 3), "granularity")
 	expectFormatError(t, "scale format", patch(9, 2), "scale format")

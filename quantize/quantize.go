@@ -37,7 +37,7 @@ type Quantized struct {
 	// F16Scales every value is an F16 number.
 	Scales []float32
 	// Mins holds one offset per group for Asymmetric (the value of code 0)
-	// and is empty for Symmetric.
+	// and is empty for the other schemes.
 	Mins []float32
 	// Codes holds N k-bit codes packed LSB-first (see the package's pack
 	// notes): ceil(N·k/8) bytes.
@@ -335,6 +335,17 @@ var errRange = errors.New("quantize: value range too large for a finite scale (f
 // half a stored step.
 func (c Config) params(mn, mx float32) (s, m float32, err error) {
 	L := c.levels()
+	if c.Scheme.nonlinear() {
+		// The group's absmax, rounded up: the codes are relative to it.
+		a := max(-mn, mx)
+		if a == 0 {
+			return 0, 0, nil
+		}
+		if s = c.roundUp(float64(a)); !isFinite(s) {
+			return 0, 0, errRange
+		}
+		return s, 0, nil
+	}
 	if c.Scheme == Symmetric {
 		a := max(-mn, mx)
 		switch {
@@ -432,9 +443,17 @@ func nextDown16(h float16.Float16) float16.Float16 {
 // encode writes the codes of one group's values given its scale and min.
 func (c Config) encode(codes []uint8, vs []float32, s, m float32) {
 	L := c.levels()
+	switch {
+	case s != 0 && c.Scheme == Log:
+		c.encodeLog(codes, vs, s)
+		return
+	case s != 0 && c.Scheme == Tanh:
+		c.encodeTanh(codes, vs, s)
+		return
+	}
 	if s == 0 {
 		z := uint8(0)
-		if c.Scheme == Symmetric {
+		if c.Scheme == Symmetric || c.Scheme == Tanh {
 			z = uint8(L) // offset-binary zero
 		}
 		for i := range codes {
@@ -513,6 +532,14 @@ func (q *Quantized) dequantize(dst []float32, workers int) error {
 			glo, ghi = max(glo, lo), min(ghi, hi)
 			cs, out, s := codes[glo-lo:ghi-lo], dst[glo:ghi], q.Scales[g]
 			out = out[:len(cs)]
+			switch q.Scheme {
+			case Log:
+				q.decodeLog(out, cs, s)
+				continue
+			case Tanh:
+				q.decodeTanh(out, cs, s)
+				continue
+			}
 			if q.Scheme == Symmetric {
 				for i, c := range cs {
 					out[i] = float32(int32(c)-L) * s
@@ -577,8 +604,8 @@ func (q *Quantized) check() error {
 		return fmt.Errorf("quantize: %d scales for %d groups", len(q.Scales), l.groups)
 	case q.Scheme == Asymmetric && len(q.Mins) != l.groups:
 		return fmt.Errorf("quantize: %d mins for %d groups", len(q.Mins), l.groups)
-	case q.Scheme == Symmetric && len(q.Mins) != 0:
-		return fmt.Errorf("quantize: symmetric codec with %d mins", len(q.Mins))
+	case q.Scheme != Asymmetric && len(q.Mins) != 0:
+		return fmt.Errorf("quantize: %s codec with %d mins", q.Scheme, len(q.Mins))
 	case len(q.Codes) != packedLen(l.n, q.Bits):
 		return fmt.Errorf("quantize: %d code bytes, want %d for %d %d-bit codes", len(q.Codes), packedLen(l.n, q.Bits), l.n, q.Bits)
 	}
@@ -586,6 +613,9 @@ func (q *Quantized) check() error {
 	for g, s := range q.Scales {
 		if !(s >= 0) || !isFinite(s) || !q.representable(s) {
 			return fmt.Errorf("quantize: group %d: invalid scale %v", g, s)
+		}
+		if q.Scheme.nonlinear() {
+			continue // decoded magnitudes are at most the scale
 		}
 		if q.Scheme == Symmetric {
 			if !isFinite(float32(L) * s) {

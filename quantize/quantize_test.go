@@ -442,7 +442,7 @@ func TestWorkerCountInvariance(t *testing.T) {
 		vals[i] = float32(rng.NormFloat64())
 	}
 	shape := []int64{rows, cols}
-	for _, s := range []string{"4bit-sym-block64", "3bit-asym-block33", "3bit-asym-channel", "8bit-sym-tensor", "2bit-asym-tensor-f16", "5bit-asym-block1000000"} {
+	for _, s := range []string{"4bit-sym-block64", "3bit-asym-block33", "3bit-asym-channel", "8bit-sym-tensor", "2bit-asym-tensor-f16", "5bit-asym-block1000000", "4bit-log-block64", "3bit-tanh-channel", "5bit-log-tensor-f16"} {
 		cfg, err := ParseConfig(s)
 		if err != nil {
 			t.Fatal(err)

@@ -66,6 +66,7 @@ func demoAction(c *cli.Context) error {
 	} else {
 		fmt.Printf("\nAccuracy (%%) on %d Fashion-MNIST test images, clean and corrupted (bold: the patch's own corruption):\n\n%s", res.TestSamples, res.Table())
 		fmt.Printf("\nSignature sizes:\n\n%s", res.SignatureTable())
+		fmt.Printf("\nSignature quantization domains (same bits and groups):\n\n%s", res.CodecTable())
 		fmt.Printf("\nClaims:\n\n%s", res.ClaimsList())
 		fmt.Printf("\nResults, patches and models in %s (%s, %s); %.1f s\n", out, demo.ResultsMarkdown, demo.ResultsJSON, res.Seconds)
 	}

@@ -381,7 +381,7 @@ func quantizeCommand() *cli.Command {
 			&cli.StringFlag{Name: "codec", Usage: "a codec by name instead of the flags below: ggml's q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k (blocks byte-identical to llama.cpp's) or a spec such as 4bit-sym-block64"},
 			&cli.IntFlag{Name: "bits", Value: 4, Usage: "code width k (2, 3, 4, 8; any of 1..8)"},
 			&cli.IntFlag{Name: "group", Value: 64, Usage: "block size, with --granularity block"},
-			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax) or asym (min-max)"},
+			&cli.StringFlag{Name: "scheme", Value: "sym", Usage: "sym (absmax), asym (min-max), log (sign + log2 magnitude) or tanh (companded)"},
 			&cli.StringFlag{Name: "granularity", Value: "block", Usage: "block, channel (per output row) or tensor"},
 			&cli.BoolFlag{Name: "f16-scales", Usage: "store scales as F16 (smaller, see README)"},
 			&cli.BoolFlag{Name: "mse", Usage: "per group, clip the range where that lowers the squared error (block/channel)"},
