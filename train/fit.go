@@ -1,5 +1,5 @@
 // Package train trains the classifiers of package engine in pure Go:
-// backward passes for linear, conv2d, batchnorm (training mode),
+// backward passes for linear, conv2d, batchnorm (training or evaluation mode),
 // activations, pooling, flatten and dropout; softmax cross-entropy; SGD
 // with momentum and Adam; seeded Kaiming-uniform initialisation as
 // PyTorch does it. A fixed seed gives bit-for-bit identical weights on a
@@ -62,6 +62,9 @@ type Config struct {
 	Test *dataset.Set
 	// Logf, when set, receives one line per epoch.
 	Logf func(format string, args ...any)
+	// AfterEpoch, when set, is called after each epoch with its figures
+	// (e.g. to keep the parameters of the best epoch); an error stops Fit.
+	AfterEpoch func(Epoch) error
 }
 
 // Epoch is what one epoch measured. Train loss and accuracy are averaged
@@ -169,6 +172,7 @@ const (
 	streamDropout
 	streamCorrupt
 	streamCorruptPick
+	streamAscent
 )
 
 // Fit trains the model in place on data with mini-batch gradient descent
@@ -252,6 +256,11 @@ func Fit(m *engine.Model, data *dataset.Set, cfg Config) (*Metrics, error) {
 				msg += fmt.Sprintf(", test loss %.4f accuracy %.4f (%d/%d)", e.TestLoss, e.TestAccuracy, e.TestCorrect, e.TestSamples)
 			}
 			cfg.Logf("%s", msg)
+		}
+		if cfg.AfterEpoch != nil {
+			if err := cfg.AfterEpoch(e); err != nil {
+				return metrics, err
+			}
 		}
 		lr *= cfg.LRDecay
 	}

@@ -22,9 +22,10 @@ type tensor64 struct {
 
 func (t tensor64) per() int { return size(t.shape) }
 
-// refForward runs the model in float64 in training mode: batchnorm on the
-// batch's statistics (biased variance), dropout off.
-func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
+// refForwardMode runs the model in float64 with dropout off: batchnorm on
+// the batch's statistics (biased variance), or with eval on the running
+// statistics.
+func refForwardMode(m *engine.Model, p [][]float64, x tensor64, eval bool) tensor64 {
 	idx := map[*engine.Param]int{}
 	for i, q := range m.Params() {
 		idx[q] = i
@@ -35,15 +36,15 @@ func refForward(m *engine.Model, p [][]float64, x tensor64) tensor64 {
 		}
 		return p[idx[q]]
 	}
-	return refSeq(m.Layers, get, x)
+	return refSeq(m.Layers, get, x, eval)
 }
 
 // refSeq runs one sequence of layers in float64 (see refForward).
-func refSeq(layers []engine.Layer, get func(*engine.Param) []float64, x tensor64) tensor64 {
+func refSeq(layers []engine.Layer, get func(*engine.Param) []float64, x tensor64, eval bool) tensor64 {
 	for _, l := range layers {
 		switch l := l.(type) {
 		case *engine.Residual:
-			a, b := refSeq(l.Body, get, x), refSeq(l.Shortcut, get, x)
+			a, b := refSeq(l.Body, get, x, eval), refSeq(l.Shortcut, get, x, eval)
 			y := tensor64{x.n, a.shape, make([]float64, len(a.v))}
 			for k := range y.v {
 				y.v[k] = a.v[k] + b.v[k]
@@ -53,7 +54,7 @@ func refSeq(layers []engine.Layer, get func(*engine.Param) []float64, x tensor64
 			var outs []tensor64
 			ch := 0
 			for _, br := range l.Branches {
-				o := refSeq(br, get, x)
+				o := refSeq(br, get, x, eval)
 				outs = append(outs, o)
 				ch += o.shape[0]
 			}
@@ -154,6 +155,9 @@ func refSeq(layers []engine.Layer, get func(*engine.Param) []float64, x tensor64
 					vr += (x.v[k] - mean) * (x.v[k] - mean)
 				}
 				vr /= float64(len(vals))
+				if eval {
+					mean, vr = get(l.Mean)[c], get(l.Var)[c]
+				}
 				for _, k := range vals {
 					y.v[k] = (x.v[k]-mean)/math.Sqrt(vr+l.Eps)*g[c] + b[c]
 				}
@@ -313,13 +317,19 @@ func gradArchs() map[string]*engine.Arch {
 }
 
 func TestGradientsFiniteDifferences(t *testing.T) {
+	for _, eval := range []bool{false, true} {
+		t.Run(map[bool]string{false: "train", true: "eval"}[eval], func(t *testing.T) { checkGradients(t, eval) })
+	}
+}
+
+func checkGradients(t *testing.T, eval bool) {
 	for name, a := range gradArchs() {
 		m, err := engine.New(a)
 		if err != nil {
 			t.Fatal(name, err)
 		}
 		Init(m, 7)
-		r := dataset.NewRand(99)
+		r, rs := dataset.NewRand(99), dataset.NewRand(98)
 		// Non-trivial batchnorm affine parameters.
 		for _, p := range m.Params() {
 			if p.Role == "weight" && len(p.Shape) == 1 {
@@ -332,6 +342,18 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 					p.Data[i] = float32(r.Uniform(-0.5, 0.5))
 				}
 			}
+			// Running statistics matter in evaluation mode (their own
+			// stream, so the training-mode case sees the data it always did).
+			if p.Role == "running_mean" {
+				for i := range p.Data {
+					p.Data[i] = float32(rs.Uniform(-0.3, 0.3))
+				}
+			}
+			if p.Role == "running_var" {
+				for i := range p.Data {
+					p.Data[i] = float32(rs.Uniform(0.5, 2))
+				}
+			}
 		}
 		n := 5
 		x := make([]float32, n*m.InputSize())
@@ -342,7 +364,11 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 		for i := range labels {
 			labels[i] = r.Intn(m.NumClasses())
 		}
-		loss, grads, err := Gradients(m, x, labels)
+		gradients := Gradients
+		if eval {
+			gradients = GradientsEval
+		}
+		loss, grads, err := gradients(m, x, labels)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -358,7 +384,7 @@ func TestGradientsFiniteDifferences(t *testing.T) {
 		for i, v := range x {
 			x64.v[i] = float64(v)
 		}
-		L := func() float64 { return refLoss(refForward(m, p64, x64), labels) }
+		L := func() float64 { return refLoss(refForwardMode(m, p64, x64, eval), labels) }
 		if ref := L(); math.Abs(ref-loss) > 1e-5*math.Max(1, ref) {
 			t.Errorf("%s: loss %v, float64 reference %v", name, loss, ref)
 		}

@@ -29,6 +29,12 @@ type net struct {
 	col    []float32
 	dcol   []float32
 	dyp    []float32
+	// train records the last forward pass's mode: batchnorm's backward
+	// pass then uses batch statistics (true) or the running ones.
+	train bool
+	// only, when set, limits the backward pass to this parameter's
+	// gradient: layers before it are skipped, others' gradients left out.
+	only *engine.Param
 }
 
 // seq is one sequence of layers — the model's, or a path of a residual
@@ -109,6 +115,7 @@ func size(s []int) int {
 // batchnorm uses the batch's statistics (updating the running ones when
 // updateStats) and dropout draws masks from rng (none when rng is nil).
 func (t *net) forward(x []float32, n int, train, updateStats bool, rng *dataset.Rand) []float32 {
+	t.train = train
 	return t.forwardSeq(t.top, x, n, train, updateStats, rng)
 }
 
@@ -284,12 +291,32 @@ func (t *net) backwardSeq(s *seq, dy, dx []float32, n int) {
 		}
 		return
 	}
+	stop := 0
+	if t.only != nil {
+		// In the sequence holding the parameter only its layer and those
+		// after it matter; any other sequence just passes gradients on.
+		stop = -1
+		for i, l := range s.layers {
+			if holds(l, t.only) {
+				stop = i
+				break
+			}
+		}
+		switch {
+		case stop >= 0:
+			dx = nil
+		case dx == nil:
+			return
+		default:
+			stop = 0
+		}
+	}
 	which := 0
-	for i := len(s.layers) - 1; i >= 0; i-- {
+	for i := len(s.layers) - 1; i >= stop; i-- {
 		l := s.layers[i]
 		x, y := s.acts[i], s.acts[i+1]
 		di := dx
-		if i > 0 {
+		if i > stop {
 			s.dy[which] = grow(s.dy[which], n*size(l.InShape()))
 			di = s.dy[which]
 			which ^= 1
@@ -333,7 +360,11 @@ func (t *net) backwardSeq(s *seq, dy, dx []float32, n int) {
 		case *engine.Conv2D:
 			t.convBackward(l, x, dy, di, n)
 		case *engine.BatchNorm:
-			t.bnBackward(l, x, dy, di, n)
+			if t.train {
+				t.bnBackward(l, x, dy, di, n)
+			} else {
+				t.bnEvalBackward(l, x, dy, di, n)
+			}
 		case *engine.Activation:
 			if di != nil {
 				activationBackward(l, x, y, dy, di)
@@ -365,6 +396,16 @@ func (t *net) backwardSeq(s *seq, dy, dx []float32, n int) {
 	}
 }
 
+// holds reports whether layer l is or contains parameter p.
+func holds(l engine.Layer, p *engine.Param) bool {
+	for _, q := range l.Params() {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
 // addInto adds b onto a, elementwise.
 func addInto(a, b []float32) {
 	parallel.Ranges(len(a), 1<<14, func(lo, hi int) {
@@ -375,7 +416,7 @@ func addInto(a, b []float32) {
 }
 
 func (t *net) grad(p *engine.Param) []float32 {
-	if p == nil {
+	if p == nil || (t.only != nil && p != t.only) {
 		return nil
 	}
 	return t.grads[t.index[p]]
@@ -397,9 +438,11 @@ func sumRows(a []float32, n, k int, out []float32) {
 
 func (t *net) linearBackward(l *engine.Linear, x, dy, dx []float32, n int) {
 	// dW = dyᵀ·x, db = Σ dy, dx = dy·W.
-	engine.Gemm(true, false, l.Out, l.In, n, dy, x, 0, t.grad(l.W))
-	if l.B != nil {
-		sumRows(dy, n, l.Out, t.grad(l.B))
+	if dw := t.grad(l.W); dw != nil {
+		engine.Gemm(true, false, l.Out, l.In, n, dy, x, 0, dw)
+	}
+	if db := t.grad(l.B); db != nil {
+		sumRows(dy, n, l.Out, db)
 	}
 	if dx != nil {
 		engine.Gemm(false, false, n, l.In, l.Out, dy, l.W.Data, 0, dx)
@@ -438,9 +481,11 @@ func (t *net) convBackward(c *engine.Conv2D, x, dy, dx []float32, n int) {
 		}
 		// dW (+)= dY'·colᵀ: [OutC, K/G], group by group.
 		og, kg := c.OutC/c.G, c.GroupRows()
-		c.GroupGemms(ld, func(w, cl, o int) {
-			engine.Gemm(false, true, og, kg, ld, dyp[o:], col[cl:], beta, dw[w:])
-		})
+		if dw != nil {
+			c.GroupGemms(ld, func(w, cl, o int) {
+				engine.Gemm(false, true, og, kg, ld, dyp[o:], col[cl:], beta, dw[w:])
+			})
+		}
 		if db != nil {
 			parallel.Ranges(c.OutC, 1, func(lo, hi int) {
 				for oc := lo; oc < hi; oc++ {
@@ -487,7 +532,11 @@ func (t *net) bnBackward(l *engine.BatchNorm, x, dy, dx []float32, n int) {
 			gamma := 1.0
 			if l.Weight != nil {
 				gamma = float64(l.Weight.Data[ch])
+			}
+			if dg != nil {
 				dg[ch] = float32(sdyx)
+			}
+			if db != nil {
 				db[ch] = float32(sdy)
 			}
 			if dx == nil {
@@ -500,6 +549,41 @@ func (t *net) bnBackward(l *engine.BatchNorm, x, dy, dx []float32, n int) {
 					xhat := (float64(x[off+j]) - mean) * inv
 					dx[off+j] = float32(k * (cnt*float64(g) - sdy - xhat*sdyx))
 				}
+			}
+		}
+	})
+}
+
+// bnEvalBackward is batchnorm's backward pass on the running statistics
+// (evaluation mode): the layer is then the fixed affine map
+// y = x·scale[c] + shift[c], so dx = dy·scale[c], dγ = Σ dy·x̂, dβ = Σ dy.
+func (t *net) bnEvalBackward(l *engine.BatchNorm, x, dy, dx []float32, n int) {
+	per := l.C * l.Inner
+	dg, db := t.grad(l.Weight), t.grad(l.Bias)
+	parallel.Ranges(l.C, 1, func(lo, hi int) {
+		for ch := lo; ch < hi; ch++ {
+			inv := 1 / math.Sqrt(float64(l.Var.Data[ch])+l.Eps)
+			mean := float64(l.Mean.Data[ch])
+			scale := inv
+			if l.Weight != nil {
+				scale *= float64(l.Weight.Data[ch])
+			}
+			var sdy, sdyx float64
+			for s0 := 0; s0 < n; s0++ {
+				off := s0*per + ch*l.Inner
+				for j, g := range dy[off : off+l.Inner] {
+					sdy += float64(g)
+					sdyx += float64(g) * (float64(x[off+j]) - mean) * inv
+					if dx != nil {
+						dx[off+j] = float32(float64(g) * scale)
+					}
+				}
+			}
+			if dg != nil {
+				dg[ch] = float32(sdyx)
+			}
+			if db != nil {
+				db[ch] = float32(sdy)
 			}
 		}
 	})
