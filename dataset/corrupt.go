@@ -3,6 +3,7 @@ package dataset
 import (
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -176,10 +177,14 @@ func chw(shape []int) (c, h, w int) {
 // Corruption is one corruption with its severity parameter, as written in
 // a spec string: "gaussian_noise:0.3" is {Name: "gaussian_noise", Param: 0.3}.
 type Corruption struct {
-	// Name is one of CorruptionNames.
+	// Name is one of CorruptionNames, or with Suite one of Benchmark and
+	// Extra.
 	Name string
-	// Param is the severity: σ, factor, δ, probability or block size.
+	// Param is the severity: σ, factor, δ, probability or block size; with
+	// Suite the benchmark's severity 1–5.
 	Param float64
+	// Suite selects the benchmark corruption (spec "name@severity").
+	Suite bool
 }
 
 // corruptionKinds lists the corruptions a spec may name, their parameter's
@@ -210,6 +215,9 @@ func CorruptionNames() []string {
 // Apply corrupts one image in place; r supplies the randomness of the
 // noisy corruptions.
 func (c Corruption) Apply(img []float32, shape []int, r *Rand) error {
+	if c.Suite {
+		return ApplySuite(img, shape, c.Name, int(c.Param), r)
+	}
 	switch c.Name {
 	case "gaussian_noise":
 		GaussianNoise(img, c.Param, r)
@@ -231,6 +239,9 @@ func (c Corruption) Apply(img []float32, shape []int, r *Rand) error {
 
 // String writes the corruption as in a spec, e.g. "blur:1.5".
 func (c Corruption) String() string {
+	if c.Suite {
+		return c.Name + "@" + strconv.Itoa(int(c.Param))
+	}
 	return c.Name + ":" + strconv.FormatFloat(c.Param, 'g', -1, 64)
 }
 
@@ -241,8 +252,10 @@ type Pipeline []Corruption
 // contrast:0.4": a comma-separated list of name:parameter, applied in
 // that order. Names: gaussian_noise:σ (additive noise), blur:σ (Gaussian
 // blur), contrast:c (scale deviations from the mean), brightness:δ (add),
-// salt_pepper:p (pixels to 0 or 1), pixelate:k (k×k block means). An
-// empty spec is an empty pipeline.
+// salt_pepper:p (pixels to 0 or 1), pixelate:k (k×k block means); and
+// the benchmark's corruptions at a severity, name@1 to name@5 (e.g.
+// motion_blur@3, see Benchmark and Extra). An empty spec is an empty
+// pipeline.
 func ParseCorruptions(spec string) (Pipeline, error) {
 	var p Pipeline
 	if strings.TrimSpace(spec) == "" {
@@ -250,7 +263,22 @@ func ParseCorruptions(spec string) (Pipeline, error) {
 	}
 	for _, item := range strings.Split(spec, ",") {
 		item = strings.TrimSpace(item)
+		if n, sev, ok := strings.Cut(item, "@"); ok {
+			n = strings.TrimSpace(n)
+			if !IsSuiteCorruption(n) {
+				return nil, fmt.Errorf("corruption %q: unknown benchmark corruption (known: %s)", item, strings.Join(append(slices.Clone(Benchmark), Extra...), ", "))
+			}
+			k, err := strconv.Atoi(strings.TrimSpace(sev))
+			if err != nil || k < 1 || k > 5 {
+				return nil, fmt.Errorf("corruption %q: severity must be 1..5", item)
+			}
+			p = append(p, Corruption{Name: n, Param: float64(k), Suite: true})
+			continue
+		}
 		name, val, ok := strings.Cut(item, ":")
+		if b := strings.TrimSpace(name); b == "all" || b == "extra" || b == "all19" {
+			return nil, fmt.Errorf("corruption %q: %s:S is a set of separate evaluations, one per corruption (eval --corrupt takes it); here give one, e.g. fog@3", item, b)
+		}
 		name = strings.TrimSpace(name)
 		kind, known := corruptionKinds[name]
 		if !known {

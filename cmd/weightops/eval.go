@@ -16,6 +16,7 @@ import (
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/gguf"
+	"github.com/weightops/weightops/progress"
 	"github.com/weightops/weightops/tokenizer"
 	"github.com/weightops/weightops/weights"
 )
@@ -37,7 +38,8 @@ func evalCommand() *cli.Command {
 			&cli.StringFlag{Name: "labels", Usage: "labels for --data/--npy: an IDX or .npy file"},
 			&cli.StringFlag{Name: "csv", Usage: "CSV file with a label column and feature columns"},
 			&cli.IntFlag{Name: "label-col", Value: 0, Usage: "the CSV's label column (negative counts from the end)"},
-			&cli.StringFlag{Name: "corrupt", Usage: "corrupt samples first: e.g. gaussian_noise:0.3,blur:1,contrast:0.4 (also brightness, salt_pepper, pixelate)"},
+			&cli.StringFlag{Name: "corrupt", Usage: "corrupt samples first: e.g. gaussian_noise:0.3,blur:1,contrast:0.4 (also brightness, salt_pepper, pixelate), a benchmark corruption such as motion_blur@3; or all:S / extra:S / all19:S (S a severity, 1-5 or 1,3,5): the common-corruptions benchmark, one evaluation per corruption and severity, with mean accuracy and mCE"},
+			&cli.StringFlag{Name: "baseline", Usage: "with --corrupt all:S: a baseline model (arch file beside it) to normalise the corruption errors by, as mCE does with AlexNet"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the corruptions"},
 			&cli.IntFlag{Name: "batch", Value: 256, Usage: "samples per forward pass"},
 			jsonFlag, quietFlag,
@@ -91,9 +93,18 @@ func runEval(c *cli.Context) error {
 		}
 		archPath = p
 	}
-	corrupt, err := dataset.ParseCorruptions(c.String("corrupt"))
+	conds, suite, err := dataset.ParseSuite(c.String("corrupt"))
 	if err != nil {
 		return fmt.Errorf("eval: --corrupt: %w", err)
+	}
+	var corrupt dataset.Pipeline
+	if !suite {
+		if corrupt, err = dataset.ParseCorruptions(c.String("corrupt")); err != nil {
+			return fmt.Errorf("eval: --corrupt: %w", err)
+		}
+		if c.IsSet("baseline") {
+			return errors.New("eval: --baseline normalises benchmark errors; give --corrupt all:S (or extra:S, all19:S)")
+		}
 	}
 	if c.Int("batch") < 1 {
 		return errors.New("eval: --batch must be at least 1")
@@ -110,6 +121,9 @@ func runEval(c *cli.Context) error {
 		return err
 	}
 	start := time.Now()
+	if suite {
+		return runBenchmark(c, m, s, conds, modelPath, archPath, dataName, start)
+	}
 	r, err := engine.Evaluate(m, s, engine.EvalOptions{BatchSize: c.Int("batch"), Corrupt: corrupt, Seed: c.Uint64("seed")})
 	if err != nil {
 		return fmt.Errorf("eval: %s on %s: %w", modelPath, dataName, err)
@@ -120,6 +134,81 @@ func runEval(c *cli.Context) error {
 		return printJSON(rep)
 	}
 	return writeEvalText(os.Stdout, &rep, s)
+}
+
+// benchmarkReport is eval's JSON with a benchmark spec.
+type benchmarkReport struct {
+	Model    string `json:"model"`
+	Arch     string `json:"arch"`
+	Data     string `json:"data"`
+	Spec     string `json:"spec"`
+	Baseline string `json:"baseline"`
+	*engine.BenchmarkResult
+	Seconds float64 `json:"seconds"`
+}
+
+func runBenchmark(c *cli.Context, m *engine.Model, s *dataset.Set, conds []dataset.SuiteCondition, modelPath, archPath, dataName string, start time.Time) error {
+	var base *engine.Model
+	if b := c.String("baseline"); b != "" {
+		var err error
+		if base, err = engine.Load(b, ""); err != nil {
+			return fmt.Errorf("eval: --baseline: %w", err)
+		}
+	}
+	n := int64(1 + len(conds))
+	if base != nil {
+		n *= 2
+	}
+	bar := progress.NewCount(n, "benchmark", c.Bool("quiet"))
+	r, err := engine.EvaluateBenchmark(m, base, s, conds, engine.EvalOptions{BatchSize: c.Int("batch"), Seed: c.Uint64("seed")}, func() { bar.Add(1) })
+	bar.Done()
+	if err != nil {
+		return fmt.Errorf("eval: %s on %s: %w", modelPath, dataName, err)
+	}
+	rep := benchmarkReport{Model: modelPath, Arch: archPath, Data: dataName, Spec: c.String("corrupt"), Baseline: c.String("baseline"),
+		BenchmarkResult: r, Seconds: time.Since(start).Seconds()}
+	if c.Bool("json") {
+		return printJSON(rep)
+	}
+	fmt.Printf("model     %s (arch %s)\n", modelPath, archPath)
+	fmt.Printf("data      %s: %d samples, corruptions %s (seed %d)\n", dataName, s.Len(), rep.Spec, r.Seed)
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	head := "corruption\t"
+	for _, sv := range r.Corruptions[0].Severity {
+		head += fmt.Sprintf("@%d\t", sv)
+	}
+	head += "mean\t"
+	if base != nil {
+		head += "CE\trel. CE\t"
+	}
+	fmt.Fprintln(tw, head)
+	opt := func(p *float64) string {
+		if p == nil {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f%%", 100**p)
+	}
+	for _, cr := range r.Corruptions {
+		row := cr.Name + "\t"
+		for _, a := range cr.Accuracy {
+			row += fmt.Sprintf("%.1f%%\t", 100*a)
+		}
+		row += fmt.Sprintf("%.1f%%\t", 100*cr.Mean)
+		if base != nil {
+			row += opt(cr.CE) + "\t" + opt(cr.RelativeCE) + "\t"
+		}
+		fmt.Fprintln(tw, row)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Printf("clean accuracy            %.2f%%\n", 100*r.Clean)
+	fmt.Printf("mean corruption accuracy  %.2f%% (unnormalised mCE %.2f%%, mean relative error %.2f%%)\n", 100*r.MeanAccuracy, 100*r.MeanError, 100*r.MeanRelativeError)
+	if base != nil {
+		fmt.Printf("mCE vs the baseline       %s (relative mCE %s; baseline clean %.2f%%)\n", opt(r.MCE), opt(r.RelativeMCE), 100**r.BaselineClean)
+	}
+	fmt.Printf("time      %.1fs\n", rep.Seconds)
+	return nil
 }
 
 func writeEvalText(w io.Writer, rep *evalReport, s *dataset.Set) error {
