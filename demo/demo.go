@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,15 @@ type Options struct {
 	// EvalSeed seeds the corruptions of the test and validation images
 	// (default 1).
 	EvalSeed uint64
+	// BudgetConfidence is how sure the scale choice must be that a
+	// signature's clean cost on new images stays within SignatureBudget:
+	// the held-out cost plus z·SE (paired, over the held-out images; z the
+	// one-sided normal quantile) must be within it. Negative: the held-out
+	// cost alone; default (0) 0.95.
+	BudgetConfidence float64
+	// RiFTEpochs is the epochs of RiFT's criticality ascent and of its
+	// fine-tuning in step 3 (default 5; RiFT's own default is 10).
+	RiFTEpochs int
 	// Workers is the number of tensors processed at once (0: default).
 	Workers int
 	// Version is recorded in merged models' metadata.
@@ -112,6 +122,20 @@ func (o *Options) defaults() error {
 	}
 	if o.SignatureBudget == 0 {
 		o.SignatureBudget = 0.03
+	}
+	switch {
+	case o.BudgetConfidence == 0:
+		o.BudgetConfidence = 0.95
+	case o.BudgetConfidence < 0:
+		o.BudgetConfidence = 0 // no margin
+	case o.BudgetConfidence >= 1:
+		return fmt.Errorf("demo: budget confidence %g: want it below 1", o.BudgetConfidence)
+	}
+	if o.RiFTEpochs == 0 {
+		o.RiFTEpochs = 5
+	}
+	if o.RiFTEpochs < 0 {
+		return fmt.Errorf("demo: RiFT epochs %d: want a positive number", o.RiFTEpochs)
 	}
 	if o.Log == nil {
 		o.Log = io.Discard
@@ -250,6 +274,8 @@ type Result struct {
 	// candidate's validation scores.
 	ComposeScale float64      `json:"compose_scale"`
 	ComposeScan  []ScaleScore `json:"compose_scan"`
+	// RiFT records step 3's Robust Critical Fine-Tuning.
+	RiFT *RiFT `json:"rift"`
 	// Rows is the table, in display order.
 	Rows     []Row     `json:"rows"`
 	Unpatch  []Unpatch `json:"unpatch"`
@@ -366,6 +392,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := r.compose(sigs); err != nil {
+		return nil, err
+	}
+	if err := r.tools(sigs, data); err != nil {
 		return nil, err
 	}
 	if err := r.ablations(sigs); err != nil {
@@ -634,6 +663,26 @@ func domainName(s quantize.Scheme) string {
 	return s.String()
 }
 
+// pairedDrop is the accuracy lost from a to b on the same images and the
+// standard error of that paired difference: with d = n(a right, b wrong)
+// and g = n(a wrong, b right) over n images, drop = (d − g)/n and SE² =
+// (d + g − (d − g)²/n)/n².
+func pairedDrop(a, b []bool) (drop, se float64) {
+	var d, g float64
+	for i := range a {
+		switch {
+		case a[i] && !b[i]:
+			d++
+		case !a[i] && b[i]:
+			g++
+		}
+	}
+	n := float64(len(a))
+	drop = (d - g) / n
+	se = math.Sqrt(max(d+g-(d-g)*(d-g)/n, 0)) / n
+	return drop, se
+}
+
 // compareCodecs evaluates the signature quantized in each domain.
 func (r *run) compareCodecs(s *sig, scale float64) error {
 	rep := &r.res.Signatures[len(r.res.Signatures)-1]
@@ -664,13 +713,18 @@ func (r *run) compareCodecs(s *sig, scale float64) error {
 }
 
 // tuneScale picks a signature's scale on the validation images: the
-// largest candidate (Scales and 1) whose clean accuracy is within the
-// budget of the clean model's; the smallest valid one when none is.
+// largest candidate (Scales and 1) whose clean cost is within the budget
+// with the asked confidence (see Options.BudgetConfidence); the smallest
+// valid one when none is.
 func (r *run) tuneScale(s *sig) (float64, error) {
 	clean, _ := r.man.Role(RoleClean, "")
-	base, err := r.val.File(r.model(clean.Name))
+	base, err := r.val.CleanCorrect(r.model(clean.Name))
 	if err != nil {
 		return 0, err
+	}
+	z := 0.0
+	if c := r.o.BudgetConfidence; c > 0 {
+		z = math.Sqrt2 * math.Erfinv(2*c-1)
 	}
 	cands := append([]float64{1}, r.o.Scales...)
 	sort.Sort(sort.Reverse(sort.Float64Slice(cands)))
@@ -686,15 +740,16 @@ func (r *run) tuneScale(s *sig) (float64, error) {
 		if err != nil {
 			return 0, err
 		}
-		sc, err := r.val.File(p)
+		got, err := r.val.CleanCorrect(p)
 		if err != nil {
 			fmt.Fprintf(r.o.Log, "   %s scale %-5g invalid model: %s\n", s.corruption, c, reason(err))
 			continue
 		}
-		drop := base.Clean - sc.Clean
-		fmt.Fprintf(r.o.Log, "   %s scale %-5g validation: clean %.3f (%+.1f pts), %s %.3f\n", s.corruption, c, sc.Clean, -100*drop, s.corruption, sc.Corrupted[s.corruption])
+		drop, se := pairedDrop(base, got)
+		bound := drop + z*se
+		fmt.Fprintf(r.o.Log, "   %s scale %-5g validation: clean cost %+.1f pts (± %.1f; bound %.1f)\n", s.corruption, c, 100*drop, 100*se, 100*bound)
 		chosen = c
-		if drop <= r.o.SignatureBudget+1e-12 {
+		if bound <= r.o.SignatureBudget+1e-12 {
 			return c, nil
 		}
 	}

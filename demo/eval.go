@@ -67,6 +67,24 @@ func (e *Evaluator) Model(m *engine.Model) (Scores, error) {
 	return s, nil
 }
 
+// CleanCorrect loads a checkpoint and says, per clean image, whether it
+// classifies it right.
+func (e *Evaluator) CleanCorrect(path string) ([]bool, error) {
+	m, err := engine.Load(path, "")
+	if err != nil {
+		return nil, err
+	}
+	preds, err := engine.Predict(m, e.clean, engine.EvalOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	out := make([]bool, len(preds))
+	for i, p := range preds {
+		out[i] = p.Class == e.clean.Labels[i]
+	}
+	return out, nil
+}
+
 // File loads a checkpoint (with the arch file beside it) and scores it.
 func (e *Evaluator) File(path string) (Scores, error) {
 	m, err := engine.Load(path, "")

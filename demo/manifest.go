@@ -187,6 +187,16 @@ func (m *Manifest) LoadData(dir string) (*Data, error) {
 	return &Data{Train: tr, Val: val, Test: te}, nil
 }
 
+// Corruption finds a corruption by name.
+func (m *Manifest) Corruption(name string) (Corruption, bool) {
+	for _, c := range m.Corruptions {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Corruption{}, false
+}
+
 // CorruptionNames lists the manifest's corruptions in order.
 func (m *Manifest) CorruptionNames() []string {
 	out := make([]string, len(m.Corruptions))

@@ -29,6 +29,7 @@ func demoCommand() *cli.Command {
 			&cli.StringFlag{Name: "quantize", Value: "4bit-asym-block64", Usage: "quantization of the small signatures"},
 			&cli.StringFlag{Name: "running-stats", Value: signature.StatsDifference, Usage: "batchnorm running statistics in signatures: difference (robust − clean), project (plain RWS) or skip"},
 			&cli.Float64Flag{Name: "max-clean-drop", Value: 3, Usage: "each signature's scale is the largest costing at most this many points of clean accuracy on held-out images (negative: scale 1)"},
+			&cli.Float64Flag{Name: "budget-confidence", Value: 0.95, Usage: "how sure the scale choice must be that the clean cost stays within --max-clean-drop on new images: held-out cost + z·SE (negative: the held-out cost alone)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the test-time corruptions"},
 			&cli.BoolFlag{Name: "strict", Usage: "exit with an error when a claim does not hold"},
 			workersFlag, jsonFlag, quietFlag,
@@ -55,7 +56,7 @@ func demoAction(c *cli.Context) error {
 	}
 	res, err := demo.Run(c.Context, demo.Options{Data: c.String("data"), Embedded: weightops.DemoData, Recipes: c.String("recipes"), Out: out, Layers: c.Int("layers"),
 		Quant: c.String("quantize"), RunningStats: c.String("running-stats"), EvalSeed: c.Uint64("seed"), Workers: c.Int("workers"), Version: version, Log: log,
-		SignatureBudget: signatureBudget(c.Float64("max-clean-drop"))})
+		SignatureBudget: signatureBudget(c.Float64("max-clean-drop")), BudgetConfidence: c.Float64("budget-confidence")})
 	if err != nil {
 		return err
 	}

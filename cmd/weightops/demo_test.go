@@ -40,7 +40,7 @@ const (
 // README's table).
 func TestDemoPipeline(t *testing.T) {
 	if testing.Short() {
-		t.Skip("runs the whole demo (about 20 s); skipped with -short")
+		t.Skip("runs the whole demo (about 40 s); skipped with -short")
 	}
 	out := t.TempDir()
 	start := time.Now()
