@@ -47,6 +47,7 @@ type Param struct {
 // batch. One Workspace serves one goroutine at a time.
 type Workspace struct {
 	act   [2][]float32
+	out   []float32
 	col   []float32
 	tmp   []float32
 	sum   []float32

@@ -131,21 +131,9 @@ func (m *Model) Forward(x []float32, n int, ws *Workspace) []float32 {
 	if n == 0 {
 		return nil
 	}
-	cur := x
-	which := 0
-	for _, l := range m.Layers {
-		var dst []float32
-		switch {
-		case l.InPlace() && &cur[0] != &x[0]:
-			dst = cur
-		default:
-			dst = grow(&ws.act[which], n*prod(l.OutShape()))
-			which ^= 1
-		}
-		l.Forward(cur, dst, n, ws)
-		cur = dst
-	}
-	return cur[:n*m.NumClasses()]
+	out := grow(&ws.out, n*m.NumClasses())
+	RunInto(m.Layers, x, out, n, ws)
+	return out
 }
 
 // tensorSource is what a model reads its parameters from.

@@ -15,25 +15,7 @@ import (
 // statistics, dropout off — the model as it is deployed. The model is not
 // modified.
 func GradientsEval(m *engine.Model, x []float32, labels []int) (float64, [][]float32, error) {
-	n := len(labels)
-	if n == 0 || len(x) != n*m.InputSize() {
-		return 0, nil, fmt.Errorf("gradients: %d values for %d samples of %d", len(x), n, m.InputSize())
-	}
-	for i, l := range labels {
-		if l < 0 || l >= m.NumClasses() {
-			return 0, nil, fmt.Errorf("gradients: sample %d has label %d", i, l)
-		}
-	}
-	t, err := newNet(m)
-	if err != nil {
-		return 0, nil, err
-	}
-	k := m.NumClasses()
-	z := t.forward(x, n, false, false, nil)
-	dz := make([]float32, n*k)
-	loss, _ := lossGrad(z, labels, k, dz)
-	t.backward(dz, n)
-	return loss, t.grads, nil
+	return gradients(m, x, labels, false)
 }
 
 // CriticalityOptions configure ModuleCriticality; zero values take RiFT's

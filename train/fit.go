@@ -319,6 +319,11 @@ func Evaluate(m *engine.Model, s *dataset.Set) (loss, accuracy float64, correct 
 // batch's statistics without updating the running ones; dropout is off.
 // The model is not modified.
 func Gradients(m *engine.Model, x []float32, labels []int) (float64, [][]float32, error) {
+	return gradients(m, x, labels, true)
+}
+
+// gradients is Gradients (train) or GradientsEval.
+func gradients(m *engine.Model, x []float32, labels []int, train bool) (float64, [][]float32, error) {
 	n := len(labels)
 	if n == 0 || len(x) != n*m.InputSize() {
 		return 0, nil, fmt.Errorf("gradients: %d values for %d samples of %d", len(x), n, m.InputSize())
@@ -333,7 +338,7 @@ func Gradients(m *engine.Model, x []float32, labels []int) (float64, [][]float32
 		return 0, nil, err
 	}
 	k := m.NumClasses()
-	z := t.forward(x, n, true, false, nil)
+	z := t.forward(x, n, train, false, nil)
 	dz := make([]float32, n*k)
 	loss, _ := lossGrad(z, labels, k, dz)
 	t.backward(dz, n)
