@@ -120,6 +120,9 @@ func runEval(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if suite || len(corrupt) > 0 {
+		warnRange(s, dataName)
+	}
 	start := time.Now()
 	if suite {
 		return runBenchmark(c, m, s, conds, modelPath, archPath, dataName, start)
@@ -134,6 +137,18 @@ func runEval(c *cli.Context) error {
 		return printJSON(rep)
 	}
 	return writeEvalText(os.Stdout, &rep, s)
+}
+
+// warnRange warns when samples lie outside [0, 1], where the corruptions
+// work (they clip to it first, which ruins such data).
+func warnRange(s *dataset.Set, name string) {
+	lo, hi := float32(0), float32(1)
+	for _, v := range s.X {
+		lo, hi = min(lo, v), max(hi, v)
+	}
+	if lo < 0 || hi > 1 {
+		fmt.Fprintf(os.Stderr, "weightops: warning: %s has values in [%g, %g]; corruptions work on samples in [0, 1] and clip to it first\n", name, lo, hi)
+	}
 }
 
 // benchmarkReport is eval's JSON with a benchmark spec.
