@@ -481,39 +481,112 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 		}
 		return
 	}
+	k.consensusMix(base, o)
+}
+
+// consensusMix is TIES's disjoint merge: per entry, the sign of Σ w_i·τ_i
+// elects a majority (+ on ties); only the terms x_i = w_i·τ_i of that
+// sign are summed, and divided (when normalising) by the sum of their
+// weights (1 if none). The selection is done with bit masks instead of
+// branches — the signs are data, so branches mispredict about half the
+// time — and adds x_i or +0, which leaves the float64 sums exactly as
+// adding only the agreeing terms would (a sum of same-sign nonzero terms
+// is never −0, so adding +0 never changes it).
+func (k *GTAKernel) consensusMix(base, o []float64) {
+	n := len(k.w)
+	if n == 2 || n == 3 {
+		k.consensusSmall(base, o)
+		return
+	}
+	xs := make([]float64, n)
 	for e := range o {
+		var total float64
+		for i, w := range k.w {
+			xs[i] = w * float64(k.tau[i][e])
+			total += xs[i]
+		}
+		// neg is all ones when the majority is negative (total < 0).
+		neg := -b2u(total < 0)
 		var mixed, div float64
-		if k.consensus {
-			var total float64
-			for i, w := range k.w {
-				total += w * float64(k.tau[i][e])
-			}
-			majority := 1.0
-			if total < 0 {
-				majority = -1
-			}
-			for i, w := range k.w {
-				x := w * float64(k.tau[i][e])
-				if (x > 0 && majority > 0) || (x < 0 && majority < 0) {
-					mixed += x
-					div += w
-				}
-			}
-			if div == 0 {
-				div = 1
-			}
-		} else {
-			for i, w := range k.w {
-				mixed += w * float64(k.tau[i][e])
-			}
-			div = wsum
-			if math.Abs(div) < 1e-8 {
-				div = 1
-			}
+		for i, w := range k.w {
+			// x agrees when it is nonzero with the majority's sign (NaN
+			// never agrees: x > 0 and x < 0 are both false for it).
+			m := agreeMask(xs[i], neg)
+			mixed += math.Float64frombits(math.Float64bits(xs[i]) & m)
+			div += math.Float64frombits(math.Float64bits(w) & m)
+		}
+		if div == 0 {
+			div = 1
 		}
 		if k.normalize {
 			mixed /= div
 		}
 		o[e] = base[e] + k.lambda*mixed
 	}
+}
+
+// consensusSmall is consensusMix for two or three task vectors (TIES
+// over two or three fine-tunes, the common recipes) with the loop
+// unrolled: the same operations in the same order, so the same bits.
+func (k *GTAKernel) consensusSmall(base, o []float64) {
+	three := len(k.w) == 3
+	t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
+	t2 := t1 // unused with two
+	w2 := 0.0
+	if three {
+		t2, w2 = k.tau[2][:len(o)], k.w[2]
+	}
+	base = base[:len(o)]
+	w0, w1 := k.w[0], k.w[1]
+	wb0, wb1, wb2 := math.Float64bits(w0), math.Float64bits(w1), math.Float64bits(w2)
+	lambda, normalize := k.lambda, k.normalize
+	for e := range o {
+		x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
+		total := 0.0
+		total += x0
+		total += x1
+		var x2 float64
+		if three {
+			x2 = w2 * float64(t2[e])
+			total += x2
+		}
+		neg := -b2u(total < 0)
+		m0, m1 := agreeMask(x0, neg), agreeMask(x1, neg)
+		mixed, div := 0.0, 0.0
+		mixed += math.Float64frombits(math.Float64bits(x0) & m0)
+		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
+		div += math.Float64frombits(wb0 & m0)
+		div += math.Float64frombits(wb1 & m1)
+		if three {
+			m2 := agreeMask(x2, neg)
+			mixed += math.Float64frombits(math.Float64bits(x2) & m2)
+			div += math.Float64frombits(wb2 & m2)
+		}
+		if div == 0 {
+			div = 1
+		}
+		if normalize {
+			mixed /= div
+		}
+		o[e] = base[e] + lambda*mixed
+	}
+}
+
+// agreeMask is all ones when x is nonzero and not NaN with the sign neg
+// marks (all ones: negative), else 0: one unsigned compare finds
+// 0 < |x| ≤ +Inf, since |x|'s bits minus one wrap around for ±0 and
+// exceed Inf's for NaN.
+func agreeMask(x float64, neg uint64) uint64 {
+	xb := math.Float64bits(x)
+	abs := xb &^ (1 << 63)
+	return ^(-(xb >> 63) ^ neg) & -b2u(abs-1 < 0x7ff0000000000000)
+}
+
+// b2u is 1 for true, 0 for false (compiled without a branch).
+func b2u(b bool) uint64 {
+	var u uint64
+	if b {
+		u = 1
+	}
+	return u
 }
