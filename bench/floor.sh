@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Every merge method against the I/O floor, as issue 17 asks: three
+# synthetic BF16 LLaMA-shaped checkpoints of SIZE each (default 1GiB) at
+# HIDDEN width (default 1024; 4096 gives LLaMA-7B's 4096x11008 MLP
+# matrices), merged base + two models by each method; every round measures
+# the floor (cat of the three inputs from the page cache, then writing a
+# file of the output's size with fsync) and then each method, interleaved;
+# REPS rounds (default 3). Each line: wall, CPU seconds (user + system)
+# and peak RSS (/usr/bin/time -v), medians, and the ratio of the median
+# wall to the median floor.
+#   bash bench/floor.sh [SIZE] [HIDDEN] [REPS] [WORKDIR]
+set -euo pipefail
+size=${1:-1GiB}
+hidden=${2:-1024}
+reps=${3:-3}
+work=${4:-/tmp/weightops-bench-floor}
+methods=${METHODS:-task_arithmetic linear slerp breadcrumbs ties dare_ties della}
+cd "$(dirname "$0")/.."
+mkdir -p "$work"
+go build -o "$work/weightops" ./cmd/weightops
+bin="$work/weightops"
+tag="$size-h$hidden"
+for i in 1 2 3; do
+  f="$work/m$i-$tag.safetensors"
+  [ -f "$f" ] || "$bin" synth -q --size "$size" --hidden "$hidden" --seed "$i" "$f" >/dev/null
+done
+recipe() { # method → recipe on the three models
+  local m=$1 params
+  case $m in
+    task_arithmetic|linear) params="{weight: 0.5}" ;;
+    breadcrumbs) params="{weight: 0.5, density: 0.9, gamma: 0.01}" ;;
+    ties|dare_ties) params="{weight: 0.5, density: 0.5}" ;;
+    della) params="{weight: 0.5, density: 0.7, epsilon: 0.15}" ;;
+  esac
+  if [ "$m" = slerp ]; then
+    printf 'merge_method: slerp\nbase_model: m1-%s.safetensors\nmodels:\n  - model: m1-%s.safetensors\n  - model: m2-%s.safetensors\nparameters: {t: 0.5}\ndtype: bfloat16\n' "$tag" "$tag" "$tag"
+    return
+  fi
+  if [ "$m" = linear ]; then
+    printf 'merge_method: linear\nmodels:\n  - model: m2-%s.safetensors\n    parameters: %s\n  - model: m3-%s.safetensors\n    parameters: %s\ndtype: bfloat16\n' "$tag" "$params" "$tag" "$params"
+    return
+  fi
+  printf 'merge_method: %s\nbase_model: m1-%s.safetensors\nmodels:\n  - model: m2-%s.safetensors\n    parameters: %s\n  - model: m3-%s.safetensors\n    parameters: %s\nparameters: {seed: 1}\ndtype: bfloat16\n' \
+    "$m" "$tag" "$tag" "$params" "$tag" "$params"
+}
+for m in $methods; do recipe "$m" > "$work/$m-$tag.yaml"; done
+secs() { awk -F: '{ if (NF==2) print $1*60+$2; else if (NF==3) print $1*3600+$2*60+$3; else print $1 }'; }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+outbytes=$(stat -c %s "$work/m1-$tag.safetensors")
+declare -A walls cpus rsss
+floors=""
+cat "$work"/m[123]-"$tag".safetensors > /dev/null
+for r in $(seq "$reps"); do
+  t0=$(date +%s.%N)
+  cat "$work"/m[123]-"$tag".safetensors > /dev/null
+  dd if=/dev/zero of="$work/ddout" bs=1M count=$((outbytes / 1048576)) conv=fsync status=none
+  t1=$(date +%s.%N)
+  rm -f "$work/ddout"
+  floors="$floors $(echo "$t1 - $t0" | bc)"
+  for m in $methods; do
+    out="$work/out-$m"
+    rm -rf "$out"
+    /usr/bin/time -v "$bin" merge -q "$work/$m-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
+    w=$(grep "Elapsed (wall" "$work/time-$m.txt" | awk '{print $NF}' | secs)
+    u=$(grep "User time" "$work/time-$m.txt" | awk '{print $NF}')
+    s=$(grep "System time" "$work/time-$m.txt" | awk '{print $NF}')
+    k=$(grep "Maximum resident" "$work/time-$m.txt" | awk '{print $NF}')
+    walls[$m]="${walls[$m]:-} $w"
+    cpus[$m]="${cpus[$m]:-} $(echo "$u + $s" | bc)"
+    rsss[$m]="${rsss[$m]:-} $((k / 1024))"
+    rm -rf "$out"
+  done
+done
+floor=$(echo "$floors" | median)
+echo "size=$size hidden=$hidden reps=$reps floor (cat inputs + write output with fsync): [${floors# }] median ${floor}s"
+for m in $methods; do
+  w=$(echo "${walls[$m]}" | median)
+  printf '%-16s wall %6.2fs  cpu %6.2fs  peak RSS %5d MiB  ratio %5.2f  (walls [%s])\n' "$m" "$w" "$(echo "${cpus[$m]}" | median)" \
+    "$(echo "${rsss[$m]}" | median)" "$(echo "scale=3; $w / $floor" | bc)" "${walls[$m]# }"
+done
