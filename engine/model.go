@@ -231,6 +231,9 @@ func (b *builder) sequence(specs []LayerSpec, in []int, prefix, outer string, de
 		full.Name = joinName(prefix, spec.Name)
 		l, err := b.layer(&full, cur, label, depth)
 		if err != nil {
+			if spec.Type == "residual" || spec.Type == "concat" {
+				return nil, nil, nil, err // labelled with the whole path already
+			}
 			return nil, nil, nil, fmt.Errorf("%s: %w", label, err)
 		}
 		name := spec.Name
@@ -274,7 +277,7 @@ func (b *builder) block(spec *LayerSpec, bs base, label string, depth int) (Laye
 			return nil, err
 		}
 		if !slices.Equal(bout, sout) {
-			return nil, fmt.Errorf("the body's output has shape %v but the shortcut's %v; they must agree to be added", bout, sout)
+			return nil, fmt.Errorf("%s: the body's output has shape %v but the shortcut's %v; they must agree to be added", label, bout, sout)
 		}
 		bs.spec.Body, bs.spec.Shortcut = body, short
 		bs.out = bout
@@ -290,7 +293,7 @@ func (b *builder) block(spec *LayerSpec, bs base, label string, depth int) (Laye
 			return nil, err
 		}
 		if len(out) < 1 || (spatial != nil && !slices.Equal(out[1:], spatial)) {
-			return nil, fmt.Errorf("branch %d's output has shape %v; branches must agree in all but the channels (%v)", i, out, spatial)
+			return nil, fmt.Errorf("%s: branch %d's output has shape %v; branches must agree in all but the channels (%v)", label, i, out, spatial)
 		}
 		spatial = out[1:]
 		ch += out[0]
