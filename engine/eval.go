@@ -48,6 +48,24 @@ type ClassResult struct {
 	Accuracy float64 `json:"accuracy"`
 }
 
+// Inputs writes samples first … first+n−1 of s into x as the network
+// takes them: each corrupted (when corrupt is set) with its own stream
+// dataset.NewRand(seed, index), as eval --corrupt does, then normalised;
+// spread over all cores.
+func (m *Model) Inputs(x []float32, s *dataset.Set, first, n int, corrupt dataset.Pipeline, seed uint64) {
+	d, shape := m.InputSize(), m.InputShape()
+	parallel.Ranges(n, 8, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			xi := x[i*d : (i+1)*d]
+			copy(xi, s.Sample(first+i))
+			if len(corrupt) > 0 {
+				_ = corrupt.Apply(xi, shape, dataset.NewRand(seed, uint64(first+i)))
+			}
+			m.Normalize(xi, xi)
+		}
+	})
+}
+
 // Prediction is one sample's outcome: the predicted class (the first
 // highest output) and the log-probability of the true class.
 type Prediction struct {
@@ -85,20 +103,10 @@ func Predict(m *Model, s *dataset.Set, opt EvalOptions) ([]Prediction, error) {
 	out := make([]Prediction, s.Len())
 	ws := &Workspace{}
 	x := make([]float32, min(bs, s.Len())*d)
-	shape := m.InputShape()
 	kind := m.Output()
 	for b0 := 0; b0 < s.Len(); b0 += bs {
 		n := min(bs, s.Len()-b0)
-		parallel.Ranges(n, 8, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				xi := x[i*d : (i+1)*d]
-				copy(xi, s.Sample(b0+i))
-				if len(opt.Corrupt) > 0 {
-					_ = opt.Corrupt.Apply(xi, shape, dataset.NewRand(opt.Seed, uint64(b0+i)))
-				}
-				m.Normalize(xi, xi)
-			}
-		})
+		m.Inputs(x, s, b0, n, opt.Corrupt, opt.Seed)
 		y := m.Forward(x[:n*d], n, ws)
 		for i := 0; i < n; i++ {
 			row := y[i*k : (i+1)*k]

@@ -5,7 +5,6 @@ import (
 
 	"github.com/weightops/weightops/dataset"
 	"github.com/weightops/weightops/engine"
-	"github.com/weightops/weightops/internal/parallel"
 )
 
 // DefaultBNBatch is RecalibrateBN's batch size when none is given.
@@ -66,22 +65,13 @@ func RecalibrateBN(m *engine.Model, data *dataset.Set, o RecalibrateOptions) (in
 			bn.Momentum = momenta[i]
 		}
 	}()
-	d, shape := m.InputSize(), m.InputShape()
+	d := m.InputSize()
 	bs := min(o.BatchSize, data.Len())
 	x := make([]float32, bs*d)
 	batches := 0
 	for b0 := 0; b0 < data.Len(); b0 += bs {
 		n := min(bs, data.Len()-b0)
-		parallel.Ranges(n, 8, func(lo, hi int) {
-			for i := lo; i < hi; i++ {
-				xi := x[i*d : (i+1)*d]
-				copy(xi, data.Sample(b0+i))
-				if len(o.Corrupt) > 0 {
-					_ = o.Corrupt.Apply(xi, shape, dataset.NewRand(o.Seed, uint64(b0+i)))
-				}
-				m.Normalize(xi, xi)
-			}
-		})
+		m.Inputs(x, data, b0, n, o.Corrupt, o.Seed)
 		for _, bn := range bns {
 			bn.Momentum = float64(n) / float64(b0+n)
 		}

@@ -90,18 +90,9 @@ func NewInputs(m *engine.Model, data *dataset.Set, corrupt dataset.Pipeline, see
 	if err := checkData(m, data, "data"); err != nil {
 		return nil, err
 	}
-	d, shape := m.InputSize(), m.InputShape()
+	d := m.InputSize()
 	in := &Inputs{X: make([]float32, data.Len()*d), Labels: append([]int(nil), data.Labels...), d: d}
-	parallel.Ranges(data.Len(), 8, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			xi := in.X[i*d : (i+1)*d]
-			copy(xi, data.Sample(i))
-			if len(corrupt) > 0 {
-				_ = corrupt.Apply(xi, shape, dataset.NewRand(seed, uint64(i)))
-			}
-			m.Normalize(xi, xi)
-		}
-	})
+	m.Inputs(in.X, data, 0, data.Len(), corrupt, seed)
 	return in, nil
 }
 
