@@ -31,33 +31,101 @@ func MarkNonFinite(dt DType, data []byte, mark []bool) (int64, error) {
 	return n, err
 }
 
+// HasNonFinite reports whether a floating tensor's bytes hold a NaN or
+// ±Inf (false for other dtypes; block types and the F8s are decoded).
+func HasNonFinite(dt DType, data []byte) bool {
+	if w, ok := swarLanes[dt]; ok {
+		return swarFirst(w, data) < len(data)
+	}
+	found := false
+	_ = eachNonFinite(dt, data, func(int, bool) { found = true })
+	return found
+}
+
+// swar describes a dtype's exponent field for a SIMD-within-a-register
+// scan of 8 bytes at a time: lanes of size bytes, exp the exponent mask of
+// one lane repeated, one the lowest exponent bit repeated, top the lanes'
+// top bits. A lane's exponent is all ones (NaN or Inf) exactly when
+// (x&exp)+one carries into its top bit: exp+one is the top bit, anything
+// less stays below it, and no lane carries into the next.
+type swar struct {
+	size          int
+	exp, one, top uint64
+}
+
+var swarLanes = map[DType]swar{
+	BF16: {2, 0x7f807f807f807f80, 0x0080008000800080, 0x8000800080008000},
+	F16:  {2, 0x7c007c007c007c00, 0x0400040004000400, 0x8000800080008000},
+	F32:  {4, 0x7f8000007f800000, 0x0080000000800000, 0x8000000080000000},
+	F64:  {8, 0x7ff0000000000000, 0x0010000000000000, 0x8000000000000000},
+}
+
+// swarFirst returns the byte offset of the first 8-byte word of data
+// holding a non-finite lane (rounded down to a whole word), or len(data)
+// when there is none. A tail shorter than a word is reported as a
+// candidate (its offset) when non-empty, for the caller's exact scan.
+func swarFirst(w swar, data []byte) int {
+	le := binary.LittleEndian
+	i := 0
+	for ; i+32 <= len(data); i += 32 {
+		a := (le.Uint64(data[i:])&w.exp + w.one) | (le.Uint64(data[i+8:])&w.exp + w.one) |
+			(le.Uint64(data[i+16:])&w.exp + w.one) | (le.Uint64(data[i+24:])&w.exp + w.one)
+		if a&w.top != 0 {
+			break
+		}
+	}
+	for ; i+8 <= len(data); i += 8 {
+		if (le.Uint64(data[i:])&w.exp+w.one)&w.top != 0 {
+			return i
+		}
+	}
+	if i < len(data) && w.size < 8 {
+		var tail [8]byte
+		copy(tail[:], data[i:])
+		if (le.Uint64(tail[:])&w.exp+w.one)&w.top != 0 {
+			return i
+		}
+	}
+	return len(data)
+}
+
 func eachNonFinite(dt DType, data []byte, fn func(i int, isNaN bool)) error {
 	le := binary.LittleEndian
+	if w, ok := swarLanes[dt]; ok {
+		// Skip the (usual) finite words 32 bytes at a time; scan exactly
+		// from the first word that holds a candidate.
+		start := swarFirst(w, data)
+		data = data[start:]
+		base := start / w.size
+		switch dt {
+		case BF16:
+			for i, u := range u16(data) {
+				if u&0x7f80 == 0x7f80 {
+					fn(base+i, u&0x007f != 0)
+				}
+			}
+		case F16:
+			for i, u := range u16(data) {
+				if u&0x7c00 == 0x7c00 {
+					fn(base+i, u&0x03ff != 0)
+				}
+			}
+		case F32:
+			for i := 0; i+4 <= len(data); i += 4 {
+				if u := le.Uint32(data[i:]); u&0x7f800000 == 0x7f800000 {
+					fn(base+i/4, u&0x007fffff != 0)
+				}
+			}
+		case F64:
+			for i := 0; i+8 <= len(data); i += 8 {
+				if u := le.Uint64(data[i:]); u&0x7ff0000000000000 == 0x7ff0000000000000 {
+					fn(base+i/8, u&0x000fffffffffffff != 0)
+				}
+			}
+		}
+		return nil
+	}
 	switch dt {
-	case BF16:
-		for i, u := range u16(data) {
-			if u&0x7f80 == 0x7f80 {
-				fn(i, u&0x007f != 0)
-			}
-		}
-	case F16:
-		for i, u := range u16(data) {
-			if u&0x7c00 == 0x7c00 {
-				fn(i, u&0x03ff != 0)
-			}
-		}
-	case F32:
-		for i := 0; i+4 <= len(data); i += 4 {
-			if u := le.Uint32(data[i:]); u&0x7f800000 == 0x7f800000 {
-				fn(i/4, u&0x007fffff != 0)
-			}
-		}
-	case F64:
-		for i := 0; i+8 <= len(data); i += 8 {
-			if u := le.Uint64(data[i:]); u&0x7ff0000000000000 == 0x7ff0000000000000 {
-				fn(i/8, u&0x000fffffffffffff != 0)
-			}
-		}
 	default:
 		if !dt.IsFloat() {
 			return nil
