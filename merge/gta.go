@@ -294,7 +294,7 @@ type GTAKernel struct {
 	normalize bool
 	lambda    float64
 	tau       [][]float32
-	raw       []weights.Tensor // models' raw bytes (input i+1)
+	raw       []weights.Tensor // models' raw bytes of the current chunk (input i+1)
 	pos       int64            // index of the next chunk's first element
 	// cache keeps every model's τ for the whole tensor after the first
 	// pass when that fits in cacheLimit, so later passes skip recomputing.
@@ -318,7 +318,7 @@ const cacheLimit = 64 << 20
 // RawInput: the models are read raw, the base decoded.
 func (k *GTAKernel) RawInput(i int) bool { return i >= 1 }
 
-// SetRaw receives a model's raw tensor.
+// SetRaw receives a model's raw bytes of the next chunk.
 func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
 	if k.raw == nil {
 		k.raw = make([]weights.Tensor, len(k.sp))
@@ -393,8 +393,7 @@ func (k *GTAKernel) deltas(in [][]float64) {
 			// narrower values is exact, so one rounding, as from decoded
 			// inputs, straight from the model's bytes.
 			r := k.raw[i]
-			es := int64(r.DType.Size())
-			_ = weights.DeltaFloat32(r.DType, r.Data[k.pos*es:(k.pos+n)*es], b, t)
+			_ = weights.DeltaFloat32(r.DType, r.Data, b, t)
 		} else {
 			m := in[i+1][:len(t)]
 			for e := range t {

@@ -3,6 +3,7 @@ package merge
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"regexp"
 	"sort"
@@ -673,6 +674,16 @@ func (v *slotView) ReadTensor(name string, buf []byte) (weights.Tensor, error) {
 	t, err := r.ck.ReadTensor(r.name, buf)
 	t.Name = name
 	return t, err
+}
+
+// TensorSection is the routed tensor's section in its file, when its
+// checkpoint has one (an adapter-merged model does not).
+func (v *slotView) TensorSection(name string) (*io.SectionReader, bool) {
+	r, ok := v.routes[name]
+	if !ok {
+		return nil, false
+	}
+	return weights.TensorSection(r.ck, r.name)
 }
 
 func (v *slotView) Close() error { return nil }

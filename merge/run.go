@@ -219,6 +219,12 @@ func (k ownInputs) Compute(ctx context.Context, t *stream.Tensor) error {
 	return k.Kernel.Compute(ctx, t)
 }
 
+// ReadsChunks forwards to the kernel: a Passes kernel can be streamed.
+func (k ownInputs) ReadsChunks() bool {
+	c, ok := k.Kernel.(stream.ChunkReader)
+	return ok && c.ReadsChunks()
+}
+
 // Release forwards to the kernel, which may hold pooled caches.
 func (k ownInputs) Release() {
 	if r, ok := k.Kernel.(interface{ Release() }); ok {

@@ -22,6 +22,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"math"
 	"runtime/debug"
@@ -42,6 +43,13 @@ type Sink interface {
 	WriteTensor(name string, data []byte) error
 	Commit() error
 	Abort()
+}
+
+// RangeSink is a Sink that also takes a tensor in parts (see
+// weights.SafetensorsWriter.WriteTensorAt): what lets a job write a large
+// tensor chunk by chunk instead of holding it whole.
+type RangeSink interface {
+	WriteTensorAt(name string, data []byte, off int64) error
 }
 
 // MetadataRewriter is a Sink that can replace its metadata before Commit
@@ -142,6 +150,10 @@ type Tensor struct {
 	Out      [][]byte
 	OutDType []weights.DType
 	job      *Job
+	// sections, when set, hold the inputs of a tensor streamed from its
+	// files: In[i].Data is then nil, Out is nil, and Passes reads each
+	// chunk from sections[i] and writes each output chunk to the sinks.
+	sections []*io.SectionReader
 }
 
 // Missing reports whether input i lacks the tensor (an optional input).
@@ -180,6 +192,57 @@ type Job struct {
 	Options
 
 	bytes *Pool[byte]
+	sinks []Sink
+	// ranged reports whether every sink takes tensors in parts.
+	ranged bool
+}
+
+// StreamAbove is the size (the bytes of a tensor's inputs) above which a
+// job streams a tensor chunk by chunk from its files, when its kernel is a
+// Passes kernel, its inputs store the tensor raw (TensorSectioner) and its
+// outputs take parts (RangeSink): such a tensor holds chunks, not whole
+// copies, so its memory is bounded whatever its size and two can run at
+// once under the default budget. Smaller tensors are read whole (one read
+// each, and a multi-pass kernel decodes them once).
+var StreamAbove int64 = 16 << 20
+
+// ChunkReader is a Kernel that reads its inputs chunk by chunk through the
+// Tensor (Passes kernels and what wraps them) and so can be streamed.
+type ChunkReader interface {
+	ReadsChunks() bool
+}
+
+func readsChunks(k Kernel) bool {
+	c, ok := k.(ChunkReader)
+	return ok && c.ReadsChunks()
+}
+
+// streams reports whether tensor t is streamed from its inputs' files
+// when its kernel reads chunks: Job.Cost is unset (a job with its own
+// accounting holds tensors whole), the sinks take parts, every present
+// input has t raw in a file, and t is large.
+func (j *Job) streams(t weights.TensorInfo) bool {
+	if j.Cost != nil || !j.ranged || j.KeepNonFinite {
+		return false
+	}
+	for _, o := range j.Outputs {
+		if o.Cost != nil {
+			return false
+		}
+	}
+	var size int64
+	for _, in := range j.Inputs {
+		info, ok := in.Info(t.Name)
+		if !ok {
+			continue
+		}
+		if _, ok := weights.TensorSection(in, t.Name); !ok {
+			return false
+		}
+		b, _ := info.ByteSize()
+		size += b
+	}
+	return size > StreamAbove
 }
 
 // Run executes the job and returns the files written for each output. On
@@ -202,6 +265,13 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 			return nil, err
 		}
 		sinks[k], files[k] = s, fs
+	}
+	j.sinks = sinks
+	j.ranged = true
+	for _, s := range sinks {
+		if _, ok := s.(RangeSink); !ok {
+			j.ranged = false
+		}
 	}
 	if j.Phase != "" {
 		StartPhase(j.Progress, j.Phase, j.inputBytes())
@@ -287,6 +357,9 @@ func (j *Job) inputBytes() int64 {
 // of tensors small enough to keep them, and chunk scratch.
 func (j *Job) cost(t weights.TensorInfo) int64 {
 	var c int64
+	if j.streams(t) {
+		return j.streamCost(t)
+	}
 	if j.Cost != nil {
 		c = j.Cost(t)
 		for _, o := range j.Outputs {
@@ -315,6 +388,16 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 	return c + int64(len(j.Inputs)+len(j.Outputs))*ChunkElems*8
 }
 
+// streamCost is what a streamed tensor holds: each input's and output's
+// chunk, raw and decoded, and an allowance for the kernel's own caches (a
+// merge keeps task vectors up to MaterializeLimit, a random mask one bit
+// per entry and input).
+func (j *Job) streamCost(t weights.TensorInfo) int64 {
+	n, _ := t.NumElements()
+	k := int64(len(j.Inputs) + len(j.Outputs))
+	return k*ChunkElems*16 + MaterializeLimit + int64(len(j.Inputs))*(n/8+8)
+}
+
 func (j *Job) passThrough(t weights.TensorInfo) int {
 	if j.PassThrough != nil {
 		return j.PassThrough(t)
@@ -331,6 +414,9 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 		return fmt.Errorf("tensor %q: %w", t.Name, err)
 	}
 	task := &Tensor{TensorInfo: t, In: make([]weights.Tensor, len(j.Inputs)), job: j}
+	if j.streams(t) && readsChunks(kern) {
+		return j.streamTensor(ctx, t, kern, task)
+	}
 	var read int64
 	for i, in := range j.Inputs {
 		info, ok := in.Info(t.Name)
@@ -385,6 +471,49 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 	return nil
 }
 
+// streamTensor runs a Passes kernel on t with its inputs left in their
+// files: Passes reads each chunk when it needs it and writes each output
+// chunk to the sinks.
+func (j *Job) streamTensor(ctx context.Context, t weights.TensorInfo, kern Kernel, task *Tensor) error {
+	task.sections = make([]*io.SectionReader, len(j.Inputs))
+	var read int64
+	for i, in := range j.Inputs {
+		info, ok := in.Info(t.Name)
+		if !ok && i < len(j.Optional) && j.Optional[i] {
+			continue // reads as zeros
+		}
+		if !ok {
+			return j.inputError(i, t.Name, weights.ErrNotFound)
+		}
+		sec, ok := weights.TensorSection(in, t.Name)
+		if !ok {
+			return j.inputError(i, t.Name, fmt.Errorf("cannot read the tensor in parts"))
+		}
+		if !weights.SameShape(info.Shape, t.Shape) {
+			return j.inputError(i, t.Name, fmt.Errorf("shape %s, expected %s", info.ShapeString(), t.ShapeString()))
+		}
+		task.In[i] = weights.Tensor{TensorInfo: info}
+		task.In[i].Name = t.Name
+		task.sections[i] = sec
+		read += sec.Size()
+	}
+	task.OutDType = make([]weights.DType, len(j.Outputs))
+	for k, o := range j.Outputs {
+		task.OutDType[k] = o.DType(t)
+	}
+	if err := kern.Compute(ctx, task); err != nil {
+		return err
+	}
+	if err := context.Cause(ctx); err != nil {
+		return err
+	}
+	if r, ok := kern.(interface{ Release() }); ok {
+		r.Release()
+	}
+	add(j.Progress, read)
+	return nil
+}
+
 // nonFinite applies the non-finite policy to a tensor's inputs: an error
 // naming the first input holding NaN or Inf, or with AllowNonFinite the
 // mask of positions where any input does (their values zeroed in every
@@ -404,7 +533,7 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 				return nil, j.inputError(i, t.Name, err)
 			}
 			if nan+inf > 0 {
-				return nil, j.inputError(i, t.Name, fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf))
+				return nil, j.inputError(i, t.Name, nonFiniteError(nan, inf))
 			}
 			continue
 		}
@@ -426,6 +555,10 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 		}
 	}
 	return mask, nil
+}
+
+func nonFiniteError(nan, inf int64) error {
+	return fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf)
 }
 
 // copyTensor writes input src's bytes of t to every output, converted to

@@ -2,6 +2,9 @@ package stream
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 
 	"github.com/weightops/weightops/weights"
 )
@@ -34,9 +37,9 @@ type PassKernel interface {
 
 // RawInputKernel is a PassKernel that reads some inputs from their raw
 // bytes itself (cheaper than decoding to float64 and narrowing again):
-// those inputs are handed over whole with SetRaw before any pass, and their
-// chunk slots in Observe/Compute are nil. The kernel tracks its position:
-// chunks arrive in index order, restarting after EndPass.
+// before each Observe or Compute, SetRaw hands over those inputs' bytes of
+// that chunk, and their chunk slots are nil. Chunks arrive in index order,
+// restarting after EndPass.
 type RawInputKernel interface {
 	PassKernel
 	RawInput(i int) bool
@@ -50,6 +53,9 @@ func Passes(k PassKernel) Kernel { return passes{k} }
 type passes struct{ k PassKernel }
 
 func (p passes) Compute(ctx context.Context, t *Tensor) error { return t.runPasses(ctx, p.k) }
+
+// ReadsChunks reports that a Passes kernel can be streamed.
+func (passes) ReadsChunks() bool { return true }
 
 // Release forwards to the wrapped kernel, which may hold pooled caches.
 func (p passes) Release() {
@@ -83,14 +89,12 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	chunk := max(1, ChunkElems/rowLen) * rowLen
 	raws := t.In
 	skip := make([]bool, len(raws))
-	if rk, ok := kern.(RawInputKernel); ok {
-		for i, r := range raws {
-			if r.Data != nil && rk.RawInput(i) {
-				skip[i] = true
-				rk.SetRaw(i, r)
-			}
-		}
+	rk, _ := kern.(RawInputKernel)
+	for i := range raws {
+		skip[i] = rk != nil && !t.Missing(i) && rk.RawInput(i)
 	}
+	src := newChunkInputs(t, min(chunk, n))
+	defer src.release()
 	// Chunk scratch, pooled: a fresh zeroed allocation per tensor and input
 	// adds up over hundreds of tensors.
 	in := make([][]float64, len(raws))
@@ -101,6 +105,9 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		}
 	}
 	outs := make([][]float64, len(t.Out))
+	if t.sections != nil {
+		outs = make([][]float64, len(t.OutDType))
+	}
 	for k := range outs {
 		outs[k] = F64.Get(int(min(chunk, n)))
 		defer F64.Put(outs[k])
@@ -108,21 +115,21 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	file := func(i int) string { f, _ := t.job.where(i, t.Name); return f }
 	decode := func(start, end int64, dst [][]float64) error {
 		for i, r := range raws {
-			if skip[i] {
-				continue
-			}
-			if t.Missing(i) {
+			switch {
+			case skip[i]:
+			case t.Missing(i):
 				clear(dst[i][:end-start])
-				continue
-			}
-			if err := weights.Decode(r.DType, r.Data[r.DType.Bytes(start):r.DType.Bytes(end)], dst[i][:end-start]); err != nil {
-				return t.job.inputError(i, t.Name, err)
+			default:
+				if err := weights.Decode(r.DType, src.raw[i], dst[i][:end-start]); err != nil {
+					return t.job.inputError(i, t.Name, err)
+				}
 			}
 		}
 		return nil
 	}
 	// A kernel with pre-passes over a tensor small enough gets its inputs
-	// decoded once for all passes instead of once per pass.
+	// decoded once for all passes instead of once per pass (a streamed
+	// tensor is read again instead).
 	p, more := kern.NextPass()
 	var full [][]float64
 	decoded := 0
@@ -131,7 +138,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			decoded++
 		}
 	}
-	if more && n*8*int64(decoded) <= MaterializeLimit {
+	if more && t.sections == nil && n*8*int64(decoded) <= MaterializeLimit {
 		full = make([][]float64, len(raws))
 		for i := range full {
 			if !skip[i] {
@@ -139,16 +146,23 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 				defer F64.Put(full[i])
 			}
 		}
+		if err := src.load(0, n); err != nil {
+			return err
+		}
 		if err := decode(0, n, full); err != nil {
 			return err
 		}
 	}
 	view := make([][]float64, len(in))
 	chunkAt := func(s, e int64) ([][]float64, error) {
+		if err := src.load(s, e); err != nil {
+			return nil, err
+		}
 		for i := range in {
 			switch {
 			case skip[i]:
 				view[i] = nil
+				rk.SetRaw(i, weights.Tensor{TensorInfo: raws[i].TensorInfo, Data: src.raw[i]})
 			case full != nil:
 				view[i] = full[i][s:e]
 			default:
@@ -178,6 +192,14 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		}
 	}
 	ov := make([][]float64, len(outs))
+	var enc [][]byte // a streamed tensor's encoded output chunks
+	if t.sections != nil {
+		enc = make([][]byte, len(outs))
+		for k := range enc {
+			enc[k] = t.job.bytes.Get(int(t.OutDType[k].Bytes(min(chunk, n))))
+			defer t.job.bytes.Put(enc[k])
+		}
+	}
 	for s := int64(0); s < n; s += chunk {
 		if err := context.Cause(ctx); err != nil {
 			return err
@@ -195,10 +217,153 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		}
 		for k := range outs {
 			dt := t.OutDType[k]
-			if err := weights.Encode(dt, ov[k], t.Out[k][dt.Bytes(s):dt.Bytes(e)]); err != nil {
+			var b []byte
+			if enc != nil {
+				b = enc[k][:dt.Bytes(e-s)]
+			} else {
+				b = t.Out[k][dt.Bytes(s):dt.Bytes(e)]
+			}
+			if err := weights.Encode(dt, ov[k], b); err != nil {
 				return &weights.TensorError{File: t.job.Outputs[k].Path, Tensor: t.Name, Err: err}
+			}
+			if enc == nil {
+				continue
+			}
+			if src.masked {
+				weights.SetNaNMarked(dt, b, src.mask[:e-s])
+			}
+			if err := t.job.sinks[k].(RangeSink).WriteTensorAt(t.Name, b, dt.Bytes(s)); err != nil {
+				return err
 			}
 		}
 	}
 	return nil
+}
+
+// chunkInputs hands out the inputs' raw bytes one chunk at a time: slices
+// of the tensors read whole, or, for a streamed tensor, chunks read from
+// the files with the job's non-finite policy applied to each as it is read
+// (the same positions, so the same numbers, as applying it to the whole).
+type chunkInputs struct {
+	t    *Tensor
+	raw  [][]byte // the current chunk of each input; nil for a missing one
+	bufs [][]byte
+	// mask marks the current chunk's positions where some input is
+	// non-finite (AllowNonFinite); masked reports any.
+	mask   []bool
+	masked bool
+}
+
+func newChunkInputs(t *Tensor, chunk int64) *chunkInputs {
+	c := &chunkInputs{t: t, raw: make([][]byte, len(t.In))}
+	if t.sections == nil {
+		return c
+	}
+	c.bufs = make([][]byte, len(t.In))
+	for i, in := range t.In {
+		if !t.Missing(i) {
+			c.bufs[i] = t.job.bytes.Get(int(in.DType.Bytes(chunk)))
+		}
+	}
+	if t.job.AllowNonFinite {
+		c.mask = make([]bool, chunk)
+	}
+	return c
+}
+
+func (c *chunkInputs) release() {
+	for _, b := range c.bufs {
+		if b != nil {
+			c.t.job.bytes.Put(b)
+		}
+	}
+}
+
+// load makes raw hold elements [s, e) of every input.
+func (c *chunkInputs) load(s, e int64) error {
+	t := c.t
+	for i, in := range t.In {
+		if t.Missing(i) {
+			c.raw[i] = nil
+			continue
+		}
+		lo, hi := in.DType.Bytes(s), in.DType.Bytes(e)
+		if t.sections == nil {
+			c.raw[i] = in.Data[lo:hi]
+			continue
+		}
+		b := c.bufs[i][:hi-lo]
+		if _, err := t.sections[i].ReadAt(b, lo); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return t.job.inputError(i, t.Name, fmt.Errorf("reading data: %w", err))
+		}
+		c.raw[i] = b
+	}
+	if t.sections == nil {
+		return nil
+	}
+	return c.nonFinite(e - s)
+}
+
+// nonFinite applies the non-finite policy to the chunk just read (see
+// Job.nonFinite, which does it for a whole tensor).
+func (c *chunkInputs) nonFinite(m int64) error {
+	t, j := c.t, c.t.job
+	c.masked = false
+	for i, in := range t.In {
+		if c.raw[i] == nil || !in.DType.IsFloat() {
+			continue
+		}
+		if !j.AllowNonFinite {
+			if !weights.HasNonFinite(in.DType, c.raw[i]) {
+				continue
+			}
+			// Name the whole tensor's counts, as when it is read whole.
+			nan, inf, err := countSection(in.DType, t.sections[i])
+			if err != nil {
+				return j.inputError(i, t.Name, err)
+			}
+			return j.inputError(i, t.Name, nonFiniteError(nan, inf))
+		}
+		if !c.masked {
+			clear(c.mask[:m])
+		}
+		k, err := weights.MarkNonFinite(in.DType, c.raw[i], c.mask[:m])
+		if err != nil {
+			return j.inputError(i, t.Name, err)
+		}
+		c.masked = c.masked || k > 0
+	}
+	if !c.masked {
+		return nil
+	}
+	for i, in := range t.In {
+		if c.raw[i] != nil && in.DType.IsFloat() {
+			if err := weights.ZeroMarked(in.DType, c.raw[i], c.mask[:m]); err != nil {
+				return j.inputError(i, t.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// countSection counts the NaN and Inf values of a tensor in a file, a
+// chunk at a time.
+func countSection(dt weights.DType, sec *io.SectionReader) (nan, inf int64, err error) {
+	step := dt.Bytes(ChunkElems)
+	buf := make([]byte, step)
+	for off := int64(0); off < sec.Size(); off += step {
+		b := buf[:min(step, sec.Size()-off)]
+		if _, err := sec.ReadAt(b, off); err != nil {
+			return 0, 0, fmt.Errorf("reading data: %w", err)
+		}
+		a, f, err := weights.CountNonFinite(dt, b)
+		if err != nil {
+			return 0, 0, err
+		}
+		nan, inf = nan+a, inf+f
+	}
+	return nan, inf, nil
 }

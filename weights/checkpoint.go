@@ -31,6 +31,24 @@ type Checkpoint interface {
 	Close() error
 }
 
+// TensorSectioner is a Checkpoint that stores a tensor's bytes as they
+// are read (contiguous, little-endian, uncompressed) in one file and can
+// hand them out as a section of that file, so a streaming job reads a
+// chunk of a large tensor when it needs it instead of holding the whole.
+type TensorSectioner interface {
+	// TensorSection returns the tensor's bytes as a reader over exactly
+	// its data, or false when this tensor is not stored that way.
+	TensorSection(name string) (*io.SectionReader, bool)
+}
+
+// TensorSection is c's TensorSectioner answer, false when c has none.
+func TensorSection(c Checkpoint, name string) (*io.SectionReader, bool) {
+	if s, ok := c.(TensorSectioner); ok {
+		return s.TensorSection(name)
+	}
+	return nil, false
+}
+
 // TensorError ties an error to the file and tensor it came from, so a user
 // sees one line naming both.
 type TensorError struct {

@@ -288,6 +288,15 @@ func (s *safetensorsFile) Info(name string) (TensorInfo, bool) {
 	return e.info, ok
 }
 
+// TensorSection is the tensor's data in the file.
+func (s *safetensorsFile) TensorSection(name string) (*io.SectionReader, bool) {
+	e, ok := s.entries[name]
+	if !ok {
+		return nil, false
+	}
+	return io.NewSectionReader(s.f, s.dataStart+e.begin, e.end-e.begin), true
+}
+
 func (s *safetensorsFile) ReadTensor(name string, buf []byte) (Tensor, error) {
 	e, ok := s.entries[name]
 	if !ok {

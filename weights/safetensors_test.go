@@ -454,3 +454,63 @@ func TestOpenSniffsSafetensorsBeforePickle(t *testing.T) {
 	}
 	t.Fatal("no padding gave a 0x280 header")
 }
+
+// TestWriterTakesTensorsInParts: parts in any order make the same file as
+// whole writes; overruns, a part after the whole, a whole after a part
+// and a tensor missing a part are refused.
+func TestWriterTakesTensorsInParts(t *testing.T) {
+	dir := t.TempDir()
+	infos := []TensorInfo{{"a", U8, []int64{6}}, {"b", U8, []int64{3}}}
+	whole := filepath.Join(dir, "whole.safetensors")
+	if err := WriteSafetensors(whole, []Tensor{{infos[0], []byte{1, 2, 3, 4, 5, 6}}, {infos[1], []byte{7, 8, 9}}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "parts.safetensors")
+	w, err := CreateSafetensors(p, infos, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name string
+		data []byte
+		off  int64
+	}{{"a", []byte{5, 6}, 4}, {"b", []byte{7, 8, 9}, 0}, {"a", []byte{1, 2, 3, 4}, 0}} {
+		if err := w.WriteTensorAt(c.name, c.data, c.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.WriteTensorAt("a", []byte{1}, 0); err == nil {
+		t.Error("a part of a complete tensor accepted")
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(whole)
+	b, _ := os.ReadFile(p)
+	if !bytes.Equal(a, b) {
+		t.Error("parts give a different file than whole writes")
+	}
+	w, _ = CreateSafetensors(p, infos, nil)
+	defer w.Abort()
+	if err := w.WriteTensorAt("a", []byte{1, 2, 3}, 4); err == nil {
+		t.Error("a part past the end accepted")
+	}
+	if err := w.WriteTensorAt("a", []byte{1}, -1); err == nil {
+		t.Error("a negative offset accepted")
+	}
+	if err := w.WriteTensorAt("a", []byte{1, 2, 3, 4, 5}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.WriteTensorAt("a", []byte{1, 2}, 4); err == nil {
+		t.Error("parts adding up past the size accepted")
+	}
+	if err := w.WriteTensor("a", make([]byte, 6)); err == nil {
+		t.Error("a whole write after a part accepted")
+	}
+	if err := w.WriteTensor("b", []byte{7, 8, 9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err == nil || !strings.Contains(err.Error(), `"a"`) {
+		t.Errorf("commit with a part missing: %v", err)
+	}
+}

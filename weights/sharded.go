@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -196,6 +197,15 @@ func (s *shardedCheckpoint) ReadTensor(name string, buf []byte) (Tensor, error) 
 		return Tensor{}, &TensorError{File: s.path, Tensor: name, Err: ErrNotFound}
 	}
 	return c.ReadTensor(name, buf)
+}
+
+// TensorSection is the owning shard's section of the tensor.
+func (s *shardedCheckpoint) TensorSection(name string) (*io.SectionReader, bool) {
+	c, ok := s.owner[name]
+	if !ok {
+		return nil, false
+	}
+	return TensorSection(c, name)
 }
 
 func (s *shardedCheckpoint) Close() error {

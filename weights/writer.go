@@ -128,6 +128,9 @@ type SafetensorsWriter struct {
 type writeEntry struct {
 	HeaderTensor
 	written bool
+	// got counts the bytes of a tensor written in parts (WriteTensorAt);
+	// the tensor is written when they cover it.
+	got int64
 }
 
 // CreateSafetensors declares the tensors of a new file and writes its
@@ -173,7 +176,7 @@ func (w *SafetensorsWriter) WriteTensor(name string, data []byte) error {
 	case !ok:
 		w.mu.Unlock()
 		return fmt.Errorf("%s: tensor %q: not declared", w.path, name)
-	case e.written:
+	case e.written || e.got > 0:
 		w.mu.Unlock()
 		return fmt.Errorf("%s: tensor %q: written twice", w.path, name)
 	case int64(len(data)) != e.End-e.Begin:
@@ -183,6 +186,36 @@ func (w *SafetensorsWriter) WriteTensor(name string, data []byte) error {
 	e.written = true
 	w.mu.Unlock()
 	if _, err := w.f.WriteAt(data, w.dataStart+e.Begin); err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	return nil
+}
+
+// WriteTensorAt writes part of a declared tensor: data at byte off of its
+// bytes. The parts of a tensor may arrive in any order and from several
+// goroutines, each byte once; the tensor counts as written when they add
+// up to its size. A tensor is written whole or in parts, not both.
+func (w *SafetensorsWriter) WriteTensorAt(name string, data []byte, off int64) error {
+	w.mu.Lock()
+	e, ok := w.entries[name]
+	switch {
+	case w.done:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: writer already closed", w.path, name)
+	case !ok:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: not declared", w.path, name)
+	case e.written:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: written twice", w.path, name)
+	case off < 0 || off+int64(len(data)) > e.End-e.Begin || e.got+int64(len(data)) > e.End-e.Begin:
+		w.mu.Unlock()
+		return fmt.Errorf("%s: tensor %q: %d bytes at %d overrun its %d bytes (%d already written)", w.path, name, len(data), off, e.End-e.Begin, e.got)
+	}
+	e.got += int64(len(data))
+	e.written = e.got == e.End-e.Begin
+	w.mu.Unlock()
+	if _, err := w.f.WriteAt(data, w.dataStart+e.Begin+off); err != nil {
 		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
 	return nil
@@ -346,6 +379,16 @@ func (s *ShardedWriter) WriteTensor(name string, data []byte) error {
 		return fmt.Errorf("%s: tensor %q: not declared", s.dir, name)
 	}
 	return w.WriteTensor(name, data)
+}
+
+// WriteTensorAt routes part of a tensor to its shard (see
+// SafetensorsWriter.WriteTensorAt).
+func (s *ShardedWriter) WriteTensorAt(name string, data []byte, off int64) error {
+	w, ok := s.owner[name]
+	if !ok {
+		return fmt.Errorf("%s: tensor %q: not declared", s.dir, name)
+	}
+	return w.WriteTensorAt(name, data, off)
 }
 
 // Commit commits every shard, then the index last, so a reader never sees
