@@ -143,7 +143,7 @@ type TensorSparsifier struct {
 	hist        *Histogram
 	cuts        [2]Cut // top-nTop and top-(nTop+nKeep), per-tensor
 	counters    [2]Counter
-	rng         *rand.Rand
+	rng         *rand.PCG // concrete, so each draw is a direct call
 	keys        []uint32
 	scratch     []uint32
 	keep        []bool
@@ -217,7 +217,7 @@ func (t *TensorSparsifier) ChunkLen(want int) int {
 
 func (t *TensorSparsifier) reset() {
 	t.counters = [2]Counter{{Cut: t.cuts[0]}, {Cut: t.cuts[1]}}
-	t.rng = rand.New(rand.NewPCG(t.seed[0], t.seed[1]))
+	t.rng = rand.NewPCG(t.seed[0], t.seed[1])
 	t.pos = 0
 }
 
@@ -274,27 +274,32 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 	case PassFine:
 		t.hist.AddFineValues(chunk)
 	case PassNorm:
+		// The dropped entries add +0 (or take part in a max as 0) instead
+		// of being skipped: the same sums, since every term is ≥ 0, and
+		// no branch on the (unpredictable) mask.
 		keep := t.mask(chunk)
-		for i, v := range chunk {
-			a := math.Abs(float64(v))
-			switch t.spec.Rescale {
-			case L1:
-				t.before += a
-				if keep[i] {
-					t.after += a
-				}
-			case L2:
-				t.before += a * a
-				if keep[i] {
-					t.after += a * a
-				}
-			case LInf:
-				t.before = math.Max(t.before, a)
-				if keep[i] {
-					t.after = math.Max(t.after, a)
-				}
+		before, after := t.before, t.after
+		switch t.spec.Rescale {
+		case L1:
+			for i, v := range chunk {
+				a := math.Abs(float64(v))
+				before += a
+				after += math.Float64frombits(math.Float64bits(a) & -b2u(keep[i]))
+			}
+		case L2:
+			for i, v := range chunk {
+				a := math.Abs(float64(v))
+				before += a * a
+				after += math.Float64frombits(math.Float64bits(a*a) & -b2u(keep[i]))
+			}
+		case LInf:
+			for i, v := range chunk {
+				a := math.Abs(float64(v))
+				before = math.Max(before, a)
+				after = math.Max(after, math.Float64frombits(math.Float64bits(a)&-b2u(keep[i])))
 			}
 		}
+		t.before, t.after = before, after
 	}
 }
 
@@ -366,18 +371,20 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 			return keep
 		}
 		if t.spec.Method == Random {
+			// rand.Float64() < d compared in integers: Float64 is
+			// x/2^53 for the low 53 bits x of a draw, exactly, so it is
+			// below d exactly when x < ceil(d·2^53).
+			thr := uniformBelow(t.spec.Density)
 			for i := range keep {
-				keep[i] = t.rng.Float64() < t.spec.Density
+				keep[i] = t.rng.Uint64()&(1<<53-1) < thr
 			}
 		} else {
 			t.dellaMask(chunk, keep)
 		}
 		if t.recording() {
 			for i, k := range keep {
-				if k {
-					j := t.pos + int64(i)
-					t.bits[j>>6] |= 1 << (j & 63)
-				}
+				j := t.pos + int64(i)
+				t.bits[j>>6] |= b2u(k) << (j & 63)
 			}
 			t.pos += int64(len(keep))
 		}
@@ -423,18 +430,45 @@ func (t *TensorSparsifier) Apply(chunk []float32) int {
 	keep := t.mask(chunk)
 	kept := 0
 	s := t.scale
-	for i, k := range keep {
-		switch {
-		case !k:
-			chunk[i] = 0
-		case s != 1:
-			chunk[i] = float32(float64(chunk[i]) * s)
-			kept++
-		default:
-			kept++
+	// Branch-free: the mask is data. A dropped entry becomes +0.
+	if s != 1 {
+		for i, k := range keep {
+			m := -uint32(b2u(k))
+			kept += int(b2u(k))
+			chunk[i] = math.Float32frombits(math.Float32bits(float32(float64(chunk[i])*s)) & m)
 		}
+		return kept
+	}
+	for i, k := range keep {
+		m := -uint32(b2u(k))
+		kept += int(b2u(k))
+		chunk[i] = math.Float32frombits(math.Float32bits(chunk[i]) & m)
 	}
 	return kept
+}
+
+// uniform is rand.Float64 on a PCG: the low 53 bits of a draw over 2^53.
+func uniform(r *rand.PCG) float64 { return float64(r.Uint64()<<11>>11) / (1 << 53) }
+
+// uniformBelow is the threshold T with uniform(r) < d exactly when the
+// draw's low 53 bits are below T.
+func uniformBelow(d float64) uint64 {
+	if !(d > 0) {
+		return 0
+	}
+	if d >= 1 {
+		return 1 << 53
+	}
+	return uint64(math.Ceil(d * (1 << 53)))
+}
+
+// b2u is 1 for true and 0 for false, without a branch.
+func b2u(b bool) uint64 {
+	var u uint64
+	if b {
+		u = 1
+	}
+	return u
 }
 
 // InPlace applies s to a whole tensor held in memory: the
@@ -520,7 +554,7 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 			if rl > 1 {
 				norm = float64(rank[i]) / float64(rl-1)
 			}
-			keep[r+i] = t.rng.Float64() < (d-eps)+2*eps*norm
+			keep[r+i] = uniform(t.rng) < (d-eps)+2*eps*norm
 		}
 	}
 }

@@ -218,3 +218,31 @@ func TestSelectKthAgainstSort(t *testing.T) {
 		}
 	}
 }
+
+// TestUniformBelowMatchesFloat64: the integer test of a draw against
+// uniformBelow(d) decides exactly as rand.Float64() < d on the same
+// stream, including densities that are exact multiples of 2^-53 and their
+// neighbours, where a rounding slip would show.
+func TestUniformBelowMatchesFloat64(t *testing.T) {
+	ds := []float64{0, -1, 1, 2, 0.5, 0.1, 0.9, 1e-300, 0x1p-53, 3 * 0x1p-53, 1 - 0x1p-53}
+	for _, d := range []float64{0.25, 0.7, 1.0 / 3} {
+		ds = append(ds, d, math.Nextafter(d, 0), math.Nextafter(d, 1))
+	}
+	for _, d := range ds {
+		a, b := rand.NewPCG(7, uint64(len(ds))), rand.New(rand.NewPCG(7, uint64(len(ds))))
+		thr := uniformBelow(d)
+		for i := 0; i < 20000; i++ {
+			u := a.Uint64()
+			if got, want := u&(1<<53-1) < thr, b.Float64() < d; got != want {
+				t.Fatalf("d=%g draw %d: integer test %v, Float64 test %v", d, i, got, want)
+			}
+		}
+		// At the threshold itself: the draw x = thr-1 is below d, thr is not.
+		if thr > 0 && thr <= 1<<53 && !(float64(thr-1)/(1<<53) < d) {
+			t.Errorf("d=%g: %d/2^53 is not below d", d, thr-1)
+		}
+		if thr < 1<<53 && float64(thr)/(1<<53) < d {
+			t.Errorf("d=%g: %d/2^53 is below d", d, thr)
+		}
+	}
+}
