@@ -37,19 +37,27 @@ func consensusRef(k *GTAKernel, base, o []float64) {
 }
 
 func consensusKernel(r *rand.Rand, n, models int, weights []float64, normalize, specials bool) (*GTAKernel, []float64) {
+	return consensusKernelZeros(r, n, models, weights, normalize, specials, 1)
+}
+
+// consensusKernelZeros draws task vectors with zeros/10 of the entries zero
+// (beyond the specials' share): 5 is what trimming to density 0.5 leaves.
+func consensusKernelZeros(r *rand.Rand, n, models int, weights []float64, normalize, specials bool, zeros int) (*GTAKernel, []float64) {
 	k := &GTAKernel{w: weights, normalize: normalize, lambda: 0.7, consensus: true}
 	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-45, -1e-45}
 	for i := 0; i < models; i++ {
 		t := make([]float32, n)
 		for e := range t {
-			switch r.IntN(10) {
-			case 0:
+			switch c := r.IntN(10); {
+			case c >= 10-zeros+1:
+				t[e] = 0
+			case c == 0:
 				if !specials {
 					t[e] = float32(r.NormFloat64())
 					continue
 				}
 				t[e] = special[r.IntN(len(special))]
-			case 1:
+			case c == 1:
 				t[e] = 0
 			default:
 				t[e] = float32(r.NormFloat64())
@@ -111,6 +119,20 @@ func BenchmarkConsensus(b *testing.B) {
 	b.Run("masks-2tv", func(b *testing.B) {
 		for b.Loop() {
 			k2.consensusMix(base2, out)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(base)), "ns/entry")
+	})
+	// As TIES at density 0.5 leaves them: half of each task vector zero.
+	k3, base3 := consensusKernelZeros(r, 1<<16, 2, []float64{0.5, 0.5}, true, false, 5)
+	b.Run("branches-2tv-trimmed", func(b *testing.B) {
+		for b.Loop() {
+			consensusRef(k3, base3, out)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(base)), "ns/entry")
+	})
+	b.Run("masks-2tv-trimmed", func(b *testing.B) {
+		for b.Loop() {
+			k3.consensusMix(base3, out)
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(base)), "ns/entry")
 	})

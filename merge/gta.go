@@ -514,11 +514,8 @@ func (k *GTAKernel) consensusMix(base, o []float64) {
 			mixed += math.Float64frombits(math.Float64bits(xs[i]) & m)
 			div += math.Float64frombits(math.Float64bits(w) & m)
 		}
-		if div == 0 {
-			div = 1
-		}
 		if k.normalize {
-			mixed /= div
+			mixed /= orOne(div)
 		}
 		o[e] = base[e] + k.lambda*mixed
 	}
@@ -526,29 +523,68 @@ func (k *GTAKernel) consensusMix(base, o []float64) {
 
 // consensusSmall is consensusMix for two or three task vectors (TIES
 // over two or three fine-tunes, the common recipes) with the loop
-// unrolled: the same operations in the same order, so the same bits.
+// unrolled: the same operations in the same order, so the same bits. The
+// divisor's "none agreed: 1" is a mask too: after trimming, half the
+// entries of a task vector are zero, so it is taken a quarter of the time
+// or more, unpredictably.
 func (k *GTAKernel) consensusSmall(base, o []float64) {
-	three := len(k.w) == 3
-	t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
-	t2 := t1 // unused with two
-	w2 := 0.0
-	if three {
-		t2, w2 = k.tau[2][:len(o)], k.w[2]
+	if len(k.w) == 2 {
+		k.consensusTwo(base, o)
+		return
 	}
+	t0, t1, t2 := k.tau[0][:len(o)], k.tau[1][:len(o)], k.tau[2][:len(o)]
 	base = base[:len(o)]
-	w0, w1 := k.w[0], k.w[1]
+	w0, w1, w2 := k.w[0], k.w[1], k.w[2]
 	wb0, wb1, wb2 := math.Float64bits(w0), math.Float64bits(w1), math.Float64bits(w2)
 	lambda, normalize := k.lambda, k.normalize
+	for e := range o {
+		x0, x1, x2 := w0*float64(t0[e]), w1*float64(t1[e]), w2*float64(t2[e])
+		total := 0.0
+		total += x0
+		total += x1
+		total += x2
+		neg := -b2u(total < 0)
+		m0, m1, m2 := agreeMask(x0, neg), agreeMask(x1, neg), agreeMask(x2, neg)
+		mixed, div := 0.0, 0.0
+		mixed += math.Float64frombits(math.Float64bits(x0) & m0)
+		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
+		mixed += math.Float64frombits(math.Float64bits(x2) & m2)
+		div += math.Float64frombits(wb0 & m0)
+		div += math.Float64frombits(wb1 & m1)
+		div += math.Float64frombits(wb2 & m2)
+		if normalize {
+			mixed /= orOne(div)
+		}
+		o[e] = base[e] + lambda*mixed
+	}
+}
+
+// consensusTwo is consensusSmall for two task vectors.
+func (k *GTAKernel) consensusTwo(base, o []float64) {
+	t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
+	base = base[:len(o)]
+	w0, w1 := k.w[0], k.w[1]
+	wb0, wb1 := math.Float64bits(w0), math.Float64bits(w1)
+	lambda := k.lambda
+	if !k.normalize {
+		for e := range o {
+			x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
+			total := 0.0
+			total += x0
+			total += x1
+			neg := -b2u(total < 0)
+			mixed := 0.0
+			mixed += math.Float64frombits(math.Float64bits(x0) & agreeMask(x0, neg))
+			mixed += math.Float64frombits(math.Float64bits(x1) & agreeMask(x1, neg))
+			o[e] = base[e] + lambda*mixed
+		}
+		return
+	}
 	for e := range o {
 		x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
 		total := 0.0
 		total += x0
 		total += x1
-		var x2 float64
-		if three {
-			x2 = w2 * float64(t2[e])
-			total += x2
-		}
 		neg := -b2u(total < 0)
 		m0, m1 := agreeMask(x0, neg), agreeMask(x1, neg)
 		mixed, div := 0.0, 0.0
@@ -556,19 +592,14 @@ func (k *GTAKernel) consensusSmall(base, o []float64) {
 		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
 		div += math.Float64frombits(wb0 & m0)
 		div += math.Float64frombits(wb1 & m1)
-		if three {
-			m2 := agreeMask(x2, neg)
-			mixed += math.Float64frombits(math.Float64bits(x2) & m2)
-			div += math.Float64frombits(wb2 & m2)
-		}
-		if div == 0 {
-			div = 1
-		}
-		if normalize {
-			mixed /= div
-		}
-		o[e] = base[e] + lambda*mixed
+		o[e] = base[e] + lambda*(mixed/orOne(div))
 	}
+}
+
+// orOne is d, or 1 when d is ±0 (no weight agreed), without a branch.
+func orOne(d float64) float64 {
+	z := -b2u(d == 0)
+	return math.Float64frombits(math.Float64bits(d)&^z | 0x3ff0000000000000&z)
 }
 
 // agreeMask is all ones when x is nonzero and not NaN with the sign neg
