@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/weightops/weightops/internal/vec"
 	"github.com/weightops/weightops/sparsify"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
@@ -465,10 +466,7 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 			c[i] = k.lambda * w / div
 		}
 		if len(c) == 2 {
-			t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
-			for e := range o {
-				o[e] = base[e] + c[0]*float64(t0[e]) + c[1]*float64(t1[e])
-			}
+			vec.Mix2(o, base, k.tau[0], k.tau[1], c[0], c[1])
 			return
 		}
 		for e := range o {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"unsafe"
 
+	"github.com/weightops/weightops/internal/vec"
 	"github.com/x448/float16"
 )
 
@@ -40,9 +41,7 @@ func Decode(dt DType, src []byte, dst []float64) error {
 			dst[i] = float64(float16.Frombits(u).Float32())
 		}
 	case BF16:
-		for i, u := range u16(src)[:len(dst)] {
-			dst[i] = float64(math.Float32frombits(uint32(u) << 16))
-		}
+		vec.DecodeBF16(dst, u16(src)[:len(dst)])
 	case F8E4M3:
 		for i := range dst {
 			dst[i] = f8e4m3ToFloat64(src[i])
@@ -155,9 +154,8 @@ func Encode(dt DType, src []float64, dst []byte) error {
 			le.PutUint16(dst[2*i:], float16.Fromfloat32(roundToOdd32(v)).Bits())
 		}
 	case BF16:
-		for i, v := range src {
-			le.PutUint16(dst[2*i:], bf16FromFloat64(v))
-		}
+		// u16 views the bytes in host order: little-endian (endian.go).
+		vec.EncodeBF16(u16(dst), src, bf16FromFloat64)
 	case I64:
 		for i, v := range src {
 			le.PutUint64(dst[8*i:], uint64(toInt64(v)))
@@ -448,10 +446,7 @@ func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
 	}
 	switch dt {
 	case BF16:
-		u := u16(src)[:n]
-		for i, x := range u {
-			dst[i] = float32(float64(math.Float32frombits(uint32(x)<<16)) - base[i])
-		}
+		vec.DeltaBF16(dst, u16(src)[:n], base)
 	case F32:
 		for i, x := range f32(src)[:n] {
 			dst[i] = float32(float64(x) - base[i])

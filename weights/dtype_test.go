@@ -87,19 +87,26 @@ func TestEncodeHalfFormatsRoundToNearestEven(t *testing.T) {
 			}
 		}
 		xs = append(xs, maxFinite, -maxFinite, tc.overflow, math.Nextafter(tc.overflow, 0), 1e300, -1e-300, 0)
+		// Whole (the vector loops, groups of eight) and one by one.
+		whole := make([]byte, 2*len(xs))
+		if err := Encode(tc.dt, xs, whole); err != nil {
+			t.Fatal(err)
+		}
 		buf := make([]byte, 2)
-		back := make([]float64, 1)
-		for _, x := range xs {
+		back := make([]float64, 2)
+		for i, x := range xs {
 			if err := Encode(tc.dt, []float64{x}, buf); err != nil {
 				t.Fatal(err)
 			}
-			_ = Decode(tc.dt, buf, back)
+			_ = Decode(tc.dt, append(buf[:2:2], whole[2*i:2*i+2]...), back)
 			want := nearestEven(tab, x, tc.overflow)
 			if want == 0 {
 				want = math.Copysign(0, x)
 			}
-			if back[0] != want || math.Signbit(back[0]) != math.Signbit(want) {
-				t.Fatalf("%s: Encode(%v [%x]) = %v, nearest-even is %v", tc.dt, x, math.Float64bits(x), back[0], want)
+			for k, got := range back {
+				if got != want || math.Signbit(got) != math.Signbit(want) {
+					t.Fatalf("%s: Encode(%v [%x]) = %v (%s), nearest-even is %v", tc.dt, x, math.Float64bits(x), got, []string{"alone", "in a batch"}[k], want)
+				}
 			}
 		}
 	}

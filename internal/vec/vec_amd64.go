@@ -1,0 +1,23 @@
+package vec
+
+import "golang.org/x/sys/cpu"
+
+func init() { useAsm = cpu.X86.HasAVX2 }
+
+// The assembly loops handle whole groups (eight elements; four for mix2)
+// from the start and return how many elements they did.
+
+//go:noescape
+func decodeBF16Asm(dst []float64, src []uint16) int
+
+//go:noescape
+func deltaBF16Asm(dst []float32, src []uint16, base []float64) int
+
+//go:noescape
+func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
+
+// encodeBF16Asm stops at the first group of eight holding a value it does
+// not round itself.
+//
+//go:noescape
+func encodeBF16Asm(dst []uint16, src []float64) int

@@ -1,0 +1,234 @@
+#include "textflag.h"
+
+// Constants of encodeBF16Asm, four lanes each: the exponent mask 0x7ff, 1,
+// half an ulp of bfloat16 less one (2^44 − 1), the lowest and highest
+// float64 exponents of a bfloat16 normal (897, 1150), the exponent and
+// mantissa bits kept (0x3ffff), the exponent rebias (896 << 7), the sign
+// (0x8000); then VPERMD's indices of the low halves of four quadwords.
+DATA enc<>+0x0(SB)/8, $0x7ff
+DATA enc<>+0x8(SB)/8, $0x7ff
+DATA enc<>+0x10(SB)/8, $0x7ff
+DATA enc<>+0x18(SB)/8, $0x7ff
+DATA enc<>+0x20(SB)/8, $0x1
+DATA enc<>+0x28(SB)/8, $0x1
+DATA enc<>+0x30(SB)/8, $0x1
+DATA enc<>+0x38(SB)/8, $0x1
+DATA enc<>+0x40(SB)/8, $0xfffffffffff
+DATA enc<>+0x48(SB)/8, $0xfffffffffff
+DATA enc<>+0x50(SB)/8, $0xfffffffffff
+DATA enc<>+0x58(SB)/8, $0xfffffffffff
+DATA enc<>+0x60(SB)/8, $0x381
+DATA enc<>+0x68(SB)/8, $0x381
+DATA enc<>+0x70(SB)/8, $0x381
+DATA enc<>+0x78(SB)/8, $0x381
+DATA enc<>+0x80(SB)/8, $0x47e
+DATA enc<>+0x88(SB)/8, $0x47e
+DATA enc<>+0x90(SB)/8, $0x47e
+DATA enc<>+0x98(SB)/8, $0x47e
+DATA enc<>+0xa0(SB)/8, $0x3ffff
+DATA enc<>+0xa8(SB)/8, $0x3ffff
+DATA enc<>+0xb0(SB)/8, $0x3ffff
+DATA enc<>+0xb8(SB)/8, $0x3ffff
+DATA enc<>+0xc0(SB)/8, $0x1c000
+DATA enc<>+0xc8(SB)/8, $0x1c000
+DATA enc<>+0xd0(SB)/8, $0x1c000
+DATA enc<>+0xd8(SB)/8, $0x1c000
+DATA enc<>+0xe0(SB)/8, $0x8000
+DATA enc<>+0xe8(SB)/8, $0x8000
+DATA enc<>+0xf0(SB)/8, $0x8000
+DATA enc<>+0xf8(SB)/8, $0x8000
+DATA enc<>+0x100(SB)/4, $0
+DATA enc<>+0x104(SB)/4, $2
+DATA enc<>+0x108(SB)/4, $4
+DATA enc<>+0x10c(SB)/4, $6
+DATA enc<>+0x110(SB)/4, $0
+DATA enc<>+0x114(SB)/4, $0
+DATA enc<>+0x118(SB)/4, $0
+DATA enc<>+0x11c(SB)/4, $0
+GLOBL enc<>(SB), RODATA|NOPTR, $288
+
+// func decodeBF16Asm(dst []float64, src []uint16) int
+TEXT ·decodeBF16Asm(SB), NOSPLIT, $0-56
+	MOVQ dst_base+0(FP), DI
+	MOVQ src_base+24(FP), SI
+	MOVQ dst_len+8(FP), CX
+	SHRQ $3, CX
+	MOVQ CX, AX
+	SHLQ $3, AX
+	TESTQ CX, CX
+	JZ   decdone
+
+decloop:
+	VPMOVZXWD (SI), Y0
+	VPSLLD    $16, Y0, Y0
+	VCVTPS2PD X0, Y1
+	VEXTRACTI128 $1, Y0, X2
+	VCVTPS2PD X2, Y2
+	VMOVUPD   Y1, (DI)
+	VMOVUPD   Y2, 32(DI)
+	ADDQ $16, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  decloop
+	VZEROUPPER
+
+decdone:
+	MOVQ AX, ret+48(FP)
+	RET
+
+// func deltaBF16Asm(dst []float32, src []uint16, base []float64) int
+TEXT ·deltaBF16Asm(SB), NOSPLIT, $0-80
+	MOVQ dst_base+0(FP), DI
+	MOVQ src_base+24(FP), SI
+	MOVQ base_base+48(FP), BX
+	MOVQ dst_len+8(FP), CX
+	SHRQ $3, CX
+	MOVQ CX, AX
+	SHLQ $3, AX
+	TESTQ CX, CX
+	JZ   deldone
+
+delloop:
+	VPMOVZXWD (SI), Y0
+	VPSLLD    $16, Y0, Y0
+	VCVTPS2PD X0, Y1
+	VEXTRACTI128 $1, Y0, X2
+	VCVTPS2PD X2, Y2
+	VSUBPD    (BX), Y1, Y1
+	VSUBPD    32(BX), Y2, Y2
+	VCVTPD2PSY Y1, X1
+	VCVTPD2PSY Y2, X2
+	VMOVUPS   X1, (DI)
+	VMOVUPS   X2, 16(DI)
+	ADDQ $16, SI
+	ADDQ $64, BX
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  delloop
+	VZEROUPPER
+
+deldone:
+	MOVQ AX, ret+72(FP)
+	RET
+
+// func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
+TEXT ·mix2Asm(SB), NOSPLIT, $0-120
+	MOVQ o_base+0(FP), DI
+	MOVQ base_base+24(FP), SI
+	MOVQ t0_base+48(FP), R8
+	MOVQ t1_base+72(FP), R9
+	VBROADCASTSD c0+96(FP), Y6
+	VBROADCASTSD c1+104(FP), Y7
+	MOVQ o_len+8(FP), CX
+	SHRQ $2, CX
+	MOVQ CX, AX
+	SHLQ $2, AX
+	TESTQ CX, CX
+	JZ   mixdone
+
+mixloop:
+	VCVTPS2PD (R8), Y0
+	VMULPD    Y6, Y0, Y0
+	VMOVUPD   (SI), Y2
+	VADDPD    Y0, Y2, Y0
+	VCVTPS2PD (R9), Y1
+	VMULPD    Y7, Y1, Y1
+	VADDPD    Y1, Y0, Y0
+	VMOVUPD   Y0, (DI)
+	ADDQ $16, R8
+	ADDQ $16, R9
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  mixloop
+
+mixdone:
+	VZEROUPPER
+	MOVQ AX, ret+112(FP)
+	RET
+
+// func encodeBF16Asm(dst []uint16, src []float64) int
+//
+// Per lane, as bf16FromFloat64's fast path: r = b + (2^44 − 1) + bit 45
+// of b; the result is the sign, then r's exponent rebiased and its top
+// seven mantissa bits. Zeros give their sign. A group of eight with a lane
+// whose exponent is below bfloat16's normals or whose rounding overflows
+// (subnormals, Inf, NaN, too large) is left to the caller.
+TEXT ·encodeBF16Asm(SB), NOSPLIT, $0-56
+	MOVQ dst_base+0(FP), DI
+	MOVQ src_base+24(FP), SI
+	MOVQ src_len+32(FP), CX
+	SHRQ $3, CX
+	XORQ AX, AX
+	TESTQ CX, CX
+	JZ   encdone
+
+encloop:
+	VMOVDQU 0(SI), Y0
+	VPSRLQ $52, Y0, Y1
+	VPAND enc<>+0(SB), Y1, Y1
+	VPSRLQ $45, Y0, Y2
+	VPAND enc<>+32(SB), Y2, Y2
+	VPADDQ Y2, Y0, Y3
+	VPADDQ enc<>+64(SB), Y3, Y3
+	VPSRLQ $52, Y3, Y4
+	VPAND enc<>+0(SB), Y4, Y4
+	VMOVDQU enc<>+96(SB), Y5
+	VPCMPGTQ Y1, Y5, Y5
+	VPCMPGTQ enc<>+128(SB), Y4, Y4
+	VPOR Y4, Y5, Y5
+	VPSLLQ $1, Y0, Y6
+	VPXOR Y1, Y1, Y1
+	VPCMPEQQ Y1, Y6, Y6
+	VPANDN Y5, Y6, Y5
+	VPSRLQ $45, Y3, Y8
+	VPAND enc<>+160(SB), Y8, Y8
+	VPSUBQ enc<>+192(SB), Y8, Y8
+	VPANDN Y8, Y6, Y8
+	VPSRLQ $48, Y0, Y2
+	VPAND enc<>+224(SB), Y2, Y2
+	VPOR Y2, Y8, Y8
+	VMOVDQU 32(SI), Y0
+	VPSRLQ $52, Y0, Y1
+	VPAND enc<>+0(SB), Y1, Y1
+	VPSRLQ $45, Y0, Y2
+	VPAND enc<>+32(SB), Y2, Y2
+	VPADDQ Y2, Y0, Y3
+	VPADDQ enc<>+64(SB), Y3, Y3
+	VPSRLQ $52, Y3, Y4
+	VPAND enc<>+0(SB), Y4, Y4
+	VMOVDQU enc<>+96(SB), Y10
+	VPCMPGTQ Y1, Y10, Y10
+	VPCMPGTQ enc<>+128(SB), Y4, Y4
+	VPOR Y4, Y10, Y10
+	VPSLLQ $1, Y0, Y6
+	VPXOR Y1, Y1, Y1
+	VPCMPEQQ Y1, Y6, Y6
+	VPANDN Y10, Y6, Y10
+	VPSRLQ $45, Y3, Y11
+	VPAND enc<>+160(SB), Y11, Y11
+	VPSUBQ enc<>+192(SB), Y11, Y11
+	VPANDN Y11, Y6, Y11
+	VPSRLQ $48, Y0, Y2
+	VPAND enc<>+224(SB), Y2, Y2
+	VPOR Y2, Y11, Y11
+	VPOR   Y10, Y5, Y5
+	VPTEST Y5, Y5
+	JNZ    encstop
+	VMOVDQU enc<>+256(SB), Y1
+	VPERMD Y8, Y1, Y8
+	VPERMD Y11, Y1, Y11
+	VPACKUSDW X11, X8, X8
+	VMOVDQU X8, (DI)
+	ADDQ $64, SI
+	ADDQ $16, DI
+	ADDQ $8, AX
+	DECQ CX
+	JNZ  encloop
+
+encstop:
+	VZEROUPPER
+
+encdone:
+	MOVQ AX, ret+48(FP)
+	RET

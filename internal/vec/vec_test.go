@@ -1,0 +1,194 @@
+package vec
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// bf16Ref rounds a float64 to bfloat16, nearest even, through big
+// arithmetic on the exact value: the definition the encoder must meet
+// (NaNs are only required to stay NaN with their sign).
+func bf16Ref(x float64) uint16 {
+	if math.IsNaN(x) {
+		return 0x7fc0 | uint16(math.Float64bits(x)>>48)&0x8000
+	}
+	sign := uint16(math.Float64bits(x)>>48) & 0x8000
+	a := math.Abs(x)
+	// Candidates: the bfloat16 values around a, found by walking bits.
+	best, bestErr := uint16(0), math.Inf(1)
+	f := float32(a)
+	u := math.Float32bits(f) >> 16
+	for _, c := range []uint32{u - 1, u, u + 1} {
+		if c > 0x7f80 {
+			continue
+		}
+		v := float64(math.Float32frombits(c << 16))
+		err := math.Abs(v - a)
+		if math.IsInf(v, 1) {
+			// Inf is the rounding of values at or past the halfway point
+			// between the largest finite and 2^128.
+			if a >= 0x1.ffp127 && !(a < 0x1.ffp127) {
+				err = 0
+			} else {
+				continue
+			}
+		}
+		if err < bestErr || err == bestErr && c&1 == 0 {
+			best, bestErr = uint16(c), err
+		}
+	}
+	return sign | best
+}
+
+func scalarBF16(x float64) uint16 {
+	// The Go loop's rounding (weights.bf16FromFloat64's): the reference
+	// for bits, including NaN payloads, which bf16Ref does not pin.
+	b := math.Float64bits(x)
+	if math.IsNaN(x) {
+		return uint16(b>>48)&0x8000 | 0x7fc0 | uint16(b>>45)&0x3f
+	}
+	return bf16Ref(x)
+}
+
+// specialValues are the float64s around every boundary of the encoder's
+// fast path: zeros, bfloat16's smallest normals and subnormals, the
+// largest finite and the overflow threshold, exact ties, Inf, NaN.
+func specialValues() []float64 {
+	v := []float64{0, math.Copysign(0, -1), 1, -1, 0x1p-126, 0x1p-127, 0x1.fep-127, 0x1.fffp-127, 0x1p-133, 0x1p-134, 0x1p-140,
+		0x1.fep127, 0x1.ffp127, math.Nextafter(0x1.ffp127, 0), 0x1p128, math.MaxFloat64, math.SmallestNonzeroFloat64,
+		math.Inf(1), math.Inf(-1), math.NaN(), 1 + 0x1p-8, 1 + 0x1p-8 + 0x1p-40, 1 + 3*0x1p-8, 1 - 0x1p-9, 0x1.01p0}
+	for _, x := range v[:len(v):len(v)] {
+		v = append(v, -x, math.Nextafter(x, 0), math.Nextafter(x, math.Inf(1)))
+	}
+	return v
+}
+
+func randomValues(r *rand.Rand, n int, specials bool) []float64 {
+	sp := specialValues()
+	out := make([]float64, n)
+	for i := range out {
+		switch {
+		case specials && r.IntN(8) == 0:
+			out[i] = sp[r.IntN(len(sp))]
+		case r.IntN(3) == 0:
+			// Exact bfloat16 ties and near ties.
+			out[i] = float64(math.Float32frombits(r.Uint32()&0x3fffffff|0x00008000)) * float64(1-2*r.IntN(2))
+		default:
+			out[i] = r.NormFloat64() * math.Ldexp(1, r.IntN(40)-20)
+		}
+	}
+	return out
+}
+
+func both(t *testing.T, f func()) {
+	t.Helper()
+	saved := useAsm
+	defer func() { useAsm = saved }()
+	for _, a := range []bool{false, saved} {
+		useAsm = a
+		f()
+	}
+}
+
+func TestEncodeBF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, v := range specialValues() {
+		if math.IsNaN(v) {
+			continue
+		}
+		if got, want := scalarBF16(v), bf16Ref(v); got != want {
+			t.Fatalf("reference disagrees with itself at %g", v)
+		}
+	}
+	for n := 0; n < 80; n++ {
+		for _, specials := range []bool{false, true} {
+			src := randomValues(r, n+3, specials)[3:] // unaligned start
+			var got [2][]uint16
+			k := 0
+			both(t, func() {
+				got[k] = make([]uint16, n)
+				EncodeBF16(got[k], src, scalarBF16)
+				k++
+			})
+			for i, x := range src {
+				want := scalarBF16(x)
+				for m := range got {
+					if got[m][i] != want {
+						t.Fatalf("n=%d asm=%v: %g (%#x) → %#04x, want %#04x", n, m == 1, x, math.Float64bits(x), got[m][i], want)
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestDecodeDeltaMix(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for n := 0; n < 80; n++ {
+		src := make([]uint16, n+1)
+		for i := range src {
+			src[i] = uint16(r.Uint32())
+		}
+		src = src[1:]
+		base := randomValues(r, n, true)
+		t0, t1 := make([]float32, n), make([]float32, n)
+		for i := range t0 {
+			t0[i], t1[i] = float32(base[(i+1)%n]), float32(r.NormFloat64())
+		}
+		c0, c1 := 0.37, -1.25
+		var dec [2][]float64
+		var del [2][]float32
+		var mix [2][]float64
+		k := 0
+		both(t, func() {
+			dec[k], del[k], mix[k] = make([]float64, n), make([]float32, n), make([]float64, n)
+			DecodeBF16(dec[k], src)
+			DeltaBF16(del[k], src, base)
+			Mix2(mix[k], base, t0, t1, c0, c1)
+			k++
+		})
+		for i := 0; i < n; i++ {
+			x := float64(math.Float32frombits(uint32(src[i]) << 16))
+			d := float32(x - base[i])
+			m := base[i] + c0*float64(t0[i]) + c1*float64(t1[i])
+			for a := range dec {
+				if math.Float64bits(dec[a][i]) != math.Float64bits(x) && !(math.IsNaN(x) && math.IsNaN(dec[a][i])) {
+					t.Fatalf("n=%d asm=%v: decode %#04x → %g, want %g", n, a == 1, src[i], dec[a][i], x)
+				}
+				if math.Float32bits(del[a][i]) != math.Float32bits(d) && !(isNaN32(d) && isNaN32(del[a][i])) {
+					t.Fatalf("n=%d asm=%v: delta %g − %g → %g, want %g", n, a == 1, x, base[i], del[a][i], d)
+				}
+				if math.Float64bits(mix[a][i]) != math.Float64bits(m) && !(math.IsNaN(m) && math.IsNaN(mix[a][i])) {
+					t.Fatalf("n=%d asm=%v: mix → %g, want %g", n, a == 1, mix[a][i], m)
+				}
+			}
+		}
+	}
+}
+
+func isNaN32(f float32) bool { return f != f }
+
+func TestAsmChosen(t *testing.T) {
+	t.Logf("assembly loops in use: %v", useAsm)
+}
+
+func BenchmarkEncodeBF16(b *testing.B) {
+	src := randomValues(rand.New(rand.NewPCG(5, 6)), 1<<16, false)
+	dst := make([]uint16, len(src))
+	for _, a := range []bool{false, true} {
+		name := "go"
+		if a {
+			name = "asm"
+		}
+		b.Run(name, func(b *testing.B) {
+			saved := useAsm
+			useAsm = a && saved
+			defer func() { useAsm = saved }()
+			for b.Loop() {
+				EncodeBF16(dst, src, scalarBF16)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(src)), "ns/entry")
+		})
+	}
+}
