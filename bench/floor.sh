@@ -46,7 +46,7 @@ recipe() { # method → recipe on the three models
 for m in $methods; do recipe "$m" > "$work/$m-$tag.yaml"; done
 secs() { awk -F: '{ if (NF==2) print $1*60+$2; else if (NF==3) print $1*3600+$2*60+$3; else print $1 }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-outbytes=$(stat -c %s "$work/m1-$tag.safetensors")
+outbytes=$(stat -L -c %s "$work/m1-$tag.safetensors")
 declare -A walls cpus rsss
 floors=""
 cat "$work"/m[123]-"$tag".safetensors > /dev/null

@@ -78,6 +78,12 @@ func TestConsensusMixMatchesBranches(t *testing.T) {
 		{math.Copysign(0, -1), math.Copysign(0, -1), math.Copysign(0, -1)}, {-0.5, 0.25, 1}} {
 		for _, norm := range []bool{true, false} {
 			k, base := consensusKernel(r, 20000, len(ws), ws, norm, true)
+			if len(ws) >= 2 && math.Abs(ws[0]) == math.Abs(ws[1]) {
+				// Exact cancellations: total = ±0 elects +.
+				for e := 0; e < len(base); e += 3 {
+					k.tau[1][e] = k.tau[0][e] * float32(-ws[0]/ws[1])
+				}
+			}
 			a, b := make([]float64, len(base)), make([]float64, len(base))
 			consensusRef(k, base, a)
 			k.consensusMix(base, b)

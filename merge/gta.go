@@ -508,12 +508,12 @@ func (k *GTAKernel) consensusMix(base, o []float64) {
 		for i, w := range k.w {
 			// x agrees when it is nonzero with the majority's sign (NaN
 			// never agrees: x > 0 and x < 0 are both false for it).
-			m := agreeMask(xs[i], neg)
+			m := vec.AgreeMask(xs[i], neg)
 			mixed += math.Float64frombits(math.Float64bits(xs[i]) & m)
 			div += math.Float64frombits(math.Float64bits(w) & m)
 		}
 		if k.normalize {
-			mixed /= orOne(div)
+			mixed /= vec.OrOne(div)
 		}
 		o[e] = base[e] + k.lambda*mixed
 	}
@@ -542,7 +542,7 @@ func (k *GTAKernel) consensusSmall(base, o []float64) {
 		total += x1
 		total += x2
 		neg := -b2u(total < 0)
-		m0, m1, m2 := agreeMask(x0, neg), agreeMask(x1, neg), agreeMask(x2, neg)
+		m0, m1, m2 := vec.AgreeMask(x0, neg), vec.AgreeMask(x1, neg), vec.AgreeMask(x2, neg)
 		mixed, div := 0.0, 0.0
 		mixed += math.Float64frombits(math.Float64bits(x0) & m0)
 		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
@@ -551,7 +551,7 @@ func (k *GTAKernel) consensusSmall(base, o []float64) {
 		div += math.Float64frombits(wb1 & m1)
 		div += math.Float64frombits(wb2 & m2)
 		if normalize {
-			mixed /= orOne(div)
+			mixed /= vec.OrOne(div)
 		}
 		o[e] = base[e] + lambda*mixed
 	}
@@ -559,55 +559,7 @@ func (k *GTAKernel) consensusSmall(base, o []float64) {
 
 // consensusTwo is consensusSmall for two task vectors.
 func (k *GTAKernel) consensusTwo(base, o []float64) {
-	t0, t1 := k.tau[0][:len(o)], k.tau[1][:len(o)]
-	base = base[:len(o)]
-	w0, w1 := k.w[0], k.w[1]
-	wb0, wb1 := math.Float64bits(w0), math.Float64bits(w1)
-	lambda := k.lambda
-	if !k.normalize {
-		for e := range o {
-			x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
-			total := 0.0
-			total += x0
-			total += x1
-			neg := -b2u(total < 0)
-			mixed := 0.0
-			mixed += math.Float64frombits(math.Float64bits(x0) & agreeMask(x0, neg))
-			mixed += math.Float64frombits(math.Float64bits(x1) & agreeMask(x1, neg))
-			o[e] = base[e] + lambda*mixed
-		}
-		return
-	}
-	for e := range o {
-		x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
-		total := 0.0
-		total += x0
-		total += x1
-		neg := -b2u(total < 0)
-		m0, m1 := agreeMask(x0, neg), agreeMask(x1, neg)
-		mixed, div := 0.0, 0.0
-		mixed += math.Float64frombits(math.Float64bits(x0) & m0)
-		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
-		div += math.Float64frombits(wb0 & m0)
-		div += math.Float64frombits(wb1 & m1)
-		o[e] = base[e] + lambda*(mixed/orOne(div))
-	}
-}
-
-// orOne is d, or 1 when d is ±0 (no weight agreed), without a branch.
-func orOne(d float64) float64 {
-	z := -b2u(d == 0)
-	return math.Float64frombits(math.Float64bits(d)&^z | 0x3ff0000000000000&z)
-}
-
-// agreeMask is all ones when x is nonzero and not NaN with the sign neg
-// marks (all ones: negative), else 0: one unsigned compare finds
-// 0 < |x| ≤ +Inf, since |x|'s bits minus one wrap around for ±0 and
-// exceed Inf's for NaN.
-func agreeMask(x float64, neg uint64) uint64 {
-	xb := math.Float64bits(x)
-	abs := xb &^ (1 << 63)
-	return ^(-(xb >> 63) ^ neg) & -b2u(abs-1 < 0x7ff0000000000000)
+	vec.Consensus2(o, base, k.tau[0], k.tau[1], k.w[0], k.w[1], k.lambda, k.normalize)
 }
 
 // b2u is 1 for true, 0 for false (compiled without a branch).

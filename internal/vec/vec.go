@@ -71,3 +71,73 @@ func EncodeBF16(dst []uint16, src []float64, scalar func(float64) uint16) {
 		}
 	}
 }
+
+// Consensus2 is TIES's disjoint merge of two task vectors (see
+// merge.GTAKernel): per entry, with x_i = w_i·t_i, the sign of
+// (0 + x_0) + x_1 elects a majority (+ on ties); the agreeing x_i are
+// summed, divided when normalize by the sum of their weights (1 if none),
+// and o = base + lambda·that. Selections are bit masks (AgreeMask), so
+// adding a dropped term adds +0 and leaves every sum as adding only the
+// agreeing terms would.
+func Consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) {
+	n := len(o)
+	base, t0, t1 = base[:n], t0[:n], t1[:n]
+	i := 0
+	if useAsm && n >= 4 {
+		i = consensus2Asm(o, base, t0, t1, w0, w1, lambda, normalize)
+	}
+	wb0, wb1 := math.Float64bits(w0), math.Float64bits(w1)
+	if !normalize {
+		for e := i; e < n; e++ {
+			x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
+			total := 0.0
+			total += x0
+			total += x1
+			neg := -b2u(total < 0)
+			mixed := 0.0
+			mixed += math.Float64frombits(math.Float64bits(x0) & AgreeMask(x0, neg))
+			mixed += math.Float64frombits(math.Float64bits(x1) & AgreeMask(x1, neg))
+			o[e] = base[e] + lambda*mixed
+		}
+		return
+	}
+	for e := i; e < n; e++ {
+		x0, x1 := w0*float64(t0[e]), w1*float64(t1[e])
+		total := 0.0
+		total += x0
+		total += x1
+		neg := -b2u(total < 0)
+		m0, m1 := AgreeMask(x0, neg), AgreeMask(x1, neg)
+		mixed, div := 0.0, 0.0
+		mixed += math.Float64frombits(math.Float64bits(x0) & m0)
+		mixed += math.Float64frombits(math.Float64bits(x1) & m1)
+		div += math.Float64frombits(wb0 & m0)
+		div += math.Float64frombits(wb1 & m1)
+		o[e] = base[e] + lambda*(mixed/OrOne(div))
+	}
+}
+
+// OrOne is d, or 1 when d is ±0 (no weight agreed), without a branch.
+func OrOne(d float64) float64 {
+	z := -b2u(d == 0)
+	return math.Float64frombits(math.Float64bits(d)&^z | 0x3ff0000000000000&z)
+}
+
+// AgreeMask is all ones when x is nonzero and not NaN with the sign neg
+// marks (all ones: negative), else 0: one unsigned compare finds
+// 0 < |x| ≤ +Inf, since |x|'s bits minus one wrap around for ±0 and
+// exceed Inf's for NaN.
+func AgreeMask(x float64, neg uint64) uint64 {
+	xb := math.Float64bits(x)
+	abs := xb &^ (1 << 63)
+	return ^(-(xb >> 63) ^ neg) & -b2u(abs-1 < 0x7ff0000000000000)
+}
+
+// b2u is 1 for true, 0 for false (compiled without a branch).
+func b2u(b bool) uint64 {
+	var u uint64
+	if b {
+		u = 1
+	}
+	return u
+}

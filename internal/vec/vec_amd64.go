@@ -21,3 +21,6 @@ func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 //
 //go:noescape
 func encodeBF16Asm(dst []uint16, src []float64) int
+
+//go:noescape
+func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int

@@ -232,3 +232,94 @@ encstop:
 encdone:
 	MOVQ AX, ret+48(FP)
 	RET
+
+// Constants of consensus2Asm: |x|'s mask, +Inf's bits plus one, 1.0.
+DATA tie<>+0x00(SB)/8, $0x7fffffffffffffff
+DATA tie<>+0x08(SB)/8, $0x7ff0000000000001
+DATA tie<>+0x10(SB)/8, $0x3ff0000000000000
+GLOBL tie<>(SB), RODATA|NOPTR, $24
+
+// func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int
+//
+// Four entries at a time, Consensus2's operations in its order: x_i =
+// w_i·t_i; neg = (0 + x_0) + x_1 < 0; m_i = all ones when x_i is nonzero,
+// not NaN, and its sign bit equals neg; mixed = (0 + x_0&m_0) + x_1&m_1;
+// with normalize, div = (0 + w_0&m_0) + w_1&m_1, 1 where it is ±0, and
+// mixed/div; o = base + lambda·that.
+TEXT ·consensus2Asm(SB), NOSPLIT, $0-136
+	MOVQ o_base+0(FP), DI
+	MOVQ base_base+24(FP), SI
+	MOVQ t0_base+48(FP), R8
+	MOVQ t1_base+72(FP), R9
+	VBROADCASTSD w0+96(FP), Y8
+	VBROADCASTSD w1+104(FP), Y9
+	VBROADCASTSD lambda+112(FP), Y10
+	VBROADCASTSD tie<>+0x10(SB), Y11
+	VXORPD Y12, Y12, Y12
+	VBROADCASTSD tie<>+0x08(SB), Y13
+	VBROADCASTSD tie<>+0x00(SB), Y14
+	MOVQ o_len+8(FP), CX
+	SHRQ $2, CX
+	MOVQ CX, AX
+	SHLQ $2, AX
+	TESTQ CX, CX
+	JZ   tiedone
+	MOVBLZX normalize+120(FP), DX
+
+tieloop:
+	VCVTPS2PD (R8), Y0
+	VMULPD    Y8, Y0, Y0
+	VCVTPS2PD (R9), Y1
+	VMULPD    Y9, Y1, Y1
+	VADDPD    Y0, Y12, Y2
+	VADDPD    Y1, Y2, Y2
+	VCMPPD    $1, Y12, Y2, Y3
+	// m0 in Y4
+	VPCMPGTQ Y0, Y12, Y4
+	VPXOR    Y3, Y4, Y4
+	VPAND    Y14, Y0, Y5
+	VPCMPGTQ Y12, Y5, Y6
+	VPCMPGTQ Y5, Y13, Y7
+	VPAND    Y7, Y6, Y6
+	VPANDN   Y6, Y4, Y4
+	// m1 in Y5
+	VPCMPGTQ Y1, Y12, Y5
+	VPXOR    Y3, Y5, Y5
+	VPAND    Y14, Y1, Y6
+	VPCMPGTQ Y12, Y6, Y7
+	VPCMPGTQ Y6, Y13, Y6
+	VPAND    Y6, Y7, Y7
+	VPANDN   Y7, Y5, Y5
+	// mixed in Y0
+	VANDPD Y4, Y0, Y0
+	VANDPD Y5, Y1, Y1
+	VADDPD Y0, Y12, Y0
+	VADDPD Y1, Y0, Y0
+	TESTQ DX, DX
+	JZ    tiemix
+	// div in Y4, 1 where ±0
+	VANDPD   Y8, Y4, Y4
+	VANDPD   Y9, Y5, Y5
+	VADDPD   Y4, Y12, Y4
+	VADDPD   Y5, Y4, Y4
+	VCMPPD   $0, Y12, Y4, Y6
+	VANDNPD  Y4, Y6, Y7
+	VANDPD   Y11, Y6, Y6
+	VORPD    Y6, Y7, Y4
+	VDIVPD   Y4, Y0, Y0
+
+tiemix:
+	VMULPD  Y10, Y0, Y0
+	VADDPD  (SI), Y0, Y0
+	VMOVUPD Y0, (DI)
+	ADDQ $16, R8
+	ADDQ $16, R9
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ  tieloop
+
+tiedone:
+	VZEROUPPER
+	MOVQ AX, ret+128(FP)
+	RET

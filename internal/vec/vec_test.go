@@ -192,3 +192,63 @@ func BenchmarkEncodeBF16(b *testing.B) {
 		})
 	}
 }
+
+// TestConsensus2 holds the assembly to the Go loop, bit for bit, on
+// every length (tails included) with zeros, ±0, Inf, NaN and subnormals
+// in the task vectors and signed, zero and −0 weights. (The Go loop is
+// held to the branchy definition by merge's tests.)
+func TestConsensus2(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 1e-45, -1e-45}
+	draw := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			switch r.IntN(6) {
+			case 0:
+				v[i] = special[r.IntN(len(special))]
+			case 1, 2:
+				v[i] = 0
+			default:
+				v[i] = float32(r.NormFloat64())
+			}
+		}
+		return v
+	}
+	for _, w := range [][2]float64{{0.5, 0.5}, {1, -1}, {0, 2}, {math.Copysign(0, -1), 1}, {-0.3, 0.7}} {
+		for _, norm := range []bool{true, false} {
+			for n := 0; n < 40; n++ {
+				t0, t1, base := draw(n), draw(n), randomValues(r, n, false)
+				cancel(r, t0, t1, w[0], w[1])
+				var got [2][]float64
+				k := 0
+				both(t, func() {
+					got[k] = make([]float64, n)
+					Consensus2(got[k], base, t0, t1, w[0], w[1], 0.7, norm)
+					k++
+				})
+				for i := range got[0] {
+					if math.Float64bits(got[0][i]) != math.Float64bits(got[1][i]) {
+						t.Fatalf("w=%v normalize=%v n=%d entry %d: Go %v, asm %v", w, norm, n, i, got[0][i], got[1][i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// cancel makes every fourth pair of entries cancel exactly in
+// w0·t0 + w1·t1 when the weights allow it (w1 = ±w0): the tie that
+// elects the positive sign.
+func cancel(r *rand.Rand, t0, t1 []float32, w0, w1 float64) {
+	for i := range t0 {
+		if r.IntN(4) != 0 {
+			continue
+		}
+		switch {
+		case w1 == w0:
+			t1[i] = -t0[i]
+		case w1 == -w0:
+			t1[i] = t0[i]
+		}
+	}
+}
