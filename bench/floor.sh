@@ -7,7 +7,9 @@
 # file of the output's size with fsync) and then each method, interleaved;
 # REPS rounds (default 3). Each line: wall, CPU seconds (user + system)
 # and peak RSS (/usr/bin/time -v), medians, and the ratio of the median
-# wall to the median floor.
+# wall to the median floor. METHODS picks methods; FLAGS adds merge flags
+# (FLAGS=--no-hash); BASELINE=path/to/weightops also runs that binary in
+# the same rounds (an older build), its lines marked "(baseline)".
 #   bash bench/floor.sh [SIZE] [HIDDEN] [REPS] [WORKDIR]
 set -euo pipefail
 size=${1:-1GiB}
@@ -44,6 +46,11 @@ recipe() { # method → recipe on the three models
     "$m" "$tag" "$tag" "$params" "$tag" "$params"
 }
 for m in $methods; do recipe "$m" > "$work/$m-$tag.yaml"; done
+runs=""
+for m in $methods; do
+  runs="$runs $m"
+  [ -n "${BASELINE:-}" ] && runs="$runs $m@base"
+done
 secs() { awk -F: '{ if (NF==2) print $1*60+$2; else if (NF==3) print $1*3600+$2*60+$3; else print $1 }'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 outbytes=$(stat -L -c %s "$work/m1-$tag.safetensors")
@@ -57,10 +64,13 @@ for r in $(seq "$reps"); do
   t1=$(date +%s.%N)
   rm -f "$work/ddout"
   floors="$floors $(echo "$t1 - $t0" | bc)"
-  for m in $methods; do
+  for m in $runs; do
+    b=$bin
+    [ "${m%@base}" != "$m" ] && b=$BASELINE
     out="$work/out-$m"
     rm -rf "$out"
-    /usr/bin/time -v "$bin" merge -q "$work/$m-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
+    # shellcheck disable=SC2086
+    /usr/bin/time -v "$b" merge -q ${FLAGS:-} "$work/${m%@base}-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
     w=$(grep "Elapsed (wall" "$work/time-$m.txt" | awk '{print $NF}' | secs)
     u=$(grep "User time" "$work/time-$m.txt" | awk '{print $NF}')
     s=$(grep "System time" "$work/time-$m.txt" | awk '{print $NF}')
@@ -73,8 +83,8 @@ for r in $(seq "$reps"); do
 done
 floor=$(echo "$floors" | median)
 echo "size=$size hidden=$hidden reps=$reps floor (cat inputs + write output with fsync): [${floors# }] median ${floor}s"
-for m in $methods; do
+for m in $runs; do
   w=$(echo "${walls[$m]}" | median)
-  printf '%-16s wall %6.2fs  cpu %6.2fs  peak RSS %5d MiB  ratio %5.2f  (walls [%s])\n' "$m" "$w" "$(echo "${cpus[$m]}" | median)" \
+  printf '%-21s wall %6.2fs  cpu %6.2fs  peak RSS %5d MiB  ratio %5.2f  (walls [%s])\n' "$m" "$w" "$(echo "${cpus[$m]}" | median)" \
     "$(echo "${rsss[$m]}" | median)" "$(echo "scale=3; $w / $floor" | bc)" "${walls[$m]# }"
 done

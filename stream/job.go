@@ -21,6 +21,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -295,12 +296,20 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 	copyBufs := make([][2][]byte, j.workers())
 	err := parallel.Items(ctx, len(j.Tensors), j.workers(), func(w, i int) error {
 		t := j.Tensors[i]
+		src := j.passThrough(t)
+		sec, chunked := j.copySection(t, src)
 		cost := min(j.cost(t), budget)
+		if chunked {
+			cost = 4 * ChunkElems * 8
+		}
 		if err := sem.Acquire(ctx, cost); err != nil {
 			return context.Cause(ctx)
 		}
 		defer sem.Release(cost)
-		if src := j.passThrough(t); src >= 0 {
+		switch {
+		case chunked:
+			return j.copyChunks(ctx, t, src, sec, &copyBufs[w])
+		case src >= 0:
 			return j.copyTensor(t, src, sinks, &copyBufs[w])
 		}
 		return j.runTensor(ctx, t, sinks)
@@ -559,6 +568,66 @@ func (j *Job) nonFinite(t *Tensor, n int64) ([]bool, error) {
 
 func nonFiniteError(nan, inf int64) error {
 	return fmt.Errorf("%d NaN and %d Inf values (--allow-nonfinite computes with them: NaN out where any input is non-finite)", nan, inf)
+}
+
+// copySection returns the file section of a copied tensor large enough to
+// be copied chunk by chunk (see StreamAbove) when input src stores it raw
+// and every sink takes parts.
+func (j *Job) copySection(t weights.TensorInfo, src int) (*io.SectionReader, bool) {
+	if src < 0 || !j.ranged {
+		return nil, false
+	}
+	sec, ok := weights.TensorSection(j.Inputs[src], t.Name)
+	if !ok || sec.Size() <= StreamAbove {
+		return nil, false
+	}
+	return sec, true
+}
+
+// copyChunks is copyTensor a chunk at a time from the input's file: whole
+// blocks of a block dtype, each converted to every output's dtype and
+// written as a part.
+func (j *Job) copyChunks(ctx context.Context, t weights.TensorInfo, src int, sec *io.SectionReader, bufs *[2][]byte) error {
+	info, _ := j.Inputs[src].Info(t.Name)
+	if !weights.SameShape(info.Shape, t.Shape) {
+		return j.inputError(src, t.Name, fmt.Errorf("shape %s, expected %s", info.ShapeString(), t.ShapeString()))
+	}
+	n, _ := t.NumElements()
+	be := info.DType.BlockElems()
+	step := max(be, ChunkElems/be*be)
+	for s := int64(0); s < n; s += step {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		e := min(n, s+step)
+		lo, hi := info.DType.Bytes(s), info.DType.Bytes(e)
+		if int64(cap(bufs[0])) < hi-lo {
+			bufs[0] = make([]byte, hi-lo)
+		}
+		raw := bufs[0][:hi-lo]
+		if _, err := sec.ReadAt(raw, lo); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return j.inputError(src, t.Name, fmt.Errorf("reading data: %w", err))
+		}
+		for k, sink := range j.sinks {
+			data := raw
+			dt := j.Outputs[k].DType(t)
+			if dt != info.DType {
+				var err error
+				if data, err = weights.ConvertBytesInto(info.DType, dt, raw, bufs[1]); err != nil {
+					return &weights.TensorError{File: j.Outputs[k].Path, Tensor: t.Name, Err: err}
+				}
+				bufs[1] = data
+			}
+			if err := sink.(RangeSink).WriteTensorAt(t.Name, data, dt.Bytes(s)); err != nil {
+				return err
+			}
+		}
+	}
+	add(j.Progress, sec.Size())
+	return nil
 }
 
 // copyTensor writes input src's bytes of t to every output, converted to
