@@ -153,31 +153,70 @@ func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64, stric
 	return pl, warnings, nil
 }
 
-// delta sums s_i·d_i over the patches touching a tensor, in patch order,
-// in float64 into acc: Apply and Remove compute it identically.
-func (pl *patchPlan) delta(name string, acc []float64) error {
-	clear(acc)
-	buf := stream.F32.Get(len(acc))
-	defer stream.F32.Put(buf)
+// deltaSum is Σ s_i·d_i over the patches touching a tensor, in patch
+// order, in float64, computed a chunk at a time from the patches' values
+// as stored (a sparse patch's entries by index), so a tensor never needs
+// a whole float64 sum or a densified copy of a sparse patch. Apply and
+// Remove compute it identically.
+type deltaSum struct {
+	terms []deltaTerm
+	acc   []float64
+}
+
+type deltaTerm struct {
+	scale float64
+	idx   []int64 // nil for a dense patch; ascending
+	vals  []float32
+}
+
+// deltas loads the patches touching tensor name, of n elements.
+func (pl *patchPlan) deltas(name string, n int64) (*deltaSum, error) {
+	d := &deltaSum{}
 	for _, i := range pl.touched[name] {
-		if err := pl.patches[i].Load(name, buf); err != nil {
-			return err
+		idx, vals, err := pl.patches[i].LoadSparse(name)
+		if err != nil {
+			return nil, err
+		}
+		if idx == nil && int64(len(vals)) != n {
+			return nil, fmt.Errorf("%s: tensor %q: %d elements, %d expected", pl.patches[i].Path, name, len(vals), n)
 		}
 		s := pl.scales[i]
 		if pl.avg[name] {
 			s /= float64(len(pl.touched[name]))
 		}
-		for e, v := range buf {
-			acc[e] += s * float64(v)
+		d.terms = append(d.terms, deltaTerm{scale: s, idx: idx, vals: vals})
+	}
+	return d, nil
+}
+
+// at returns the sum for elements [s, e) (valid until the next call). A
+// sparse patch adds nothing where it stores nothing: adding s·0 would not
+// change the sum either, since a sum that starts at +0 is never −0.
+func (d *deltaSum) at(s, e int) []float64 {
+	if cap(d.acc) < e-s {
+		d.acc = make([]float64, e-s)
+	}
+	acc := d.acc[:e-s]
+	clear(acc)
+	for _, t := range d.terms {
+		if t.idx == nil {
+			for k, v := range t.vals[s:e] {
+				acc[k] += t.scale * float64(v)
+			}
+			continue
+		}
+		first := sort.Search(len(t.idx), func(k int) bool { return t.idx[k] >= int64(s) })
+		for k := first; k < len(t.idx) && t.idx[k] < int64(e); k++ {
+			acc[t.idx[k]-int64(s)] += t.scale * float64(t.vals[k])
 		}
 	}
-	return nil
+	return acc
 }
 
 // job is the streaming job over the model that writes (or, with no out,
 // only visits) the patched tensors, each computed by fn from the model's
 // bytes and Σ s_i·d_i into dst.
-func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, fn func(t weights.Tensor, acc []float64, dst []byte) error) *stream.Job {
+func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) *stream.Job {
 	return &stream.Job{
 		Inputs:  []weights.Checkpoint{pl.model},
 		Tensors: tensors,
@@ -190,9 +229,8 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
 			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
 				n, _ := t.NumElements()
-				acc := stream.F64.Get(int(n))
-				defer stream.F64.Put(acc)
-				if err := pl.delta(t.Name, acc); err != nil {
+				acc, err := pl.deltas(t.Name, n)
+				if err != nil {
 					return err
 				}
 				var dst []byte
@@ -205,12 +243,13 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 				return nil
 			}), nil
 		},
-		// The model's bytes, the output's, Σ s·d in float64 and a float32
-		// patch buffer (θ is worked on in chunks).
+		// The model's bytes, the output's and each patch's decoded values
+		// with their payload while it is decoded (Σ s·d and θ are worked
+		// on in chunks).
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
 			n, _ := t.NumElements()
-			return 2*b + 12*n + 32*stream.ChunkElems
+			return 2*b + 8*n*int64(max(1, len(pl.touched[t.Name]))) + 32*stream.ChunkElems
 		},
 		Phase:   phase,
 		Options: o,
@@ -237,8 +276,8 @@ type undoRecord struct {
 // returns the elements where round(round(θ + acc) − acc) ≠ θ with their
 // original bytes. It works in chunks, so its float64 scratch stays small;
 // with out nil only the undo records are computed.
-func applyTensor(t weights.Tensor, acc []float64, out []byte) (undoRecord, error) {
-	n := len(acc)
+func applyTensor(t weights.Tensor, acc *deltaSum, out []byte) (undoRecord, error) {
+	n := len(t.Data) / t.DType.Size()
 	dt := t.DType
 	es := dt.Size()
 	chunk := min(n, stream.ChunkElems)
@@ -262,14 +301,15 @@ func applyTensor(t weights.Tensor, acc []float64, out []byte) (undoRecord, error
 		if err := weights.Decode(dt, orig, th); err != nil {
 			return undoRecord{}, err
 		}
+		a := acc.at(s, e)
 		for i := range th {
-			th[i] += acc[s+i]
+			th[i] += a[i]
 		}
 		if err := weights.Encode(dt, th, o); err != nil {
 			return undoRecord{}, err
 		}
 		b := back[:len(o)]
-		if err := subtract(dt, o, acc[s:e], b); err != nil {
+		if err := subtract(dt, o, a, b); err != nil {
 			return undoRecord{}, err
 		}
 		for i := 0; i < e-s; i++ {
@@ -387,7 +427,7 @@ func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, erro
 
 // write streams every tensor of the model (of its shard) to out, the
 // touched ones computed by fn.
-func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string, o stream.Options, phase string, fn func(t weights.Tensor, acc []float64, dst []byte) error) ([]string, error) {
+func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string, o stream.Options, phase string, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) ([]string, error) {
 	infos, out, err := o.ShardOutput(pl.model.Tensors(), out)
 	if err != nil {
 		return nil, err
@@ -468,7 +508,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	}
 	var mu sync.Mutex
 	var recs []undoRecord
-	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", func(t weights.Tensor, acc []float64, _ []byte) error {
+	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", func(t weights.Tensor, acc *deltaSum, _ []byte) error {
 		var u undoRecord
 		var err error
 		if _, ok := o.Replace[t.Name]; ok {
@@ -503,7 +543,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	}
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
-	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", func(t weights.Tensor, acc []float64, dst []byte) error {
+	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", func(t weights.Tensor, acc *deltaSum, dst []byte) error {
 		if b, ok := o.Replace[t.Name]; ok {
 			copy(dst, b)
 			return nil
@@ -578,13 +618,17 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 		}
 	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
-	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc []float64, dst []byte) error {
+	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc *deltaSum, dst []byte) error {
+		es := t.DType.Size()
 		if pl.extra[t.Name] {
 			copy(dst, t.Data)
-		} else if err := subtract(t.DType, t.Data, acc, dst); err != nil {
-			return err
 		}
-		es := t.DType.Size()
+		for s, n := 0, len(t.Data)/es; s < n && !pl.extra[t.Name]; s += stream.ChunkElems {
+			e := min(n, s+stream.ChunkElems)
+			if err := subtract(t.DType, t.Data[s*es:e*es], acc.at(s, e), dst[s*es:e*es]); err != nil {
+				return err
+			}
+		}
 		if u, ok := undo[t.Name]; ok {
 			for k, i := range u.indices {
 				copy(dst[int(i)*es:], u.orig[k*es:(k+1)*es])
