@@ -233,31 +233,34 @@ func (t *TensorSparsifier) radixTmp(n int) []uint64 {
 }
 
 // rankRow sets rank[i] to the position of keys[i] in ascending order, ties
-// by index: an LSD radix sort of key<<32|index on the key's bytes (stable,
-// so the index order of ties stays), skipping bytes all keys share.
+// by index: an LSD radix sort of key<<32|index on the key's digits
+// (stable, so the index order of ties stays). Three digits of 11, 11 and
+// 10 bits, their counts taken in one read of the keys, and a digit every
+// key shares skipped: a row of 4,096–11,008 entries stays in L2, where
+// four byte-wide passes each with its own counting read cost twice as much.
 func rankRow(keys []uint32, order, tmp []uint64, rank []int) {
+	var count [3][2048]int32
 	for i, k := range keys {
 		order[i] = uint64(k)<<32 | uint64(i)
+		count[0][k&2047]++
+		count[1][k>>11&2047]++
+		count[2][k>>22]++
 	}
 	src, dst := order, tmp
-	var count [256]int
-	for shift := uint(32); shift < 64; shift += 8 {
-		clear(count[:])
-		for _, o := range src {
-			count[byte(o>>shift)]++
-		}
-		if count[byte(src[0]>>shift)] == len(src) {
+	for d, shift := range [3]uint{32, 43, 54} {
+		c := &count[d]
+		if int(c[(src[0]>>shift)&2047]) == len(src) {
 			continue
 		}
-		sum := 0
-		for b, c := range count {
-			count[b] = sum
-			sum += c
+		var sum int32
+		for b, n := range c {
+			c[b] = sum
+			sum += n
 		}
 		for _, o := range src {
-			b := byte(o >> shift)
-			dst[count[b]] = o
-			count[b]++
+			b := (o >> shift) & 2047
+			dst[c[b]] = o
+			c[b]++
 		}
 		src, dst = dst, src
 	}
