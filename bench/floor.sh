@@ -8,8 +8,10 @@
 # REPS rounds (default 3). Each line: wall, CPU seconds (user + system)
 # and peak RSS (/usr/bin/time -v), medians, and the ratio of the median
 # wall to the median floor. METHODS picks methods; FLAGS adds merge flags
-# (FLAGS=--no-hash); BASELINE=path/to/weightops also runs that binary in
-# the same rounds (an older build), its lines marked "(baseline)".
+# (FLAGS=--no-hash); NOHASH=1 also runs each method with --no-hash in the
+# same rounds (lines "METHOD@nohash": without the inputs' SHA-256);
+# BASELINE=path/to/weightops also runs that binary in the same rounds (an
+# older build, lines "METHOD@base").
 #   bash bench/floor.sh [SIZE] [HIDDEN] [REPS] [WORKDIR]
 set -euo pipefail
 size=${1:-1GiB}
@@ -49,6 +51,7 @@ for m in $methods; do recipe "$m" > "$work/$m-$tag.yaml"; done
 runs=""
 for m in $methods; do
   runs="$runs $m"
+  [ -n "${NOHASH:-}" ] && runs="$runs $m@nohash"
   [ -n "${BASELINE:-}" ] && runs="$runs $m@base"
 done
 secs() { awk -F: '{ if (NF==2) print $1*60+$2; else if (NF==3) print $1*3600+$2*60+$3; else print $1 }'; }
@@ -65,12 +68,13 @@ for r in $(seq "$reps"); do
   rm -f "$work/ddout"
   floors="$floors $(echo "$t1 - $t0" | bc)"
   for m in $runs; do
-    b=$bin
+    b=$bin extra=""
     [ "${m%@base}" != "$m" ] && b=$BASELINE
+    [ "${m%@nohash}" != "$m" ] && extra=--no-hash
     out="$work/out-$m"
     rm -rf "$out"
     # shellcheck disable=SC2086
-    /usr/bin/time -v "$b" merge -q ${FLAGS:-} "$work/${m%@base}-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
+    /usr/bin/time -v "$b" merge -q ${FLAGS:-} $extra "$work/${m%@*}-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
     w=$(grep "Elapsed (wall" "$work/time-$m.txt" | awk '{print $NF}' | secs)
     u=$(grep "User time" "$work/time-$m.txt" | awk '{print $NF}')
     s=$(grep "System time" "$work/time-$m.txt" | awk '{print $NF}')

@@ -179,7 +179,12 @@ type Job struct {
 	PassThrough func(t weights.TensorInfo) int
 	// Cost, if set, estimates the bytes one tensor holds while processed,
 	// replacing the default estimate (inputs + outputs + decoded copies).
+	// A job with a Cost streams no tensor unless StreamCost says so.
 	Cost func(t weights.TensorInfo) int64
+	// StreamCost, if set, is what a tensor's kernel holds besides the chunk
+	// buffers when the tensor is streamed (see StreamAbove), or -1 for a
+	// tensor that must be read whole.
+	StreamCost func(t weights.TensorInfo) int64
 	// Phase names the job's progress phase ("merging").
 	Phase string
 	// KeepNonFinite hands NaN and Inf inputs to the kernel as they are,
@@ -223,7 +228,10 @@ func readsChunks(k Kernel) bool {
 // accounting holds tensors whole), the sinks take parts, every present
 // input has t raw in a file, and t is large.
 func (j *Job) streams(t weights.TensorInfo) bool {
-	if j.Cost != nil || !j.ranged || j.KeepNonFinite {
+	if (j.Cost != nil && j.StreamCost == nil) || !j.ranged || j.KeepNonFinite {
+		return false
+	}
+	if j.StreamCost != nil && j.StreamCost(t) < 0 {
 		return false
 	}
 	for _, o := range j.Outputs {
@@ -404,6 +412,9 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 func (j *Job) streamCost(t weights.TensorInfo) int64 {
 	n, _ := t.NumElements()
 	k := int64(len(j.Inputs) + len(j.Outputs))
+	if j.StreamCost != nil {
+		return k*ChunkElems*16 + j.StreamCost(t)
+	}
 	return k*ChunkElems*16 + MaterializeLimit + int64(len(j.Inputs))*(n/8+8)
 }
 

@@ -19,7 +19,9 @@ type Options struct {
 	// Workers is how many tensors are processed at once (0: min(cores, 2)).
 	Workers int
 	// MaxMemory bounds the bytes held by the tensors in flight (inputs,
-	// outputs and scratch); a tensor larger than the bound runs alone.
+	// outputs and scratch). A tensor streamed from its files (see
+	// StreamAbove) counts its chunks; another larger than the bound runs
+	// alone.
 	// 0 means DefaultMaxMemory.
 	MaxMemory int64
 	// ShardSize > 0 writes checkpoint outputs as Hugging Face shards of at

@@ -214,9 +214,12 @@ func (d *deltaSum) at(s, e int) []float64 {
 }
 
 // job is the streaming job over the model that writes (or, with no out,
-// only visits) the patched tensors, each computed by fn from the model's
-// bytes and Σ s_i·d_i into dst.
-func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) *stream.Job {
+// only visits) the patched tensors. A tensor no replacement covers is
+// computed chunk by chunk by the kernel chunked makes (so a large one
+// streams from the model's file like a merge's), when chunked is set;
+// the others whole by fn, from the model's bytes and Σ s_i·d_i into dst.
+func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, chunked func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) *stream.Job {
+	whole := func(name string) bool { return chunked == nil || pl.extra[name] }
 	return &stream.Job{
 		Inputs:  []weights.Checkpoint{pl.model},
 		Tensors: tensors,
@@ -226,7 +229,15 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 			}
 			return 0
 		},
-		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
+		Kernel: func(ti weights.TensorInfo) (stream.Kernel, error) {
+			if !whole(ti.Name) {
+				n, _ := ti.NumElements()
+				acc, err := pl.deltas(ti.Name, n)
+				if err != nil {
+					return nil, err
+				}
+				return stream.Passes(chunked(ti, acc)), nil
+			}
 			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
 				n, _ := t.NumElements()
 				acc, err := pl.deltas(t.Name, n)
@@ -243,17 +254,115 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 				return nil
 			}), nil
 		},
-		// The model's bytes, the output's and each patch's decoded values
-		// with their payload while it is decoded (Σ s·d and θ are worked
-		// on in chunks).
+		// Read whole: the model's bytes, the output's and each patch's
+		// decoded values with their payload while it is decoded (Σ s·d and
+		// θ are worked on in chunks).
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
 			n, _ := t.NumElements()
 			return 2*b + 8*n*int64(max(1, len(pl.touched[t.Name]))) + 32*stream.ChunkElems
 		},
+		// Streamed: each patch's decoded values and, while it is decoded,
+		// its compressed and raw payload.
+		StreamCost: func(t weights.TensorInfo) int64 {
+			if whole(t.Name) {
+				return -1
+			}
+			n, _ := t.NumElements()
+			var c int64
+			for _, i := range pl.touched[t.Name] {
+				e, _ := pl.patches[i].Tensor(t.Name)
+				vals := 4 * n
+				if e.Encoding == "sparse" {
+					vals = 12 * e.NNZ
+				}
+				c += vals + e.Length + e.RawLength
+			}
+			return c
+		},
 		Phase:   phase,
 		Options: o,
 	}
+}
+
+// applyKernel patches a tensor chunk by chunk: each chunk of the model's
+// raw bytes (a RawInputKernel input) decoded, plus Σ s·d for the chunk,
+// into the output, rounded once to the model's dtype by stream.Passes.
+// With rec set it writes nothing and records instead where subtracting
+// the sum again does not round back to the original (the undo records),
+// handing each tensor's record to rec when the tensor is done.
+type applyKernel struct {
+	dt    weights.DType
+	acc   *deltaSum
+	raw   []byte
+	pos   int
+	rec   func(undoRecord)
+	u     undoRecord
+	theta []float64
+	enc   []byte
+	back  []byte
+}
+
+func (k *applyKernel) NextPass() (int, bool)          { return 0, false }
+func (k *applyKernel) Observe(int, [][]float64) error { return nil }
+func (k *applyKernel) EndPass(int) error              { return nil }
+func (k *applyKernel) RawInput(i int) bool            { return i == 0 }
+func (k *applyKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
+
+func (k *applyKernel) Compute(_, out [][]float64) error {
+	es := k.dt.Size()
+	m := len(k.raw) / es
+	s, e := k.pos, k.pos+m
+	k.pos = e
+	a := k.acc.at(s, e)
+	if k.rec == nil {
+		th := out[0][:m]
+		if err := weights.Decode(k.dt, k.raw, th); err != nil {
+			return err
+		}
+		for i := range th {
+			th[i] += a[i]
+		}
+		return nil
+	}
+	if cap(k.theta) < m {
+		k.theta, k.enc, k.back = make([]float64, m), make([]byte, m*es), make([]byte, m*es)
+	}
+	return applyChunk(k.dt, k.raw, a, k.theta[:m], k.enc[:m*es], k.back[:m*es], s, &k.u)
+}
+
+// Release hands the tensor's undo record over.
+func (k *applyKernel) Release() {
+	if k.rec != nil {
+		k.rec(k.u)
+	}
+}
+
+// applyChunk writes round(θ + a) for one chunk of original bytes orig
+// (elements from base on) into o, and appends to u the elements where
+// round(round(θ + a) − a) ≠ θ, with their original bytes; th and back are
+// scratch.
+func applyChunk(dt weights.DType, orig []byte, a, th []float64, o, back []byte, base int, u *undoRecord) error {
+	es := dt.Size()
+	if err := weights.Decode(dt, orig, th); err != nil {
+		return err
+	}
+	for i := range th {
+		th[i] += a[i]
+	}
+	if err := weights.Encode(dt, th, o); err != nil {
+		return err
+	}
+	if err := subtract(dt, o, a, back); err != nil {
+		return err
+	}
+	for i := range th {
+		if !bytes.Equal(back[i*es:(i+1)*es], orig[i*es:(i+1)*es]) {
+			u.indices = append(u.indices, int64(base+i))
+			u.orig = append(u.orig, orig[i*es:(i+1)*es]...)
+		}
+	}
+	return nil
 }
 
 // wholeRecord is an undo record holding every element of t.
@@ -270,56 +379,6 @@ type undoRecord struct {
 	name    string
 	indices []int64
 	orig    []byte // original element bytes, concatenated
-}
-
-// applyTensor writes round(θ + acc) in the tensor's dtype into out, and
-// returns the elements where round(round(θ + acc) − acc) ≠ θ with their
-// original bytes. It works in chunks, so its float64 scratch stays small;
-// with out nil only the undo records are computed.
-func applyTensor(t weights.Tensor, acc *deltaSum, out []byte) (undoRecord, error) {
-	n := len(t.Data) / t.DType.Size()
-	dt := t.DType
-	es := dt.Size()
-	chunk := min(n, stream.ChunkElems)
-	theta := stream.F64.Get(chunk)
-	defer stream.F64.Put(theta)
-	back := make([]byte, chunk*es)
-	var scratch []byte
-	if out == nil {
-		scratch = make([]byte, chunk*es)
-	}
-	u := undoRecord{name: t.Name}
-	for s := 0; s < n; s += chunk {
-		e := min(n, s+chunk)
-		th, orig := theta[:e-s], t.Data[s*es:e*es]
-		var o []byte
-		if out != nil {
-			o = out[s*es : e*es]
-		} else {
-			o = scratch[:len(orig)]
-		}
-		if err := weights.Decode(dt, orig, th); err != nil {
-			return undoRecord{}, err
-		}
-		a := acc.at(s, e)
-		for i := range th {
-			th[i] += a[i]
-		}
-		if err := weights.Encode(dt, th, o); err != nil {
-			return undoRecord{}, err
-		}
-		b := back[:len(o)]
-		if err := subtract(dt, o, a, b); err != nil {
-			return undoRecord{}, err
-		}
-		for i := 0; i < e-s; i++ {
-			if !bytes.Equal(b[i*es:(i+1)*es], orig[i*es:(i+1)*es]) {
-				u.indices = append(u.indices, int64(s+i))
-				u.orig = append(u.orig, orig[i*es:(i+1)*es]...)
-			}
-		}
-	}
-	return u, nil
 }
 
 // subtract writes round(θ' − acc) into out: the naive inverse, in chunks.
@@ -427,12 +486,12 @@ func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, erro
 
 // write streams every tensor of the model (of its shard) to out, the
 // touched ones computed by fn.
-func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string, o stream.Options, phase string, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) ([]string, error) {
+func (pl *patchPlan) write(ctx context.Context, out string, md map[string]string, o stream.Options, phase string, chunked func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) ([]string, error) {
 	infos, out, err := o.ShardOutput(pl.model.Tensors(), out)
 	if err != nil {
 		return nil, err
 	}
-	job := pl.job(infos, o, phase, fn)
+	job := pl.job(infos, o, phase, chunked, fn)
 	same := func(t weights.TensorInfo) weights.DType { return t.DType }
 	job.Outputs = []stream.Output{stream.CheckpointOutput(out, md, same, o.ShardSize)}
 	files, err := job.Run(ctx)
@@ -508,17 +567,16 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	}
 	var mu sync.Mutex
 	var recs []undoRecord
-	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", func(t weights.Tensor, acc *deltaSum, _ []byte) error {
-		var u undoRecord
-		var err error
-		if _, ok := o.Replace[t.Name]; ok {
-			u = wholeRecord(t) // every element's original bits
-		} else if u, err = applyTensor(t, acc, nil); err != nil {
-			return err
-		}
+	record := func(u undoRecord) {
 		mu.Lock()
 		recs = append(recs, u)
 		mu.Unlock()
+	}
+	records := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
+		return &applyKernel{dt: t.DType, acc: acc, rec: record, u: undoRecord{name: t.Name}}
+	}
+	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", records, func(t weights.Tensor, _ *deltaSum, _ []byte) error {
+		record(wholeRecord(t)) // a replaced tensor: every element's original bits
 		return nil
 	})
 	if _, err := undoJob.Run(ctx); err != nil {
@@ -543,13 +601,12 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	}
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
-	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", func(t weights.Tensor, acc *deltaSum, dst []byte) error {
-		if b, ok := o.Replace[t.Name]; ok {
-			copy(dst, b)
-			return nil
-		}
-		_, err := applyTensor(t, acc, dst)
-		return err
+	patch := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
+		return &applyKernel{dt: t.DType, acc: acc}
+	}
+	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", patch, func(t weights.Tensor, _ *deltaSum, dst []byte) error {
+		copy(dst, o.Replace[t.Name])
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -618,7 +675,8 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 		}
 	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
-	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", func(t weights.Tensor, acc *deltaSum, dst []byte) error {
+	// Whole tensors: an undo record's original bytes go back as they are.
+	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", nil, func(t weights.Tensor, acc *deltaSum, dst []byte) error {
 		es := t.DType.Size()
 		if pl.extra[t.Name] {
 			copy(dst, t.Data)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -18,7 +19,8 @@ func randModel(t *testing.T, path string, dt weights.DType, seed uint64) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var ts []weights.Tensor
-	for i, shape := range [][]int64{{16, 32}, {32}, {7, 3, 5}} {
+	// The last: three rows of 70,000, three chunks when streamed.
+	for i, shape := range [][]int64{{16, 32}, {32}, {7, 3, 5}, {3, 70000}} {
 		n := int(shape[0])
 		for _, d := range shape[1:] {
 			n *= int(d)
@@ -82,9 +84,25 @@ func openPatches(t *testing.T, paths ...string) []*Patch {
 // TestApplyRemoveBitExactEveryDType: patch → unpatch restores the file
 // byte for byte for every float dtype, with two composed patches and
 // non-trivial scales; apply equals round(θ + Σ s_i·d_i) from float64.
+// TestApplyRemoveBitExactEveryDType: apply is round(θ + Σ s·d) by an
+// independent float64 re-derivation and remove restores the file byte for
+// byte, for every float dtype, with the tensors read whole or streamed
+// chunk by chunk from the model's file (then the same bytes as whole).
 func TestApplyRemoveBitExactEveryDType(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	wholeOut := map[weights.DType][]byte{}
+	for _, mode := range []struct {
+		name  string
+		above int64
+	}{{"whole", 1 << 62}, {"streamed", -1}} {
+		stream.StreamAbove = mode.above
+		applyRemoveEveryDType(t, mode.name, wholeOut)
+	}
+}
+
+func applyRemoveEveryDType(t *testing.T, mode string, wholeOut map[weights.DType][]byte) {
 	for _, dt := range []weights.DType{weights.F64, weights.F32, weights.F16, weights.BF16} {
-		t.Run(dt.String(), func(t *testing.T) {
+		t.Run(mode+"/"+dt.String(), func(t *testing.T) {
 			d := t.TempDir()
 			mp := filepath.Join(d, "model.safetensors")
 			randModel(t, mp, dt, 1)
@@ -124,6 +142,12 @@ func TestApplyRemoveBitExactEveryDType(t *testing.T) {
 			ids, _ := patched.ReadTensor("ids", nil)
 			if !bytes.Equal(ids.Data, []byte{1, 2, 3}) {
 				t.Error("integer tensor changed")
+			}
+			pb, _ := os.ReadFile(out)
+			if w, ok := wholeOut[dt]; !ok {
+				wholeOut[dt] = pb
+			} else if !bytes.Equal(w, pb) {
+				t.Fatal("the streamed apply wrote other bytes than the whole one")
 			}
 			back := filepath.Join(d, "back.safetensors")
 			if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {

@@ -19,7 +19,7 @@ var (
 	quietFlag     = &cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar, and no per-tensor tables from commands that write files (the summary line and the files written stay)"}
 	jsonFlag      = &cli.BoolFlag{Name: "json", Usage: "machine-readable output"}
 	workersFlag   = &cli.IntFlag{Name: "workers", DefaultText: "min(cores, 2)", Usage: "tensors processed at once"}
-	memoryFlag    = &cli.StringFlag{Name: "max-memory", Value: "256MiB", Usage: "bound on tensor bytes held at once (a larger tensor runs alone)"}
+	memoryFlag    = &cli.StringFlag{Name: "max-memory", Value: "256MiB", Usage: "bound on tensor bytes held at once (large tensors stream in chunks where they can; a larger one that cannot runs alone)"}
 	shardSizeFlag = &cli.StringFlag{Name: "shard-size", Usage: "shard the output (e.g. 5GB)"}
 	shardFlag     = &cli.StringFlag{Name: "shard", Usage: "i/n: compute only worker i's balanced share into OUT/model-i-of-n.safetensors (then: weightops index OUT)"}
 	outputFlag    = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"}
