@@ -94,6 +94,10 @@ type Output struct {
 	// Cost, if set, is the bytes the sink holds while it takes one tensor
 	// (a compressor's buffers), counted against the job's memory bound.
 	Cost func(t weights.TensorInfo) int64
+	// StreamCost, if set, is what the sink holds while it takes a tensor
+	// in parts (see RangeSink), or -1 for a tensor it takes whole; an
+	// output with a Cost and no StreamCost takes every tensor whole.
+	StreamCost func(t weights.TensorInfo) int64
 }
 
 // CheckpointOutput is an Output writing a safetensors checkpoint at path:
@@ -238,7 +242,7 @@ func (j *Job) streams(t weights.TensorInfo) bool {
 		return false
 	}
 	for _, o := range j.Outputs {
-		if o.Cost != nil {
+		if (o.Cost != nil && o.StreamCost == nil) || (o.StreamCost != nil && o.StreamCost(t) < 0) {
 			return false
 		}
 	}
@@ -415,10 +419,16 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 func (j *Job) streamCost(t weights.TensorInfo) int64 {
 	n, _ := t.NumElements()
 	k := int64(len(j.Inputs) + len(j.Outputs))
-	if j.StreamCost != nil {
-		return k*ChunkElems*16 + j.StreamCost(t)
+	c := k * ChunkElems * 16
+	for _, o := range j.Outputs {
+		if o.StreamCost != nil {
+			c += o.StreamCost(t)
+		}
 	}
-	return k*ChunkElems*16 + MaterializeLimit + int64(len(j.Inputs))*(n/8+8)
+	if j.StreamCost != nil {
+		return c + j.StreamCost(t)
+	}
+	return c + MaterializeLimit + int64(len(j.Inputs))*(n/8+8)
 }
 
 func (j *Job) passThrough(t weights.TensorInfo) int {

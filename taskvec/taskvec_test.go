@@ -82,8 +82,17 @@ func TestDiffAddInterpolate(t *testing.T) {
 // TestDiffOutputsAgree: the patch and the checkpoint a diff writes hold
 // the same values, sparsified or not (one implementation), and the
 // sparsified values are the reference sparsification of float32(ft − base)
-// done on the whole tensor.
+// done on the whole tensor — with the tensors read whole and streamed
+// (the patch then written in parts).
 func TestDiffOutputsAgree(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	for _, above := range []int64{1 << 62, -1} {
+		stream.StreamAbove = above
+		diffOutputsAgree(t)
+	}
+}
+
+func diffOutputsAgree(t *testing.T) {
 	ctx := context.Background()
 	d := t.TempDir()
 	rng := rand.New(rand.NewPCG(3, 4))

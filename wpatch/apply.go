@@ -155,50 +155,84 @@ func newPlan(model weights.Checkpoint, patches []*Patch, scales []float64, stric
 
 // deltaSum is Σ s_i·d_i over the patches touching a tensor, in patch
 // order, in float64, computed a chunk at a time from the patches' values
-// as stored (a sparse patch's entries by index), so a tensor never needs
-// a whole float64 sum or a densified copy of a sparse patch. Apply and
-// Remove compute it identically.
+// as stored (a sparse patch's entries by index; a large dense one decoded
+// a chunk at a time as it is read, see valueStream), so a tensor never
+// needs a whole float64 sum or a densified copy of a sparse patch. Apply
+// and Remove compute it identically.
 type deltaSum struct {
 	terms []deltaTerm
 	acc   []float64
 }
 
 type deltaTerm struct {
-	scale float64
-	idx   []int64 // nil for a dense patch; ascending
-	vals  []float32
+	scale  float64
+	idx    []int64 // nil for a dense patch; ascending
+	vals   []float32
+	values *valueStream // a dense patch read in order, or nil
 }
 
-// deltas loads the patches touching tensor name, of n elements.
+// deltas loads the patches touching tensor name, of n elements, or opens
+// them for reading in order.
 func (pl *patchPlan) deltas(name string, n int64) (*deltaSum, error) {
 	d := &deltaSum{}
 	for _, i := range pl.touched[name] {
-		idx, vals, err := pl.patches[i].LoadSparse(name)
-		if err != nil {
-			return nil, err
-		}
-		if idx == nil && int64(len(vals)) != n {
-			return nil, fmt.Errorf("%s: tensor %q: %d elements, %d expected", pl.patches[i].Path, name, len(vals), n)
-		}
 		s := pl.scales[i]
 		if pl.avg[name] {
 			s /= float64(len(pl.touched[name]))
+		}
+		p := pl.patches[i]
+		if e, _ := p.Tensor(name); p.streamable(e) {
+			v, err := p.values(e, n)
+			if err != nil {
+				d.close()
+				return nil, err
+			}
+			d.terms = append(d.terms, deltaTerm{scale: s, values: v})
+			continue
+		}
+		idx, vals, err := p.LoadSparse(name)
+		if err != nil {
+			d.close()
+			return nil, err
+		}
+		if idx == nil && int64(len(vals)) != n {
+			d.close()
+			return nil, fmt.Errorf("%s: tensor %q: %d elements, %d expected", p.Path, name, len(vals), n)
 		}
 		d.terms = append(d.terms, deltaTerm{scale: s, idx: idx, vals: vals})
 	}
 	return d, nil
 }
 
+// close releases the patches' decoders.
+func (d *deltaSum) close() {
+	for _, t := range d.terms {
+		if t.values != nil {
+			t.values.close()
+		}
+	}
+}
+
 // at returns the sum for elements [s, e) (valid until the next call). A
 // sparse patch adds nothing where it stores nothing: adding s·0 would not
 // change the sum either, since a sum that starts at +0 is never −0.
-func (d *deltaSum) at(s, e int) []float64 {
+func (d *deltaSum) at(s, e int) ([]float64, error) {
 	if cap(d.acc) < e-s {
 		d.acc = make([]float64, e-s)
 	}
 	acc := d.acc[:e-s]
 	clear(acc)
 	for _, t := range d.terms {
+		if t.values != nil {
+			v, err := t.values.at(int64(s), int64(e))
+			if err != nil {
+				return nil, err
+			}
+			for k, x := range v {
+				acc[k] += t.scale * float64(x)
+			}
+			continue
+		}
 		if t.idx == nil {
 			for k, v := range t.vals[s:e] {
 				acc[k] += t.scale * float64(v)
@@ -210,7 +244,7 @@ func (d *deltaSum) at(s, e int) []float64 {
 			acc[t.idx[k]-int64(s)] += t.scale * float64(t.vals[k])
 		}
 	}
-	return acc
+	return acc, nil
 }
 
 // job is the streaming job over the model that writes (or, with no out,
@@ -244,6 +278,7 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 				if err != nil {
 					return err
 				}
+				defer acc.close()
 				var dst []byte
 				if len(t.Out) > 0 {
 					dst = t.Out[0]
@@ -254,35 +289,42 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 				return nil
 			}), nil
 		},
-		// Read whole: the model's bytes, the output's and each patch's
-		// decoded values with their payload while it is decoded (Σ s·d and
-		// θ are worked on in chunks).
+		// Read whole: the model's bytes, the output's and the patches'
+		// (Σ s·d and θ are worked on in chunks).
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
-			n, _ := t.NumElements()
-			return 2*b + 8*n*int64(max(1, len(pl.touched[t.Name]))) + 32*stream.ChunkElems
+			return 2*b + pl.patchCost(t) + 32*stream.ChunkElems
 		},
-		// Streamed: each patch's decoded values and, while it is decoded,
-		// its compressed and raw payload.
 		StreamCost: func(t weights.TensorInfo) int64 {
 			if whole(t.Name) {
 				return -1
 			}
-			n, _ := t.NumElements()
-			var c int64
-			for _, i := range pl.touched[t.Name] {
-				e, _ := pl.patches[i].Tensor(t.Name)
-				vals := 4 * n
-				if e.Encoding == "sparse" {
-					vals = 12 * e.NNZ
-				}
-				c += vals + e.Length + e.RawLength
-			}
-			return c
+			return pl.patchCost(t)
 		},
 		Phase:   phase,
 		Options: o,
 	}
+}
+
+// patchCost is what the patches of tensor t hold while it is patched: a
+// decoder's window and a chunk for a patch read in order; otherwise its
+// decoded values and, while it is decoded, its compressed and raw payload.
+func (pl *patchPlan) patchCost(t weights.TensorInfo) int64 {
+	n, _ := t.NumElements()
+	var c int64
+	for _, i := range pl.touched[t.Name] {
+		p := pl.patches[i]
+		e, _ := p.Tensor(t.Name)
+		switch {
+		case p.streamable(e):
+			c += 2*frameWindow + 8*stream.ChunkElems
+		case e.Encoding == "sparse":
+			c += 12*e.NNZ + e.Length + e.RawLength
+		default:
+			c += 4*n + e.Length + e.RawLength
+		}
+	}
+	return c
 }
 
 // applyKernel patches a tensor chunk by chunk: each chunk of the model's
@@ -314,7 +356,10 @@ func (k *applyKernel) Compute(_, out [][]float64) error {
 	m := len(k.raw) / es
 	s, e := k.pos, k.pos+m
 	k.pos = e
-	a := k.acc.at(s, e)
+	a, err := k.acc.at(s, e)
+	if err != nil {
+		return err
+	}
 	if k.rec == nil {
 		th := out[0][:m]
 		if err := weights.Decode(k.dt, k.raw, th); err != nil {
@@ -333,6 +378,7 @@ func (k *applyKernel) Compute(_, out [][]float64) error {
 
 // Release hands the tensor's undo record over.
 func (k *applyKernel) Release() {
+	k.acc.close()
 	if k.rec != nil {
 		k.rec(k.u)
 	}
@@ -683,7 +729,11 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 		}
 		for s, n := 0, len(t.Data)/es; s < n && !pl.extra[t.Name]; s += stream.ChunkElems {
 			e := min(n, s+stream.ChunkElems)
-			if err := subtract(t.DType, t.Data[s*es:e*es], acc.at(s, e), dst[s*es:e*es]); err != nil {
+			a, err := acc.at(s, e)
+			if err != nil {
+				return err
+			}
+			if err := subtract(t.DType, t.Data[s*es:e*es], a, dst[s*es:e*es]); err != nil {
 				return err
 			}
 		}

@@ -129,6 +129,9 @@ type Writer struct {
 	names map[string]bool
 	done  bool
 	errs  map[string]QuantError
+	// parts are the tensors arriving in parts (WriteTensorAt), not yet
+	// complete.
+	parts map[string]*part
 }
 
 // QuantError measures what quantizing one tensor lost, in float64.
@@ -378,7 +381,21 @@ func (w *Writer) encode(name string, shape []int64, dtype weights.DType, idx []i
 	}
 	pt.RawLength = int64(raw.Len())
 	pt.CRC32 = crc32.ChecksumIEEE(raw.Bytes())
-	comp := w.zw.EncodeAll(raw.Bytes(), nil)
+	var comp []byte
+	if int64(raw.Len()) > streamAbove {
+		// Windowed, so a reader can decode it a chunk at a time.
+		var cb bytes.Buffer
+		cb.Grow(raw.Len() / 2)
+		if _, _, err := compressStream(&cb, func(dst io.Writer) error {
+			_, err := dst.Write(raw.Bytes())
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		comp = cb.Bytes()
+	} else {
+		comp = w.zw.EncodeAll(raw.Bytes(), nil)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
@@ -448,7 +465,18 @@ func (w *Writer) Output() stream.Output {
 			n, _ := t.NumElements()
 			return 12 * n
 		},
+		StreamCost: w.streamCost,
 	}
+}
+
+// streamCost is what a tensor written in parts holds: a compressor's
+// window and buffers, and the same again while it is encoded a second
+// time. Quantized values are written whole.
+func (w *Writer) streamCost(weights.TensorInfo) int64 {
+	if w.enc.Values == "q" {
+		return -1
+	}
+	return 6 * frameWindow
 }
 
 // Path is the file the patch is committed to.
@@ -463,6 +491,11 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("%s: already committed or aborted", w.path)
 	}
 	w.done = true
+	if len(w.parts) > 0 {
+		w.abortParts()
+		weights.DiscardTemp(w.f)
+		return fmt.Errorf("%s: committed with tensors still arriving in parts", w.path)
+	}
 	sort.Slice(w.hdr.Tensors, func(i, j int) bool { return weights.NaturalLess(w.hdr.Tensors[i].Name, w.hdr.Tensors[j].Name) })
 	if err := w.reorder(); err != nil {
 		weights.DiscardTemp(w.f)
@@ -532,6 +565,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	w.abortParts()
 	weights.DiscardTemp(w.f)
 }
 
@@ -719,7 +753,7 @@ func (p *Patch) load(name string) (Entry, []int64, []float32, error) {
 	if _, err := p.f.ReadAt(comp, t.Offset); err != nil {
 		return fail("reading payload: %v", err)
 	}
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(2*t.RawLength)+1<<16))
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(max(2*t.RawLength, 2*frameWindow))+1<<16))
 	if err != nil {
 		return fail("%v", err)
 	}

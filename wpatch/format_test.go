@@ -146,6 +146,12 @@ func FuzzPatch(f *testing.F) {
 	writePatch(f, p, Encoding{Values: "q", Quant: q4}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}})
 	raw, _ = os.ReadFile(p)
 	f.Add(raw)
+	// Payloads compressed as windowed streams, also read a chunk at a time.
+	defer func(v int64) { streamAbove = v }(streamAbove)
+	streamAbove = 0
+	writePatch(f, p, Encoding{Values: "f16"}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}})
+	raw, _ = os.ReadFile(p)
+	f.Add(raw)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		q := filepath.Join(t.TempDir(), "f.wpatch")
 		os.WriteFile(q, data, 0o644)
@@ -163,6 +169,17 @@ func FuzzPatch(f *testing.F) {
 			if n := e.Elements(); n <= budget {
 				budget -= n
 				_ = pt.Load(e.Name, make([]float32, n))
+				if !pt.streamable(e) {
+					continue
+				}
+				if v, err := pt.values(e, n); err == nil {
+					for s := int64(0); s < n; s += 3 {
+						if _, err := v.at(s, min(n, s+3)); err != nil {
+							break
+						}
+					}
+					v.close()
+				}
 			}
 		}
 	})

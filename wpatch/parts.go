@@ -1,0 +1,431 @@
+package wpatch
+
+import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"math"
+	"os"
+	"sync"
+
+	"github.com/klauspost/compress/zstd"
+
+	"github.com/weightops/weightops/weights"
+)
+
+// frameWindow is the zstd window of a payload compressed as a stream (a
+// tensor written in parts, or a large one written whole): what a reader
+// that decodes the payload a chunk at a time must keep of its history, so
+// what bounds its memory whatever the tensor's size.
+const frameWindow = 1 << 22
+
+// streamAbove is the raw payload size above which a tensor written whole
+// is compressed as a windowed stream rather than one single-segment frame
+// (whose window is the whole payload), and a dense payload so compressed
+// is read a chunk at a time. A variable for tests.
+var streamAbove int64 = frameWindow
+
+// partChunk is the values re-read at a time from a spool.
+const partChunk = 1 << 16
+
+var streamEncoders = sync.Pool{New: func() any {
+	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(frameWindow))
+	return zw
+}}
+
+// compressStream compresses what fill writes into dst as one windowed zstd
+// frame, and returns the CRC-32 and length of the raw bytes.
+func compressStream(dst io.Writer, fill func(w io.Writer) error) (uint32, int64, error) {
+	zw := streamEncoders.Get().(*zstd.Encoder)
+	defer streamEncoders.Put(zw)
+	zw.Reset(dst)
+	cw := &crcWriter{w: zw}
+	if err := fill(cw); err != nil {
+		zw.Reset(nil)
+		return 0, 0, err
+	}
+	if err := zw.Close(); err != nil {
+		return 0, 0, err
+	}
+	return cw.crc, cw.n, nil
+}
+
+type crcWriter struct {
+	w   io.Writer
+	crc uint32
+	n   int64
+}
+
+func (c *crcWriter) Write(b []byte) (int, error) {
+	c.crc = crc32.Update(c.crc, crc32.IEEETable, b)
+	c.n += int64(len(b))
+	return c.w.Write(b)
+}
+
+// part is a tensor arriving in parts (WriteTensorAt). Its float32 values
+// are compressed as they come into a spool file beside the output; at the
+// last part the spool becomes the payload — as it is (dense f32), or
+// re-read and encoded again (f16 values, or sparse when under a third of
+// the entries are non-zero, which is known only then) — so the writer
+// holds a chunk and a compressor's window, not the tensor.
+type part struct {
+	info  weights.TensorInfo
+	n     int64 // elements
+	got   int64 // bytes received
+	nnz   int64
+	spool *os.File
+	zw    *zstd.Encoder
+	cw    *crcWriter
+}
+
+// WriteTensorAt makes the writer a stream.RangeSink: data is the F32 bytes
+// of a declared tensor from byte off on. The parts of a tensor must come
+// in order (as a streamed tensor's chunks do), each tensor from one
+// goroutine at a time; different tensors may come concurrently.
+func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
+	p, err := w.part(name, off)
+	if err != nil {
+		return err
+	}
+	if len(data)%4 != 0 || p.got+int64(len(data)) > 4*p.n {
+		return w.failPart(name, p, fmt.Errorf("%s: tensor %q: %d bytes at %d do not fit %d F32 values", w.path, name, len(data), off, p.n))
+	}
+	for _, v := range weights.Float32View(data) {
+		if v != 0 {
+			p.nnz++
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
+			}
+		}
+	}
+	if _, err := p.cw.Write(data); err != nil {
+		return w.failPart(name, p, fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err))
+	}
+	p.got += int64(len(data))
+	if p.got < 4*p.n {
+		return nil
+	}
+	if err := w.finishPart(name, p); err != nil {
+		return w.failPart(name, p, err)
+	}
+	w.mu.Lock()
+	delete(w.parts, name)
+	w.mu.Unlock()
+	return nil
+}
+
+// part returns the state of a tensor arriving in parts, starting it at
+// its first part.
+func (w *Writer) part(name string, off int64) (*part, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return nil, fmt.Errorf("%s: writer closed", w.path)
+	}
+	if w.enc.Values == "q" {
+		return nil, fmt.Errorf("%s: tensor %q: quantized values are written whole", w.path, name)
+	}
+	if p, ok := w.parts[name]; ok {
+		if off != p.got {
+			return nil, fmt.Errorf("%s: tensor %q: part at byte %d, expected %d (parts come in order)", w.path, name, off, p.got)
+		}
+		return p, nil
+	}
+	info, ok := w.decl[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: tensor %q not declared", w.path, name)
+	}
+	if w.names[name] {
+		return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
+	}
+	if off != 0 {
+		return nil, fmt.Errorf("%s: tensor %q: first part at byte %d", w.path, name, off)
+	}
+	n, err := weights.TensorInfo{Shape: info.Shape, DType: weights.F32}.NumElements()
+	if err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	spool, err := weights.CreateTemp(w.path)
+	if err != nil {
+		return nil, err
+	}
+	p := &part{info: info, n: n, spool: spool, zw: streamEncoders.Get().(*zstd.Encoder)}
+	p.zw.Reset(spool)
+	p.cw = &crcWriter{w: p.zw}
+	if w.names == nil {
+		w.names = map[string]bool{}
+	}
+	if w.parts == nil {
+		w.parts = map[string]*part{}
+	}
+	w.names[name] = true
+	w.parts[name] = p
+	return p, nil
+}
+
+// failPart discards a tensor's spool after an error.
+func (w *Writer) failPart(name string, p *part, err error) error {
+	w.mu.Lock()
+	delete(w.parts, name)
+	w.mu.Unlock()
+	p.discard()
+	return err
+}
+
+func (p *part) discard() {
+	if p.zw != nil {
+		p.zw.Reset(nil)
+		streamEncoders.Put(p.zw)
+		p.zw = nil
+	}
+	weights.DiscardTemp(p.spool)
+}
+
+// finishPart turns a complete tensor's spool into its payload and appends
+// it to the patch.
+func (w *Writer) finishPart(name string, p *part) error {
+	if err := p.zw.Close(); err != nil {
+		return fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err)
+	}
+	streamEncoders.Put(p.zw)
+	p.zw = nil
+	defer weights.DiscardTemp(p.spool)
+	size, err := p.spool.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err)
+	}
+	pt := Entry{Name: name, Shape: append([]int64{}, p.info.Shape...), DType: p.info.DType.String(), Values: w.enc.Values,
+		Encoding: "dense", NNZ: p.n, RawLength: 4 * p.n, CRC32: p.cw.crc}
+	payload := io.Reader(io.NewSectionReader(p.spool, 0, size))
+	sparse := w.sparse(p.nnz, p.n)
+	if sparse || w.enc.Values != "f32" {
+		// Encode again from the spool into a second one.
+		out, err := weights.CreateTemp(w.path)
+		if err != nil {
+			return err
+		}
+		defer weights.DiscardTemp(out)
+		if sparse {
+			pt.Encoding, pt.NNZ = "sparse", p.nnz
+		}
+		es := int64(4)
+		if w.enc.Values == "f16" {
+			es = 2
+		}
+		pt.CRC32, pt.RawLength, err = compressStream(out, func(dst io.Writer) error {
+			return reencode(p.spool, size, p.n, p.nnz, sparse, es, dst)
+		})
+		if err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		if size, err = out.Seek(0, io.SeekCurrent); err != nil {
+			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+		}
+		payload = io.NewSectionReader(out, 0, size)
+	}
+	return w.appendPayload(pt, size, payload)
+}
+
+// appendPayload reserves room for a payload of size bytes, copies it in
+// and lists the tensor.
+func (w *Writer) appendPayload(pt Entry, size int64, payload io.Reader) error {
+	w.mu.Lock()
+	if w.done {
+		w.mu.Unlock()
+		return fmt.Errorf("%s: writer closed", w.path)
+	}
+	pt.Offset, pt.Length = w.at, size
+	w.at += size
+	w.mu.Unlock()
+	if _, err := io.Copy(io.NewOffsetWriter(w.f, pt.Offset), payload); err != nil {
+		return fmt.Errorf("%s: %w", w.path, err)
+	}
+	w.mu.Lock()
+	w.hdr.Tensors = append(w.hdr.Tensors, pt)
+	w.mu.Unlock()
+	return nil
+}
+
+// reencode reads a spool of n float32 values back (twice when sparse: the
+// indices, then the values) and writes the raw payload: dense values, or
+// the non-zero count, index gaps and values of a sparse tensor, as es-byte
+// values.
+func reencode(spool *os.File, size, n, nnz int64, sparse bool, es int64, dst io.Writer) error {
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(frameWindow))
+	if err != nil {
+		return err
+	}
+	defer zr.Close()
+	buf := make([]byte, 4*partChunk)
+	vals := make([]float32, partChunk)
+	out := make([]byte, 0, binary.MaxVarintLen64*partChunk)
+	dt := weights.F32
+	if es == 2 {
+		dt = weights.F16
+	}
+	kept := make([]float32, 0, partChunk)
+	each := func(f func(at int64, v []float32) []byte) error {
+		if err := zr.Reset(io.NewSectionReader(spool, 0, size)); err != nil {
+			return err
+		}
+		for at := int64(0); at < n; at += partChunk {
+			m := min(partChunk, n-at)
+			if _, err := io.ReadFull(zr, buf[:4*m]); err != nil {
+				return fmt.Errorf("spool: %w", err)
+			}
+			copy(vals, weights.Float32View(buf[:4*m]))
+			if _, err := dst.Write(f(at, vals[:m])); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	values := func(_ int64, v []float32) []byte {
+		kept = kept[:0]
+		for _, x := range v {
+			if !sparse || x != 0 {
+				kept = append(kept, x)
+			}
+		}
+		b := out[:es*int64(len(kept))]
+		_ = weights.EncodeFloat32(dt, kept, b)
+		return b
+	}
+	if !sparse {
+		return each(values)
+	}
+	if _, err := dst.Write(binary.AppendUvarint(nil, uint64(nnz))); err != nil {
+		return err
+	}
+	prev := int64(0)
+	if err := each(func(at int64, v []float32) []byte {
+		out = out[:0]
+		for k, x := range v {
+			if x != 0 {
+				out = binary.AppendUvarint(out, uint64(at+int64(k)-prev))
+				prev = at + int64(k)
+			}
+		}
+		return out
+	}); err != nil {
+		return err
+	}
+	return each(values)
+}
+
+// abortParts discards the spools of tensors still arriving.
+func (w *Writer) abortParts() {
+	for name, p := range w.parts {
+		p.discard()
+		delete(w.parts, name)
+	}
+}
+
+// valueStream decodes a dense payload of f32 or f16 values a chunk at a
+// time, in order, checking its length and checksum when the last value is
+// read: what lets patch apply hold a compressor's window per patch instead
+// of the tensor's values. Only a payload compressed with a window up to
+// frameWindow streams (see streamable); older patches' large payloads are
+// single frames whose window is the whole payload, and are loaded whole.
+type valueStream struct {
+	p    *Patch
+	t    Entry
+	dt   weights.DType
+	n    int64
+	zr   *zstd.Decoder
+	pos  int64 // values decoded so far
+	crc  uint32
+	buf  []byte
+	vals []float32
+}
+
+// streamable reports whether entry t is decoded a chunk at a time.
+func (p *Patch) streamable(t Entry) bool {
+	if t.Encoding != "dense" || (t.Values != "f32" && t.Values != "f16") || t.RawLength <= streamAbove {
+		return false
+	}
+	hb := make([]byte, min(t.Length, zstd.HeaderMaxSize))
+	if _, err := p.f.ReadAt(hb, t.Offset); err != nil {
+		return false
+	}
+	var h zstd.Header
+	if h.Decode(hb) != nil || h.Skippable {
+		return false
+	}
+	return h.WindowSize > 0 && h.WindowSize <= frameWindow
+}
+
+// values opens entry t, of n elements, for reading in order.
+func (p *Patch) values(t Entry, n int64) (*valueStream, error) {
+	dt, es := weights.F32, int64(4)
+	if t.Values == "f16" {
+		dt, es = weights.F16, 2
+	}
+	if t.Elements() != n || t.NNZ != n || t.RawLength != es*n {
+		return nil, fmt.Errorf("%s: tensor %q: payload of %d bytes for %d values, %d expected", p.Path, t.Name, t.RawLength, t.NNZ, n)
+	}
+	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(frameWindow))
+	if err != nil {
+		return nil, err
+	}
+	v := &valueStream{p: p, t: t, dt: dt, n: n, zr: zr}
+	if err := v.rewind(); err != nil {
+		zr.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+func (v *valueStream) rewind() error {
+	v.pos, v.crc = 0, 0
+	return v.zr.Reset(io.NewSectionReader(v.p.f, v.t.Offset, v.t.Length))
+}
+
+func (v *valueStream) fail(format string, a ...any) error {
+	return fmt.Errorf("%s: tensor %q: %s", v.p.Path, v.t.Name, fmt.Sprintf(format, a...))
+}
+
+// at returns values [s, e) (valid until the next call): the next ones when
+// s is where the last call ended, as a streamed tensor's chunks ask.
+func (v *valueStream) at(s, e int64) ([]float32, error) {
+	if s < v.pos {
+		if err := v.rewind(); err != nil {
+			return nil, v.fail("corrupted payload: %v", err)
+		}
+	}
+	for v.pos < s { // skip
+		if _, err := v.next(min(s-v.pos, partChunk)); err != nil {
+			return nil, err
+		}
+	}
+	return v.next(e - s)
+}
+
+func (v *valueStream) next(m int64) ([]float32, error) {
+	es := int64(v.dt.Size())
+	if cap(v.vals) < int(m) {
+		v.buf, v.vals = make([]byte, es*m), make([]float32, m)
+	}
+	b, vals := v.buf[:es*m], v.vals[:m]
+	if _, err := io.ReadFull(v.zr, b); err != nil {
+		return nil, v.fail("corrupted payload: %v", err)
+	}
+	v.crc = crc32.Update(v.crc, crc32.IEEETable, b)
+	v.pos += m
+	if v.pos == v.n {
+		var one [1]byte
+		if _, err := io.ReadFull(v.zr, one[:]); err != io.EOF || v.crc != v.t.CRC32 {
+			return nil, v.fail("payload checksum mismatch (corrupted)")
+		}
+	}
+	_ = weights.DecodeFloat32(v.dt, b, vals)
+	for _, x := range vals {
+		if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
+			return nil, v.fail("holds NaN or Inf values; a patch must be finite")
+		}
+	}
+	return vals, nil
+}
+
+func (v *valueStream) close() { v.zr.Close() }
