@@ -93,10 +93,7 @@ func (l layout) quantUnit() int {
 	if l.groups <= 1 {
 		return min(unitTarget, l.n)
 	}
-	a := l.group
-	for a%8 != 0 {
-		a += l.group // lcm(group, 8) ≤ 8·group
-	}
+	a := lcm8(l.group)
 	return min(a*max(1, unitTarget/a), l.n)
 }
 
@@ -205,24 +202,12 @@ func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quanti
 	err = runUnits(units, workers, func(w, u int) error {
 		lo, hi := u*unit, min((u+1)*unit, l.n)
 		codes := scratch[w][:hi-lo]
-		for g := lo / l.group; g*l.group < hi; g++ {
-			glo, ghi := l.span(g)
-			mn, mx, err := minMax(values[glo:ghi], glo)
-			if err != nil {
-				return err
-			}
-			s, m, err := cfg.params(mn, mx)
-			if err != nil {
-				return fmt.Errorf("%w (group %d, elements %d..%d)", err, g, glo, ghi-1)
-			}
-			if cfg.MSE {
-				s, m = cfg.bestClip(values[glo:ghi], codes[glo-lo:ghi-lo], mn, mx, s, m)
-			}
-			q.Scales[g] = s
-			if q.Mins != nil {
-				q.Mins[g] = m
-			}
-			cfg.encode(codes[glo-lo:ghi-lo], values[glo:ghi], s, m)
+		var mins []float32
+		if q.Mins != nil {
+			mins = q.Mins[lo/l.group:]
+		}
+		if err := cfg.quantGroups(l, lo, values[lo:hi], codes, q.Scales[lo/l.group:], mins); err != nil {
+			return err
 		}
 		pack(q.Codes[lo/8*k:], codes, k)
 		return nil
@@ -231,6 +216,35 @@ func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quanti
 		return nil, err
 	}
 	return q, nil
+}
+
+// quantGroups computes the scales (and mins, when mins is not nil) and
+// codes of the whole groups in vs, the elements from lo on (lo the start
+// of a group); scales[0] and mins[0] are those of lo's group.
+func (c Config) quantGroups(l layout, lo int, vs []float32, codes []uint8, scales, mins []float32) error {
+	hi := lo + len(vs)
+	g0 := lo / l.group
+	for g := g0; g*l.group < hi; g++ {
+		glo, ghi := l.span(g)
+		x, cs := vs[glo-lo:ghi-lo], codes[glo-lo:ghi-lo]
+		mn, mx, err := minMax(x, glo)
+		if err != nil {
+			return err
+		}
+		s, m, err := c.params(mn, mx)
+		if err != nil {
+			return fmt.Errorf("%w (group %d, elements %d..%d)", err, g, glo, ghi-1)
+		}
+		if c.MSE {
+			s, m = c.bestClip(x, cs, mn, mx, s, m)
+		}
+		scales[g-g0] = s
+		if mins != nil {
+			mins[g-g0] = m
+		}
+		c.encode(cs, x, s, m)
+	}
+	return nil
 }
 
 // clipFactors are the range shrinkings MSE tries; 1 (no clipping) first,
@@ -516,7 +530,7 @@ func (q *Quantized) dequantize(dst []float32, workers int) error {
 	if l.n == 0 {
 		return nil
 	}
-	k, L := q.Bits, q.levels()
+	k := q.Bits
 	units := (l.n-1)/unitTarget + 1
 	workers = min(max(workers, 1), units)
 	scratch := make([][]uint8, workers)
@@ -527,32 +541,38 @@ func (q *Quantized) dequantize(dst []float32, workers int) error {
 		lo, hi := u*unitTarget, min((u+1)*unitTarget, l.n)
 		codes := scratch[w][:hi-lo]
 		unpack(codes, q.Codes[lo/8*k:], k)
-		for g := lo / l.group; g*l.group < hi; g++ {
-			glo, ghi := l.span(g)
-			glo, ghi = max(glo, lo), min(ghi, hi)
-			cs, out, s := codes[glo-lo:ghi-lo], dst[glo:ghi], q.Scales[g]
-			out = out[:len(cs)]
-			switch q.Scheme {
-			case Log:
-				q.decodeLog(out, cs, s)
-				continue
-			case Tanh:
-				q.decodeTanh(out, cs, s)
-				continue
-			}
-			if q.Scheme == Symmetric {
-				for i, c := range cs {
-					out[i] = float32(int32(c)-L) * s
-				}
-				continue
-			}
-			m := q.Mins[g]
-			for i, c := range cs {
-				out[i] = m + float32(float32(c)*s)
-			}
-		}
+		q.decodeGroups(l, lo, codes, dst[lo:hi], q.Scales, q.Mins)
 		return nil
 	})
+}
+
+// decodeGroups reconstructs out, the elements from lo on, from their codes
+// and the tensor's scales and mins (indexed by group, from group 0).
+func (c Config) decodeGroups(l layout, lo int, codes []uint8, out []float32, scales, mins []float32) {
+	hi, L := lo+len(out), c.levels()
+	for g := lo / l.group; g*l.group < hi; g++ {
+		glo, ghi := l.span(g)
+		glo, ghi = max(glo, lo), min(ghi, hi)
+		cs, o, s := codes[glo-lo:ghi-lo], out[glo-lo:ghi-lo], scales[g]
+		switch c.Scheme {
+		case Log:
+			c.decodeLog(o, cs, s)
+			continue
+		case Tanh:
+			c.decodeTanh(o, cs, s)
+			continue
+		}
+		if c.Scheme == Symmetric {
+			for i, v := range cs {
+				o[i] = float32(int32(v)-L) * s
+			}
+			continue
+		}
+		m := mins[g]
+		for i, v := range cs {
+			o[i] = m + float32(float32(v)*s)
+		}
+	}
 }
 
 // Tensor dequantizes into a weights.Tensor of the given name and dtype

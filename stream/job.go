@@ -258,7 +258,8 @@ func (j *Job) streams(t weights.TensorInfo) bool {
 		b, _ := info.ByteSize()
 		size += b
 	}
-	return size > StreamAbove
+	// An empty tensor has no chunk to write.
+	return size > StreamAbove && size > 0
 }
 
 // Run executes the job and returns the files written for each output. On

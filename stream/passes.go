@@ -46,6 +46,14 @@ type RawInputKernel interface {
 	SetRaw(i int, t weights.Tensor)
 }
 
+// ChunkAligner is a PassKernel whose chunks must each hold a multiple of
+// ChunkAlign elements (a codec's whole groups), which need not be whole
+// rows. The last chunk may be shorter.
+type ChunkAligner interface {
+	PassKernel
+	ChunkAlign() int64
+}
+
 // Passes adapts a PassKernel to a Kernel. Outputs are encoded to their
 // dtypes chunk by chunk, rounded once from float64.
 func Passes(k PassKernel) Kernel { return passes{k} }
@@ -87,6 +95,10 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		rowLen = max(1, t.Shape[len(t.Shape)-1])
 	}
 	chunk := max(1, ChunkElems/rowLen) * rowLen
+	if a, ok := kern.(ChunkAligner); ok {
+		u := max(1, a.ChunkAlign())
+		chunk = max(1, ChunkElems/u) * u
+	}
 	raws := t.In
 	skip := make([]bool, len(raws))
 	rk, _ := kern.(RawInputKernel)

@@ -132,6 +132,9 @@ type Writer struct {
 	// parts are the tensors arriving in parts (WriteTensorAt), not yet
 	// complete.
 	parts map[string]*part
+	// quants are the quantized tensors arriving in chunks, not yet
+	// complete.
+	quants map[string]*quantStream
 }
 
 // QuantError measures what quantizing one tensor lost, in float64.
@@ -301,6 +304,20 @@ func (w *Writer) AddSparse(name string, shape []int64, dtype weights.DType, idx 
 // dense (idx nil, vals every element); n is the tensor's element count. With
 // recon it returns the dense values as Load will give them back.
 func (w *Writer) encode(name string, shape []int64, dtype weights.DType, idx []int64, vals []float32, n int64, recon bool) ([]float32, error) {
+	stored, err := w.encodeEntry(name, shape, dtype, idx, vals, n, recon)
+	if err != nil || !recon || idx == nil {
+		return stored, err
+	}
+	back := make([]float32, n)
+	for k, i := range idx {
+		back[i] = stored[k]
+	}
+	return back, nil
+}
+
+// encodeEntry is encode that, with recon, returns the values as Load will
+// give them back in vals' order (for a sparse tensor, its entries').
+func (w *Writer) encodeEntry(name string, shape []int64, dtype weights.DType, idx []int64, vals []float32, n int64, recon bool) ([]float32, error) {
 	for _, v := range vals {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 			return nil, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name)
@@ -372,12 +389,6 @@ func (w *Writer) encode(name string, shape []int64, dtype weights.DType, idx []i
 	var back []float32
 	if recon {
 		back = stored
-		if sparse {
-			back = make([]float32, n)
-			for k, i := range idx {
-				back[i] = stored[k]
-			}
-		}
 	}
 	pt.RawLength = int64(raw.Len())
 	pt.CRC32 = crc32.ChecksumIEEE(raw.Bytes())
@@ -491,7 +502,7 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("%s: already committed or aborted", w.path)
 	}
 	w.done = true
-	if len(w.parts) > 0 {
+	if len(w.parts) > 0 || len(w.quants) > 0 {
 		w.abortParts()
 		weights.DiscardTemp(w.f)
 		return fmt.Errorf("%s: committed with tensors still arriving in parts", w.path)

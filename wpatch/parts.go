@@ -320,6 +320,10 @@ func (w *Writer) abortParts() {
 		p.discard()
 		delete(w.parts, name)
 	}
+	for name, q := range w.quants {
+		weights.DiscardTemp(q.spool)
+		delete(w.quants, name)
+	}
 }
 
 // valueStream decodes a dense payload of f32 or f16 values a chunk at a

@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/weightops/weightops/internal/parallel"
@@ -105,24 +107,19 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 		Inputs:  []weights.Checkpoint{ck},
 		Tensors: src,
 		Outputs: []stream.Output{stream.CheckpointOutput(filepath.Join(out, stem+".safetensors"), md, dtype, 0)},
-		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
-			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
-				v, err := t.In[0].Float32s()
-				if err != nil {
-					return &weights.TensorError{File: in, Tensor: t.Name, Err: err}
-				}
-				deq, err := w.AddReconstructed(t.Name, t.Shape, t.DType, v)
-				if err != nil {
-					return err
-				}
-				return weights.EncodeFloat32(t.OutDType[0], deq, t.Out[0])
-			}), nil
+		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
+			return newQuantKernel(w, t, cfg)
 		},
-		// The input, its float32 copy and the dequantized one, the output.
+		// Read whole: the input and the copy, a sparse tensor's entries
+		// (under a third of it) and chunk scratch.
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
 			n, _ := t.NumElements()
-			return 2*b + 12*n
+			return 2*b + 6*n
+		},
+		// Streamed: the scales, the compressor's window and scratch.
+		StreamCost: func(t weights.TensorInfo) int64 {
+			return quantStreamCost(t, cfg)
 		},
 		// The container is committed just before the copy: if that fails,
 		// the job discards the copy too.
@@ -154,4 +151,171 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 	}
 	s.Files = append(append(files[0], wq), copied...)
 	return s, nil
+}
+
+// quantStreamCost is what quantizing a streamed tensor holds besides the
+// job's chunk buffers: two float32 numbers per group, the compressor's
+// window and chunk scratch.
+func quantStreamCost(t weights.TensorInfo, cfg quantize.Config) int64 {
+	enc, err := quantize.NewEncoder(t.Shape, cfg)
+	if err != nil {
+		return -1
+	}
+	return int64(enc.Groups())*8 + 3*frameWindow + 16*stream.ChunkElems
+}
+
+// quantKernel quantizes one tensor of a checkpoint a chunk at a time and
+// writes its dequantized copy (a stream.Passes kernel, so a large tensor
+// is read from its file in chunks). A first pass counts the non-zeros (a
+// tensor under a third non-zero is stored sparse, as Add decides) and,
+// for a single-group codec, finds the extremes. A sparse tensor's entries
+// are then gathered and quantized at once; a dense one is quantized as
+// the copy is written. The container and the copy equal AddReconstructed's
+// for the whole tensor, byte for byte.
+type quantKernel struct {
+	w      *Writer
+	info   weights.TensorInfo
+	n      int64
+	enc    *quantize.Encoder
+	raw    weights.Tensor
+	vals   []float32
+	deq    []float32
+	pass   int // the next pre-pass: 0 count, 1 gather a sparse tensor's entries, 2 none
+	at     int64
+	nnz    int64
+	mn, mx float32
+	q      *quantStream
+	sparse bool
+	idx    []int64
+	svals  []float32 // a sparse tensor's entries, then their values as stored
+	next   int       // the first sparse entry not yet written out
+}
+
+func newQuantKernel(w *Writer, t weights.TensorInfo, cfg quantize.Config) (stream.Kernel, error) {
+	n, err := t.NumElements()
+	if err != nil {
+		return nil, err
+	}
+	enc, err := quantize.NewEncoder(t.Shape, cfg)
+	if err != nil {
+		return nil, err
+	}
+	return stream.Passes(&quantKernel{w: w, info: t, n: n, enc: enc,
+		mn: float32(math.Inf(1)), mx: float32(math.Inf(-1))}), nil
+}
+
+// RawInput reports that the kernel decodes its input itself, to float32.
+func (k *quantKernel) RawInput(int) bool { return true }
+
+// SetRaw takes the input's bytes of the next chunk.
+func (k *quantKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t }
+
+// ChunkAlign makes every chunk whole groups of the codec.
+func (k *quantKernel) ChunkAlign() int64 { return int64(k.enc.Align()) }
+
+// chunk decodes the current chunk to float32.
+func (k *quantKernel) chunk() ([]float32, error) {
+	m := len(k.raw.Data) / k.raw.DType.Size()
+	if cap(k.vals) < m {
+		k.vals, k.deq = make([]float32, m), make([]float32, m)
+	}
+	v := k.vals[:m]
+	return v, weights.DecodeFloat32(k.raw.DType, k.raw.Data, v)
+}
+
+// NextPass asks for the counting pass, then the gathering one if sparse.
+func (k *quantKernel) NextPass() (int, bool) { return k.pass, k.pass < 2 }
+
+// Observe counts non-zeros and extremes (pass 0) or gathers entries (1).
+func (k *quantKernel) Observe(p int, _ [][]float64) error {
+	v, err := k.chunk()
+	if err != nil {
+		return err
+	}
+	if p == 1 {
+		for i, x := range v {
+			if x != 0 {
+				k.idx = append(k.idx, k.at+int64(i))
+				k.svals = append(k.svals, x)
+			}
+		}
+		k.at += int64(len(v))
+		return nil
+	}
+	for _, x := range v {
+		if x != 0 {
+			k.nnz++
+		}
+	}
+	if k.enc.NeedsRange() {
+		mn, mx, err := quantize.Extremes(v, int(k.at))
+		if err != nil {
+			return err
+		}
+		k.mn, k.mx = min(k.mn, mn), max(k.mx, mx)
+	}
+	k.at += int64(len(v))
+	return nil
+}
+
+// EndPass decides dense or sparse after the count, and quantizes a
+// sparse tensor's entries once gathered.
+func (k *quantKernel) EndPass(p int) error {
+	k.at = 0
+	name := k.info.Name
+	if p == 1 {
+		k.idx = slices.Clip(k.idx)
+		stored, err := k.w.encodeEntry(name, k.info.Shape, k.info.DType, k.idx, k.svals, k.n, true)
+		if err != nil {
+			return err
+		}
+		k.svals, k.pass = stored, 2
+		return nil
+	}
+	if k.sparse = k.w.sparse(k.nnz, k.n); k.sparse {
+		k.pass = 1
+		k.idx, k.svals = make([]int64, 0, k.nnz), make([]float32, 0, k.nnz)
+		return nil
+	}
+	k.pass = 2
+	q, err := k.w.beginQuantized(name, k.info.Shape, k.info.DType, k.enc)
+	if err != nil {
+		return err
+	}
+	k.q = q
+	if k.enc.NeedsRange() && k.n > 0 {
+		if err := q.setRange(k.mn, k.mx); err != nil {
+			return err
+		}
+	}
+	if k.n == 0 {
+		return q.write(nil, nil) // no chunk will come
+	}
+	return nil
+}
+
+// Compute quantizes the next chunk and writes its dequantized values.
+func (k *quantKernel) Compute(_, out [][]float64) error {
+	v, err := k.chunk()
+	if err != nil {
+		return err
+	}
+	o := out[0]
+	if k.sparse {
+		clear(o)
+		end := k.at + int64(len(v))
+		for ; k.next < len(k.idx) && k.idx[k.next] < end; k.next++ {
+			o[k.idx[k.next]-k.at] = float64(k.svals[k.next])
+		}
+		k.at = end
+		return nil
+	}
+	deq := k.deq[:len(v)]
+	if err := k.q.write(v, deq); err != nil {
+		return err
+	}
+	for i, x := range deq {
+		o[i] = float64(x)
+	}
+	return nil
 }

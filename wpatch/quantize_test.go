@@ -1,0 +1,189 @@
+package wpatch
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+
+	"github.com/weightops/weightops/gguf"
+	"github.com/weightops/weightops/quantize"
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/weights"
+)
+
+// quantModel writes a checkpoint with what quantizing one meets: every
+// float dtype, tensors spanning several chunks with rows that no block
+// size divides, one mostly zero (stored sparse), an empty one and an
+// integer one (copied).
+func quantModel(t *testing.T, path string) {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(3, 4))
+	var ts []weights.Tensor
+	add := func(name string, dt weights.DType, shape []int64, zeros float64) {
+		n := int64(1)
+		for _, d := range shape {
+			n *= d
+		}
+		v := make([]float64, n)
+		for i := range v {
+			if rng.Float64() >= zeros {
+				v[i] = rng.NormFloat64() * 0.05
+			}
+		}
+		b := make([]byte, dt.Bytes(n))
+		_ = weights.Encode(dt, v, b)
+		ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: name, DType: dt, Shape: shape}, Data: b})
+	}
+	add("big.bf16", weights.BF16, []int64{3, 70001}, 0)
+	add("big.f16", weights.F16, []int64{2, 3, 33333}, 0)
+	add("big.f32", weights.F32, []int64{140000}, 0)
+	add("mid.f64", weights.F64, []int64{90, 1000}, 0)
+	add("sparse.bf16", weights.BF16, []int64{4, 50000}, 0.9)
+	add("small.bf16", weights.BF16, []int64{16, 32}, 0)
+	add("empty.bf16", weights.BF16, []int64{0, 8}, 0)
+	ts = append(ts, weights.Tensor{TensorInfo: weights.TensorInfo{Name: "ids", DType: weights.I32, Shape: []int64{2}}, Data: []byte{1, 0, 0, 0, 2, 0, 0, 0}})
+	if err := weights.WriteSafetensors(path, ts, map[string]string{"format": "pt"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestQuantizeCheckpointEqualsWholeTensors: the container is, byte for
+// byte, what AddReconstructed writes for each tensor read whole and the
+// copy holds exactly the values it gives back, with the tensors read whole
+// or streamed in chunks from the file, on one worker or two, for codecs of
+// every granularity (one group, rows, blocks straddling rows, ggml's).
+func TestQuantizeCheckpointEqualsWholeTensors(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	quantModel(t, mp)
+	model, err := weights.Open(mp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer model.Close()
+	q4k, _ := quantize.GGMLConfig(gguf.Q4_K)
+	cfgs := []quantize.Config{
+		{Bits: 4, Scheme: quantize.Symmetric, Granularity: quantize.PerBlock, BlockSize: 64},
+		{Bits: 3, Scheme: quantize.Asymmetric, Granularity: quantize.PerTensor},
+		{Bits: 8, Scheme: quantize.Asymmetric, Granularity: quantize.PerChannel, MSE: true},
+		{Bits: 4, Scheme: quantize.Asymmetric, Granularity: quantize.PerBlock, BlockSize: 100, F16Scales: true},
+		{Bits: 4, Scheme: quantize.Log, Granularity: quantize.PerBlock, BlockSize: 32},
+		q4k,
+	}
+	for ci, cfg := range cfgs {
+		// The reference: each tensor read whole, through Add's path.
+		ref := filepath.Join(d, fmt.Sprintf("ref%d.wq", ci))
+		w, err := Create(ref, "weights", map[string]string{"source": mp, "quantized": cfg.String()}, Encoding{Values: "q", Quant: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string][]byte{}
+		for _, info := range model.Tensors() {
+			ten, err := model.ReadTensor(info.Name, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !info.DType.IsFloat() {
+				want[info.Name] = ten.Data
+				continue
+			}
+			v, err := ten.Float32s()
+			if err != nil {
+				t.Fatal(err)
+			}
+			deq, err := w.AddReconstructed(info.Name, info.Shape, info.DType, v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want[info.Name] = make([]byte, info.DType.Bytes(int64(len(deq))))
+			if err := weights.EncodeFloat32(info.DType, deq, want[info.Name]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		wantErrs := w.Errors()
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		wantWQ, _ := os.ReadFile(ref)
+		for _, mode := range []struct {
+			name  string
+			above int64
+		}{{"whole", 1 << 62}, {"streamed", -1}} {
+			for _, workers := range []int{1, 2} {
+				stream.StreamAbove = mode.above
+				label := fmt.Sprintf("%s/%s/%d workers", cfg, mode.name, workers)
+				out := filepath.Join(d, fmt.Sprintf("q%d-%s-%d", ci, mode.name, workers))
+				s, err := QuantizeCheckpoint(context.Background(), model, out, cfg, stream.Options{Workers: workers})
+				if err != nil {
+					t.Fatalf("%s: %v", label, err)
+				}
+				got, _ := os.ReadFile(filepath.Join(out, "model.wq"))
+				if !bytes.Equal(got, wantWQ) {
+					t.Errorf("%s: model.wq differs from the whole-tensor container", label)
+				}
+				if !reflect.DeepEqual(s.PerTensor, wantErrs) {
+					t.Errorf("%s: quantization errors differ:\n got %v\nwant %v", label, s.PerTensor, wantErrs)
+				}
+				cp, err := weights.Open(filepath.Join(out, "model.safetensors"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for name, b := range want {
+					ten, err := cp.ReadTensor(name, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(ten.Data, b) {
+						t.Errorf("%s: %s: the copy is not the values the container gives back", label, name)
+					}
+				}
+				cp.Close()
+			}
+		}
+	}
+}
+
+// TestQuantizeCheckpointFailureLeavesNothing: a tensor that cannot be
+// quantized (its range overflows F16 scales) fails the run naming it, with
+// no output and no spool left behind, streamed or not.
+func TestQuantizeCheckpointFailureLeavesNothing(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	v := make([]float32, 200000)
+	for i := range v {
+		v[i] = float32(i%1000) * 0.01
+	}
+	v[150001] = 1e6 // beyond what an F16 scale holds
+	b := make([]byte, 4*len(v))
+	_ = weights.EncodeFloat32(weights.F32, v, b)
+	ts := []weights.Tensor{{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.F32, Shape: []int64{2, 100000}}, Data: b}}
+	if err := weights.WriteSafetensors(mp, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	for _, cfg := range []quantize.Config{
+		{Bits: 4, Scheme: quantize.Symmetric, Granularity: quantize.PerBlock, BlockSize: 64, F16Scales: true},
+		{Bits: 4, Scheme: quantize.Asymmetric, Granularity: quantize.PerTensor, F16Scales: true},
+	} {
+		for _, above := range []int64{1 << 62, -1} {
+			stream.StreamAbove = above
+			out := filepath.Join(d, "out")
+			_, err := QuantizeCheckpoint(context.Background(), model, out, cfg, stream.Options{Workers: 2})
+			if err == nil || !bytes.Contains([]byte(err.Error()), []byte(`"w"`)) {
+				t.Errorf("%s (stream above %d): error %v, want one naming tensor \"w\"", cfg, above, err)
+			}
+			left, _ := os.ReadDir(out)
+			for _, e := range left {
+				t.Errorf("%s: left behind %s", cfg, e.Name())
+			}
+		}
+	}
+}
