@@ -34,6 +34,10 @@ type TensorReport struct {
 	Stats *Stats  `json:"stats"`
 }
 
+// sectionStatsAbove is the tensor size above which Inspect reads a tensor
+// stored raw in parts rather than whole. A variable for tests.
+var sectionStatsAbove int64 = 1 << 20
+
 // Inspect describes a checkpoint; with stats it reads every tensor once,
 // one at a time, calling progress with each tensor's bytes.
 func Inspect(ctx context.Context, c Checkpoint, stats bool, progress func(int64)) (*Report, error) {
@@ -65,18 +69,29 @@ func Inspect(ctx context.Context, c Checkpoint, stats bool, progress func(int64)
 	bufs := make([][]byte, 2)
 	err := parallel.Items(ctx, len(infos), len(bufs), func(w, i int) error {
 		t := infos[i]
-		ten, err := c.ReadTensor(t.Name, bufs[w])
-		if err != nil {
-			return err
-		}
-		bufs[w] = ten.Data
-		s, err := ComputeStats(ten)
-		if err != nil {
-			return &TensorError{File: c.Path(), Tensor: t.Name, Err: err}
+		size, _ := t.ByteSize()
+		var s Stats
+		var err error
+		if sec, ok := TensorSection(c, t.Name); ok && t.DType.Size() > 0 && size > sectionStatsAbove {
+			// Large and stored raw: read in parts, so memory does not
+			// follow the largest tensor.
+			if s, err = sectionStats(t.DType, sec, &bufs[w]); err != nil {
+				return &TensorError{File: c.Path(), Tensor: t.Name, Err: err}
+			}
+		} else {
+			var ten Tensor
+			ten, err = c.ReadTensor(t.Name, bufs[w])
+			if err != nil {
+				return err
+			}
+			bufs[w] = ten.Data
+			if s, err = ComputeStats(ten); err != nil {
+				return &TensorError{File: c.Path(), Tensor: t.Name, Err: err}
+			}
 		}
 		r.Tensors[pos[t.Name]].Stats = &s
 		if progress != nil {
-			progress(int64(len(ten.Data)))
+			progress(size)
 		}
 		return nil
 	})

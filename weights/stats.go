@@ -2,6 +2,9 @@ package weights
 
 import (
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"math"
 )
 
@@ -21,19 +24,46 @@ type Stats struct {
 // accumulates with Chan et al.'s pairwise update, which stays accurate for
 // large tensors where a naive sum of squares cancels.
 func ComputeStats(t Tensor) (Stats, error) {
-	s := Stats{Min: math.NaN(), Max: math.NaN()}
-	es := t.DType.Size()
-	if es == 0 {
-		return s, nil
+	if t.DType.Size() == 0 {
+		return Stats{Min: math.NaN(), Max: math.NaN()}, nil
 	}
-	n := len(t.Data) / es
-	var buf [4096]float64
-	var m2 float64
-	var finite int64
+	var a statsAcc
+	if err := a.add(t.DType, t.Data); err != nil {
+		return a.s, err
+	}
+	return a.result(), nil
+}
+
+// statsBlock is the elements combined at a time; the result depends on
+// it, so a tensor fed in parts gets the same numbers only when each part
+// but the last holds a multiple of it.
+const statsBlock = 4096
+
+// statsAcc accumulates Stats over a tensor's bytes given in order.
+type statsAcc struct {
+	s       Stats
+	m2      float64
+	finite  int64
+	started bool
+	buf     [statsBlock]float64
+}
+
+// add accumulates data, a part of the tensor whose element count is a
+// multiple of statsBlock unless it is the last.
+func (a *statsAcc) add(dt DType, data []byte) error {
+	if !a.started {
+		a.s, a.started = Stats{Min: math.NaN(), Max: math.NaN()}, true
+	}
+	es := dt.Size()
+	if es == 0 {
+		return nil
+	}
+	s, buf := &a.s, a.buf[:]
+	n := len(data) / es
 	for i := 0; i < n; i += len(buf) {
 		k := min(len(buf), n-i)
-		if err := Decode(t.DType, t.Data[i*es:(i+k)*es], buf[:k]); err != nil {
-			return s, err
+		if err := Decode(dt, data[i*es:(i+k)*es], buf[:k]); err != nil {
+			return err
 		}
 		var cnt int64
 		var sum float64
@@ -46,10 +76,10 @@ func ComputeStats(t Tensor) (Stats, error) {
 				s.Inf++
 				continue
 			}
-			if finite+cnt == 0 || v < s.Min {
+			if a.finite+cnt == 0 || v < s.Min {
 				s.Min = v
 			}
-			if finite+cnt == 0 || v > s.Max {
+			if a.finite+cnt == 0 || v > s.Max {
 				s.Max = v
 			}
 			cnt++
@@ -66,19 +96,51 @@ func ComputeStats(t Tensor) (Stats, error) {
 				cm2 += d * d
 			}
 		}
-		tot := finite + cnt
+		tot := a.finite + cnt
 		delta := mean - s.Mean
 		s.Mean += delta * float64(cnt) / float64(tot)
-		m2 += cm2 + delta*delta*float64(finite)*float64(cnt)/float64(tot)
-		finite = tot
+		a.m2 += cm2 + delta*delta*float64(a.finite)*float64(cnt)/float64(tot)
+		a.finite = tot
 	}
-	s.Count = int64(n)
-	if finite > 0 {
-		s.Std = math.Sqrt(m2 / float64(finite))
+	s.Count += int64(n)
+	return nil
+}
+
+// result finishes the statistics.
+func (a *statsAcc) result() Stats {
+	s := a.s
+	if !a.started {
+		s = Stats{Min: math.NaN(), Max: math.NaN()}
+	}
+	if a.finite > 0 {
+		s.Std = math.Sqrt(a.m2 / float64(a.finite))
 	} else {
 		s.Mean, s.Std = math.NaN(), math.NaN()
 	}
-	return s, nil
+	return s
+}
+
+// sectionStats computes a tensor's Stats from its bytes in a file, a
+// part at a time into buf (grown as needed): what the whole tensor gives.
+func sectionStats(dt DType, sec *io.SectionReader, buf *[]byte) (Stats, error) {
+	var a statsAcc
+	step := int64(64*statsBlock) * int64(dt.Size())
+	if cap(*buf) < int(step) {
+		*buf = make([]byte, step)
+	}
+	for off := int64(0); off < sec.Size(); off += step {
+		b := (*buf)[:min(step, sec.Size()-off)]
+		if _, err := sec.ReadAt(b, off); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return a.s, fmt.Errorf("reading data: %w", err)
+		}
+		if err := a.add(dt, b); err != nil {
+			return a.s, err
+		}
+	}
+	return a.result(), nil
 }
 
 // MarshalJSON writes non-finite statistics (an all-NaN tensor's mean) as

@@ -1,0 +1,74 @@
+package weights
+
+import (
+	"context"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// TestInspectStatsInPartsEqualWhole: a large tensor read from its file in
+// parts gets the statistics of the tensor read whole (the same blocks
+// combined in the same order), for each float dtype, with NaN and Inf
+// counted, a partial last part, and a truncated file reported naming file
+// and tensor.
+func TestInspectStatsInPartsEqualWhole(t *testing.T) {
+	defer func(v int64) { sectionStatsAbove = v }(sectionStatsAbove)
+	rng := rand.New(rand.NewPCG(5, 6))
+	var ts []Tensor
+	for _, dt := range []DType{F64, F32, F16, BF16} {
+		n := 3*64*statsBlock + 1234
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = 1e3 + rng.NormFloat64()
+		}
+		v[17], v[n-1], v[300000] = math.NaN(), math.Inf(1), math.Inf(-1)
+		b := make([]byte, dt.Bytes(int64(n)))
+		_ = Encode(dt, v, b)
+		ts = append(ts, Tensor{TensorInfo: TensorInfo{Name: "t." + dt.String(), DType: dt, Shape: []int64{int64(n)}}, Data: b})
+	}
+	path := filepath.Join(t.TempDir(), "m.safetensors")
+	if err := WriteSafetensors(path, ts, nil); err != nil {
+		t.Fatal(err)
+	}
+	report := func(above int64) *Report {
+		sectionStatsAbove = above
+		c, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		r, err := Inspect(context.Background(), c, true, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	whole, parts := report(1<<62), report(0)
+	if !reflect.DeepEqual(whole, parts) {
+		t.Errorf("statistics in parts differ from whole:\n%+v\n%+v", parts.Tensors, whole.Tensors)
+	}
+	for _, tr := range parts.Tensors {
+		if s := tr.Stats; s.NaN != 1 || s.Inf != 2 || s.Count != int64(3*64*statsBlock+1234) {
+			t.Errorf("%s: %+v", tr.Name, s)
+		}
+	}
+	// Truncated after opening: one error naming file and tensor.
+	c, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fi, _ := os.Stat(path)
+	if err := os.Truncate(path, fi.Size()-100); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Inspect(context.Background(), c, true, nil)
+	if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "unexpected EOF") {
+		t.Errorf("truncated: %v", err)
+	}
+}
