@@ -102,6 +102,8 @@ type patchPlan struct {
 	extra map[string]bool
 	// avg are tensors whose patches' changes are averaged, not summed.
 	avg map[string]bool
+	// whole are tensors computed whole even when a chunked kernel exists.
+	whole map[string]bool
 }
 
 // newPlan checks the patches against the model: every tensor present,
@@ -253,7 +255,7 @@ func (d *deltaSum) at(s, e int) ([]float64, error) {
 // streams from the model's file like a merge's), when chunked is set;
 // the others whole by fn, from the model's bytes and Σ s_i·d_i into dst.
 func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase string, chunked func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel, fn func(t weights.Tensor, acc *deltaSum, dst []byte) error) *stream.Job {
-	whole := func(name string) bool { return chunked == nil || pl.extra[name] }
+	whole := func(name string) bool { return chunked == nil || pl.extra[name] || pl.whole[name] }
 	return &stream.Job{
 		Inputs:  []weights.Checkpoint{pl.model},
 		Tensors: tensors,
@@ -382,6 +384,66 @@ func (k *applyKernel) Release() {
 	if k.rec != nil {
 		k.rec(k.u)
 	}
+}
+
+// removeKernel unpatches a tensor chunk by chunk: each chunk of the
+// patched model's raw bytes decoded, less Σ s·d for the chunk, rounded
+// once to the dtype by stream.Passes (subtract's arithmetic), and the
+// undo record's elements given their original values back.
+type removeKernel struct {
+	dt   weights.DType
+	acc  *deltaSum
+	raw  []byte
+	pos  int
+	u    undoRecord
+	next int // the first undo element not yet restored
+}
+
+func (k *removeKernel) NextPass() (int, bool)          { return 0, false }
+func (k *removeKernel) Observe(int, [][]float64) error { return nil }
+func (k *removeKernel) EndPass(int) error              { return nil }
+func (k *removeKernel) RawInput(i int) bool            { return i == 0 }
+func (k *removeKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
+
+func (k *removeKernel) Compute(_, out [][]float64) error {
+	es := k.dt.Size()
+	m := len(k.raw) / es
+	s, e := k.pos, k.pos+m
+	k.pos = e
+	a, err := k.acc.at(s, e)
+	if err != nil {
+		return err
+	}
+	x := out[0][:m]
+	if err := weights.Decode(k.dt, k.raw, x); err != nil {
+		return err
+	}
+	for i := range x {
+		x[i] -= a[i]
+	}
+	for ; k.next < len(k.u.indices) && k.u.indices[k.next] < int64(e); k.next++ {
+		i := int(k.u.indices[k.next]) - s
+		if err := weights.Decode(k.dt, k.u.orig[k.next*es:(k.next+1)*es], x[i:i+1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Release closes the patches' decoders.
+func (k *removeKernel) Release() { k.acc.close() }
+
+// roundTrips reports whether elements of dtype dt decode and encode back
+// to the same bytes (all but NaNs with a payload do).
+func roundTrips(dt weights.DType, b []byte) bool {
+	es := dt.Size()
+	n := len(b) / es
+	v := make([]float64, n)
+	back := make([]byte, len(b))
+	if weights.Decode(dt, b, v) != nil || weights.Encode(dt, v, back) != nil {
+		return false
+	}
+	return bytes.Equal(back, b)
 }
 
 // applyChunk writes round(θ + a) for one chunk of original bytes orig
@@ -720,9 +782,22 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 			pl.extra[name] = true
 		}
 	}
+	// A tensor whose undo record holds bytes that decoding and encoding
+	// again would change (a NaN's payload) is restored whole, bytes as
+	// they are; the others chunk by chunk.
+	pl.whole = map[string]bool{}
+	for name, u := range undo {
+		info, _ := patched.Info(name)
+		if !roundTrips(info.DType, u.orig) {
+			pl.whole[name] = true
+		}
+	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
+	chunked := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
+		return &removeKernel{dt: t.DType, acc: acc, u: undo[t.Name]}
+	}
 	// Whole tensors: an undo record's original bytes go back as they are.
-	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", nil, func(t weights.Tensor, acc *deltaSum, dst []byte) error {
+	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", chunked, func(t weights.Tensor, acc *deltaSum, dst []byte) error {
 		es := t.DType.Size()
 		if pl.extra[t.Name] {
 			copy(dst, t.Data)

@@ -352,3 +352,14 @@ func TestAverageBNAffine(t *testing.T) {
 		t.Fatal("remove did not restore an averaged apply")
 	}
 }
+
+// TestRoundTrips: only bytes that decoding and encoding again would change
+// (a NaN's payload) send an undo record's tensor down the whole path.
+func TestRoundTrips(t *testing.T) {
+	if !roundTrips(weights.BF16, []byte{0x80, 0x3f, 0x00, 0x80, 0x01, 0x00}) { // 1, −0, a subnormal
+		t.Error("finite BF16 values do not round-trip")
+	}
+	if roundTrips(weights.BF16, []byte{0x81, 0x7f}) { // NaN with payload 1
+		t.Error("a NaN payload round-trips")
+	}
+}
