@@ -171,6 +171,8 @@ type deltaTerm struct {
 	idx    []int64 // nil for a dense patch; ascending
 	vals   []float32
 	values *valueStream // a dense patch read in order, or nil
+	// entries are a sparse patch's read in order, or nil
+	entries *sparseStream
 }
 
 // deltas loads the patches touching tensor name, of n elements, or opens
@@ -183,7 +185,15 @@ func (pl *patchPlan) deltas(name string, n int64) (*deltaSum, error) {
 			s /= float64(len(pl.touched[name]))
 		}
 		p := pl.patches[i]
-		if e, _ := p.Tensor(name); p.streamable(e) {
+		if e, _ := p.Tensor(name); p.streamable(e) && e.Encoding == "sparse" {
+			v, err := p.sparse(e, n)
+			if err != nil {
+				d.close()
+				return nil, err
+			}
+			d.terms = append(d.terms, deltaTerm{scale: s, entries: v})
+			continue
+		} else if p.streamable(e) {
 			v, err := p.values(e, n)
 			if err != nil {
 				d.close()
@@ -212,6 +222,9 @@ func (d *deltaSum) close() {
 		if t.values != nil {
 			t.values.close()
 		}
+		if t.entries != nil {
+			t.entries.close()
+		}
 	}
 }
 
@@ -232,6 +245,16 @@ func (d *deltaSum) at(s, e int) ([]float64, error) {
 			}
 			for k, x := range v {
 				acc[k] += t.scale * float64(x)
+			}
+			continue
+		}
+		if t.entries != nil {
+			idx, vals, err := t.entries.at(int64(s), int64(e))
+			if err != nil {
+				return nil, err
+			}
+			for k, i := range idx {
+				acc[i-int64(s)] += t.scale * float64(vals[k])
 			}
 			continue
 		}
@@ -318,6 +341,9 @@ func (pl *patchPlan) patchCost(t weights.TensorInfo) int64 {
 		p := pl.patches[i]
 		e, _ := p.Tensor(t.Name)
 		switch {
+		case p.streamable(e) && e.Encoding == "sparse":
+			// Two decoders; a chunk's entries.
+			c += 4*frameWindow + 12*stream.ChunkElems
 		case p.streamable(e):
 			c += 2*frameWindow + 8*stream.ChunkElems
 		case e.Encoding == "sparse":

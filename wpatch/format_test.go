@@ -152,6 +152,9 @@ func FuzzPatch(f *testing.F) {
 	writePatch(f, p, Encoding{Values: "f16"}, map[string][]float32{"a": {1, 2, 3, 4, 5, 6, 7, 8}})
 	raw, _ = os.ReadFile(p)
 	f.Add(raw)
+	writePatch(f, p, Encoding{}, map[string][]float32{"s": {0, 0, 1.5, 0, 0, 0, -2, 0, 0, 0, 0, 3}})
+	raw, _ = os.ReadFile(p)
+	f.Add(raw)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		q := filepath.Join(t.TempDir(), "f.wpatch")
 		os.WriteFile(q, data, 0o644)
@@ -170,6 +173,17 @@ func FuzzPatch(f *testing.F) {
 				budget -= n
 				_ = pt.Load(e.Name, make([]float32, n))
 				if !pt.streamable(e) {
+					continue
+				}
+				if e.Encoding == "sparse" {
+					if v, err := pt.sparse(e, n); err == nil {
+						for s := int64(0); s < n; s += 3 {
+							if _, _, err := v.at(s, min(n, s+3)); err != nil {
+								break
+							}
+						}
+						v.close()
+					}
 					continue
 				}
 				if v, err := pt.values(e, n); err == nil {

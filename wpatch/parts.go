@@ -344,9 +344,10 @@ type valueStream struct {
 	vals []float32
 }
 
-// streamable reports whether entry t is decoded a chunk at a time.
+// streamable reports whether entry t is decoded a chunk at a time: a
+// dense one by a valueStream, a sparse one by a sparseStream.
 func (p *Patch) streamable(t Entry) bool {
-	if t.Encoding != "dense" || (t.Values != "f32" && t.Values != "f16") || t.RawLength <= streamAbove {
+	if (t.Encoding != "dense" && t.Encoding != "sparse") || (t.Values != "f32" && t.Values != "f16") || t.RawLength <= streamAbove {
 		return false
 	}
 	hb := make([]byte, min(t.Length, zstd.HeaderMaxSize))
@@ -357,7 +358,13 @@ func (p *Patch) streamable(t Entry) bool {
 	if h.Decode(hb) != nil || h.Skippable {
 		return false
 	}
-	return h.WindowSize > 0 && h.WindowSize <= frameWindow
+	w := h.WindowSize
+	if h.SingleSegment {
+		// A small stream closed within its first block: the window is
+		// the content.
+		w = h.FrameContentSize
+	}
+	return w > 0 && w <= frameWindow
 }
 
 // values opens entry t, of n elements, for reading in order.

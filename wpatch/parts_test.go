@@ -1,12 +1,15 @@
 package wpatch
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,5 +246,160 @@ func TestApplyCorruptStreamedPatch(t *testing.T) {
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
 		t.Errorf("%d files left after a failed apply", len(ents))
+	}
+}
+
+// TestSparseStreamCorruption: reading a large sparse payload in order, a
+// chunk at a time (as patch apply reads one), gives LoadSparse's entries,
+// f32 or f16 values, whatever the chunking; every flipped byte of it is an
+// error naming the patch by the last chunk at the latest.
+func TestSparseStreamCorruption(t *testing.T) {
+	defer func(v int64) { streamAbove = v }(streamAbove)
+	streamAbove = 0
+	dir := t.TempDir()
+	const n = 210000
+	rng := rand.New(rand.NewPCG(2, 2))
+	v := make([]float32, n)
+	for i := range v {
+		if rng.IntN(10) == 0 || i == 0 || i == n-1 {
+			v[i] = float32(rng.NormFloat64())
+		}
+	}
+	// entries reads tensor "s" of path in chunks of chunk elements and
+	// returns the dense values.
+	entries := func(path string, chunk int64) ([]float32, error) {
+		pt, err := Open(path)
+		if err != nil {
+			return nil, err
+		}
+		defer pt.Close()
+		e, _ := pt.Tensor("s")
+		if e.Encoding != "sparse" || !pt.streamable(e) {
+			t.Fatalf("payload %s not sparse and streamable", e.Encoding)
+		}
+		s, err := pt.sparse(e, n)
+		if err != nil {
+			return nil, err
+		}
+		defer s.close()
+		out := make([]float32, n)
+		for at := int64(0); at < n; at += chunk {
+			idx, vals, err := s.at(at, min(at+chunk, n))
+			if err != nil {
+				return nil, err
+			}
+			for k, i := range idx {
+				if i < at || i >= at+chunk {
+					t.Fatalf("entry %d outside chunk at %d", i, at)
+				}
+				out[i] = vals[k]
+			}
+		}
+		return out, nil
+	}
+	for _, values := range []string{"f32", "f16"} {
+		p := filepath.Join(dir, values+".wpatch")
+		writePatch(t, p, Encoding{Values: values}, map[string][]float32{"s": v})
+		pt := openPatches(t, p)[0]
+		want := make([]float32, n)
+		if err := pt.Load("s", want); err != nil {
+			t.Fatal(err)
+		}
+		for _, chunk := range []int64{65536, 1000, n} {
+			got, err := entries(p, chunk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s, chunks of %d: entries differ from Load's", values, chunk)
+			}
+		}
+		raw, _ := os.ReadFile(p)
+		e, _ := pt.Tensor("s")
+		q := filepath.Join(dir, "bad.wpatch")
+		for k := 0; k < 100; k++ {
+			b := append([]byte(nil), raw...)
+			i := e.Offset + rng.Int64N(e.Length)
+			b[i] ^= byte(1 + rng.IntN(255))
+			os.WriteFile(q, b, 0o644)
+			if _, err := entries(q, 65536); err == nil || !strings.Contains(err.Error(), q) {
+				t.Fatalf("%s: byte %d flipped: %v", values, i, err)
+			}
+		}
+	}
+}
+
+// TestApplySparseStreamedEqualsWhole: sparse patches (f32 and f16 values)
+// read in order a chunk at a time give the patched model and undo records
+// of the patches loaded whole, and remove restores the model byte for
+// byte.
+func TestApplySparseStreamedEqualsWhole(t *testing.T) {
+	defer func(v, p int64) { stream.StreamAbove, streamAbove = v, p }(stream.StreamAbove, streamAbove)
+	streamAbove = 0 // payloads written as windowed streams
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	randModel(t, mp, weights.BF16, 3)
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	rng := rand.New(rand.NewPCG(3, 3))
+	var paths []string
+	for k, values := range []string{"f32", "f16"} {
+		p := filepath.Join(d, fmt.Sprintf("s%d.wpatch", k))
+		w, err := Create(p, "rws", nil, Encoding{Values: values})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, info := range model.Tensors() {
+			if !info.DType.IsFloat() {
+				continue
+			}
+			n, _ := info.NumElements()
+			v := make([]float32, n)
+			for j := range v {
+				if rng.IntN(8) == 0 {
+					v[j] = float32(rng.NormFloat64() * 0.3)
+				}
+			}
+			if err := w.Add(info.Name, info.Shape, info.DType, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	outs := map[string][]byte{}
+	for _, mode := range []struct {
+		name  string
+		above int64
+	}{{"whole", 1 << 62}, {"streamed", -1}} {
+		stream.StreamAbove, streamAbove = mode.above, mode.above
+		out := filepath.Join(d, mode.name+".safetensors")
+		patches := openPatches(t, paths...)
+		if mode.above < 0 {
+			e, _ := patches[0].Tensor("layers.3.weight")
+			if e.Encoding != "sparse" || !patches[0].streamable(e) {
+				t.Fatal("the patch is not sparse and streamable")
+			}
+		}
+		if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{Scales: []float64{3.1, -7.7}}); err != nil {
+			t.Fatal(err)
+		}
+		outs[mode.name], _ = os.ReadFile(out)
+		patched, _ := weights.Open(out)
+		back := filepath.Join(d, mode.name+".back.safetensors")
+		if _, err := Remove(context.Background(), patched, openPatches(t, paths...), back, ApplyOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		patched.Close()
+		a, _ := os.ReadFile(mp)
+		b, _ := os.ReadFile(back)
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s: remove did not restore the model byte for byte", mode.name)
+		}
+	}
+	if !bytes.Equal(outs["whole"], outs["streamed"]) {
+		t.Error("streamed sparse patches give another patched model than loaded ones")
 	}
 }
