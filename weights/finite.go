@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+
+	"github.com/weightops/weightops/internal/vec"
 )
 
 // CountNonFinite counts the NaN and ±Inf values of a floating tensor's
@@ -66,7 +68,7 @@ var swarLanes = map[DType]swar{
 // candidate (its offset) when non-empty, for the caller's exact scan.
 func swarFirst(w swar, data []byte) int {
 	le := binary.LittleEndian
-	i := 0
+	i := vec.SkipClear(data, w.exp, w.one, w.top)
 	for ; i+32 <= len(data); i += 32 {
 		a := (le.Uint64(data[i:])&w.exp + w.one) | (le.Uint64(data[i+8:])&w.exp + w.one) |
 			(le.Uint64(data[i+16:])&w.exp + w.one) | (le.Uint64(data[i+24:])&w.exp + w.one)

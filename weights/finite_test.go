@@ -15,7 +15,12 @@ func TestNonFiniteScanMatchesDecoding(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, dt := range []DType{BF16, F16, F32, F64} {
 		es := dt.Size()
+		// Every short length, and long ones the 128-byte vector scan takes.
+		lens := []int{64, 65, 127, 200, 513, 1500}
 		for n := 0; n <= 41; n++ {
+			lens = append(lens, n)
+		}
+		for _, n := range lens {
 			for trial := 0; trial < 40; trial++ {
 				data := make([]byte, n*es)
 				for i := range data {

@@ -141,3 +141,16 @@ func b2u(b bool) uint64 {
 	}
 	return u
 }
+
+// SkipClear returns a prefix length of data, a multiple of 128 bytes, in
+// which no little-endian 64-bit word w has (w&exp + one) & top ≠ 0: the
+// SWAR test of a float dtype's lanes for an all-ones exponent (NaN or Inf)
+// when exp, one and top repeat its exponent mask, lowest exponent bit and
+// top bit per lane. It may stop early (0 without AVX2); the caller scans
+// the rest.
+func SkipClear(data []byte, exp, one, top uint64) int {
+	if !useAsm || len(data) < 128 {
+		return 0
+	}
+	return clearRunAsm(data, exp, one, top)
+}

@@ -24,3 +24,6 @@ func encodeBF16Asm(dst []uint16, src []float64) int
 
 //go:noescape
 func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int
+
+//go:noescape
+func clearRunAsm(data []byte, exp, one, top uint64) int

@@ -323,3 +323,43 @@ tiedone:
 	VZEROUPPER
 	MOVQ AX, ret+128(FP)
 	RET
+
+// func clearRunAsm(data []byte, exp, one, top uint64) int
+// The SWAR test of SkipClear on four 32-byte vectors (128 bytes) at a
+// time: (x & exp) + one per 64-bit lane, OR-ed, tested against top.
+TEXT ·clearRunAsm(SB), NOSPLIT, $0-56
+	MOVQ data_base+0(FP), SI
+	MOVQ data_len+8(FP), CX
+	SHRQ $7, CX
+	XORQ AX, AX
+	TESTQ CX, CX
+	JZ   clrdone
+	VPBROADCASTQ exp+24(FP), Y8
+	VPBROADCASTQ one+32(FP), Y9
+	VPBROADCASTQ top+40(FP), Y10
+
+clrloop:
+	VPAND  (SI), Y8, Y0
+	VPAND  32(SI), Y8, Y1
+	VPAND  64(SI), Y8, Y2
+	VPAND  96(SI), Y8, Y3
+	VPADDQ Y9, Y0, Y0
+	VPADDQ Y9, Y1, Y1
+	VPADDQ Y9, Y2, Y2
+	VPADDQ Y9, Y3, Y3
+	VPOR   Y1, Y0, Y0
+	VPOR   Y3, Y2, Y2
+	VPOR   Y2, Y0, Y0
+	VPTEST Y10, Y0
+	JNZ    clrhit
+	ADDQ   $128, SI
+	ADDQ   $128, AX
+	DECQ   CX
+	JNZ    clrloop
+
+clrhit:
+	VZEROUPPER
+
+clrdone:
+	MOVQ AX, ret+48(FP)
+	RET

@@ -10,3 +10,5 @@ func encodeBF16Asm(dst []uint16, src []float64) int                   { return 0
 func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int {
 	return 0
 }
+
+func clearRunAsm(data []byte, exp, one, top uint64) int { return 0 }
