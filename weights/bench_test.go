@@ -69,3 +69,18 @@ func BenchmarkStreamAll(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkHasNonFinite is the non-finite check every chunk a merge reads
+// goes through (a clean 1 MiB BF16 chunk).
+func BenchmarkHasNonFinite(b *testing.B) {
+	data := make([]byte, 1<<20)
+	for i := range data {
+		data[i] = byte(i * 7 % 120)
+	}
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		if HasNonFinite(BF16, data) {
+			b.Fatal("clean data reported non-finite")
+		}
+	}
+}
