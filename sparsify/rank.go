@@ -124,7 +124,9 @@ func bitsLen(n int) int {
 // Histogram finds Cuts over a tensor streamed in chunks without holding it:
 // a first pass counts keys by their top 16 bits, a second pass counts the
 // low 16 bits inside the bins that hold the wanted ranks, which pins the
-// exact boundary key. Memory is two 64K-entry tables per boundary.
+// exact boundary key. Memory is two 64K-entry tables per boundary, and,
+// with Expect, a sample of 2^19 keys and up to 16 fine tables per
+// boundary while the first pass runs.
 type Histogram struct {
 	ks     []int64 // wanted ranks (k highest)
 	coarse [1 << 16]int64
@@ -133,6 +135,155 @@ type Histogram struct {
 	fine   [][1 << 16]int64
 	pass   int
 	total  int64
+
+	// With Expect, the first pass also counts what a second would: the
+	// keys of the first elements are kept (sample); bands of coarse bins
+	// are then placed around where the sample puts each rank, and from
+	// then on every key in a band is counted at full resolution (bandFine,
+	// 2^16 counters per bin), the sample's too. When the first pass ends
+	// with each rank's bin in its band, the fine counts are those and the
+	// second pass is skipped; the cuts are the same either way.
+	expect   int64
+	sample   []uint32
+	bandLo   [2]uint32 // per k: first coarse bin of the band
+	bandW    [2]uint32 // per k: bins in the band − 1
+	bandFine [2][]uint32
+	banded   bool
+	keys     []uint32
+}
+
+// Sampling limits: the keys kept before the bands are set; the band's
+// half-width in rank besides 5σ of the sample's error, for a tensor whose
+// first rows differ from the rest (a fraction of the rank's distance to
+// the nearer end); and the most coarse bins a band spans (256 KiB each).
+const (
+	sampleKeys = 1 << 19
+	bandSlack  = 0.01
+	bandBins   = 16
+)
+
+// noBand is a band no coarse bin (< 2^16) falls in.
+const noBand = 1 << 31
+
+// Expect tells a histogram the number of entries its first pass will see,
+// so it can count what the second pass would (see Histogram) and often
+// skip it.
+func (h *Histogram) Expect(n int64) {
+	if len(h.ks) > 0 && len(h.ks) <= 2 && n > 0 && n < math.MaxUint32 {
+		h.expect = n
+		h.sample = make([]uint32, 0, min(n, sampleKeys))
+	}
+}
+
+// setBands places each rank's band from the sample's coarse counts (the
+// coarse table itself, which has seen only the sample so far) and counts
+// the sample into the bands.
+func (h *Histogram) setBands() {
+	m := int64(len(h.sample))
+	h.bandLo, h.bandW = [2]uint32{noBand, noBand}, [2]uint32{}
+	for j, k := range h.ks {
+		if k <= 0 || k >= h.expect {
+			continue
+		}
+		f := float64(k) / float64(h.expect)
+		r := f * float64(m)
+		d := 5*math.Sqrt(float64(m)*f*(1-f)) + bandSlack*min(r, float64(m)-r) + 1
+		hiRank, loRank := max(1, int64(r-d)), min(m, int64(r+d)+1)
+		mid := min(m, max(1, int64(r)))
+		// Ranks count from the largest key: walk bins downwards.
+		hi, lo, at := len(h.coarse)-1, 0, -1
+		var acc int64
+		for b := len(h.coarse) - 1; b >= 0; b-- {
+			c := h.coarse[b]
+			if acc < hiRank && acc+c >= hiRank {
+				hi = b
+			}
+			if acc < mid && acc+c >= mid {
+				at = b
+			}
+			if acc+c >= loRank {
+				lo = b
+				break
+			}
+			acc += c
+		}
+		if hi-lo+1 > bandBins {
+			// A sparse stretch of keys: the bins nearest the estimate.
+			lo = max(0, min(at-bandBins/2, len(h.coarse)-bandBins))
+			hi = lo + bandBins - 1
+		}
+		h.bandLo[j], h.bandW[j] = uint32(lo), uint32(hi-lo)
+		h.bandFine[j] = make([]uint32, (hi-lo+1)<<16)
+	}
+	h.banded = true
+	keys := h.sample
+	h.sample = nil
+	for _, k := range keys {
+		h.countBands(k)
+	}
+}
+
+// countBands counts key k where it falls in a band.
+func (h *Histogram) countBands(k uint32) {
+	c := k >> 16
+	for j := range h.ks {
+		if d := c - h.bandLo[j]; d <= h.bandW[j] {
+			h.bandFine[j][d<<16|k&0xffff]++
+		}
+	}
+}
+
+// observe is the sampling side of a first pass over keys; it returns the
+// keys not yet taken (nil when the bands took them).
+func (h *Histogram) observe(keys []uint32) {
+	if h.expect == 0 {
+		return
+	}
+	if !h.banded {
+		take := min(len(keys), cap(h.sample)-len(h.sample))
+		h.sample = append(h.sample, keys[:take]...)
+		keys = keys[take:]
+		if len(h.sample) < cap(h.sample) || int64(len(h.sample)) == h.expect {
+			return // still sampling, or the sample is the whole tensor
+		}
+		h.setBands()
+	}
+	for _, k := range keys {
+		h.countBands(k)
+	}
+}
+
+// fromKept fills the fine counts from what the first pass kept when every
+// rank's coarse bin is in it (the whole tensor sampled, or the rank's
+// band), and reports whether it did.
+func (h *Histogram) fromKept() bool {
+	if h.expect == 0 || h.total != h.expect {
+		return false
+	}
+	for j, b := range h.bins {
+		if b >= 0 && h.banded && uint32(b)-h.bandLo[j] > h.bandW[j] {
+			return false // the sample misplaced this rank: count again
+		}
+	}
+	for j, b := range h.bins {
+		if b < 0 {
+			continue
+		}
+		f := &h.fine[j]
+		if h.banded {
+			d := uint32(b) - h.bandLo[j]
+			for i, c := range h.bandFine[j][d<<16 : (d+1)<<16] {
+				f[i] = int64(c)
+			}
+			continue
+		}
+		for _, k := range h.sample {
+			if int(k>>16) == b {
+				f[k&0xffff]++
+			}
+		}
+	}
+	return true
 }
 
 // NewHistogram prepares to find the Cut of the top k entries for each k.
@@ -151,6 +302,7 @@ func (h *Histogram) AddCoarse(keys []uint32) {
 		h.coarse[k>>16]++
 	}
 	h.total += int64(len(keys))
+	h.observe(keys)
 }
 
 // EndCoarse finishes the first pass; it reports whether a second pass is
@@ -176,11 +328,44 @@ func (h *Histogram) EndCoarse() bool {
 		}
 	}
 	h.pass = 1
+	if need && h.fromKept() {
+		need = false
+	}
+	h.sample, h.bandFine, h.keys = nil, [2][]uint32{}, nil
 	return need
 }
 
 // AddCoarseValues is AddCoarse on the magnitude keys of values.
 func (h *Histogram) AddCoarseValues(vals []float32) {
+	switch {
+	case h.banded:
+		// Coarse and band counts in one loop.
+		lo0, w0, lo1, w1 := h.bandLo[0], h.bandW[0], h.bandLo[1], h.bandW[1]
+		f0, f1 := h.bandFine[0], h.bandFine[1]
+		for _, v := range vals {
+			k := MagBits(v)
+			c := k >> 16
+			h.coarse[c]++
+			if d := c - lo0; d <= w0 {
+				f0[d<<16|k&0xffff]++
+			}
+			if d := c - lo1; d <= w1 {
+				f1[d<<16|k&0xffff]++
+			}
+		}
+		h.total += int64(len(vals))
+		return
+	case h.expect != 0:
+		if cap(h.keys) < len(vals) {
+			h.keys = make([]uint32, len(vals))
+		}
+		k := h.keys[:len(vals)]
+		for i, v := range vals {
+			k[i] = MagBits(v)
+		}
+		h.AddCoarse(k)
+		return
+	}
 	for _, v := range vals {
 		h.coarse[MagBits(v)>>16]++
 	}

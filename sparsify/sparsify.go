@@ -126,7 +126,7 @@ type Pass int
 // Passes, in the order they run.
 const (
 	PassCoarse Pass = iota // magnitude histogram, top 16 bits
-	PassFine               // magnitude histogram, low 16 bits at the cut
+	PassFine               // magnitude histogram, low 16 bits at the cut (skipped when the coarse pass counted them; see Histogram.Expect)
 	PassNorm               // norms before and after masking, for rescaling
 )
 
@@ -186,6 +186,7 @@ func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier
 		t.hist = NewHistogram() // cuts are known: applyCuts, no passes
 	case perTensorRank:
 		t.hist = NewHistogram(t.nTop, t.nTop+t.nKeep)
+		t.hist.Expect(n)
 		t.pending = append(t.pending, PassCoarse, PassFine)
 	}
 	switch s.Rescale {

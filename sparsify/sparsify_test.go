@@ -1,6 +1,7 @@
 package sparsify
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -286,4 +287,93 @@ func BenchmarkRankRow(b *testing.B) {
 		rankRow(keys, order, tmp, rank)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(keys)), "ns/entry")
+}
+
+// TestSampledHistogramExact: a histogram told the tensor's size counts the
+// second pass's keys during the first (from a sample of the first
+// elements, bands around the ranks) and skips that pass when the ranks
+// fall in their bands; its cuts equal the exact selection (CutOfKeys) for
+// every rank, whether it skipped the pass, fell back to it (first rows
+// unlike the rest) or saw the whole tensor in its sample.
+func TestSampledHistogramExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	gen := map[string]func(n int) []float32{
+		"normal": func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64() * 0.01)
+			}
+			return v
+		},
+		"heavy": func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.NormFloat64() / (0.05 + rng.Float64()))
+			}
+			return v
+		},
+		"ties": func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				v[i] = float32(rng.IntN(7)) * 0.25
+			}
+			return v
+		},
+		// The first rows are ten times smaller than the rest: the sample
+		// misplaces the ranks, so the second pass runs.
+		"shifted": func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				s := 1.0
+				if i < sampleKeys {
+					s = 0.1
+				}
+				v[i] = float32(rng.NormFloat64() * s)
+			}
+			return v
+		},
+	}
+	skipped := map[string]bool{}
+	for name, g := range gen {
+		for _, n := range []int{1000, 3*sampleKeys + 12345} {
+			v := g(n)
+			keys := make([]uint32, n)
+			for i, x := range v {
+				keys[i] = MagBits(x)
+			}
+			scratch := make([]uint32, n)
+			for _, f := range []float64{0.0001, 0.01, 0.3, 0.5, 0.9, 0.9999} {
+				k0 := max(1, int64(f*float64(n)))
+				ks := []int64{k0, min(int64(n)-1, k0+int64(n)/10)}
+				h := NewHistogram(ks...)
+				h.Expect(int64(n))
+				const chunk = 65536
+				for s := 0; s < n; s += chunk {
+					h.AddCoarseValues(v[s:min(n, s+chunk)])
+				}
+				need := h.EndCoarse()
+				if need {
+					for s := 0; s < n; s += chunk {
+						h.AddFineValues(v[s:min(n, s+chunk)])
+					}
+				} else {
+					skipped[fmt.Sprintf("%s %v", name, n > sampleKeys)] = true
+				}
+				got := h.Cuts()
+				for j, k := range ks {
+					if want := CutOfKeys(keys, int(k), scratch); got[j] != want {
+						t.Fatalf("%s n=%d rank %d (second pass %v): cut %+v, want %+v", name, n, k, need, got[j], want)
+					}
+				}
+				if name == "shifted" && n > sampleKeys && f == 0.5 && !need {
+					t.Errorf("shifted: the misplaced sample did not fall back to the second pass")
+				}
+			}
+		}
+	}
+	for _, want := range []string{"normal true", "heavy true", "normal false", "ties false"} {
+		if !skipped[want] {
+			t.Errorf("%s: the second pass was never skipped", want)
+		}
+	}
 }
