@@ -149,6 +149,7 @@ type TensorSparsifier struct {
 	keep        []bool
 	order, tmp  []uint64
 	rank        []int
+	thr         []uint64 // DELLA: keep threshold of each rank in a row
 	// bits caches the keep decisions of a random mask drawn during the
 	// norm pass, so Apply neither draws nor ranks again; pos is the next
 	// entry's index.
@@ -550,15 +551,25 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 		t.rank = make([]int, rl)
 	}
 	order, rank := t.order[:rl], t.rank[:rl]
+	// uniform(rng) < p(rank) compared in integers (see uniformBelow), the
+	// thresholds computed once per tensor from the same float64 p.
+	if len(t.thr) != rl {
+		t.thr = make([]uint64, rl)
+		for r := range t.thr {
+			norm := 0.5
+			if rl > 1 {
+				norm = float64(r) / float64(rl-1)
+			}
+			t.thr[r] = uniformBelow((d - eps) + 2*eps*norm)
+		}
+	}
+	thr := t.thr
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk := keys[r : r+rl]
 		rankRow(rk, order, t.radixTmp(rl), rank)
-		for i := range rk {
-			norm := 0.5
-			if rl > 1 {
-				norm = float64(rank[i]) / float64(rl-1)
-			}
-			keep[r+i] = uniform(t.rng) < (d-eps)+2*eps*norm
+		kr := keep[r : r+rl]
+		for i, q := range rank[:len(rk)] {
+			kr[i] = t.rng.Uint64()&(1<<53-1) < thr[q]
 		}
 	}
 }
