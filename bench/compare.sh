@@ -32,6 +32,8 @@ YAML
 m1=m1-$size-h$hidden.safetensors m2=m2-$size-h$hidden.safetensors m3=m3-$size-h$hidden.safetensors
 # A sparse whole-model patch for patch apply (made once, by NEW).
 [ -f "bc-$size-h$hidden.wpatch" ] || "$new" diff -q "$m2" "$m1" --sparsify breadcrumbs --density 0.1 -o "bc-$size-h$hidden.wpatch" >/dev/null
+# The model patched with it, for patch remove (made once, by NEW).
+[ -f "p-$size-h$hidden.safetensors" ] || "$new" patch apply -q "$m1" "bc-$size-h$hidden.wpatch" -o "p-$size-h$hidden.safetensors" >/dev/null
 declare -A cmds=(
   [merge]="merge -q recipe-$size-h$hidden.yaml -o OUT/merged"
   [convert]="convert -q $m1 OUT/c.safetensors"
@@ -41,12 +43,13 @@ declare -A cmds=(
   [add]="add -q $m1 $m2 --lambda 0.5 -o OUT/add.safetensors"
   [interpolate]="interpolate -q $m1 $m2 --alpha 0.3 -o OUT/i.safetensors"
   [patch-apply]="patch apply -q $m1 bc-$size-h$hidden.wpatch -o OUT/p.safetensors"
+  [patch-remove]="patch remove -q p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch -o OUT/r.safetensors"
   [quantize]="quantize -q $m1 --bits 4 -o OUT/q"
   [inspect-stats]="inspect -q --stats --json $m1"
 )
-order=(merge convert convert-f32 diff diff-wpatch add interpolate patch-apply quantize inspect-stats)
+order=(merge convert convert-f32 diff diff-wpatch add interpolate patch-apply patch-remove quantize inspect-stats)
 # The inputs each command reads, for its I/O floor.
-declare -A reads=([merge]="$m1 $m2 $m3" [diff]="$m1 $m2" [diff-wpatch]="$m1 $m2" [add]="$m1 $m2" [interpolate]="$m1 $m2" [patch-apply]="$m1 bc-$size-h$hidden.wpatch")
+declare -A reads=([merge]="$m1 $m2 $m3" [diff]="$m1 $m2" [diff-wpatch]="$m1 $m2" [add]="$m1 $m2" [interpolate]="$m1 $m2" [patch-apply]="$m1 bc-$size-h$hidden.wpatch" [patch-remove]="p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch")
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 measure() { # bin name → "wall cpu rss_mib"; leaves the output's size in outbytes.txt
   local bin=$1 name=$2

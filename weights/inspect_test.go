@@ -72,3 +72,27 @@ func TestInspectStatsInPartsEqualWhole(t *testing.T) {
 		t.Errorf("truncated: %v", err)
 	}
 }
+
+// TestStatsZeroSigns: the extremes are the first of equal values, as the
+// comparisons define them, in blocks with and without non-finite values:
+// −0 before +0 gives min −0 and max −0 (nothing compares above it), +0
+// before −0 gives +0 for both.
+func TestStatsZeroSigns(t *testing.T) {
+	for _, nan := range []bool{false, true} {
+		for _, first := range []float64{math.Copysign(0, -1), 0} {
+			v := []float64{first, -first, first, -first}
+			if nan {
+				v = append(v, math.NaN())
+			}
+			b := make([]byte, 8*len(v))
+			_ = Encode(F64, v, b)
+			s, err := ComputeStats(Tensor{TensorInfo: TensorInfo{Name: "z", DType: F64, Shape: []int64{int64(len(v))}}, Data: b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if math.Signbit(s.Min) != math.Signbit(first) || math.Signbit(s.Max) != math.Signbit(first) {
+				t.Errorf("NaN %v, first %v: min %v max %v", nan, math.Signbit(first), math.Signbit(s.Min), math.Signbit(s.Max))
+			}
+		}
+	}
+}

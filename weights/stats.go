@@ -67,33 +67,43 @@ func (a *statsAcc) add(dt DType, data []byte) error {
 		}
 		var cnt int64
 		var sum float64
-		for _, v := range buf[:k] {
-			switch {
-			case math.IsNaN(v):
-				s.NaN++
-				continue
-			case math.IsInf(v, 0):
-				s.Inf++
-				continue
+		if !HasNonFinite(dt, data[i*es:(i+k)*es]) {
+			// Every value finite (the usual block): the same sums and
+			// extremes without the per-value class tests.
+			mn, mx := s.Min, s.Max
+			if a.finite == 0 {
+				mn, mx = buf[0], buf[0]
 			}
-			if a.finite+cnt == 0 || v < s.Min {
-				s.Min = v
+			for _, v := range buf[:k] {
+				// Compares, not min/max: ties keep the first (−0 vs +0).
+				if v < mn {
+					mn = v
+				}
+				if v > mx {
+					mx = v
+				}
+				sum += v
 			}
-			if a.finite+cnt == 0 || v > s.Max {
-				s.Max = v
-			}
-			cnt++
-			sum += v
+			s.Min, s.Max, cnt = mn, mx, int64(k)
+		} else {
+			cnt, sum = a.scan(buf[:k])
 		}
 		if cnt == 0 {
 			continue
 		}
 		mean := sum / float64(cnt)
 		var cm2 float64
-		for _, v := range buf[:k] {
-			if !math.IsNaN(v) && !math.IsInf(v, 0) {
+		if cnt == int64(k) {
+			for _, v := range buf[:k] {
 				d := v - mean
 				cm2 += d * d
+			}
+		} else {
+			for _, v := range buf[:k] {
+				if !math.IsNaN(v) && !math.IsInf(v, 0) {
+					d := v - mean
+					cm2 += d * d
+				}
 			}
 		}
 		tot := a.finite + cnt
@@ -104,6 +114,31 @@ func (a *statsAcc) add(dt DType, data []byte) error {
 	}
 	s.Count += int64(n)
 	return nil
+}
+
+// scan is one block's counts, extremes and sum with NaN and Inf counted
+// apart.
+func (a *statsAcc) scan(vals []float64) (cnt int64, sum float64) {
+	s := &a.s
+	for _, v := range vals {
+		switch {
+		case math.IsNaN(v):
+			s.NaN++
+			continue
+		case math.IsInf(v, 0):
+			s.Inf++
+			continue
+		}
+		if a.finite+cnt == 0 || v < s.Min {
+			s.Min = v
+		}
+		if a.finite+cnt == 0 || v > s.Max {
+			s.Max = v
+		}
+		cnt++
+		sum += v
+	}
+	return cnt, sum
 }
 
 // result finishes the statistics.

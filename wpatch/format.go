@@ -587,6 +587,9 @@ type Patch struct {
 	Size  int64
 	f     *os.File
 	index map[string]int
+	// windowed: per entry, whether its payload's window allows decoding
+	// it a chunk at a time (see streamable), read once at Open.
+	windowed []bool
 }
 
 // ErrVersion is returned for patch files of a version this build
@@ -703,6 +706,10 @@ func readPatch(f *os.File, path string) (*Patch, error) {
 		default:
 			return nil, tb("unknown encoding %q", t.Encoding)
 		}
+	}
+	p.windowed = make([]bool, len(p.Tensors))
+	for i, t := range p.Tensors {
+		p.windowed[i] = p.smallWindow(t)
 	}
 	return p, nil
 }

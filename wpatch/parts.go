@@ -347,7 +347,14 @@ type valueStream struct {
 // streamable reports whether entry t is decoded a chunk at a time: a
 // dense one by a valueStream, a sparse one by a sparseStream.
 func (p *Patch) streamable(t Entry) bool {
-	if (t.Encoding != "dense" && t.Encoding != "sparse") || (t.Values != "f32" && t.Values != "f16") || t.RawLength <= streamAbove {
+	i, ok := p.index[t.Name]
+	return ok && p.windowed[i] && t.RawLength > streamAbove
+}
+
+// smallWindow reports whether entry t is f32 or f16 values, dense or
+// sparse, compressed with a window up to frameWindow.
+func (p *Patch) smallWindow(t Entry) bool {
+	if (t.Encoding != "dense" && t.Encoding != "sparse") || (t.Values != "f32" && t.Values != "f16") {
 		return false
 	}
 	hb := make([]byte, min(t.Length, zstd.HeaderMaxSize))
