@@ -1,6 +1,7 @@
 package wpatch
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -63,20 +64,30 @@ func (c *crcWriter) Write(b []byte) (int, error) {
 	return c.w.Write(b)
 }
 
-// part is a tensor arriving in parts (WriteTensorAt). Its float32 values
-// are compressed as they come into a spool file beside the output; at the
-// last part the spool becomes the payload — as it is (dense f32), or
-// re-read and encoded again (f16 values, or sparse when under a third of
-// the entries are non-zero, which is known only then) — so the writer
-// holds a chunk and a compressor's window, not the tensor.
+// part is a tensor arriving in parts (WriteTensorAt). Whether it is
+// stored sparse (under a third non-zero) is known only at the end, so its
+// values go, raw, into a spool file beside the output in one of two forms
+// that each give both encodings, chosen by the first part: every value
+// (raw), or the non-zero values and, in a second spool, the varint gaps
+// between their indices. At the last part the payload is compressed once
+// from the spools — the dense values (the zeros put back), or the count,
+// the gaps (computed from a raw spool) and the non-zero values — so the
+// writer holds a chunk and a compressor's window, not the tensor, never
+// decompresses what it wrote, and spools little of a sparse tensor.
 type part struct {
 	info  weights.TensorInfo
 	n     int64 // elements
 	got   int64 // bytes received
 	nnz   int64
-	spool *os.File
-	zw    *zstd.Encoder
-	cw    *crcWriter
+	prev  int64 // index of the last non-zero entry (0 before the first)
+	vals  *os.File
+	vw    *bufio.Writer
+	gaps  *os.File // nil once the tensor is certain to be stored dense
+	gw    *bufio.Writer
+	gapN  int64 // bytes in gaps
+	varb  []byte
+	nzb   []byte
+	raw   bool // vals holds every value, and there are no gaps
 }
 
 // WriteTensorAt makes the writer a stream.RangeSink: data is the F32 bytes
@@ -91,28 +102,76 @@ func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
 	if len(data)%4 != 0 || p.got+int64(len(data)) > 4*p.n {
 		return w.failPart(name, p, fmt.Errorf("%s: tensor %q: %d bytes at %d do not fit %d F32 values", w.path, name, len(data), off, p.n))
 	}
-	for _, v := range weights.Float32View(data) {
+	if p.got == 0 {
+		// Spool as the first part suggests the tensor will be stored:
+		// either spool gives either encoding, this one most cheaply.
+		p.raw = w.enc.Sparse == "never"
+		if w.enc.Sparse == "auto" {
+			var nz int
+			for _, v := range weights.Float32View(data) {
+				if v != 0 {
+					nz++
+				}
+			}
+			p.raw = 3*nz >= len(data)/4
+		}
+	}
+	if p.raw {
+		for _, v := range weights.Float32View(data) {
+			if v != 0 {
+				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+					return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
+				}
+				p.nnz++
+			}
+		}
+		if _, err := p.vw.Write(data); err != nil {
+			return w.failPart(name, p, fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err))
+		}
+		p.got += int64(len(data))
+		if p.got < 4*p.n {
+			return nil
+		}
+		return w.failPart(name, p, w.finishPart(name, p))
+	}
+	if p.gaps == nil {
+		if p.gaps, err = weights.CreateTemp(w.path); err != nil {
+			return w.failPart(name, p, err)
+		}
+		p.gw = spoolWriters.Get().(*bufio.Writer)
+		p.gw.Reset(p.gaps)
+	}
+	base := p.got / 4
+	b, nz := p.varb[:0], p.nzb[:0]
+	for i, v := range weights.Float32View(data) {
 		if v != 0 {
-			p.nnz++
 			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
 				return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
 			}
+			at := base + int64(i)
+			b = binary.AppendUvarint(b, uint64(at-p.prev))
+			nz = binary.LittleEndian.AppendUint32(nz, math.Float32bits(v))
+			p.prev = at
+			p.nnz++
 		}
 	}
-	if _, err := p.cw.Write(data); err != nil {
+	p.varb, p.nzb = b, nz
+	spoolErr := func(err error) error {
 		return w.failPart(name, p, fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err))
 	}
+	if _, err := p.vw.Write(nz); err != nil {
+		return spoolErr(err)
+	}
+	if _, err := p.gw.Write(b); err != nil {
+		return spoolErr(err)
+	}
+	p.gapN += int64(len(b))
 	p.got += int64(len(data))
 	if p.got < 4*p.n {
 		return nil
 	}
-	if err := w.finishPart(name, p); err != nil {
-		return w.failPart(name, p, err)
-	}
-	w.mu.Lock()
-	delete(w.parts, name)
-	w.mu.Unlock()
-	return nil
+	// The tensor is complete: its spools go, whether the payload made it.
+	return w.failPart(name, p, w.finishPart(name, p))
 }
 
 // part returns the state of a tensor arriving in parts, starting it at
@@ -146,13 +205,13 @@ func (w *Writer) part(name string, off int64) (*part, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
-	spool, err := weights.CreateTemp(w.path)
-	if err != nil {
+	p := &part{info: info, n: n}
+	if p.vals, err = weights.CreateTemp(w.path); err != nil {
 		return nil, err
 	}
-	p := &part{info: info, n: n, spool: spool, zw: streamEncoders.Get().(*zstd.Encoder)}
-	p.zw.Reset(spool)
-	p.cw = &crcWriter{w: p.zw}
+	p.vw = spoolWriters.Get().(*bufio.Writer)
+	p.vw.Reset(p.vals)
+
 	if w.names == nil {
 		w.names = map[string]bool{}
 	}
@@ -164,7 +223,8 @@ func (w *Writer) part(name string, off int64) (*part, error) {
 	return p, nil
 }
 
-// failPart discards a tensor's spool after an error.
+// failPart discards a tensor's spools, after an error or once its
+// payload is appended, and returns err.
 func (w *Writer) failPart(name string, p *part, err error) error {
 	w.mu.Lock()
 	delete(w.parts, name)
@@ -174,57 +234,209 @@ func (w *Writer) failPart(name string, p *part, err error) error {
 }
 
 func (p *part) discard() {
-	if p.zw != nil {
-		p.zw.Reset(nil)
-		streamEncoders.Put(p.zw)
-		p.zw = nil
+	if p.vals != nil {
+		weights.DiscardTemp(p.vals)
+		p.vw.Reset(nil)
+		spoolWriters.Put(p.vw)
+		p.vals, p.vw = nil, nil
 	}
-	weights.DiscardTemp(p.spool)
+	p.dropGaps()
 }
 
-// finishPart turns a complete tensor's spool into its payload and appends
-// it to the patch.
+// dropGaps discards the gaps spool.
+func (p *part) dropGaps() {
+	if p.gaps != nil {
+		weights.DiscardTemp(p.gaps)
+		p.gw.Reset(nil)
+		spoolWriters.Put(p.gw)
+		p.gaps, p.gw = nil, nil
+	}
+}
+
+// spoolWriters buffer writes to spools: reused, since a patch's hundreds
+// of tensors would otherwise each leave a megabyte for the collector.
+var spoolWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1<<20) }}
+
+// copyBuf is the scratch of copyValues, writeGaps and densify: a chunk's
+// raw values, float32 values and encoded output.
+type copyBuf struct {
+	raw  []byte
+	vals []float32
+	out  []byte
+}
+
+var copyBufs = sync.Pool{New: func() any {
+	return &copyBuf{make([]byte, 4*partChunk), make([]float32, partChunk), make([]byte, binary.MaxVarintLen64*partChunk)}
+}}
+
+// finishPart compresses a complete tensor's payload from its spools and
+// appends it to the patch.
 func (w *Writer) finishPart(name string, p *part) error {
-	if err := p.zw.Close(); err != nil {
-		return fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err)
+	spoolErr := func(err error) error { return fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err) }
+	if err := p.vw.Flush(); err != nil {
+		return spoolErr(err)
 	}
-	streamEncoders.Put(p.zw)
-	p.zw = nil
-	defer weights.DiscardTemp(p.spool)
-	size, err := p.spool.Seek(0, io.SeekCurrent)
-	if err != nil {
-		return fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err)
-	}
-	pt := Entry{Name: name, Shape: append([]int64{}, p.info.Shape...), DType: p.info.DType.String(), Values: w.enc.Values,
-		Encoding: "dense", NNZ: p.n, RawLength: 4 * p.n, CRC32: p.cw.crc}
-	payload := io.Reader(io.NewSectionReader(p.spool, 0, size))
 	sparse := w.sparse(p.nnz, p.n)
-	if sparse || w.enc.Values != "f32" {
-		// Encode again from the spool into a second one.
-		out, err := weights.CreateTemp(w.path)
-		if err != nil {
+	pt := Entry{Name: name, Shape: append([]int64{}, p.info.Shape...), DType: p.info.DType.String(), Values: w.enc.Values,
+		Encoding: "dense", NNZ: p.n}
+	if sparse {
+		pt.Encoding, pt.NNZ = "sparse", p.nnz
+	}
+	es := int64(4)
+	if w.enc.Values == "f16" {
+		es = 2
+	}
+	out, err := weights.CreateTemp(w.path)
+	if err != nil {
+		return err
+	}
+	defer weights.DiscardTemp(out)
+	if p.gw != nil {
+		if err := p.gw.Flush(); err != nil {
+			return spoolErr(err)
+		}
+	}
+	pt.CRC32, pt.RawLength, err = compressStream(out, func(dst io.Writer) error {
+		raw := func() io.Reader { return io.NewSectionReader(p.vals, 0, 4*p.n) }
+		if sparse {
+			if _, err := dst.Write(binary.AppendUvarint(nil, uint64(p.nnz))); err != nil {
+				return err
+			}
+		}
+		switch {
+		case p.raw && !sparse:
+			return copyValues(raw(), p.n, false, es, dst)
+		case p.raw: // the gaps from the values, then the non-zero values
+			if err := writeGaps(raw(), p.n, dst); err != nil {
+				return err
+			}
+			return copyValues(raw(), p.n, true, es, dst)
+		case sparse:
+			if _, err := io.Copy(dst, io.NewSectionReader(p.gaps, 0, p.gapN)); err != nil {
+				return err
+			}
+			return copyValues(io.NewSectionReader(p.vals, 0, 4*p.nnz), p.nnz, false, es, dst)
+		}
+		// Dense from the entries: the zeros put back between them.
+		gaps := bufio.NewReaderSize(io.NewSectionReader(p.gaps, 0, p.gapN), 1<<16)
+		vals := bufio.NewReaderSize(io.NewSectionReader(p.vals, 0, 4*p.nnz), 1<<16)
+		return densify(vals, gaps, p.n, es, dst)
+	})
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	size, err := out.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
+	}
+	return w.appendPayload(pt, size, io.NewSectionReader(out, 0, size))
+}
+
+// copyValues writes the n float32 values read from src as es-byte values
+// (F32 or F16), only the non-zero ones with nonzero.
+func copyValues(src io.Reader, n int64, nonzero bool, es int64, dst io.Writer) error {
+	cb := copyBufs.Get().(*copyBuf)
+	defer copyBufs.Put(cb)
+	dt := weights.F32
+	if es == 2 {
+		dt = weights.F16
+	}
+	for at := int64(0); at < n; at += partChunk {
+		m := min(partChunk, n-at)
+		if _, err := io.ReadFull(src, cb.raw[:4*m]); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		v := weights.Float32View(cb.raw[:4*m])
+		if nonzero {
+			k := cb.vals[:0]
+			for _, x := range v {
+				if x != 0 {
+					k = append(k, x)
+				}
+			}
+			v = k
+		}
+		b := cb.out[:es*int64(len(v))]
+		_ = weights.EncodeFloat32(dt, v, b)
+		if _, err := dst.Write(b); err != nil {
 			return err
 		}
-		defer weights.DiscardTemp(out)
-		if sparse {
-			pt.Encoding, pt.NNZ = "sparse", p.nnz
-		}
-		es := int64(4)
-		if w.enc.Values == "f16" {
-			es = 2
-		}
-		pt.CRC32, pt.RawLength, err = compressStream(out, func(dst io.Writer) error {
-			return reencode(p.spool, size, p.n, p.nnz, sparse, es, dst)
-		})
-		if err != nil {
-			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
-		}
-		if size, err = out.Seek(0, io.SeekCurrent); err != nil {
-			return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
-		}
-		payload = io.NewSectionReader(out, 0, size)
 	}
-	return w.appendPayload(pt, size, payload)
+	return nil
+}
+
+// writeGaps writes the varint index gaps of the non-zero values among the
+// n float32 values read from src.
+func writeGaps(src io.Reader, n int64, dst io.Writer) error {
+	cb := copyBufs.Get().(*copyBuf)
+	defer copyBufs.Put(cb)
+	prev := int64(0)
+	for at := int64(0); at < n; at += partChunk {
+		m := min(partChunk, n-at)
+		if _, err := io.ReadFull(src, cb.raw[:4*m]); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		b := cb.out[:0]
+		for k, x := range weights.Float32View(cb.raw[:4*m]) {
+			if x != 0 {
+				b = binary.AppendUvarint(b, uint64(at+int64(k)-prev))
+				prev = at + int64(k)
+			}
+		}
+		cb.out = b[:cap(b)]
+		if _, err := dst.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// densify writes n es-byte values: the float32 entries read from vals at
+// the indices the varint gaps give, zeros between.
+func densify(vals, gaps *bufio.Reader, n int64, es int64, dst io.Writer) error {
+	cb := copyBufs.Get().(*copyBuf)
+	defer copyBufs.Put(cb)
+	dt := weights.F32
+	if es == 2 {
+		dt = weights.F16
+	}
+	next, have := int64(-1), false // the next entry's index, once read
+	idx := make([]int64, 0, partChunk)
+	for at := int64(0); at < n; at += partChunk {
+		m := min(partChunk, n-at)
+		// This chunk's indices, then their values in one read.
+		idx = idx[:0]
+		for {
+			if !have {
+				g, err := binary.ReadUvarint(gaps)
+				if err == io.EOF {
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("spool: %w", err)
+				}
+				next, have = max(next, 0)+int64(g), true
+			}
+			if next >= at+m {
+				break
+			}
+			idx, have = append(idx, next), false
+		}
+		if _, err := io.ReadFull(vals, cb.raw[:4*len(idx)]); err != nil {
+			return fmt.Errorf("spool: %w", err)
+		}
+		v := cb.vals[:m]
+		clear(v)
+		for k, x := range weights.Float32View(cb.raw[:4*len(idx)]) {
+			v[idx[k]-at] = x
+		}
+		b := cb.out[:es*m]
+		_ = weights.EncodeFloat32(dt, v, b)
+		if _, err := dst.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // appendPayload reserves room for a payload of size bytes, copies it in
@@ -245,73 +457,6 @@ func (w *Writer) appendPayload(pt Entry, size int64, payload io.Reader) error {
 	w.hdr.Tensors = append(w.hdr.Tensors, pt)
 	w.mu.Unlock()
 	return nil
-}
-
-// reencode reads a spool of n float32 values back (twice when sparse: the
-// indices, then the values) and writes the raw payload: dense values, or
-// the non-zero count, index gaps and values of a sparse tensor, as es-byte
-// values.
-func reencode(spool *os.File, size, n, nnz int64, sparse bool, es int64, dst io.Writer) error {
-	zr, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(frameWindow))
-	if err != nil {
-		return err
-	}
-	defer zr.Close()
-	buf := make([]byte, 4*partChunk)
-	vals := make([]float32, partChunk)
-	out := make([]byte, 0, binary.MaxVarintLen64*partChunk)
-	dt := weights.F32
-	if es == 2 {
-		dt = weights.F16
-	}
-	kept := make([]float32, 0, partChunk)
-	each := func(f func(at int64, v []float32) []byte) error {
-		if err := zr.Reset(io.NewSectionReader(spool, 0, size)); err != nil {
-			return err
-		}
-		for at := int64(0); at < n; at += partChunk {
-			m := min(partChunk, n-at)
-			if _, err := io.ReadFull(zr, buf[:4*m]); err != nil {
-				return fmt.Errorf("spool: %w", err)
-			}
-			copy(vals, weights.Float32View(buf[:4*m]))
-			if _, err := dst.Write(f(at, vals[:m])); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	values := func(_ int64, v []float32) []byte {
-		kept = kept[:0]
-		for _, x := range v {
-			if !sparse || x != 0 {
-				kept = append(kept, x)
-			}
-		}
-		b := out[:es*int64(len(kept))]
-		_ = weights.EncodeFloat32(dt, kept, b)
-		return b
-	}
-	if !sparse {
-		return each(values)
-	}
-	if _, err := dst.Write(binary.AppendUvarint(nil, uint64(nnz))); err != nil {
-		return err
-	}
-	prev := int64(0)
-	if err := each(func(at int64, v []float32) []byte {
-		out = out[:0]
-		for k, x := range v {
-			if x != 0 {
-				out = binary.AppendUvarint(out, uint64(at+int64(k)-prev))
-				prev = at + int64(k)
-			}
-		}
-		return out
-	}); err != nil {
-		return err
-	}
-	return each(values)
 }
 
 // abortParts discards the spools of tensors still arriving.

@@ -19,7 +19,9 @@ import (
 )
 
 // partsTensors: a dense tensor whose length is no multiple of the chunk,
-// a mostly-zero one (stored sparse under "auto") and an all-zero one.
+// a mostly-zero one (stored sparse under "auto"), an all-zero one, and
+// two whose first part misleads the writer's spool choice (dense, then
+// zeros: stored sparse; zeros, then dense: stored dense).
 func partsTensors() map[string][]float32 {
 	rng := rand.New(rand.NewPCG(7, 7))
 	dense := make([]float32, 3*70000+5)
@@ -31,7 +33,11 @@ func partsTensors() map[string][]float32 {
 		sparse[i] = float32(rng.NormFloat64())
 	}
 	sparse[len(sparse)-1] = -2
-	return map[string][]float32{"dense": dense, "sparse": sparse, "zeros": make([]float32, 70001)}
+	denseFirst, sparseFirst := make([]float32, 300000), make([]float32, 200000)
+	copy(denseFirst, dense[:65536])
+	copy(sparseFirst[65536:], dense)
+	return map[string][]float32{"dense": dense, "sparse": sparse, "zeros": make([]float32, 70001),
+		"densefirst": denseFirst, "sparsefirst": sparseFirst}
 }
 
 // writeInParts writes tensors through WriteTensorAt, partBytes at a time.
@@ -109,8 +115,15 @@ func TestWrittenInPartsEqualsWhole(t *testing.T) {
 				}
 			}
 		}
-		if e, _ := b.Tensor("sparse"); enc.Sparse != "never" && e.Encoding != "sparse" {
-			t.Errorf("%v: mostly-zero tensor stored %s", enc, e.Encoding)
+		for name, want := range map[string]string{"sparse": "sparse", "densefirst": "sparse", "sparsefirst": "dense"} {
+			if enc.Sparse == "never" {
+				want = "dense"
+			} else if enc.Sparse == "always" {
+				want = "sparse"
+			}
+			if e, _ := b.Tensor(name); e.Encoding != want {
+				t.Errorf("%v: %s stored %s, want %s", enc, name, e.Encoding, want)
+			}
 		}
 	}
 }
