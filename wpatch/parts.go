@@ -75,19 +75,19 @@ func (c *crcWriter) Write(b []byte) (int, error) {
 // writer holds a chunk and a compressor's window, not the tensor, never
 // decompresses what it wrote, and spools little of a sparse tensor.
 type part struct {
-	info  weights.TensorInfo
-	n     int64 // elements
-	got   int64 // bytes received
-	nnz   int64
-	prev  int64 // index of the last non-zero entry (0 before the first)
-	vals  *os.File
-	vw    *bufio.Writer
-	gaps  *os.File // nil once the tensor is certain to be stored dense
-	gw    *bufio.Writer
-	gapN  int64 // bytes in gaps
-	varb  []byte
-	nzb   []byte
-	raw   bool // vals holds every value, and there are no gaps
+	info weights.TensorInfo
+	n    int64 // elements
+	got  int64 // bytes received
+	nnz  int64
+	prev int64 // index of the last non-zero entry (0 before the first)
+	vals *os.File
+	vw   *bufio.Writer
+	gaps *os.File // nil once the tensor is certain to be stored dense
+	gw   *bufio.Writer
+	gapN int64 // bytes in gaps
+	varb []byte
+	nzb  []byte
+	raw  bool // vals holds every value, and there are no gaps
 }
 
 // WriteTensorAt makes the writer a stream.RangeSink: data is the F32 bytes
