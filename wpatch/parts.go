@@ -82,7 +82,7 @@ type part struct {
 	prev int64 // index of the last non-zero entry (0 before the first)
 	vals *os.File
 	vw   *bufio.Writer
-	gaps *os.File // nil once the tensor is certain to be stored dense
+	gaps *os.File // the gaps spool; nil in raw mode
 	gw   *bufio.Writer
 	gapN int64 // bytes in gaps
 	varb []byte
