@@ -6,7 +6,8 @@
 # the command's I/O floor measured in the same rounds (cat of what it
 # reads, then writing as many bytes as it wrote with fsync) and NEW's
 # ratio to it. Use it to show a change made nothing slower or bigger.
-# HIDDEN=4096 gives LLaMA-7B's widths (default 1024).
+# HIDDEN=4096 gives LLaMA-7B's widths (default 1024); CMDS="diff quantize"
+# runs only those commands.
 #   bash bench/compare.sh OLD_BIN NEW_BIN [SIZE] [REPEAT] [WORKDIR]
 set -euo pipefail
 old=$(realpath "$1")
@@ -47,7 +48,8 @@ declare -A cmds=(
   [quantize]="quantize -q $m1 --bits 4 -o OUT/q"
   [inspect-stats]="inspect -q --stats --json $m1"
 )
-order=(merge convert convert-f32 diff diff-wpatch add interpolate patch-apply patch-remove quantize inspect-stats)
+# CMDS picks commands (default: all, in this order).
+read -r -a order <<< "${CMDS:-merge convert convert-f32 diff diff-wpatch add interpolate patch-apply patch-remove quantize inspect-stats}"
 # The inputs each command reads, for its I/O floor.
 declare -A reads=([merge]="$m1 $m2 $m3" [diff]="$m1 $m2" [diff-wpatch]="$m1 $m2" [add]="$m1 $m2" [interpolate]="$m1 $m2" [patch-apply]="$m1 bc-$size-h$hidden.wpatch" [patch-remove]="p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch")
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }

@@ -3,6 +3,7 @@ package sparsify
 import (
 	"math"
 	"slices"
+	"sync"
 )
 
 // MagBits is the rank key of a value: the bit pattern of |x|.
@@ -150,6 +151,9 @@ type Histogram struct {
 	bandFine [2][]uint32
 	banded   bool
 	keys     []uint32
+	// the pooled buffers behind sample and bandFine
+	samplePool *[]uint32
+	bandPool   [2]*[]uint32
 }
 
 // Sampling limits: the keys kept before the bands are set; the band's
@@ -171,7 +175,12 @@ const noBand = 1 << 31
 func (h *Histogram) Expect(n int64) {
 	if len(h.ks) > 0 && len(h.ks) <= 2 && n > 0 && n < math.MaxUint32 {
 		h.expect = n
-		h.sample = make([]uint32, 0, min(n, sampleKeys))
+		if n >= sampleKeys {
+			h.samplePool = samples.Get().(*[]uint32)
+			h.sample = (*h.samplePool)[:0]
+		} else {
+			h.sample = make([]uint32, 0, n)
+		}
 	}
 }
 
@@ -213,13 +222,42 @@ func (h *Histogram) setBands() {
 			hi = lo + bandBins - 1
 		}
 		h.bandLo[j], h.bandW[j] = uint32(lo), uint32(hi-lo)
-		h.bandFine[j] = make([]uint32, (hi-lo+1)<<16)
+		h.bandPool[j] = bandTables.Get().(*[]uint32)
+		t := (*h.bandPool[j])[:(hi-lo+1)<<16]
+		clear(t)
+		h.bandFine[j] = t
 	}
 	h.banded = true
-	keys := h.sample
-	h.sample = nil
-	for _, k := range keys {
+	for _, k := range h.sample {
 		h.countBands(k)
+	}
+	h.releaseSample()
+}
+
+// Pooled sample and band tables: a merge makes hundreds of histograms,
+// each would otherwise leave megabytes for the collector.
+var (
+	samples    = sync.Pool{New: func() any { b := make([]uint32, sampleKeys); return &b }}
+	bandTables = sync.Pool{New: func() any { b := make([]uint32, bandBins<<16); return &b }}
+)
+
+// releaseSample returns the sample's buffer to its pool.
+func (h *Histogram) releaseSample() {
+	if h.samplePool != nil {
+		samples.Put(h.samplePool)
+		h.samplePool = nil
+	}
+	h.sample = nil
+}
+
+// release returns the sampling buffers to their pools.
+func (h *Histogram) release() {
+	h.releaseSample()
+	for j, p := range h.bandPool {
+		if p != nil {
+			bandTables.Put(p)
+			h.bandPool[j], h.bandFine[j] = nil, nil
+		}
 	}
 }
 
@@ -331,7 +369,8 @@ func (h *Histogram) EndCoarse() bool {
 	if need && h.fromKept() {
 		need = false
 	}
-	h.sample, h.bandFine, h.keys = nil, [2][]uint32{}, nil
+	h.release()
+	h.keys = nil
 	return need
 }
 

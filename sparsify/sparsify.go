@@ -452,11 +452,9 @@ func (t *TensorSparsifier) Apply(chunk []float32) int {
 	return kept
 }
 
-// uniform is rand.Float64 on a PCG: the low 53 bits of a draw over 2^53.
-func uniform(r *rand.PCG) float64 { return float64(r.Uint64()<<11>>11) / (1 << 53) }
-
-// uniformBelow is the threshold T with uniform(r) < d exactly when the
-// draw's low 53 bits are below T.
+// uniformBelow is the threshold T with rand.Float64() < d exactly when
+// the draw's low 53 bits are below T (Float64 on a PCG is those 53 bits
+// over 2^53).
 func uniformBelow(d float64) uint64 {
 	if !(d > 0) {
 		return 0
