@@ -214,7 +214,6 @@ func (k *sparseDiff) Compute(in, out [][]float64) error {
 	return nil
 }
 
-
 func sameBytes(a, b weights.Checkpoint, name string) (bool, error) {
 	ta, err := a.ReadTensor(name, nil)
 	if err != nil {
