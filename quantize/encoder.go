@@ -35,11 +35,7 @@ type Encoder struct {
 
 // NewEncoder starts quantizing a tensor of the given shape with cfg.
 func NewEncoder(shape []int64, cfg Config) (*Encoder, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.canonical()
-	l, err := cfg.layout(shape)
+	cfg, l, err := cfg.prepare(shape)
 	if err != nil {
 		return nil, err
 	}

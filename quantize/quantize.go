@@ -76,6 +76,17 @@ func (c Config) layout(shape []int64) (layout, error) {
 	return l, nil
 }
 
+// prepare validates the config and returns it canonical, with the
+// grouping of a tensor of this shape.
+func (c Config) prepare(shape []int64) (Config, layout, error) {
+	if err := c.Validate(); err != nil {
+		return c, layout{}, err
+	}
+	c = c.canonical()
+	l, err := c.layout(shape)
+	return c, l, err
+}
+
 // span is the element range [lo, hi) of group g.
 func (l layout) span(g int) (lo, hi int) {
 	lo = g * l.group
@@ -125,11 +136,7 @@ func QuantizeTensor(t weights.Tensor, cfg Config) (*Quantized, error) {
 // quantize is Quantize with an explicit worker count, so tests can check
 // that the result does not depend on it.
 func quantize(values []float32, shape []int64, cfg Config, workers int) (*Quantized, error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	cfg = cfg.canonical()
-	l, err := cfg.layout(shape)
+	cfg, l, err := cfg.prepare(shape)
 	if err != nil {
 		return nil, err
 	}

@@ -362,10 +362,7 @@ func (pl *patchPlan) patchCost(t weights.TensorInfo) int64 {
 // the sum again does not round back to the original (the undo records),
 // handing each tensor's record to rec when the tensor is done.
 type applyKernel struct {
-	dt    weights.DType
-	acc   *deltaSum
-	raw   []byte
-	pos   int
+	patchChunks
 	rec   func(undoRecord)
 	u     undoRecord
 	theta []float64
@@ -373,21 +370,38 @@ type applyKernel struct {
 	back  []byte
 }
 
-func (k *applyKernel) NextPass() (int, bool)          { return 0, false }
-func (k *applyKernel) Observe(int, [][]float64) error { return nil }
-func (k *applyKernel) EndPass(int) error              { return nil }
-func (k *applyKernel) RawInput(i int) bool            { return i == 0 }
-func (k *applyKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
+// patchChunks is what apply's and remove's kernels share: one pass over
+// the model's raw chunks (a RawInputKernel input) with Σ s·d of each.
+type patchChunks struct {
+	dt  weights.DType
+	acc *deltaSum
+	raw []byte
+	pos int
+}
+
+func (k *patchChunks) NextPass() (int, bool)          { return 0, false }
+func (k *patchChunks) Observe(int, [][]float64) error { return nil }
+func (k *patchChunks) EndPass(int) error              { return nil }
+func (k *patchChunks) RawInput(i int) bool            { return i == 0 }
+func (k *patchChunks) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
+
+// next returns the range [s, e) of the chunk just handed over and the
+// patches' sum for it.
+func (k *patchChunks) next() (s, e int, a []float64, err error) {
+	m := len(k.raw) / k.dt.Size()
+	s, e = k.pos, k.pos+m
+	k.pos = e
+	a, err = k.acc.at(s, e)
+	return s, e, a, err
+}
 
 func (k *applyKernel) Compute(_, out [][]float64) error {
 	es := k.dt.Size()
-	m := len(k.raw) / es
-	s, e := k.pos, k.pos+m
-	k.pos = e
-	a, err := k.acc.at(s, e)
+	s, e, a, err := k.next()
 	if err != nil {
 		return err
 	}
+	m := e - s
 	if k.rec == nil {
 		th := out[0][:m]
 		if err := weights.Decode(k.dt, k.raw, th); err != nil {
@@ -417,39 +431,27 @@ func (k *applyKernel) Release() {
 // once to the dtype by stream.Passes (subtract's arithmetic), and the
 // undo record's elements given their original values back.
 type removeKernel struct {
-	dt   weights.DType
-	acc  *deltaSum
-	raw  []byte
-	pos  int
-	u    undoRecord
-	next int // the first undo element not yet restored
+	patchChunks
+	u     undoRecord
+	undid int // the first undo element not yet restored
 }
-
-func (k *removeKernel) NextPass() (int, bool)          { return 0, false }
-func (k *removeKernel) Observe(int, [][]float64) error { return nil }
-func (k *removeKernel) EndPass(int) error              { return nil }
-func (k *removeKernel) RawInput(i int) bool            { return i == 0 }
-func (k *removeKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
 
 func (k *removeKernel) Compute(_, out [][]float64) error {
 	es := k.dt.Size()
-	m := len(k.raw) / es
-	s, e := k.pos, k.pos+m
-	k.pos = e
-	a, err := k.acc.at(s, e)
+	s, e, a, err := k.next()
 	if err != nil {
 		return err
 	}
-	x := out[0][:m]
+	x := out[0][:e-s]
 	if err := weights.Decode(k.dt, k.raw, x); err != nil {
 		return err
 	}
 	for i := range x {
 		x[i] -= a[i]
 	}
-	for ; k.next < len(k.u.indices) && k.u.indices[k.next] < int64(e); k.next++ {
-		i := int(k.u.indices[k.next]) - s
-		if err := weights.Decode(k.dt, k.u.orig[k.next*es:(k.next+1)*es], x[i:i+1]); err != nil {
+	for ; k.undid < len(k.u.indices) && k.u.indices[k.undid] < int64(e); k.undid++ {
+		i := int(k.u.indices[k.undid]) - s
+		if err := weights.Decode(k.dt, k.u.orig[k.undid*es:(k.undid+1)*es], x[i:i+1]); err != nil {
 			return err
 		}
 	}
@@ -707,7 +709,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 		mu.Unlock()
 	}
 	records := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &applyKernel{dt: t.DType, acc: acc, rec: record, u: undoRecord{name: t.Name}}
+		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, rec: record, u: undoRecord{name: t.Name}}
 	}
 	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", records, func(t weights.Tensor, _ *deltaSum, _ []byte) error {
 		record(wholeRecord(t)) // a replaced tensor: every element's original bits
@@ -736,7 +738,7 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
 	patch := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &applyKernel{dt: t.DType, acc: acc}
+		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}}
 	}
 	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", patch, func(t weights.Tensor, _ *deltaSum, dst []byte) error {
 		copy(dst, o.Replace[t.Name])
@@ -820,7 +822,7 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
 	chunked := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &removeKernel{dt: t.DType, acc: acc, u: undo[t.Name]}
+		return &removeKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, u: undo[t.Name]}
 	}
 	// Whole tensors: an undo record's original bytes go back as they are.
 	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", chunked, func(t weights.Tensor, acc *deltaSum, dst []byte) error {

@@ -409,16 +409,9 @@ func (w *Writer) encodeEntry(name string, shape []int64, dtype weights.DType, id
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.done {
-		return nil, fmt.Errorf("%s: writer closed", w.path)
+	if err := w.claim(name); err != nil {
+		return nil, err
 	}
-	if w.names[name] {
-		return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
-	}
-	if w.names == nil {
-		w.names = map[string]bool{}
-	}
-	w.names[name] = true
 	pt.Offset, pt.Length = w.at, int64(len(comp))
 	if _, err := w.f.WriteAt(comp, w.at); err != nil {
 		return nil, fmt.Errorf("%s: %w", w.path, err)
@@ -426,6 +419,22 @@ func (w *Writer) encodeEntry(name string, shape []int64, dtype weights.DType, id
 	w.at += int64(len(comp))
 	w.hdr.Tensors = append(w.hdr.Tensors, pt)
 	return back, nil
+}
+
+// claim records that tensor name is being added, refusing a closed writer
+// and a second time; w.mu is held.
+func (w *Writer) claim(name string) error {
+	if w.done {
+		return fmt.Errorf("%s: writer closed", w.path)
+	}
+	if w.names[name] {
+		return fmt.Errorf("%s: tensor %q added twice", w.path, name)
+	}
+	if w.names == nil {
+		w.names = map[string]bool{}
+	}
+	w.names[name] = true
+	return nil
 }
 
 // WriteTensor makes the writer a stream.Sink: data is the F32 bytes of a

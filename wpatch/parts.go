@@ -180,7 +180,7 @@ func (w *Writer) part(name string, off int64) (*part, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.done {
-		return nil, fmt.Errorf("%s: writer closed", w.path)
+		return nil, fmt.Errorf("%s: writer closed", w.path) // before anything about the tensor
 	}
 	if w.enc.Values == "q" {
 		return nil, fmt.Errorf("%s: tensor %q: quantized values are written whole", w.path, name)
@@ -195,30 +195,26 @@ func (w *Writer) part(name string, off int64) (*part, error) {
 	if !ok {
 		return nil, fmt.Errorf("%s: tensor %q not declared", w.path, name)
 	}
-	if w.names[name] {
-		return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
-	}
-	if off != 0 {
+	if off != 0 && !w.names[name] {
 		return nil, fmt.Errorf("%s: tensor %q: first part at byte %d", w.path, name, off)
 	}
 	n, err := weights.TensorInfo{Shape: info.Shape, DType: weights.F32}.NumElements()
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
+	if err := w.claim(name); err != nil {
+		return nil, err
+	}
 	p := &part{info: info, n: n}
 	if p.vals, err = weights.CreateTemp(w.path); err != nil {
+		delete(w.names, name)
 		return nil, err
 	}
 	p.vw = spoolWriters.Get().(*bufio.Writer)
 	p.vw.Reset(p.vals)
-
-	if w.names == nil {
-		w.names = map[string]bool{}
-	}
 	if w.parts == nil {
 		w.parts = map[string]*part{}
 	}
-	w.names[name] = true
 	w.parts[name] = p
 	return p, nil
 }

@@ -44,26 +44,20 @@ func (w *Writer) beginQuantized(name string, shape []int64, dtype weights.DType,
 	if err != nil {
 		return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.done {
-		return nil, fmt.Errorf("%s: writer closed", w.path)
-	}
-	if w.names[name] {
-		return nil, fmt.Errorf("%s: tensor %q added twice", w.path, name)
-	}
 	spool, err := weights.CreateTemp(w.path)
 	if err != nil {
 		return nil, err
 	}
-	q := &quantStream{w: w, name: name, shape: slices.Clone(shape), dtype: dtype, n: n, enc: enc, spool: spool, qe: QuantError{N: n}}
-	if w.names == nil {
-		w.names = map[string]bool{}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.claim(name); err != nil {
+		weights.DiscardTemp(spool)
+		return nil, err
 	}
+	q := &quantStream{w: w, name: name, shape: slices.Clone(shape), dtype: dtype, n: n, enc: enc, spool: spool, qe: QuantError{N: n}}
 	if w.quants == nil {
 		w.quants = map[string]*quantStream{}
 	}
-	w.names[name] = true
 	w.quants[name] = q
 	return q, nil
 }
