@@ -73,7 +73,7 @@ func Requantize(ctx context.Context, p *Patch, out string, cfg quantize.Config, 
 // files. With o.Shard, only that share of the tensors, as model-i-of-n.*.
 // Each tensor is quantized once: the copy holds exactly what the container
 // gives back.
-func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, cfg quantize.Config, o stream.Options) (*Summary, error) {
+func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, cfg quantize.Config, o stream.Options) (_ *Summary, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -86,8 +86,18 @@ func QuantizeCheckpoint(ctx context.Context, ck weights.Checkpoint, out string, 
 	if err != nil {
 		return nil, err
 	}
+	_, statErr := os.Stat(out)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, err
+	}
+	if os.IsNotExist(statErr) {
+		// A directory made for this run goes again if the run fails
+		// (os.Remove leaves it if anything else is in it).
+		defer func() {
+			if err != nil {
+				os.Remove(out)
+			}
+		}()
 	}
 	src, stem := ck.Tensors(), "model"
 	if o.Shard != nil {
