@@ -514,3 +514,34 @@ func TestWriterTakesTensorsInParts(t *testing.T) {
 		t.Errorf("commit with a part missing: %v", err)
 	}
 }
+
+// TestShardedAbortRemovesMadeDir: an aborted sharded writer removes the
+// directory it created, and leaves one that was there (and what is in it).
+func TestShardedAbortRemovesMadeDir(t *testing.T) {
+	infos := []TensorInfo{{Name: "a", DType: F32, Shape: []int64{4}}}
+	made := filepath.Join(t.TempDir(), "new")
+	w, err := CreateSharded(made, infos, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Abort()
+	if _, err := os.Stat(made); !os.IsNotExist(err) {
+		t.Errorf("directory made for the writer left after Abort (%v)", err)
+	}
+	there := t.TempDir()
+	os.WriteFile(filepath.Join(there, "keep.txt"), []byte("x"), 0o644)
+	w, err = CreateSharded(there, infos, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Abort()
+	if _, err := os.Stat(filepath.Join(there, "keep.txt")); err != nil {
+		t.Errorf("Abort touched a file it did not write: %v", err)
+	}
+	empty := t.TempDir()
+	w, _ = CreateSharded(empty, infos, nil, 0)
+	w.Abort()
+	if _, err := os.Stat(empty); err != nil {
+		t.Errorf("Abort removed a directory that was there: %v", err)
+	}
+}

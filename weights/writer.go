@@ -264,6 +264,7 @@ func (w *SafetensorsWriter) abortLocked() {
 // single model.safetensors when everything fits in one shard.
 type ShardedWriter struct {
 	dir     string
+	made    bool // dir was created for this writer
 	shards  []*SafetensorsWriter
 	owner   map[string]*SafetensorsWriter
 	index   []byte
@@ -304,11 +305,12 @@ func PlanShards(infos []TensorInfo, maxBytes int64) [][]TensorInfo {
 // CreateSharded prepares a sharded checkpoint in dir (created if needed).
 // Every shard carries the same metadata.
 func CreateSharded(dir string, infos []TensorInfo, metadata map[string]string, maxShardBytes int64) (*ShardedWriter, error) {
+	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	groups := PlanShards(infos, maxShardBytes)
-	sw := &ShardedWriter{dir: dir, owner: map[string]*SafetensorsWriter{}}
+	sw := &ShardedWriter{dir: dir, owner: map[string]*SafetensorsWriter{}, made: os.IsNotExist(statErr)}
 	if len(groups) == 1 {
 		w, err := CreateSafetensors(filepath.Join(dir, "model.safetensors"), groups[0], metadata)
 		if err != nil {
@@ -475,6 +477,9 @@ func RemoveStale(dir string, keep map[string]bool) error {
 func (s *ShardedWriter) Abort() {
 	for _, w := range s.shards {
 		w.Abort()
+	}
+	if s.made {
+		os.Remove(s.dir) // only if empty: nothing else is touched
 	}
 }
 
