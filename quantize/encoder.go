@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"slices"
+	"sync"
 
 	"github.com/weightops/weightops/gguf"
 )
@@ -249,3 +250,58 @@ func writeAll(w io.Writer, b []byte, total int64) (int64, error) {
 	n, err := w.Write(b)
 	return total + int64(n), err
 }
+
+// DequantizeRange writes the reconstructed values of elements [lo,
+// lo+len(dst)) into dst: what Dequantize gives there, decoding only the
+// groups (ggml blocks) that cover the range, so a reader can walk a large
+// tensor a chunk at a time without a tensor-sized float32 copy.
+func (q *Quantized) DequantizeRange(dst []float32, lo int) error {
+	hi := lo + len(dst)
+	if lo < 0 || hi > q.N {
+		return fmt.Errorf("quantize: range %d..%d outside %d elements", lo, hi, q.N)
+	}
+	if len(dst) == 0 {
+		return nil
+	}
+	if q.Scheme == GGML {
+		b := q.BlockSize
+		b0, b1 := lo/b, (hi-1)/b+1
+		tmp := make([]float32, (b1-b0)*b)
+		bb := q.blockBytes()
+		if err := gguf.Dequantize(q.Type, q.Codes[b0*bb:b1*bb], tmp); err != nil {
+			return err
+		}
+		copy(dst, tmp[lo-b0*b:])
+		return nil
+	}
+	l, err := q.layout(q.Shape)
+	if err != nil {
+		return err
+	}
+	// From the element 8-aligned below lo: its codes start on a byte.
+	start := lo &^ 7
+	sc := rangeScratch.Get().(*rangeBuf)
+	defer rangeScratch.Put(sc)
+	if cap(sc.codes) < hi-start {
+		sc.codes, sc.out = make([]uint8, hi-start), make([]float32, hi-start)
+	}
+	codes := sc.codes[:hi-start]
+	unpack(codes, q.Codes[start/8*q.Bits:], q.Bits)
+	out := dst
+	if start != lo {
+		out = sc.out[:hi-start]
+	}
+	q.decodeGroups(l, start, codes, out, q.Scales, q.Mins)
+	if start != lo {
+		copy(dst, out[lo-start:])
+	}
+	return nil
+}
+
+// rangeBuf is DequantizeRange's scratch, pooled: it is called per chunk.
+type rangeBuf struct {
+	codes []uint8
+	out   []float32
+}
+
+var rangeScratch = sync.Pool{New: func() any { return &rangeBuf{} }}

@@ -146,3 +146,36 @@ func TestEncoderRefusals(t *testing.T) {
 }
 
 var zero float32
+
+// TestDequantizeRange: any range decodes to Dequantize's values there.
+func TestDequantizeRange(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 1))
+	q4k, _ := GGMLConfig(gguf.Q4_K)
+	q8, _ := GGMLConfig(gguf.Q8_0)
+	for _, cfg := range []Config{
+		{Bits: 4, Scheme: Symmetric, Granularity: PerBlock, BlockSize: 64},
+		{Bits: 3, Scheme: Asymmetric, Granularity: PerChannel},
+		{Bits: 5, Scheme: Asymmetric, Granularity: PerTensor, F16Scales: true},
+		{Bits: 4, Scheme: Log, Granularity: PerBlock, BlockSize: 10},
+		q4k, q8,
+	} {
+		shape := []int64{7, 1001}
+		vals := testInputs(rng, 7*1001)["heavy"]
+		q := mustQuantize(t, vals, shape, cfg)
+		want := mustDequantize(t, q)
+		for range 200 {
+			lo := rng.IntN(len(vals))
+			hi := lo + rng.IntN(len(vals)-lo+1)
+			got := make([]float32, hi-lo)
+			if err := q.DequantizeRange(got, lo); err != nil {
+				t.Fatal(err)
+			}
+			if !equalF32(got, want[lo:hi]) {
+				t.Fatalf("%s: range %d..%d differs from Dequantize", cfg, lo, hi)
+			}
+		}
+		if err := q.DequantizeRange(make([]float32, 2), len(vals)-1); err == nil {
+			t.Errorf("%s: a range past the end: no error", cfg)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
@@ -173,6 +174,9 @@ type deltaTerm struct {
 	values *valueStream // a dense patch read in order, or nil
 	// entries are a sparse patch's read in order, or nil
 	entries *sparseStream
+	// quant is a dense quantized patch's codes, or nil
+	quant *quantize.Quantized
+	deq   []float32
 }
 
 // deltas loads the patches touching tensor name, of n elements, or opens
@@ -185,7 +189,16 @@ func (pl *patchPlan) deltas(name string, n int64) (*deltaSum, error) {
 			s /= float64(len(pl.touched[name]))
 		}
 		p := pl.patches[i]
-		if e, _ := p.Tensor(name); p.streamable(e) && e.Encoding == "sparse" {
+		if e, _ := p.Tensor(name); e.Values == "q" && e.Encoding == "dense" {
+			// Codes and scales held, dequantized a chunk at a time.
+			q, err := p.quantized(name, n)
+			if err != nil {
+				d.close()
+				return nil, err
+			}
+			d.terms = append(d.terms, deltaTerm{scale: s, quant: q})
+			continue
+		} else if p.streamable(e) && e.Encoding == "sparse" {
 			v, err := p.sparse(e, n)
 			if err != nil {
 				d.close()
@@ -237,7 +250,21 @@ func (d *deltaSum) at(s, e int) ([]float64, error) {
 	}
 	acc := d.acc[:e-s]
 	clear(acc)
-	for _, t := range d.terms {
+	for i := range d.terms {
+		t := &d.terms[i]
+		if t.quant != nil {
+			if cap(t.deq) < e-s {
+				t.deq = make([]float32, e-s)
+			}
+			v := t.deq[:e-s]
+			if err := t.quant.DequantizeRange(v, s); err != nil {
+				return nil, err
+			}
+			for k, x := range v {
+				acc[k] += t.scale * float64(x)
+			}
+			continue
+		}
 		if t.values != nil {
 			v, err := t.values.at(int64(s), int64(e))
 			if err != nil {
@@ -346,6 +373,10 @@ func (pl *patchPlan) patchCost(t weights.TensorInfo) int64 {
 			c += 4*frameWindow + 12*stream.ChunkElems
 		case p.streamable(e):
 			c += 2*frameWindow + 8*stream.ChunkElems
+		case e.Values == "q" && e.Encoding == "dense":
+			// The payload and, while it is parsed, its raw copy; codes
+			// are dequantized a chunk at a time.
+			c += e.Length + 2*e.RawLength + 8*stream.ChunkElems
 		case e.Encoding == "sparse":
 			c += 12*e.NNZ + e.Length + e.RawLength
 		default:

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weightops/weightops/quantize"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
@@ -361,5 +362,66 @@ func TestRoundTrips(t *testing.T) {
 	}
 	if roundTrips(weights.BF16, []byte{0x81, 0x7f}) { // NaN with payload 1
 		t.Error("a NaN payload round-trips")
+	}
+}
+
+// TestApplyQuantizedPatch: a quantized patch, dequantized a chunk at a
+// time as it is applied, gives round(θ + s·d) with d the values Load
+// gives back (the whole-tensor dequantization), computed here in float64,
+// read whole or streamed; remove restores the model byte for byte.
+func TestApplyQuantizedPatch(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	d := t.TempDir()
+	mp := filepath.Join(d, "model.safetensors")
+	randModel(t, mp, weights.BF16, 4)
+	model, _ := weights.Open(mp)
+	defer model.Close()
+	for _, spec := range []string{"4bit-sym-block64", "3bit-asym-channel", "q4_k"} {
+		cfg, err := quantize.ParseConfig(spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pp := filepath.Join(d, spec+".wpatch")
+		randPatch(t, pp, model, 4, Encoding{Values: "q", Quant: cfg, Sparse: "never"})
+		for _, above := range []int64{1 << 62, -1} {
+			stream.StreamAbove = above
+			out := filepath.Join(d, "patched.safetensors")
+			patches := openPatches(t, pp)
+			if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{Scales: []float64{-2.5}}); err != nil {
+				t.Fatal(err)
+			}
+			patched, _ := weights.Open(out)
+			for _, info := range model.Tensors() {
+				if !info.DType.IsFloat() {
+					continue
+				}
+				n, _ := info.NumElements()
+				dv := make([]float32, n)
+				if err := patches[0].Load(info.Name, dv); err != nil {
+					t.Fatal(err)
+				}
+				orig, _ := model.ReadTensor(info.Name, nil)
+				ov, _ := orig.Float64s()
+				for i := range ov {
+					ov[i] += -2.5 * float64(dv[i])
+				}
+				want := make([]byte, len(orig.Data))
+				_ = weights.Encode(info.DType, ov, want)
+				got, _ := patched.ReadTensor(info.Name, nil)
+				if !bytes.Equal(got.Data, want) {
+					t.Fatalf("%s (stream above %d): %s differs from θ + s·Load", spec, above, info.Name)
+				}
+			}
+			back := filepath.Join(d, "back.safetensors")
+			if _, err := Remove(context.Background(), patched, openPatches(t, pp), back, ApplyOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			patched.Close()
+			a, _ := os.ReadFile(mp)
+			b, _ := os.ReadFile(back)
+			if !bytes.Equal(a, b) {
+				t.Errorf("%s: remove did not restore the model", spec)
+			}
+		}
 	}
 }

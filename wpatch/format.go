@@ -767,15 +767,15 @@ func (p *Patch) LoadSparse(name string) (idx []int64, vals []float32, err error)
 
 // load reads, checks and decodes one tensor's payload. Values must be
 // finite: a NaN in a patch would spread into every model it patches.
-func (p *Patch) load(name string) (Entry, []int64, []float32, error) {
+// payload reads, decompresses and checks tensor name's raw payload.
+func (p *Patch) payload(name string) (Entry, []byte, error) {
 	t, ok := p.Tensor(name)
 	if !ok {
-		return t, nil, nil, fmt.Errorf("%s: tensor %q: %w", p.Path, name, weights.ErrNotFound)
+		return t, nil, fmt.Errorf("%s: tensor %q: %w", p.Path, name, weights.ErrNotFound)
 	}
-	fail := func(format string, a ...any) (Entry, []int64, []float32, error) {
-		return t, nil, nil, fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
+	fail := func(format string, a ...any) (Entry, []byte, error) {
+		return t, nil, fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
 	}
-	n := t.Elements()
 	comp := make([]byte, t.Length)
 	if _, err := p.f.ReadAt(comp, t.Offset); err != nil {
 		return fail("reading payload: %v", err)
@@ -792,6 +792,36 @@ func (p *Patch) load(name string) (Entry, []int64, []float32, error) {
 	if int64(len(raw)) != t.RawLength || crc32.ChecksumIEEE(raw) != t.CRC32 {
 		return fail("payload checksum mismatch (corrupted)")
 	}
+	return t, raw, nil
+}
+
+// quantized returns a dense quantized entry's codes and scales, checked,
+// without dequantizing them: k bits an element instead of 32 for a reader
+// that dequantizes a chunk at a time (DequantizeRange).
+func (p *Patch) quantized(name string, n int64) (*quantize.Quantized, error) {
+	t, raw, err := p.payload(name)
+	if err != nil {
+		return nil, err
+	}
+	var q quantize.Quantized
+	if err := q.UnmarshalBinary(raw); err != nil {
+		return nil, fmt.Errorf("%s: tensor %q: %w", p.Path, name, err)
+	}
+	if int64(q.N) != n || t.Encoding != "dense" {
+		return nil, fmt.Errorf("%s: tensor %q: quantized block holds %d values, %d expected", p.Path, name, q.N, n)
+	}
+	return &q, nil
+}
+
+func (p *Patch) load(name string) (Entry, []int64, []float32, error) {
+	t, raw, err := p.payload(name)
+	if err != nil {
+		return t, nil, nil, err
+	}
+	fail := func(format string, a ...any) (Entry, []int64, []float32, error) {
+		return t, nil, nil, fmt.Errorf("%s: tensor %q: %s", p.Path, name, fmt.Sprintf(format, a...))
+	}
+	n := t.Elements()
 	r := bytes.NewReader(raw)
 	var idx []int64
 	count := n
