@@ -33,6 +33,13 @@ func Requantize(ctx context.Context, p *Patch, out string, cfg quantize.Config, 
 	err = parallel.Items(ctx, len(p.Tensors), o.Workers, func(_, i int) error {
 		t := p.Tensors[i]
 		dt, _ := weights.ParseDType(t.DType)
+		if t.Encoding == "dense" && p.streamable(t) {
+			// Read a chunk at a time; false: it is stored sparse after
+			// all (under a third non-zero), so it goes the whole way.
+			if done, err := requantizeStreamed(ctx, p, t, dt, w, cfg); done || err != nil {
+				return err
+			}
+		}
 		// As stored: a sparse tensor stays sparse, so memory follows the
 		// payload, not the declared shape.
 		idx, vals, err := p.LoadSparse(t.Name)
@@ -63,6 +70,79 @@ func Requantize(ctx context.Context, p *Patch, out string, cfg quantize.Config, 
 		return nil, err
 	}
 	return Summarize(out, nil, errs)
+}
+
+// requantizeStreamed re-encodes a dense entry read a chunk at a time (a
+// windowed payload): a first read counts its non-zeros (it is stored
+// sparse, as Add decides, when under a third are) and finds a single
+// group's extremes, a second quantizes it, so memory is chunks, the
+// decoder's window and the scales. It reports false, having written
+// nothing, for a tensor to be stored sparse.
+func requantizeStreamed(ctx context.Context, p *Patch, t Entry, dt weights.DType, w *Writer, cfg quantize.Config) (bool, error) {
+	n := t.Elements()
+	enc, err := quantize.NewEncoder(t.Shape, cfg)
+	if err != nil {
+		return false, fmt.Errorf("%s: tensor %q: %w", w.path, t.Name, err)
+	}
+	align := int64(enc.Align())
+	chunk := max(1, stream.ChunkElems/align) * align
+	each := func(f func(at int64, v []float32) error) error {
+		vs, err := p.values(t, n)
+		if err != nil {
+			return err
+		}
+		defer vs.close()
+		for at := int64(0); at < n; at += chunk {
+			if err := context.Cause(ctx); err != nil {
+				return err
+			}
+			v, err := vs.at(at, min(n, at+chunk))
+			if err != nil {
+				return err
+			}
+			if err := f(at, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var nnz int64
+	mn, mx := float32(math.Inf(1)), float32(math.Inf(-1))
+	if err := each(func(at int64, v []float32) error {
+		for _, x := range v {
+			if x != 0 {
+				nnz++
+			}
+		}
+		if enc.NeedsRange() {
+			a, b, err := quantize.Extremes(v, int(at))
+			if err != nil {
+				return err
+			}
+			mn, mx = min(mn, a), max(mx, b)
+		}
+		return nil
+	}); err != nil {
+		return false, err
+	}
+	if w.sparse(nnz, n) {
+		return false, nil
+	}
+	q, err := w.beginQuantized(t.Name, t.Shape, dt, enc)
+	if err != nil {
+		return false, err
+	}
+	if enc.NeedsRange() && n > 0 {
+		if err := q.setRange(mn, mx); err != nil {
+			return false, err
+		}
+	}
+	deq := make([]float32, chunk)
+	err = each(func(_ int64, v []float32) error { return q.write(v, deq[:len(v)]) })
+	if err != nil {
+		q.forget()
+	}
+	return true, err
 }
 
 // QuantizeCheckpoint quantizes every floating tensor of a checkpoint with

@@ -191,3 +191,73 @@ func TestQuantizeCheckpointFailureLeavesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestRequantizeStreamedEqualsWhole: re-encoding a patch whose dense
+// payloads are read a chunk at a time stores the entries (encoding, raw
+// length, checksum) and errors of re-encoding them loaded whole, for a
+// blocked, a single-group and a ggml codec; a dense-stored tensor under a
+// third non-zero still becomes sparse.
+func TestRequantizeStreamedEqualsWhole(t *testing.T) {
+	defer func(v int64) { streamAbove = v }(streamAbove)
+	streamAbove = 0 // windowed payloads, read in order
+	d := t.TempDir()
+	src := filepath.Join(d, "src.wpatch")
+	tensors := partsTensors()
+	rng := rand.New(rand.NewPCG(8, 8))
+	mostlyZero := make([]float32, 150000)
+	for i := range mostlyZero {
+		if rng.IntN(10) == 0 {
+			mostlyZero[i] = float32(rng.NormFloat64())
+		}
+	}
+	w, err := Create(src, "task-vector", nil, Encoding{Values: "f16", Sparse: "never"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"dense", "sparsefirst"} {
+		if err := w.Add(name, []int64{int64(len(tensors[name]))}, weights.BF16, tensors[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Add("mostlyzero", []int64{3, 50000}, weights.BF16, mostlyZero); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	q8, _ := quantize.GGMLConfig(gguf.Q8_0)
+	for _, cfg := range []quantize.Config{
+		{Bits: 4, Scheme: quantize.Symmetric, Granularity: quantize.PerBlock, BlockSize: 64},
+		{Bits: 3, Scheme: quantize.Asymmetric, Granularity: quantize.PerTensor},
+		q8,
+	} {
+		run := func(above int64, out string) (*Summary, *Patch) {
+			streamAbove = above
+			p := openPatches(t, src)[0]
+			if e, _ := p.Tensor("dense"); p.streamable(e) != (above == 0) {
+				t.Fatalf("stream above %d: streamable %v", above, p.streamable(e))
+			}
+			s, err := Requantize(context.Background(), p, out, cfg, stream.Options{Workers: 2})
+			if err != nil {
+				t.Fatalf("%s: %v", cfg, err)
+			}
+			return s, openPatches(t, out)[0]
+		}
+		ws, wp := run(1<<62, filepath.Join(d, "whole.wpatch"))
+		ss, sp := run(0, filepath.Join(d, "streamed.wpatch"))
+		if !reflect.DeepEqual(ws.PerTensor, ss.PerTensor) {
+			t.Errorf("%s: errors differ:\n%v\n%v", cfg, ss.PerTensor, ws.PerTensor)
+		}
+		for _, name := range []string{"dense", "sparsefirst", "mostlyzero"} {
+			a, _ := wp.Tensor(name)
+			b, _ := sp.Tensor(name)
+			a.Offset, a.Length, b.Offset, b.Length = 0, 0, 0, 0
+			if !reflect.DeepEqual(a, b) {
+				t.Errorf("%s: %s: entry %+v streamed, %+v whole", cfg, name, b, a)
+			}
+		}
+		if e, _ := sp.Tensor("mostlyzero"); e.Encoding != "sparse" {
+			t.Errorf("%s: a tensor under a third non-zero stored %s", cfg, e.Encoding)
+		}
+	}
+}
