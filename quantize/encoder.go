@@ -266,7 +266,12 @@ func (q *Quantized) DequantizeRange(dst []float32, lo int) error {
 	if q.Scheme == GGML {
 		b := q.BlockSize
 		b0, b1 := lo/b, (hi-1)/b+1
-		tmp := make([]float32, (b1-b0)*b)
+		sc := rangeScratch.Get().(*rangeBuf)
+		defer rangeScratch.Put(sc)
+		if cap(sc.out) < (b1-b0)*b {
+			sc.out = make([]float32, (b1-b0)*b)
+		}
+		tmp := sc.out[:(b1-b0)*b]
 		bb := q.blockBytes()
 		if err := gguf.Dequantize(q.Type, q.Codes[b0*bb:b1*bb], tmp); err != nil {
 			return err
@@ -283,7 +288,10 @@ func (q *Quantized) DequantizeRange(dst []float32, lo int) error {
 	sc := rangeScratch.Get().(*rangeBuf)
 	defer rangeScratch.Put(sc)
 	if cap(sc.codes) < hi-start {
-		sc.codes, sc.out = make([]uint8, hi-start), make([]float32, hi-start)
+		sc.codes = make([]uint8, hi-start)
+	}
+	if cap(sc.out) < hi-start {
+		sc.out = make([]float32, hi-start)
 	}
 	codes := sc.codes[:hi-start]
 	unpack(codes, q.Codes[start/8*q.Bits:], q.Bits)

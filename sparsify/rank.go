@@ -271,8 +271,8 @@ func (h *Histogram) countBands(k uint32) {
 	}
 }
 
-// observe is the sampling side of a first pass over keys; it returns the
-// keys not yet taken (nil when the bands took them).
+// observe is the sampling side of a first pass over keys: into the
+// sample until it is full, then into the bands.
 func (h *Histogram) observe(keys []uint32) {
 	if h.expect == 0 {
 		return

@@ -188,45 +188,38 @@ func (pl *patchPlan) deltas(name string, n int64) (*deltaSum, error) {
 		if pl.avg[name] {
 			s /= float64(len(pl.touched[name]))
 		}
-		p := pl.patches[i]
-		if e, _ := p.Tensor(name); e.Values == "q" && e.Encoding == "dense" {
-			// Codes and scales held, dequantized a chunk at a time.
-			q, err := p.quantized(name, n)
-			if err != nil {
-				d.close()
-				return nil, err
-			}
-			d.terms = append(d.terms, deltaTerm{scale: s, quant: q})
-			continue
-		} else if p.streamable(e) && e.Encoding == "sparse" {
-			v, err := p.sparse(e, n)
-			if err != nil {
-				d.close()
-				return nil, err
-			}
-			d.terms = append(d.terms, deltaTerm{scale: s, entries: v})
-			continue
-		} else if p.streamable(e) {
-			v, err := p.values(e, n)
-			if err != nil {
-				d.close()
-				return nil, err
-			}
-			d.terms = append(d.terms, deltaTerm{scale: s, values: v})
-			continue
-		}
-		idx, vals, err := p.LoadSparse(name)
+		t, err := term(pl.patches[i], name, n)
 		if err != nil {
 			d.close()
 			return nil, err
 		}
-		if idx == nil && int64(len(vals)) != n {
-			d.close()
-			return nil, fmt.Errorf("%s: tensor %q: %d elements, %d expected", p.Path, name, len(vals), n)
-		}
-		d.terms = append(d.terms, deltaTerm{scale: s, idx: idx, vals: vals})
+		t.scale = s
+		d.terms = append(d.terms, t)
 	}
 	return d, nil
+}
+
+// term opens patch p's change to tensor name, of n elements, in the
+// cheapest form that reads it in order: a quantized one's codes, a
+// windowed sparse or dense payload's decoder, else its values loaded.
+func term(p *Patch, name string, n int64) (deltaTerm, error) {
+	var t deltaTerm
+	var err error
+	e, _ := p.Tensor(name)
+	switch {
+	case e.Values == "q" && e.Encoding == "dense":
+		t.quant, err = p.quantized(name, n) // dequantized a chunk at a time
+	case p.streamable(e) && e.Encoding == "sparse":
+		t.entries, err = p.sparse(e, n)
+	case p.streamable(e):
+		t.values, err = p.values(e, n)
+	default:
+		t.idx, t.vals, err = p.LoadSparse(name)
+		if err == nil && t.idx == nil && int64(len(t.vals)) != n {
+			err = fmt.Errorf("%s: tensor %q: %d elements, %d expected", p.Path, name, len(t.vals), n)
+		}
+	}
+	return t, err
 }
 
 // close releases the patches' decoders.

@@ -159,12 +159,8 @@ func applyRemoveEveryDType(t *testing.T, mode string, wholeOut map[weights.DType
 				t.Fatal("the streamed apply wrote other bytes than the whole one")
 			}
 			back := filepath.Join(d, "back.safetensors")
-			if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			a, _ := os.ReadFile(mp)
-			b, _ := os.ReadFile(back)
-			if !bytes.Equal(a, b) {
+			restored := removeRestores(t, patched, patches, mp, back)
+			if !restored {
 				t.Fatalf("remove did not restore the file byte for byte (undo entries: %d)", rep.UndoEntries)
 			}
 			t.Logf("%s: %d undo entries, %d bytes of metadata", dt, rep.UndoEntries, rep.UndoBytes)
@@ -271,12 +267,8 @@ func TestApplyReplace(t *testing.T) {
 		t.Error("extra metadata missing")
 	}
 	back := filepath.Join(d, "back.safetensors")
-	if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(mp)
-	b, _ := os.ReadFile(back)
-	if !bytes.Equal(a, b) {
+	restored := removeRestores(t, patched, patches, mp, back)
+	if !restored {
 		t.Fatal("remove did not restore the replaced tensors")
 	}
 	for _, bad := range []map[string][]byte{{"ids": {1}}, {"nope": {1}}} {
@@ -344,12 +336,8 @@ func TestAverageBNAffine(t *testing.T) {
 		t.Error("averaging not recorded")
 	}
 	back := filepath.Join(d, "back.safetensors")
-	if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	a, _ := os.ReadFile(mp)
-	b, _ := os.ReadFile(back)
-	if !bytes.Equal(a, b) {
+	restored := removeRestores(t, patched, patches, mp, back)
+	if !restored {
 		t.Fatal("remove did not restore an averaged apply")
 	}
 }
@@ -413,15 +401,23 @@ func TestApplyQuantizedPatch(t *testing.T) {
 				}
 			}
 			back := filepath.Join(d, "back.safetensors")
-			if _, err := Remove(context.Background(), patched, openPatches(t, pp), back, ApplyOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			restored := removeRestores(t, patched, openPatches(t, pp), mp, back)
 			patched.Close()
-			a, _ := os.ReadFile(mp)
-			b, _ := os.ReadFile(back)
-			if !bytes.Equal(a, b) {
+			if !restored {
 				t.Errorf("%s: remove did not restore the model", spec)
 			}
 		}
 	}
+}
+
+// removeRestores removes patches from patched into back and reports
+// whether back is the model file byte for byte.
+func removeRestores(t *testing.T, patched weights.Checkpoint, patches []*Patch, model, back string) bool {
+	t.Helper()
+	if _, err := Remove(context.Background(), patched, patches, back, ApplyOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := os.ReadFile(model)
+	b, _ := os.ReadFile(back)
+	return bytes.Equal(a, b)
 }

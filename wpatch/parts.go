@@ -230,22 +230,17 @@ func (w *Writer) failPart(name string, p *part, err error) error {
 }
 
 func (p *part) discard() {
-	if p.vals != nil {
-		weights.DiscardTemp(p.vals)
-		p.vw.Reset(nil)
-		spoolWriters.Put(p.vw)
-		p.vals, p.vw = nil, nil
-	}
-	p.dropGaps()
+	dropSpool(&p.vals, &p.vw)
+	dropSpool(&p.gaps, &p.gw)
 }
 
-// dropGaps discards the gaps spool.
-func (p *part) dropGaps() {
-	if p.gaps != nil {
-		weights.DiscardTemp(p.gaps)
-		p.gw.Reset(nil)
-		spoolWriters.Put(p.gw)
-		p.gaps, p.gw = nil, nil
+// dropSpool removes a spool file and returns its buffer to the pool.
+func dropSpool(f **os.File, w **bufio.Writer) {
+	if *f != nil {
+		weights.DiscardTemp(*f)
+		(*w).Reset(nil)
+		spoolWriters.Put(*w)
+		*f, *w = nil, nil
 	}
 }
 
