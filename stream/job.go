@@ -192,8 +192,9 @@ type Job struct {
 	// Phase names the job's progress phase ("merging").
 	Phase string
 	// KeepNonFinite hands NaN and Inf inputs to the kernel as they are,
-	// for a kernel that looks at them (a checker), instead of applying the
-	// non-finite policy.
+	// whole or streamed, instead of applying the non-finite policy: for a
+	// kernel that looks at them (a checker) or one that computes element
+	// by element and so carries them through (patch apply and remove).
 	KeepNonFinite bool
 	// Finalize, if set, runs after every tensor is written and before
 	// commit, and may return new metadata for outputs (nil entries keep
@@ -235,7 +236,7 @@ func readsChunks(k Kernel) bool {
 // accounting holds tensors whole), the sinks take parts, every present
 // input has t raw in a file, and t is large.
 func (j *Job) streams(t weights.TensorInfo) bool {
-	if (j.Cost != nil && j.StreamCost == nil) || !j.ranged || j.KeepNonFinite {
+	if (j.Cost != nil && j.StreamCost == nil) || !j.ranged {
 		return false
 	}
 	if j.StreamCost != nil && j.StreamCost(t) < 0 {

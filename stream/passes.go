@@ -277,7 +277,7 @@ func newChunkInputs(t *Tensor, chunk int64) *chunkInputs {
 			c.bufs[i] = t.job.bytes.Get(int(in.DType.Bytes(chunk)))
 		}
 	}
-	if t.job.AllowNonFinite {
+	if t.job.AllowNonFinite && !t.job.KeepNonFinite {
 		c.mask = make([]bool, chunk)
 	}
 	return c
@@ -324,6 +324,9 @@ func (c *chunkInputs) load(s, e int64) error {
 func (c *chunkInputs) nonFinite(m int64) error {
 	t, j := c.t, c.t.job
 	c.masked = false
+	if j.KeepNonFinite {
+		return nil
+	}
 	for i, in := range t.In {
 		if c.raw[i] == nil || !in.DType.IsFloat() {
 			continue

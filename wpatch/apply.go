@@ -348,6 +348,11 @@ func (pl *patchPlan) job(tensors []weights.TensorInfo, o stream.Options, phase s
 		},
 		Phase:   phase,
 		Options: o,
+		// Patching is element by element: with --allow-nonfinite a
+		// model's NaN or Inf goes through the arithmetic (Inf + d = Inf),
+		// not the merges' NaN-out policy, so that remove can give it back
+		// (the undo records catch any bits that do not survive).
+		KeepNonFinite: o.AllowNonFinite,
 	}
 }
 

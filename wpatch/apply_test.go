@@ -421,3 +421,93 @@ func removeRestores(t *testing.T, patched weights.Checkpoint, patches []*Patch, 
 	b, _ := os.ReadFile(back)
 	return bytes.Equal(a, b)
 }
+
+// TestApplyRemoveNonFinite: with AllowNonFinite a model's ±Inf and NaNs
+// (one with a payload) go through patching element by element — Inf + d
+// is the same Inf, NaN stays NaN — and remove gives the file back byte for
+// byte, for tensors read whole and streamed; without it they are refused,
+// naming the tensor.
+func TestApplyRemoveNonFinite(t *testing.T) {
+	defer func(v, p int64) { stream.StreamAbove, streamAbove = v, p }(stream.StreamAbove, streamAbove)
+	for _, mode := range []struct {
+		name  string
+		above int64
+	}{{"whole", 1 << 62}, {"streamed", -1}} {
+		stream.StreamAbove, streamAbove = mode.above, mode.above
+		for _, dt := range []weights.DType{weights.F32, weights.BF16} {
+			t.Run(mode.name+"/"+dt.String(), func(t *testing.T) {
+				d := t.TempDir()
+				clean := filepath.Join(d, "clean.safetensors")
+				randModel(t, clean, dt, 3)
+				m, _ := weights.Open(clean)
+				var ts []weights.Tensor
+				for _, name := range []string{"layers.0.weight", "layers.1.weight", "layers.2.weight", "layers.3.weight", "ids"} {
+					x, _ := m.ReadTensor(name, nil)
+					ts = append(ts, x)
+				}
+				m.Close()
+				// +Inf, −Inf, NaN, a NaN with a payload: in the small
+				// first tensor and in the 210,000-element last one.
+				var special [][]byte
+				for _, v := range []float64{math.Inf(1), math.Inf(-1), math.NaN()} {
+					b := make([]byte, dt.Size())
+					_ = weights.Encode(dt, []float64{v}, b)
+					special = append(special, b)
+				}
+				payload := append([]byte(nil), special[2]...)
+				payload[0] |= 0x05 // a quiet NaN, low mantissa bits set
+				special = append(special, payload)
+				pos := []int{0, 17, 200, 511}
+				for _, k := range []int{0, 3} {
+					for i, p := range pos {
+						at := p * (k*102 + 1) // spread over the last tensor's chunks
+						copy(ts[k].Data[at*dt.Size():], special[i])
+					}
+				}
+				mp := filepath.Join(d, "model.safetensors")
+				if err := weights.WriteSafetensors(mp, ts, map[string]string{"format": "pt"}); err != nil {
+					t.Fatal(err)
+				}
+				model, _ := weights.Open(mp)
+				defer model.Close()
+				pp := filepath.Join(d, "a.wpatch")
+				randPatch(t, pp, model, 1, Encoding{})
+				patches := openPatches(t, pp)
+				out := filepath.Join(d, "patched.safetensors")
+				if _, err := Apply(context.Background(), model, patches, out, ApplyOptions{}); err == nil || !strings.Contains(err.Error(), "layers.") {
+					t.Fatalf("non-finite model applied without AllowNonFinite: %v", err)
+				}
+				allow := ApplyOptions{Options: stream.Options{AllowNonFinite: true}}
+				if _, err := Apply(context.Background(), model, patches, out, allow); err != nil {
+					t.Fatal(err)
+				}
+				patched, err := weights.Open(out)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer patched.Close()
+				for _, k := range []int{0, 3} {
+					x, _ := patched.ReadTensor(ts[k].Name, nil)
+					v := make([]float64, len(x.Data)/dt.Size())
+					_ = weights.Decode(dt, x.Data, v)
+					for i, p := range pos {
+						got := v[p*(k*102+1)]
+						switch {
+						case i == 0 && !math.IsInf(got, 1), i == 1 && !math.IsInf(got, -1), i >= 2 && !math.IsNaN(got):
+							t.Errorf("%s[%d] patched = %v, want it kept non-finite (case %d)", ts[k].Name, p*(k*102+1), got, i)
+						}
+					}
+				}
+				back := filepath.Join(d, "back.safetensors")
+				if _, err := Remove(context.Background(), patched, patches, back, allow); err != nil {
+					t.Fatal(err)
+				}
+				a, _ := os.ReadFile(mp)
+				b, _ := os.ReadFile(back)
+				if !bytes.Equal(a, b) {
+					t.Fatal("remove did not restore the model with non-finite values byte for byte")
+				}
+			})
+		}
+	}
+}

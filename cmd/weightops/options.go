@@ -24,7 +24,7 @@ var (
 	shardFlag     = &cli.StringFlag{Name: "shard", Usage: "i/n: compute only worker i's balanced share into OUT/model-i-of-n.safetensors (then: weightops index OUT)"}
 	outputFlag    = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Required: true, Usage: "output .safetensors file or directory"}
 	dtypeFlag     = &cli.StringFlag{Name: "dtype", Usage: "output dtype of floating tensors: f32, bf16, f16, f64"}
-	nonFiniteFlag = &cli.BoolFlag{Name: "allow-nonfinite", Usage: "compute with NaN/Inf input values (NaN out wherever an input is non-finite) instead of refusing them"}
+	nonFiniteFlag = &cli.BoolFlag{Name: "allow-nonfinite", Usage: "compute with NaN/Inf input values (NaN out wherever an input is non-finite; patch apply/remove carry them through) instead of refusing them"}
 )
 
 // streamOptions maps the shared flags a command defines (workers, memory,
