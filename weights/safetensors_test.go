@@ -545,3 +545,27 @@ func TestShardedAbortRemovesMadeDir(t *testing.T) {
 		t.Errorf("Abort removed a directory that was there: %v", err)
 	}
 }
+
+// TestWriterRefusesOversizedHeader: a header past MaxHeaderSize (what the
+// reader and the official library accept) is refused before any file is
+// made; one just under it is written and read back.
+func TestWriterRefusesOversizedHeader(t *testing.T) {
+	d := t.TempDir()
+	p := filepath.Join(d, "big.safetensors")
+	ts := []Tensor{{TensorInfo: TensorInfo{Name: "w", DType: F32, Shape: []int64{1}}, Data: make([]byte, 4)}}
+	err := WriteSafetensors(p, ts, map[string]string{"k": strings.Repeat("x", MaxHeaderSize)})
+	if err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("oversized header: %v", err)
+	}
+	if ents, _ := os.ReadDir(d); len(ents) != 0 {
+		t.Fatalf("left %v", ents)
+	}
+	if err := WriteSafetensors(p, ts, map[string]string{"k": strings.Repeat("x", MaxHeaderSize-200)}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+}

@@ -108,9 +108,21 @@ func EncodeSafetensorsHeader(infos []TensorInfo, metadata map[string]string) ([]
 	for js.Len()%8 != 0 {
 		js.WriteByte(' ')
 	}
+	if js.Len() > MaxHeaderSize {
+		// Readers (ours, the official library's) would refuse the file.
+		return nil, nil, fmt.Errorf("the safetensors header would be %d bytes, over the %d-byte limit readers accept (%d tensors, %d metadata bytes)", js.Len(), MaxHeaderSize, len(ordered), metadataBytes(metadata))
+	}
 	hdr := make([]byte, 8, 8+js.Len())
 	binary.LittleEndian.PutUint64(hdr, uint64(js.Len()))
 	return append(hdr, js.Bytes()...), out, nil
+}
+
+func metadataBytes(md map[string]string) int {
+	n := 0
+	for k, v := range md {
+		n += len(k) + len(v)
+	}
+	return n
 }
 
 // SafetensorsWriter writes one .safetensors file through a temp file in the
