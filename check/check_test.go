@@ -170,7 +170,7 @@ func TestProvenance(t *testing.T) {
 	}
 	ck := testutil.Open(t, patched)[0]
 	md := ck.Metadata()
-	md[wpatch.MetaUndo] = "not base64!"
+	md[wpatch.MetaUndoRecords] = "not JSON!"
 	var ts []weights.Tensor
 	for _, info := range ck.Tensors() {
 		ten, _ := ck.ReadTensor(info.Name, nil)

@@ -8,10 +8,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 
 	"github.com/klauspost/compress/zstd"
 
@@ -24,7 +24,7 @@ import (
 // restore the original bit for bit.
 const (
 	MetaPatches      = "weightops.patches"       // JSON []AppliedPatch
-	MetaUndo         = "weightops.undo"          // base64(zstd(undo records))
+	MetaUndo         = "weightops.undo"          // undo records of the first format (read, no longer written; see MetaUndoRecords)
 	MetaUndoMetadata = "weightops.undo_metadata" // JSON of the original metadata
 )
 
@@ -59,6 +59,10 @@ type ApplyOptions struct {
 	// scaled changes instead of their sum, as RWS composes signatures.
 	// Remove reads the choice from the patched model's metadata.
 	AverageBNAffine bool
+	// NoUndo computes no undo records, for an output that cannot carry
+	// them (a .gguf): one pass instead of two, and a model that patch
+	// remove refuses.
+	NoUndo bool
 }
 
 // MetaBNAveraged records in a patched model that batchnorm weights and
@@ -89,7 +93,11 @@ type ApplyReport struct {
 	// those where rounding θ+d and then θ'−d to the model's dtype does
 	// not give θ back.
 	UndoEntries int64 `json:"undo_entries"`
-	UndoBytes   int   `json:"undo_bytes"`
+	// UndoBytes is the records' size, compressed.
+	UndoBytes int64 `json:"undo_bytes"`
+	// UndoFile is the file beside the output holding the records when
+	// they are too large for its metadata (Apply).
+	UndoFile string `json:"undo_file,omitempty"`
 }
 
 // patchPlan maps each patched tensor to the patches touching it.
@@ -387,13 +395,12 @@ func (pl *patchPlan) patchCost(t weights.TensorInfo) int64 {
 // applyKernel patches a tensor chunk by chunk: each chunk of the model's
 // raw bytes (a RawInputKernel input) decoded, plus Σ s·d for the chunk,
 // into the output, rounded once to the model's dtype by stream.Passes.
-// With rec set it writes nothing and records instead where subtracting
-// the sum again does not round back to the original (the undo records),
-// handing each tensor's record to rec when the tensor is done.
+// With undo set it writes nothing and records there instead where
+// subtracting the sum again does not round back to the original (the
+// undo records).
 type applyKernel struct {
 	patchChunks
-	rec   func(undoRecord)
-	u     undoRecord
+	undo  *undoFrame
 	theta []float64
 	enc   []byte
 	back  []byte
@@ -431,7 +438,7 @@ func (k *applyKernel) Compute(_, out [][]float64) error {
 		return err
 	}
 	m := e - s
-	if k.rec == nil {
+	if k.undo == nil {
 		th := out[0][:m]
 		if err := weights.Decode(k.dt, k.raw, th); err != nil {
 			return err
@@ -444,14 +451,14 @@ func (k *applyKernel) Compute(_, out [][]float64) error {
 	if cap(k.theta) < m {
 		k.theta, k.enc, k.back = make([]float64, m), make([]byte, m*es), make([]byte, m*es)
 	}
-	return applyChunk(k.dt, k.raw, a, k.theta[:m], k.enc[:m*es], k.back[:m*es], s, &k.u)
+	return applyChunk(k.dt, k.raw, a, k.theta[:m], k.enc[:m*es], k.back[:m*es], s, k.undo)
 }
 
-// Release hands the tensor's undo record over.
+// Release closes the patches' decoders and finishes the undo frame.
 func (k *applyKernel) Release() {
 	k.acc.close()
-	if k.rec != nil {
-		k.rec(k.u)
+	if k.undo != nil {
+		k.undo.close()
 	}
 }
 
@@ -461,15 +468,21 @@ func (k *applyKernel) Release() {
 // undo record's elements given their original values back.
 type removeKernel struct {
 	patchChunks
-	u     undoRecord
-	undid int // the first undo element not yet restored
+	src  *undoSource
+	name string
+	n    int
+	undo *undoCursor // opened at the first chunk
 }
 
 func (k *removeKernel) Compute(_, out [][]float64) error {
-	es := k.dt.Size()
 	s, e, a, err := k.next()
 	if err != nil {
 		return err
+	}
+	if k.undo == nil {
+		if k.undo, err = k.src.cursor(k.name); err != nil {
+			return err
+		}
 	}
 	x := out[0][:e-s]
 	if err := weights.Decode(k.dt, k.raw, x); err != nil {
@@ -478,17 +491,28 @@ func (k *removeKernel) Compute(_, out [][]float64) error {
 	for i := range x {
 		x[i] -= a[i]
 	}
-	for ; k.undid < len(k.u.indices) && k.u.indices[k.undid] < int64(e); k.undid++ {
-		i := int(k.u.indices[k.undid]) - s
-		if err := weights.Decode(k.dt, k.u.orig[k.undid*es:(k.undid+1)*es], x[i:i+1]); err != nil {
+	for c := k.undo; c.have && c.at < int64(e); {
+		i := int(c.at) - s
+		if err := weights.Decode(k.dt, c.orig, x[i:i+1]); err != nil {
 			return err
 		}
+		if err := c.advance(); err != nil {
+			return err
+		}
+	}
+	if e == k.n {
+		return k.undo.finish()
 	}
 	return nil
 }
 
-// Release closes the patches' decoders.
-func (k *removeKernel) Release() { k.acc.close() }
+// Release closes the patches' and the records' decoders.
+func (k *removeKernel) Release() {
+	k.acc.close()
+	if k.undo != nil {
+		k.undo.close()
+	}
+}
 
 // roundTrips reports whether elements of dtype dt decode and encode back
 // to the same bytes (all but NaNs with a payload do).
@@ -504,10 +528,10 @@ func roundTrips(dt weights.DType, b []byte) bool {
 }
 
 // applyChunk writes round(θ + a) for one chunk of original bytes orig
-// (elements from base on) into o, and appends to u the elements where
+// (elements from base on) into o, and adds to u the elements where
 // round(round(θ + a) − a) ≠ θ, with their original bytes; th and back are
 // scratch.
-func applyChunk(dt weights.DType, orig []byte, a, th []float64, o, back []byte, base int, u *undoRecord) error {
+func applyChunk(dt weights.DType, orig []byte, a, th []float64, o, back []byte, base int, u *undoFrame) error {
 	es := dt.Size()
 	if err := weights.Decode(dt, orig, th); err != nil {
 		return err
@@ -522,22 +546,24 @@ func applyChunk(dt weights.DType, orig []byte, a, th []float64, o, back []byte, 
 		return err
 	}
 	for i := range th {
-		if !bytes.Equal(back[i*es:(i+1)*es], orig[i*es:(i+1)*es]) {
-			u.indices = append(u.indices, int64(base+i))
-			u.orig = append(u.orig, orig[i*es:(i+1)*es]...)
+		if b := orig[i*es : (i+1)*es]; !bytes.Equal(back[i*es:(i+1)*es], b) {
+			u.add(int64(base+i), b)
+			// Only a NaN can fail to decode and encode back.
+			if !u.verbatim && th[i] != th[i] && !roundTrips(dt, b) {
+				u.verbatim = true
+			}
 		}
 	}
 	return nil
 }
 
-// wholeRecord is an undo record holding every element of t.
-func wholeRecord(t weights.Tensor) undoRecord {
+// recordWhole adds every element of t to u.
+func recordWhole(t weights.Tensor, u *undoFrame) {
 	es := t.DType.Size()
-	u := undoRecord{name: t.Name, orig: append([]byte(nil), t.Data...)}
 	for i := 0; i*es < len(t.Data); i++ {
-		u.indices = append(u.indices, int64(i))
+		u.add(int64(i), t.Data[i*es:(i+1)*es])
 	}
-	return u
+	u.verbatim = !roundTrips(t.DType, t.Data)
 }
 
 type undoRecord struct {
@@ -568,29 +594,9 @@ func subtract(dt weights.DType, patched []byte, acc []float64, out []byte) error
 	return nil
 }
 
-func encodeUndo(recs []undoRecord) string {
-	sort.Slice(recs, func(i, j int) bool { return recs[i].name < recs[j].name })
-	var b bytes.Buffer
-	var tmp [binary.MaxVarintLen64]byte
-	put := func(v uint64) { b.Write(tmp[:binary.PutUvarint(tmp[:], v)]) }
-	for _, r := range recs {
-		if len(r.indices) == 0 {
-			continue
-		}
-		put(uint64(len(r.name)))
-		b.WriteString(r.name)
-		put(uint64(len(r.indices)))
-		prev := int64(0)
-		for _, i := range r.indices {
-			put(uint64(i - prev))
-			prev = i
-		}
-		b.Write(r.orig)
-	}
-	zw, _ := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1))
-	return base64.StdEncoding.EncodeToString(zw.EncodeAll(b.Bytes(), nil))
-}
-
+// decodeUndo reads undo records of the first format (MetaUndo): one
+// zstd stream of every tensor's name, count, index gaps and original
+// bytes, base64. Still read, no longer written.
 func decodeUndo(s string, model weights.Checkpoint) (map[string]undoRecord, error) {
 	comp, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
@@ -730,51 +736,76 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			touched = append(touched, t)
 		}
 	}
-	var mu sync.Mutex
-	var recs []undoRecord
-	record := func(u undoRecord) {
-		mu.Lock()
-		recs = append(recs, u)
-		mu.Unlock()
-	}
+	undo := newUndoSet(undoFilePath(out, o.ShardSize, o.Shard != nil))
+	committed := false
+	defer func() {
+		if !committed {
+			undo.abort()
+		}
+	}()
 	records := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, rec: record, u: undoRecord{name: t.Name}}
+		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, undo: undo.frame(t.Name)}
 	}
 	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", records, func(t weights.Tensor, _ *deltaSum, _ []byte) error {
-		record(wholeRecord(t)) // a replaced tensor: every element's original bits
-		return nil
+		f := undo.frame(t.Name)
+		recordWhole(t, f) // a replaced tensor: every element's original bits
+		return f.close()
 	})
-	if _, err := undoJob.Run(ctx); err != nil {
-		return nil, err
+	idx := &undoIndex{}
+	phase := "pass 2/2: patching"
+	if o.NoUndo {
+		phase = "patching"
+	} else {
+		if _, err := undoJob.Run(ctx); err != nil {
+			return nil, err
+		}
+		if idx, err = undo.finish(); err != nil {
+			return nil, err
+		}
 	}
-	for _, r := range recs {
-		rep.UndoEntries += int64(len(r.indices))
-	}
-	undo := encodeUndo(recs)
+	rep.UndoEntries = undo.entries()
+	rep.UndoBytes = idx.Bytes
 	orig := model.Metadata()
-	origJSON, _ := json.Marshal(orig)
 	appliedJSON, _ := json.Marshal(applied)
 	md := stream.HFMetadata(orig)
 	md[MetaPatches] = string(appliedJSON)
-	md[MetaUndo] = undo
-	md[MetaUndoMetadata] = string(origJSON)
+	if !o.NoUndo {
+		idxJSON, _ := json.Marshal(idx)
+		origJSON, _ := json.Marshal(orig)
+		md[MetaUndoRecords] = string(idxJSON)
+		md[MetaUndoMetadata] = string(origJSON)
+	}
 	for k, v := range o.Metadata {
 		md[k] = v
 	}
 	if o.AverageBNAffine {
 		md[MetaBNAveraged] = "true"
 	}
-	rep.UndoBytes = len(undo)
 	// Pass 2: write, computing the patched tensors again (identically).
 	patch := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
 		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}}
 	}
-	rep.Files, err = pl.write(ctx, out, md, o.Options, "pass 2/2: patching", patch, func(t weights.Tensor, _ *deltaSum, dst []byte) error {
+	rep.Files, err = pl.write(ctx, out, md, o.Options, phase, patch, func(t weights.Tensor, _ *deltaSum, dst []byte) error {
 		copy(dst, o.Replace[t.Name])
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	committed = true
+	if o.NoUndo {
+		return rep, rep.addSideFiles(side, model)
+	}
+	if err := undo.commit(); err != nil {
+		// The model without its records could not be unpatched.
+		for _, f := range rep.Files {
+			os.Remove(f)
+		}
+		return nil, err
+	}
+	if idx.File != "" {
+		rep.UndoFile = undo.dst
+		rep.Files = append(rep.Files, undo.dst)
 	}
 	return rep, rep.addSideFiles(side, model)
 }
@@ -823,10 +854,11 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	if md[MetaBNAveraged] == "true" {
 		pl.averageBN()
 	}
-	undo, err := decodeUndo(md[MetaUndo], patched)
+	undo, err := openUndo(patched)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", patched.Path(), err)
+		return nil, err
 	}
+	defer undo.close()
 	var orig map[string]string
 	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
 		return nil, fmt.Errorf("%s: original metadata record: %w", patched.Path(), err)
@@ -834,24 +866,22 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 	// Tensors with undo records but no patch (replaced ones) are visited
 	// too, to be restored.
 	pl.extra = map[string]bool{}
-	for name := range undo {
+	pl.whole = map[string]bool{}
+	for _, name := range undo.names() {
 		if _, ok := pl.touched[name]; !ok {
 			pl.extra[name] = true
 		}
-	}
-	// A tensor whose undo record holds bytes that decoding and encoding
-	// again would change (a NaN's payload) is restored whole, bytes as
-	// they are; the others chunk by chunk.
-	pl.whole = map[string]bool{}
-	for name, u := range undo {
-		info, _ := patched.Info(name)
-		if !roundTrips(info.DType, u.orig) {
+		// A tensor whose undo record holds bytes that decoding and
+		// encoding again would change (a NaN's payload) is restored
+		// whole, bytes as they are; the others chunk by chunk.
+		if undo.verbatim(name) {
 			pl.whole[name] = true
 		}
 	}
-	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
+	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...), UndoEntries: undo.entries(), UndoBytes: undo.bytes()}
 	chunked := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &removeKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, u: undo[t.Name]}
+		n, _ := t.NumElements()
+		return &removeKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, src: undo, name: t.Name, n: int(n)}
 	}
 	// Whole tensors: an undo record's original bytes go back as they are.
 	rep.Files, err = pl.write(ctx, out, orig, o.Options, "unpatching", chunked, func(t weights.Tensor, acc *deltaSum, dst []byte) error {
@@ -869,10 +899,12 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 				return err
 			}
 		}
-		if u, ok := undo[t.Name]; ok {
-			for k, i := range u.indices {
-				copy(dst[int(i)*es:], u.orig[k*es:(k+1)*es])
-			}
+		u, err := undo.record(t.Name)
+		if err != nil {
+			return err
+		}
+		for k, i := range u.indices {
+			copy(dst[int(i)*es:], u.orig[k*es:(k+1)*es])
 		}
 		return nil
 	})
@@ -885,7 +917,9 @@ func Remove(ctx context.Context, patched weights.Checkpoint, patches []*Patch, o
 // Records reads what a patched checkpoint records of its patches — the
 // patches applied, the original metadata and the undo records, each
 // checked for consistency with the checkpoint (tensors present, indices in
-// range, lengths) — or nil when it is not a patched checkpoint.
+// range, lengths, a records file's SHA-256) — or nil when it is not a
+// patched checkpoint. A patched model written without undo records (a
+// .gguf) has only the first to check.
 func Records(patched weights.Checkpoint) ([]AppliedPatch, error) {
 	md := patched.Metadata()
 	if md[MetaPatches] == "" {
@@ -895,12 +929,25 @@ func Records(patched weights.Checkpoint) ([]AppliedPatch, error) {
 	if err := json.Unmarshal([]byte(md[MetaPatches]), &applied); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", patched.Path(), MetaPatches, err)
 	}
+	_, records := md[MetaUndoRecords]
+	_, legacy := md[MetaUndo]
+	_, origMD := md[MetaUndoMetadata]
+	if !records && !legacy && !origMD {
+		return applied, nil
+	}
 	var orig map[string]string
 	if err := json.Unmarshal([]byte(md[MetaUndoMetadata]), &orig); err != nil {
 		return nil, fmt.Errorf("%s: %s: %w", patched.Path(), MetaUndoMetadata, err)
 	}
-	if _, err := decodeUndo(md[MetaUndo], patched); err != nil {
-		return nil, fmt.Errorf("%s: %w", patched.Path(), err)
+	undo, err := openUndo(patched)
+	if err != nil {
+		return nil, err
+	}
+	defer undo.close()
+	for _, name := range undo.names() {
+		if err := undo.verify(name); err != nil {
+			return nil, err
+		}
 	}
 	return applied, nil
 }

@@ -152,7 +152,7 @@ func applyRemoveEveryDType(t *testing.T, mode string, wholeOut map[weights.DType
 				tb, _ := patched.ReadTensor(info.Name, nil)
 				pb = append(pb, tb.Data...)
 			}
-			pb = append(pb, patched.Metadata()[MetaUndo]...)
+			pb = append(pb, patched.Metadata()[MetaUndoRecords]...)
 			if w, ok := wholeOut[dt]; !ok {
 				wholeOut[dt] = pb
 			} else if !bytes.Equal(w, pb) {

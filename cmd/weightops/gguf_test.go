@@ -70,6 +70,10 @@ func TestGGUFOutputs(t *testing.T) {
 			}
 		}
 	}
+	// It carries the patch's record, no undo records, and passes check.
+	if o, e, code := run(t, "check", applied, "--inputs", patch); code != 0 || !strings.Contains(o+e, "patches") {
+		t.Errorf("check on applied.gguf: %s %s", o, e)
+	}
 	if _, e, code := run(t, "patch", "remove", applied, patch, "-o", filepath.Join(d, "x.gguf")); code == 0 || !strings.Contains(e, "undo records") {
 		t.Errorf("patch remove to gguf: %d %s", code, e)
 	}

@@ -271,6 +271,7 @@ func applyAction(c *cli.Context, remove bool) error {
 			return usagef(c, "patch remove restores a safetensors checkpoint; a .gguf output could not carry the undo records")
 		}
 		var warnings []string
+		o.NoUndo = true // a .gguf cannot be unpatched
 		fell, err := viaGGUF(c, out, gopts, func(dir string) error {
 			rep, err := wpatch.Apply(c.Context, model, patches, dir, o)
 			if rep != nil {
