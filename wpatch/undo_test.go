@@ -363,3 +363,91 @@ func TestApplyNoUndo(t *testing.T) {
 		t.Fatalf("Remove: %v", err)
 	}
 }
+
+// fakeModel is a Checkpoint of tensor descriptions and metadata only.
+type fakeModel struct {
+	path  string
+	infos []weights.TensorInfo
+	md    map[string]string
+}
+
+func (m *fakeModel) Path() string                  { return m.path }
+func (m *fakeModel) Tensors() []weights.TensorInfo { return m.infos }
+func (m *fakeModel) Metadata() map[string]string   { return m.md }
+func (m *fakeModel) Close() error                  { return nil }
+func (m *fakeModel) Info(name string) (weights.TensorInfo, bool) {
+	for _, t := range m.infos {
+		if t.Name == name {
+			return t, true
+		}
+	}
+	return weights.TensorInfo{}, false
+}
+func (m *fakeModel) ReadTensor(string, []byte) (weights.Tensor, error) {
+	return weights.Tensor{}, os.ErrNotExist
+}
+
+// undoSeed is a valid index and container for tensors a (F32, 64) and b
+// (BF16, 3×100).
+func undoSeed() (string, []byte) {
+	frame := func(gaps []uint64, es int) []byte {
+		var raw []byte
+		for _, g := range gaps {
+			raw = binary.AppendUvarint(raw, g)
+			raw = append(raw, make([]byte, es)...)
+		}
+		zw, _ := zstd.NewWriter(nil)
+		return zw.EncodeAll(raw, nil)
+	}
+	fa, fb := frame([]uint64{0, 5, 1, 50}, 4), frame([]uint64{7, 100, 192}, 2)
+	idx := undoIndex{Version: 2, Tensors: []undoTensor{
+		{Name: "a", Offset: 8, Length: int64(len(fa)), Entries: 4},
+		{Name: "b", Offset: 8 + int64(len(fa)), Length: int64(len(fb)), Entries: 3},
+	}}
+	js, _ := json.Marshal(idx)
+	return string(js), append(append([]byte(undoMagic), fa...), fb...)
+}
+
+// FuzzUndoRecords: any undo index and container is read (Records, and a
+// cursor a chunk at a time, as Remove reads it) without a panic or an
+// allocation beyond what the container justifies.
+func FuzzUndoRecords(f *testing.F) {
+	idx, container := undoSeed()
+	f.Add(idx, container)
+	f.Add(`{"version":2,"file":"x.undo","bytes":10,"sha256":"00","tensors":[]}`, []byte{})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, index string, container []byte) {
+		var x undoIndex
+		if json.Unmarshal([]byte(index), &x) == nil && x.File == "" {
+			x.Data = base64.StdEncoding.EncodeToString(container)
+			js, _ := json.Marshal(x)
+			index = string(js)
+		}
+		m := &fakeModel{path: filepath.Join(dir, "m.safetensors"), md: map[string]string{MetaPatches: "[]", MetaUndoMetadata: "{}", MetaUndoRecords: index},
+			infos: []weights.TensorInfo{{Name: "a", DType: weights.F32, Shape: []int64{64}}, {Name: "b", DType: weights.BF16, Shape: []int64{3, 100}}}}
+		_, _ = Records(m)
+		src, err := openUndo(m)
+		if err != nil {
+			return
+		}
+		defer src.close()
+		for _, name := range src.names() {
+			c, err := src.cursor(name)
+			if err != nil {
+				continue
+			}
+			for s := int64(0); s < c.n && err == nil; s += 7 {
+				for err == nil && c.have && c.at < s+7 {
+					if c.at < s {
+						t.Fatalf("%s: index %d before chunk %d", name, c.at, s)
+					}
+					err = c.advance()
+				}
+			}
+			if err == nil {
+				_ = c.finish()
+			}
+			c.close()
+		}
+	})
+}
