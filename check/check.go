@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -325,32 +326,40 @@ func (r *Report) scan(ctx context.Context, model weights.Checkpoint, o Options, 
 		Tensors:       infos,
 		PassThrough:   func(weights.TensorInfo) int { return -1 },
 		KeepNonFinite: true,
-		Kernel: func(weights.TensorInfo) (stream.Kernel, error) {
-			return stream.KernelFunc(func(_ context.Context, t *stream.Tensor) error {
-				tc := checks[pos[t.Name]]
-				var err error
-				if tc.NaN, tc.Inf, err = weights.CountNonFinite(t.In[0].DType, t.In[0].Data); err != nil {
-					return &weights.TensorError{File: model.Path(), Tensor: t.Name, Err: err}
-				}
+		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
+			k := &scanKernel{dt: t.DType, file: model.Path(), name: t.Name}
+			if compare[t.Name] {
+				k.ref = o.Reference
+			}
+			k.done = func(nan, inf int64, diff *float64) {
+				mu.Lock()
+				tc := &checks[pos[t.Name]]
+				tc.NaN, tc.Inf = nan, inf
 				// A non-finite tensor is a problem already; its difference
 				// would be NaN and say nothing more.
-				if compare[t.Name] && tc.NaN+tc.Inf == 0 {
-					d, err := maxAbsDiff(t.In[0], o.Reference, t.Name)
-					if err != nil {
-						return err
-					}
-					tc.MaxAbsDiff = &d
+				if nan+inf == 0 {
+					tc.MaxAbsDiff = diff
 				}
-				mu.Lock()
-				checks[pos[t.Name]] = tc
 				mu.Unlock()
-				return nil
-			}), nil
+			}
+			return stream.Passes(k), nil
 		},
-		// The tensor, the reference's and their float64 chunks.
+		// Read whole: the tensor and the reference's, and float64 chunks.
 		Cost: func(t weights.TensorInfo) int64 {
 			b, _ := t.ByteSize()
 			return 2*b + 16*stream.ChunkElems
+		},
+		// Streamed: a chunk of the reference's besides (its whole tensor
+		// when its file cannot be read in parts).
+		StreamCost: func(t weights.TensorInfo) int64 {
+			if !compare[t.Name] {
+				return 0
+			}
+			if _, ok := weights.TensorSection(o.Reference, t.Name); ok {
+				return 24 * stream.ChunkElems
+			}
+			b, _ := t.ByteSize()
+			return b + 24*stream.ChunkElems
 		},
 		Phase:   "checking",
 		Options: o.Options,
@@ -379,39 +388,104 @@ func (r *Report) scan(ctx context.Context, model weights.Checkpoint, o Options, 
 	return nil
 }
 
-// maxAbsDiff is max |a − b| over a tensor and the reference's, in float64
-// and in chunks (NaN when either holds a NaN where the other differs;
-// integer tensors compare their values too).
-func maxAbsDiff(a weights.Tensor, ref weights.Checkpoint, name string) (float64, error) {
-	b, err := ref.ReadTensor(name, nil)
+// scanKernel counts a tensor's NaN and Inf values chunk by chunk, from
+// its raw bytes, and with a reference set finds max |a − b| against the
+// reference's tensor, in float64 (NaN when either holds a NaN where the
+// other differs; integer tensors compare their values too), reading the
+// reference a chunk at a time when its file allows.
+type scanKernel struct {
+	dt         weights.DType
+	file, name string
+	raw        []byte
+	pos        int64
+	nan, inf   int64
+	ref        weights.Checkpoint
+	refDT      weights.DType
+	refSec     *io.SectionReader
+	refWhole   []byte
+	refBuf     []byte
+	x, y       []float64
+	diff       float64
+	opened     bool
+	done       func(nan, inf int64, diff *float64)
+}
+
+func (k *scanKernel) NextPass() (int, bool)          { return 0, false }
+func (k *scanKernel) Observe(int, [][]float64) error { return nil }
+func (k *scanKernel) EndPass(int) error              { return nil }
+func (k *scanKernel) RawInput(int) bool              { return true }
+func (k *scanKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
+
+// Compute scans the chunk just handed over (there are no outputs).
+func (k *scanKernel) Compute(_, _ [][]float64) error {
+	m := int64(len(k.raw)) / k.dt.BlockBytes() * k.dt.BlockElems()
+	s, e := k.pos, k.pos+m
+	k.pos = e
+	nan, inf, err := weights.CountNonFinite(k.dt, k.raw)
 	if err != nil {
-		return 0, err
+		return err
 	}
-	n, _ := a.NumElements()
-	chunk := int64(stream.ChunkElems)
-	if be := a.DType.BlockElems(); be > 1 {
-		chunk = chunk / be * be
+	k.nan, k.inf = k.nan+nan, k.inf+inf
+	if k.ref == nil || k.nan+k.inf > 0 || math.IsNaN(k.diff) {
+		return nil
 	}
-	x, y := make([]float64, min(n, chunk)), make([]float64, min(n, chunk))
-	var m float64
-	for s := int64(0); s < n; s += chunk {
-		e := min(n, s+chunk)
-		if err := weights.Decode(a.DType, a.Data[a.DType.Bytes(s):a.DType.Bytes(e)], x[:e-s]); err != nil {
-			return 0, err
-		}
-		if err := weights.Decode(b.DType, b.Data[b.DType.Bytes(s):b.DType.Bytes(e)], y[:e-s]); err != nil {
-			return 0, err
-		}
-		for i := range x[:e-s] {
-			if x[i] == y[i] { // equal infinities included
-				continue
+	if !k.opened {
+		k.opened = true
+		info, _ := k.ref.Info(k.name)
+		k.refDT = info.DType
+		if k.refSec, _ = weights.TensorSection(k.ref, k.name); k.refSec == nil {
+			t, err := k.ref.ReadTensor(k.name, nil)
+			if err != nil {
+				return err
 			}
-			d := math.Abs(x[i] - y[i])
-			if math.IsNaN(d) {
-				return math.NaN(), nil
-			}
-			m = max(m, d)
+			k.refWhole = t.Data
 		}
 	}
-	return m, nil
+	if int64(cap(k.x)) < m {
+		k.x, k.y = make([]float64, m), make([]float64, m)
+	}
+	x, y := k.x[:m], k.y[:m]
+	lo, hi := k.refDT.Bytes(s), k.refDT.Bytes(e)
+	var rb []byte
+	if k.refSec != nil {
+		if int64(cap(k.refBuf)) < hi-lo {
+			k.refBuf = make([]byte, hi-lo)
+		}
+		rb = k.refBuf[:hi-lo]
+		if _, err := k.refSec.ReadAt(rb, lo); err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return &weights.TensorError{File: k.ref.Path(), Tensor: k.name, Err: fmt.Errorf("reading data: %w", err)}
+		}
+	} else {
+		rb = k.refWhole[lo:hi]
+	}
+	if err := weights.Decode(k.dt, k.raw, x); err != nil {
+		return err
+	}
+	if err := weights.Decode(k.refDT, rb, y); err != nil {
+		return &weights.TensorError{File: k.ref.Path(), Tensor: k.name, Err: err}
+	}
+	for i := range x {
+		if x[i] == y[i] { // equal infinities included
+			continue
+		}
+		d := math.Abs(x[i] - y[i])
+		if math.IsNaN(d) {
+			k.diff = d
+			return nil
+		}
+		k.diff = max(k.diff, d)
+	}
+	return nil
+}
+
+// Release reports the tensor's counts and difference.
+func (k *scanKernel) Release() {
+	var d *float64
+	if k.ref != nil {
+		d = &k.diff
+	}
+	k.done(k.nan, k.inf, d)
 }

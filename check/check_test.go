@@ -12,6 +12,7 @@ import (
 
 	"github.com/weightops/weightops/internal/testutil"
 	"github.com/weightops/weightops/merge"
+	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 	"github.com/weightops/weightops/wpatch"
 )
@@ -218,5 +219,63 @@ func TestProvenanceModelDirectories(t *testing.T) {
 	r := run(t, out, Options{Inputs: dirs})
 	if len(r.Problems) != 1 || !strings.Contains(r.Problems[0].Message, filepath.Join(d, "a", "model.safetensors")+" has SHA-256") {
 		t.Errorf("changed input a: %v", r.Problems)
+	}
+}
+
+// TestScanStreamed: tensors read a chunk at a time (the model's and the
+// reference's) give the counts and differences placed by hand, the same
+// as read whole: NaN and Inf in a late chunk, a largest difference
+// against a BF16 reference in the last chunk, a NaN difference.
+func TestScanStreamed(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	d := t.TempDir()
+	n, sh := 3*70000, []int64{3, 70000} // three chunks
+	vals := func(f func(i int) float64) []float64 {
+		v := make([]float64, n)
+		for i := range v {
+			v[i] = f(i)
+		}
+		return v
+	}
+	base := func(i int) float64 { return float64(i%97) / 8 }
+	bad := vals(base)
+	bad[150001], bad[150002], bad[209999] = math.NaN(), math.Inf(1), math.Inf(-1)
+	far := vals(base)
+	far[5] += 0.25
+	far[200000] -= 1.5 // the largest difference, in the last chunk
+	nan := vals(base)
+	m := testutil.Write(t, filepath.Join(d, "m.safetensors"), nil,
+		testutil.Tensor{Name: "bad", Values: bad, Shape: sh},
+		testutil.Tensor{Name: "far", Values: far, Shape: sh},
+		testutil.Tensor{Name: "nan", Values: nan, Shape: sh})
+	refNaN := vals(base)
+	refNaN[123456] = math.NaN()
+	ref := testutil.Write(t, filepath.Join(d, "ref.safetensors"), nil,
+		testutil.Tensor{Name: "bad", Values: vals(base), Shape: sh},
+		testutil.Tensor{Name: "far", DType: weights.BF16, Values: vals(base), Shape: sh},
+		testutil.Tensor{Name: "nan", Values: refNaN, Shape: sh})
+	var whole string
+	for _, above := range []int64{1 << 62, -1} {
+		stream.StreamAbove = above
+		r := run(t, m, Options{Reference: testutil.Open(t, ref)[0], MaxAbsDiff: 2})
+		got := map[string]TensorCheck{}
+		for _, c := range r.Tensors {
+			got[c.Name] = c
+		}
+		if c := got["bad"]; c.NaN != 1 || c.Inf != 2 || c.MaxAbsDiff != nil {
+			t.Errorf("above %d: bad: %d NaN %d Inf, diff %v", above, c.NaN, c.Inf, c.MaxAbsDiff)
+		}
+		if c := got["far"]; c.MaxAbsDiff == nil || *c.MaxAbsDiff != 1.5 {
+			t.Errorf("above %d: far: diff %v, want 1.5", above, c.MaxAbsDiff)
+		}
+		if c := got["nan"]; c.MaxAbsDiff == nil || !math.IsNaN(*c.MaxAbsDiff) {
+			t.Errorf("above %d: nan: diff %v, want NaN", above, c.MaxAbsDiff)
+		}
+		js, _ := json.Marshal(r)
+		if whole == "" {
+			whole = string(js)
+		} else if string(js) != whole {
+			t.Errorf("streamed report differs:\n%s\n%s", js, whole)
+		}
 	}
 }
