@@ -368,10 +368,7 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 	switch t.spec.Method {
 	case Random, DellaMagprune:
 		if t.bits != nil && !t.recording() {
-			for i := range keep {
-				j := t.pos + int64(i)
-				keep[i] = t.bits[j>>6]>>(j&63)&1 == 1
-			}
+			unpackBits(t.bits, t.pos, keep)
 			t.pos += int64(len(keep))
 			return keep
 		}
@@ -380,17 +377,16 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 			// x/2^53 for the low 53 bits x of a draw, exactly, so it is
 			// below d exactly when x < ceil(d·2^53).
 			thr := uniformBelow(t.spec.Density)
+			g := *t.rng // a local copy keeps the state in registers
 			for i := range keep {
-				keep[i] = t.rng.Uint64()&(1<<53-1) < thr
+				keep[i] = g.Uint64()&(1<<53-1) < thr
 			}
+			*t.rng = g
 		} else {
 			t.dellaMask(chunk, keep)
 		}
 		if t.recording() {
-			for i, k := range keep {
-				j := t.pos + int64(i)
-				t.bits[j>>6] |= b2u(k) << (j & 63)
-			}
+			packBits(keep, t.bits, t.pos)
 			t.pos += int64(len(keep))
 		}
 	case Magnitude, MagnitudeOutliers:
@@ -562,12 +558,55 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 		}
 	}
 	thr := t.thr
+	g := *t.rng // a local copy keeps the state in registers
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk := keys[r : r+rl]
 		rankRow(rk, order, t.radixTmp(rl), rank)
 		kr := keep[r : r+rl]
 		for i, q := range rank[:len(rk)] {
-			kr[i] = t.rng.Uint64()&(1<<53-1) < thr[q]
+			kr[i] = g.Uint64()&(1<<53-1) < thr[q]
 		}
+	}
+	*t.rng = g
+}
+
+// packBits ORs keep into bits from bit pos on, a word at a time where the
+// positions are word-aligned.
+func packBits(keep []bool, bits []uint64, pos int64) {
+	i := 0
+	for ; i < len(keep) && (pos+int64(i))&63 != 0; i++ {
+		j := pos + int64(i)
+		bits[j>>6] |= b2u(keep[i]) << (j & 63)
+	}
+	for ; i+64 <= len(keep); i += 64 {
+		var w uint64
+		for b, k := range keep[i : i+64] {
+			w |= b2u(k) << b
+		}
+		bits[(pos+int64(i))>>6] |= w
+	}
+	for ; i < len(keep); i++ {
+		j := pos + int64(i)
+		bits[j>>6] |= b2u(keep[i]) << (j & 63)
+	}
+}
+
+// unpackBits sets keep from bits from bit pos on (packBits' inverse).
+func unpackBits(bits []uint64, pos int64, keep []bool) {
+	i := 0
+	for ; i < len(keep) && (pos+int64(i))&63 != 0; i++ {
+		j := pos + int64(i)
+		keep[i] = bits[j>>6]>>(j&63)&1 == 1
+	}
+	for ; i+64 <= len(keep); i += 64 {
+		w := bits[(pos+int64(i))>>6]
+		k := keep[i : i+64]
+		for b := range k {
+			k[b] = w>>b&1 == 1
+		}
+	}
+	for ; i < len(keep); i++ {
+		j := pos + int64(i)
+		keep[i] = bits[j>>6]>>(j&63)&1 == 1
 	}
 }

@@ -377,3 +377,39 @@ func TestSampledHistogramExact(t *testing.T) {
 		}
 	}
 }
+
+// TestPackBits: words packed and unpacked a word at a time hold the bits
+// set one at a time, at every alignment of start and length.
+func TestPackBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, pos := range []int64{0, 1, 63, 64, 65, 130} {
+		for _, n := range []int{0, 1, 63, 64, 65, 200, 1000} {
+			keep := make([]bool, n)
+			for i := range keep {
+				keep[i] = r.IntN(2) == 0
+			}
+			words := int((pos+int64(n))/64 + 2)
+			want, got := make([]uint64, words), make([]uint64, words)
+			want[0], got[0] = 1<<62, 1<<62 // bits already set stay set
+			for i, k := range keep {
+				if k {
+					j := pos + int64(i)
+					want[j>>6] |= 1 << (j & 63)
+				}
+			}
+			packBits(keep, got, pos)
+			for w := range want {
+				if want[w] != got[w] {
+					t.Fatalf("pos %d n %d: word %d = %x, want %x", pos, n, w, got[w], want[w])
+				}
+			}
+			back := make([]bool, n)
+			unpackBits(want, pos, back)
+			for i := range back {
+				if back[i] != keep[i] && !(pos+int64(i) == 62) {
+					t.Fatalf("pos %d n %d: bit %d unpacked %v, want %v", pos, n, i, back[i], keep[i])
+				}
+			}
+		}
+	}
+}
