@@ -1,10 +1,12 @@
 package sparsify
 
 import (
+	"encoding/binary"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"unsafe"
 )
 
 // Method names a sparsification of a task vector.
@@ -578,10 +580,13 @@ func packBits(keep []bool, bits []uint64, pos int64) {
 		j := pos + int64(i)
 		bits[j>>6] |= b2u(keep[i]) << (j & 63)
 	}
+	kb := boolBytes(keep)
 	for ; i+64 <= len(keep); i += 64 {
 		var w uint64
-		for b, k := range keep[i : i+64] {
-			w |= b2u(k) << b
+		for b := 0; b < 64; b += 8 {
+			// Eight 0/1 bytes gathered into eight bits by one multiply.
+			x := binary.LittleEndian.Uint64(kb[i+b:])
+			w |= (x * 0x0102040810204080) >> 56 << b
 		}
 		bits[(pos+int64(i))>>6] |= w
 	}
@@ -591,6 +596,11 @@ func packBits(keep []bool, bits []uint64, pos int64) {
 	}
 }
 
+// boolBytes views bools as the bytes holding them (0 or 1 each).
+func boolBytes(b []bool) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
+}
+
 // unpackBits sets keep from bits from bit pos on (packBits' inverse).
 func unpackBits(bits []uint64, pos int64, keep []bool) {
 	i := 0
@@ -598,11 +608,14 @@ func unpackBits(bits []uint64, pos int64, keep []bool) {
 		j := pos + int64(i)
 		keep[i] = bits[j>>6]>>(j&63)&1 == 1
 	}
+	kb := boolBytes(keep)
 	for ; i+64 <= len(keep); i += 64 {
 		w := bits[(pos+int64(i))>>6]
-		k := keep[i : i+64]
-		for b := range k {
-			k[b] = w>>b&1 == 1
+		for b := 0; b < 64; b += 8 {
+			// Eight bits spread into eight 0/1 bytes: each byte masked
+			// to its own bit, then a non-zero byte made 1.
+			x := (w >> b & 0xff * 0x0101010101010101) & 0x8040201008040201
+			binary.LittleEndian.PutUint64(kb[i+b:], (x+0x7f7f7f7f7f7f7f7f)>>7&0x0101010101010101)
 		}
 	}
 	for ; i < len(keep); i++ {
