@@ -1,0 +1,7 @@
+//go:build !linux
+
+package weights
+
+import "os"
+
+func startWriteback(*os.File) {}
