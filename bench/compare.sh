@@ -47,11 +47,12 @@ declare -A cmds=(
   [patch-remove]="patch remove -q p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch -o OUT/r.safetensors"
   [quantize]="quantize -q $m1 --bits 4 -o OUT/q"
   [inspect-stats]="inspect -q --stats --json $m1"
+  [check]="check -q $m1 --reference $m2 --max-abs-diff 100"
 )
 # CMDS picks commands (default: all, in this order).
-read -r -a order <<< "${CMDS:-merge convert convert-f32 diff diff-wpatch add interpolate patch-apply patch-remove quantize inspect-stats}"
+read -r -a order <<< "${CMDS:-merge convert convert-f32 diff diff-wpatch add interpolate patch-apply patch-remove quantize inspect-stats check}"
 # The inputs each command reads, for its I/O floor.
-declare -A reads=([merge]="$m1 $m2 $m3" [diff]="$m1 $m2" [diff-wpatch]="$m1 $m2" [add]="$m1 $m2" [interpolate]="$m1 $m2" [patch-apply]="$m1 bc-$size-h$hidden.wpatch" [patch-remove]="p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch")
+declare -A reads=([merge]="$m1 $m2 $m3" [diff]="$m1 $m2" [diff-wpatch]="$m1 $m2" [add]="$m1 $m2" [interpolate]="$m1 $m2" [patch-apply]="$m1 bc-$size-h$hidden.wpatch" [patch-remove]="p-$size-h$hidden.safetensors bc-$size-h$hidden.wpatch" [check]="$m1 $m2")
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 measure() { # bin name → "wall cpu rss_mib"; leaves the output's size in outbytes.txt
   local bin=$1 name=$2
