@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/weightops/weightops/internal/parallel"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
@@ -97,20 +98,33 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 				}
 			}
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range records {
-				for j := range records[i].Files {
-					sum, err := weights.FileSHA256Progress(records[i].Files[j].Name, counted)
+		// The files are hashed in parallel, up to twice as many at once as
+		// there are workers: a digest is sequential, but once the merge is
+		// done (task arithmetic finishes well before its inputs are
+		// hashed) every core can take a file, and three equal files on two
+		// cores end together rather than one after the other two.
+		var files []*FileRecord
+		for i := range records {
+			for j := range records[i].Files {
+				files = append(files, &records[i].Files[j])
+			}
+		}
+		var next atomic.Int64
+		var errOnce sync.Once
+		for range min(2*parallel.Workers(o.Workers), len(files)) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for k := next.Add(1) - 1; k < int64(len(files)); k = next.Add(1) - 1 {
+					sum, err := weights.FileSHA256Progress(files[k].Name, counted)
 					if err != nil {
-						hashErr = err
+						errOnce.Do(func() { hashErr = err })
 						return
 					}
-					records[i].Files[j].SHA256 = sum
+					files[k].SHA256 = sum
 				}
-			}
-		}()
+			}()
+		}
 	}
 	tensors, path, err := o.ShardOutput(p.Tensors, out)
 	if err != nil {
