@@ -454,8 +454,11 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 	}
 	var read int64
 	for i, in := range j.Inputs {
-		info, ok := in.Info(t.Name)
-		if !ok && i < len(j.Optional) && j.Optional[i] {
+		info, ok, err := j.input(i, t)
+		if err != nil {
+			return err
+		}
+		if !ok {
 			continue // reads as zeros
 		}
 		size, _ := info.ByteSize()
@@ -464,9 +467,6 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 			return err
 		}
 		defer j.bytes.Put(ten.Data)
-		if !weights.SameShape(ten.Shape, t.Shape) {
-			return j.inputError(i, t.Name, fmt.Errorf("shape %s, expected %s", ten.ShapeString(), t.ShapeString()))
-		}
 		task.In[i] = ten
 		read += int64(len(ten.Data))
 	}
@@ -506,6 +506,22 @@ func (j *Job) runTensor(ctx context.Context, t weights.TensorInfo, sinks []Sink)
 	return nil
 }
 
+// input finds tensor t in input i and checks its shape: ok is false for
+// an optional input that lacks it (it reads as zeros); a missing tensor
+// of another input, or one of another shape, is an error naming both.
+func (j *Job) input(i int, t weights.TensorInfo) (info weights.TensorInfo, ok bool, err error) {
+	info, ok = j.Inputs[i].Info(t.Name)
+	switch {
+	case !ok && i < len(j.Optional) && j.Optional[i]:
+		return info, false, nil
+	case !ok:
+		return info, false, j.inputError(i, t.Name, weights.ErrNotFound)
+	case !weights.SameShape(info.Shape, t.Shape):
+		return info, false, j.inputError(i, t.Name, fmt.Errorf("shape %s, expected %s", info.ShapeString(), t.ShapeString()))
+	}
+	return info, true, nil
+}
+
 // streamTensor runs a Passes kernel on t with its inputs left in their
 // files: Passes reads each chunk when it needs it and writes each output
 // chunk to the sinks.
@@ -513,19 +529,16 @@ func (j *Job) streamTensor(ctx context.Context, t weights.TensorInfo, kern Kerne
 	task.sections = make([]*io.SectionReader, len(j.Inputs))
 	var read int64
 	for i, in := range j.Inputs {
-		info, ok := in.Info(t.Name)
-		if !ok && i < len(j.Optional) && j.Optional[i] {
-			continue // reads as zeros
+		info, ok, err := j.input(i, t)
+		if err != nil {
+			return err
 		}
 		if !ok {
-			return j.inputError(i, t.Name, weights.ErrNotFound)
+			continue // reads as zeros
 		}
 		sec, ok := weights.TensorSection(in, t.Name)
 		if !ok {
 			return j.inputError(i, t.Name, fmt.Errorf("cannot read the tensor in parts"))
-		}
-		if !weights.SameShape(info.Shape, t.Shape) {
-			return j.inputError(i, t.Name, fmt.Errorf("shape %s, expected %s", info.ShapeString(), t.ShapeString()))
 		}
 		task.In[i] = weights.Tensor{TensorInfo: info}
 		task.In[i].Name = t.Name
