@@ -211,12 +211,21 @@ type undoSet struct {
 }
 
 func newUndoSet(dst string) *undoSet {
-	spoolAt := dst
-	if _, err := os.Stat(filepath.Dir(dst)); err != nil {
-		// A directory output not made yet: spool beside it.
-		spoolAt = filepath.Join(filepath.Dir(filepath.Dir(dst)), filepath.Base(dst))
+	// A directory output is made only when the model is written (and
+	// may be nested in directories not made yet): spool in the nearest
+	// directory that exists, on its file system.
+	dir := filepath.Dir(dst)
+	for {
+		if st, err := os.Stat(dir); err == nil && st.IsDir() {
+			break
+		}
+		up := filepath.Dir(dir)
+		if up == dir {
+			break
+		}
+		dir = up
 	}
-	return &undoSet{dst: dst, spoolAt: spoolAt}
+	return &undoSet{dst: dst, spoolAt: filepath.Join(dir, filepath.Base(dst))}
 }
 
 func (s *undoSet) frame(name string) *undoFrame {

@@ -107,6 +107,7 @@ func TestUndoRecordsInAFile(t *testing.T) {
 		{"file", "p.safetensors", "p.safetensors.undo", ApplyOptions{}, 1 << 62},
 		{"file-streamed-1-worker", "p.safetensors", "p.safetensors.undo", ApplyOptions{Options: stream.Options{Workers: 1}}, -1},
 		{"dir", "pdir", "pdir/weightops.undo", ApplyOptions{}, -1},
+		{"nested-new-dir", "new/deeper/pdir", "new/deeper/pdir/weightops.undo", ApplyOptions{}, -1},
 		{"sharded", "psh", "psh/weightops.undo", ApplyOptions{Options: stream.Options{ShardSize: 300000}}, -1},
 	} {
 		t.Run(c.name, func(t *testing.T) {
