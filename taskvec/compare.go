@@ -232,6 +232,12 @@ func Compare(ctx context.Context, base weights.Checkpoint, models []weights.Chec
 			b, _ := t.ByteSize()
 			return int64(len(models)+1)*b + int64(len(models)+1)*8*stream.ChunkElems
 		},
+		// Streamed, a tensor holds chunks only: per model its histograms
+		// (coarse and fine, 1 MiB) and a chunk of τ, its float64 copy and
+		// its mask, so a large tensor is never read whole.
+		StreamCost: func(weights.TensorInfo) int64 {
+			return int64(len(models)) * (2<<20 + 13*stream.ChunkElems)
+		},
 		Phase:   "comparing",
 		Options: o.Options,
 	}

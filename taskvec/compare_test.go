@@ -193,7 +193,14 @@ func TestCompareAgainstNaive(t *testing.T) {
 	}
 	const density = 0.3
 	var jsons []string
-	for _, workers := range []int{1, 2} {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	// Read whole (1 and 2 workers), then streamed a chunk at a time from
+	// the files (the same numbers, checked against the naive sums too).
+	for run, workers := range []int{1, 2, 1} {
+		stream.StreamAbove = 1 << 62
+		if run == 2 {
+			stream.StreamAbove = -1
+		}
 		c := compare(t, paths, CompareOptions{Options: stream.Options{Workers: workers}, Density: density})
 		j, _ := json.Marshal(c)
 		jsons = append(jsons, string(j))
@@ -235,6 +242,9 @@ func TestCompareAgainstNaive(t *testing.T) {
 	}
 	if jsons[0] != jsons[1] {
 		t.Error("1 and 2 workers give different results")
+	}
+	if jsons[0] != jsons[2] {
+		t.Error("streamed tensors give different results")
 	}
 }
 
