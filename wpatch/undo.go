@@ -163,15 +163,16 @@ func (f *undoFrame) close() error {
 	}
 	if f.err != nil {
 		f.discard()
-		return fmt.Errorf("tensor %q: undo records: %w", f.name, f.err)
+		return f.failure()
 	}
-	if f.entries == 0 {
-		return nil
-	}
-	f.set.mu.Lock()
-	f.set.frames = append(f.set.frames, f)
-	f.set.mu.Unlock()
 	return nil
+}
+
+// failure is the frame's error (a spool that could not be written),
+// naming the tensor; finish reports it, so no record goes missing
+// silently.
+func (f *undoFrame) failure() error {
+	return fmt.Errorf("%s: tensor %q: undo records: %w", f.set.dst, f.name, f.err)
 }
 
 func (f *undoFrame) length() int64 {
@@ -205,8 +206,7 @@ type undoSet struct {
 	dst     string // the records file, if they go in one
 	spoolAt string // a path whose directory exists, for spools
 	mu      sync.Mutex
-	frames  []*undoFrame // closed, with entries
-	all     []*undoFrame // every frame begun, for abort
+	frames  []*undoFrame // every frame begun (closed by the time of finish)
 	file    *os.File     // the records file's temp, until committed
 }
 
@@ -231,7 +231,7 @@ func newUndoSet(dst string) *undoSet {
 func (s *undoSet) frame(name string) *undoFrame {
 	f := &undoFrame{set: s, name: name}
 	s.mu.Lock()
-	s.all = append(s.all, f)
+	s.frames = append(s.frames, f)
 	s.mu.Unlock()
 	return f
 }
@@ -249,8 +249,18 @@ func (s *undoSet) entries() int64 {
 // the container inline, or in the records file's temp (committed by
 // commit). The frames' spools are removed.
 func (s *undoSet) finish() (*undoIndex, error) {
-	sort.Slice(s.frames, func(i, j int) bool { return s.frames[i].name < s.frames[j].name })
 	defer s.discardFrames()
+	var kept []*undoFrame
+	for _, f := range s.frames {
+		if f.err != nil {
+			return nil, f.failure()
+		}
+		if f.entries > 0 {
+			kept = append(kept, f)
+		}
+	}
+	s.frames = kept
+	sort.Slice(s.frames, func(i, j int) bool { return s.frames[i].name < s.frames[j].name })
 	idx := &undoIndex{Version: 2, Tensors: []undoTensor{}}
 	at := int64(len(undoMagic))
 	for _, f := range s.frames {
@@ -310,9 +320,7 @@ func (s *undoSet) commit() error {
 
 // abort drops whatever is not committed (after the jobs have stopped).
 func (s *undoSet) abort() {
-	for _, f := range s.all {
-		f.discard()
-	}
+	s.discardFrames()
 	if s.file != nil {
 		weights.DiscardTemp(s.file)
 		s.file = nil

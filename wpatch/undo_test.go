@@ -452,3 +452,25 @@ func FuzzUndoRecords(f *testing.F) {
 		}
 	})
 }
+
+// TestUndoSpoolFailureReported: a frame whose spool cannot be written
+// fails the apply's records (naming the tensor) instead of leaving its
+// entries out.
+func TestUndoSpoolFailureReported(t *testing.T) {
+	defer func(s int) { undoSpillAt = s }(undoSpillAt)
+	undoSpillAt = 16
+	d := t.TempDir()
+	s := &undoSet{dst: filepath.Join(d, "p.safetensors.undo"), spoolAt: filepath.Join(d, "missing", "dir", "x")}
+	ok, bad := s.frame("a"), s.frame("b")
+	ok.add(3, []byte{1, 2})
+	if err := ok.close(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range int64(5000) {
+		bad.add(i, []byte{byte(i), byte(i * 7)})
+	}
+	_ = bad.close() // Release ignores it: finish must not
+	if _, err := s.finish(); err == nil || !strings.Contains(err.Error(), `tensor "b"`) {
+		t.Fatalf("finish: %v", err)
+	}
+}
