@@ -29,6 +29,17 @@ func FileSHA256Progress(path string, progress func(int64)) (string, error) {
 		return "", err
 	}
 	defer f.Close()
+	sum, err := readerSHA256(f, progress)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	return sum, nil
+}
+
+// ReaderSHA256 hashes what r holds, hex-encoded (for a file already open).
+func ReaderSHA256(r io.Reader) (string, error) { return readerSHA256(r, nil) }
+
+func readerSHA256(r io.Reader, progress func(int64)) (string, error) {
 	h := sha256.New()
 	var w io.Writer = h
 	if progress != nil {
@@ -36,8 +47,8 @@ func FileSHA256Progress(path string, progress func(int64)) (string, error) {
 	}
 	// Reads of 1 MiB: io.Copy's 32 KiB cost a syscall per 32 KiB of a
 	// multi-GB model.
-	if _, err := io.CopyBuffer(w, struct{ io.Reader }{f}, make([]byte, 1<<20)); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+	if _, err := io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, 1<<20)); err != nil {
+		return "", err
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
 }

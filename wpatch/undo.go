@@ -455,8 +455,8 @@ func openUndoFile(model string, idx undoIndex) (*os.File, error) {
 		err = fmt.Errorf("%s is %d bytes, the model records %d", path, st.Size(), idx.Bytes)
 	}
 	if err == nil {
-		h := sha256.New()
-		if _, err = io.Copy(h, f); err == nil && hex.EncodeToString(h.Sum(nil)) != idx.SHA256 {
+		var sum string
+		if sum, err = weights.ReaderSHA256(f); err == nil && sum != idx.SHA256 {
 			err = fmt.Errorf("%s does not have the SHA-256 the model records (not this model's records)", path)
 		}
 	}
