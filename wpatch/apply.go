@@ -729,13 +729,6 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 		}
 		pl.extra[name] = true
 	}
-	// Pass 1: the undo records, over the patched (and replaced) tensors.
-	var touched []weights.TensorInfo
-	for _, t := range model.Tensors() {
-		if _, ok := pl.touched[t.Name]; ok || pl.extra[t.Name] {
-			touched = append(touched, t)
-		}
-	}
 	undo := newUndoSet(undoFilePath(out, o.ShardSize, o.Shard != nil))
 	committed := false
 	defer func() {
@@ -743,25 +736,12 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			undo.abort()
 		}
 	}()
-	records := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
-		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, undo: undo.frame(t.Name)}
-	}
-	undoJob := pl.job(touched, o.Options, "pass 1/2: undo records", records, func(t weights.Tensor, _ *deltaSum, _ []byte) error {
-		f := undo.frame(t.Name)
-		recordWhole(t, f) // a replaced tensor: every element's original bits
-		return f.close()
-	})
-	idx := &undoIndex{}
-	phase := "pass 2/2: patching"
-	if o.NoUndo {
-		phase = "patching"
-	} else {
-		if _, err := undoJob.Run(ctx); err != nil {
+	idx, phase := &undoIndex{}, "patching"
+	if !o.NoUndo {
+		if idx, err = pl.recordUndo(ctx, o.Options, undo); err != nil {
 			return nil, err
 		}
-		if idx, err = undo.finish(); err != nil {
-			return nil, err
-		}
+		phase = "pass 2/2: patching"
 	}
 	rep.UndoEntries = undo.entries()
 	rep.UndoBytes = idx.Bytes
@@ -793,21 +773,43 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 		return nil, err
 	}
 	committed = true
-	if o.NoUndo {
-		return rep, rep.addSideFiles(side, model)
-	}
-	if err := undo.commit(); err != nil {
-		// The model without its records could not be unpatched.
-		for _, f := range rep.Files {
-			os.Remove(f)
+	if !o.NoUndo {
+		if err := undo.commit(); err != nil {
+			// The model without its records could not be unpatched.
+			for _, f := range rep.Files {
+				os.Remove(f)
+			}
+			return nil, err
 		}
-		return nil, err
-	}
-	if idx.File != "" {
-		rep.UndoFile = undo.dst
-		rep.Files = append(rep.Files, undo.dst)
+		if idx.File != "" {
+			rep.UndoFile = undo.dst
+			rep.Files = append(rep.Files, undo.dst)
+		}
 	}
 	return rep, rep.addSideFiles(side, model)
+}
+
+// recordUndo is Apply's first pass: the undo records of the patched (and
+// replaced) tensors, laid out by undo.finish.
+func (pl *patchPlan) recordUndo(ctx context.Context, o stream.Options, undo *undoSet) (*undoIndex, error) {
+	var touched []weights.TensorInfo
+	for _, t := range pl.model.Tensors() {
+		if _, ok := pl.touched[t.Name]; ok || pl.extra[t.Name] {
+			touched = append(touched, t)
+		}
+	}
+	records := func(t weights.TensorInfo, acc *deltaSum) stream.PassKernel {
+		return &applyKernel{patchChunks: patchChunks{dt: t.DType, acc: acc}, undo: undo.frame(t.Name)}
+	}
+	job := pl.job(touched, o, "pass 1/2: undo records", records, func(t weights.Tensor, _ *deltaSum, _ []byte) error {
+		f := undo.frame(t.Name)
+		recordWhole(t, f) // a replaced tensor: every element's original bits
+		return f.close()
+	})
+	if _, err := job.Run(ctx); err != nil {
+		return nil, err
+	}
+	return undo.finish()
 }
 
 // addSideFiles writes a directory output's side files (the model's
