@@ -321,16 +321,18 @@ func (r *Report) scan(ctx context.Context, model weights.Checkpoint, o Options, 
 		}
 	}
 	var mu sync.Mutex
+	inputs := []weights.Checkpoint{model}
+	if o.Reference != nil {
+		inputs = append(inputs, compared{o.Reference, compare})
+	}
 	job := &stream.Job{
-		Inputs:        []weights.Checkpoint{model},
+		Inputs:        inputs,
+		Optional:      []bool{false, true},
 		Tensors:       infos,
 		PassThrough:   func(weights.TensorInfo) int { return -1 },
 		KeepNonFinite: true,
 		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
-			k := &scanKernel{dt: t.DType, file: model.Path(), name: t.Name}
-			if compare[t.Name] {
-				k.ref = o.Reference
-			}
+			k := &scanKernel{dt: t.DType, diff: compare[t.Name]}
 			k.done = func(nan, inf int64, diff *float64) {
 				mu.Lock()
 				tc := &checks[pos[t.Name]]
@@ -349,20 +351,11 @@ func (r *Report) scan(ctx context.Context, model weights.Checkpoint, o Options, 
 			b, _ := t.ByteSize()
 			return 2*b + 16*stream.ChunkElems
 		},
-		// Streamed: a chunk of the reference's besides (its whole tensor
-		// when its file cannot be read in parts).
-		StreamCost: func(t weights.TensorInfo) int64 {
-			if !compare[t.Name] {
-				return 0
-			}
-			if _, ok := weights.TensorSection(o.Reference, t.Name); ok {
-				return 24 * stream.ChunkElems
-			}
-			b, _ := t.ByteSize()
-			return b + 24*stream.ChunkElems
-		},
-		Phase:   "checking",
-		Options: o.Options,
+		// Streamed: a float64 chunk of the model's values besides the
+		// job's chunk buffers.
+		StreamCost: func(weights.TensorInfo) int64 { return 8 * stream.ChunkElems },
+		Phase:      "checking",
+		Options:    o.Options,
 	}
 	if _, err := job.Run(ctx); err != nil {
 		return err
@@ -388,84 +381,67 @@ func (r *Report) scan(ctx context.Context, model weights.Checkpoint, o Options, 
 	return nil
 }
 
+// compared is the reference as the scan reads it: only the tensors whose
+// values are compared are there, so the job reads nothing of the others
+// (an optional input's missing tensor) and streams the compared ones
+// from the reference's file, as it does the model's.
+type compared struct {
+	weights.Checkpoint
+	names map[string]bool
+}
+
+func (c compared) Info(name string) (weights.TensorInfo, bool) {
+	if !c.names[name] {
+		return weights.TensorInfo{}, false
+	}
+	return c.Checkpoint.Info(name)
+}
+
+func (c compared) TensorSection(name string) (*io.SectionReader, bool) {
+	if !c.names[name] {
+		return nil, false
+	}
+	return weights.TensorSection(c.Checkpoint, name)
+}
+
 // scanKernel counts a tensor's NaN and Inf values chunk by chunk, from
-// its raw bytes, and with a reference set finds max |a − b| against the
-// reference's tensor, in float64 (NaN when either holds a NaN where the
-// other differs; integer tensors compare their values too), reading the
-// reference a chunk at a time when its file allows.
+// its raw bytes (input 0), and with diff set finds max |a − b| against
+// the reference's values (input 1, decoded by the job), in float64 (NaN
+// when either holds a NaN where the other differs; integer tensors
+// compare their values too).
 type scanKernel struct {
-	dt         weights.DType
-	file, name string
-	raw        []byte
-	pos        int64
-	nan, inf   int64
-	ref        weights.Checkpoint
-	refDT      weights.DType
-	refSec     *io.SectionReader
-	refWhole   []byte
-	refBuf     []byte
-	x, y       []float64
-	diff       float64
-	opened     bool
-	done       func(nan, inf int64, diff *float64)
+	dt       weights.DType
+	raw      []byte
+	nan, inf int64
+	diff     bool
+	max      float64
+	x        []float64
+	done     func(nan, inf int64, diff *float64)
 }
 
 func (k *scanKernel) NextPass() (int, bool)          { return 0, false }
 func (k *scanKernel) Observe(int, [][]float64) error { return nil }
 func (k *scanKernel) EndPass(int) error              { return nil }
-func (k *scanKernel) RawInput(int) bool              { return true }
+func (k *scanKernel) RawInput(i int) bool            { return i == 0 }
 func (k *scanKernel) SetRaw(_ int, t weights.Tensor) { k.raw = t.Data }
 
 // Compute scans the chunk just handed over (there are no outputs).
-func (k *scanKernel) Compute(_, _ [][]float64) error {
-	m := int64(len(k.raw)) / k.dt.BlockBytes() * k.dt.BlockElems()
-	s, e := k.pos, k.pos+m
-	k.pos = e
+func (k *scanKernel) Compute(in, _ [][]float64) error {
 	nan, inf, err := weights.CountNonFinite(k.dt, k.raw)
 	if err != nil {
 		return err
 	}
 	k.nan, k.inf = k.nan+nan, k.inf+inf
-	if k.ref == nil || k.nan+k.inf > 0 || math.IsNaN(k.diff) {
+	if !k.diff || k.nan+k.inf > 0 || math.IsNaN(k.max) {
 		return nil
 	}
-	if !k.opened {
-		k.opened = true
-		info, _ := k.ref.Info(k.name)
-		k.refDT = info.DType
-		if k.refSec, _ = weights.TensorSection(k.ref, k.name); k.refSec == nil {
-			t, err := k.ref.ReadTensor(k.name, nil)
-			if err != nil {
-				return err
-			}
-			k.refWhole = t.Data
-		}
+	y := in[1]
+	if cap(k.x) < len(y) {
+		k.x = make([]float64, len(y))
 	}
-	if int64(cap(k.x)) < m {
-		k.x, k.y = make([]float64, m), make([]float64, m)
-	}
-	x, y := k.x[:m], k.y[:m]
-	lo, hi := k.refDT.Bytes(s), k.refDT.Bytes(e)
-	var rb []byte
-	if k.refSec != nil {
-		if int64(cap(k.refBuf)) < hi-lo {
-			k.refBuf = make([]byte, hi-lo)
-		}
-		rb = k.refBuf[:hi-lo]
-		if _, err := k.refSec.ReadAt(rb, lo); err != nil {
-			if errors.Is(err, io.EOF) {
-				err = io.ErrUnexpectedEOF
-			}
-			return &weights.TensorError{File: k.ref.Path(), Tensor: k.name, Err: fmt.Errorf("reading data: %w", err)}
-		}
-	} else {
-		rb = k.refWhole[lo:hi]
-	}
+	x := k.x[:len(y)]
 	if err := weights.Decode(k.dt, k.raw, x); err != nil {
 		return err
-	}
-	if err := weights.Decode(k.refDT, rb, y); err != nil {
-		return &weights.TensorError{File: k.ref.Path(), Tensor: k.name, Err: err}
 	}
 	for i := range x {
 		if x[i] == y[i] { // equal infinities included
@@ -473,10 +449,10 @@ func (k *scanKernel) Compute(_, _ [][]float64) error {
 		}
 		d := math.Abs(x[i] - y[i])
 		if math.IsNaN(d) {
-			k.diff = d
+			k.max = d
 			return nil
 		}
-		k.diff = max(k.diff, d)
+		k.max = max(k.max, d)
 	}
 	return nil
 }
@@ -484,8 +460,8 @@ func (k *scanKernel) Compute(_, _ [][]float64) error {
 // Release reports the tensor's counts and difference.
 func (k *scanKernel) Release() {
 	var d *float64
-	if k.ref != nil {
-		d = &k.diff
+	if k.diff {
+		d = &k.max
 	}
 	k.done(k.nan, k.inf, d)
 }
