@@ -413,3 +413,88 @@ func TestPackBits(t *testing.T) {
 		}
 	}
 }
+
+// TestDellaMaskNaive: MAGPRUNE's keep decisions equal a plain re-derivation
+// — ranks from a stable sort by magnitude, one rand.Float64 per entry in
+// index order compared with (d − ε) + 2ε·rank/(L−1) in float64 — on rows
+// with ties (zeros and repeated magnitudes), over several chunks, with and
+// without the L1 norm pass that caches the mask.
+func TestDellaMaskNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, shape := range [][]int64{{7, 1}, {5, 33}, {3, 4096}, {2, 11008}, {50}} {
+		for _, rescale := range []Rescale{NoRescale, L1} {
+			rows, rl := int64(1), shape[len(shape)-1]
+			if len(shape) == 2 {
+				rows = shape[0]
+			}
+			n := rows * rl
+			v := make([]float32, n)
+			for i := range v {
+				switch r.IntN(5) {
+				case 0:
+					v[i] = 0
+				case 1:
+					v[i] = float32(r.IntN(3)) * 0.25 // repeated magnitudes
+				default:
+					v[i] = float32(r.NormFloat64() * 0.01)
+				}
+			}
+			const d, eps = 0.6, 0.2
+			spec := Spec{Method: DellaMagprune, Density: d, Epsilon: eps, Seed: 11, Rescale: rescale}
+			ts := spec.ForTensor("w", shape, 1)
+			// Chunks of two rows: the stream's order restarts per pass.
+			chunk := ts.ChunkLen(int(2 * rl))
+			for len(ts.Needs()) > 0 {
+				p := ts.Needs()[0]
+				for s := 0; s < int(n); s += chunk {
+					ts.Observe(p, v[s:min(int(n), s+chunk)])
+				}
+				ts.EndPass(p)
+			}
+			got := append([]float32(nil), v...)
+			for s := 0; s < int(n); s += chunk {
+				ts.Apply(got[s:min(int(n), s+chunk)])
+			}
+
+			// The re-derivation: the same stream, seeded as ForTensor does.
+			g := rand.New(rand.NewPCG(ts.seed[0], ts.seed[1]))
+			want := make([]float32, n)
+			var before, after float64
+			for row := int64(0); row < rows; row++ {
+				x := v[row*rl : (row+1)*rl]
+				idx := make([]int, rl)
+				for i := range idx {
+					idx[i] = i
+				}
+				sort.SliceStable(idx, func(a, b int) bool {
+					return math.Abs(float64(x[idx[a]])) < math.Abs(float64(x[idx[b]]))
+				})
+				rank := make([]int, rl)
+				for pos, i := range idx {
+					rank[i] = pos
+				}
+				for i := range x {
+					norm := 0.5
+					if rl > 1 {
+						norm = float64(rank[i]) / float64(rl-1)
+					}
+					before += math.Abs(float64(x[i]))
+					if g.Float64() < (d-eps)+2*eps*norm {
+						want[row*rl+int64(i)] = x[i]
+						after += math.Abs(float64(x[i]))
+					}
+				}
+			}
+			if rescale == L1 && before >= 1e-7 && after >= 1e-7 {
+				for i := range want {
+					want[i] = float32(float64(want[i]) * (before / after))
+				}
+			}
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("shape %v rescale %v: entry %d = %g, want %g", shape, rescale, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
