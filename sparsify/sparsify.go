@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"unsafe"
 )
 
@@ -152,6 +153,8 @@ type TensorSparsifier struct {
 	order, tmp  []uint64
 	rank        []int
 	thr         []uint64 // DELLA: keep threshold of each rank in a row
+	thrRising   bool     // thr never falls, so bandRow may decide
+	band        *bandRanker
 	// bits caches the keep decisions of a random mask drawn during the
 	// norm pass, so Apply neither draws nor ranks again; pos is the next
 	// entry's index.
@@ -558,13 +561,20 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 			}
 			t.thr[r] = uniformBelow((d - eps) + 2*eps*norm)
 		}
+		t.thrRising = slices.IsSorted(t.thr)
 	}
 	thr := t.thr
 	g := *t.rng // a local copy keeps the state in registers
+	if t.thrRising && rl >= bandMinRow && t.band == nil {
+		t.band = new(bandRanker)
+	}
 	for r := 0; r+rl <= len(chunk); r += rl {
-		rk := keys[r : r+rl]
+		rk, kr := keys[r:r+rl], keep[r:r+rl]
+		if t.band != nil && t.band.paysOff() {
+			g = t.band.bandRow(rk, kr, thr, g)
+			continue
+		}
 		rankRow(rk, order, t.radixTmp(rl), rank)
-		kr := keep[r : r+rl]
 		for i, q := range rank[:len(rk)] {
 			kr[i] = g.Uint64()&(1<<53-1) < thr[q]
 		}

@@ -1,0 +1,157 @@
+package sparsify
+
+import (
+	"math/rand/v2"
+	"slices"
+)
+
+// MAGPRUNE keeps an entry when its draw u is below thr[rank], thr rising
+// with the rank. A row's full sort is the costly part, yet most decisions
+// need no exact rank: bucketing the keys by their top bits places each
+// entry's rank within its bucket's range [lo, hi), and u < thr[lo] keeps
+// it, u ≥ thr[hi−1] drops it whatever its place in the bucket. Only the
+// entries whose draw falls between (a few per row at 128 buckets per
+// binade) need their exact rank, and only their buckets are gathered and
+// sorted. The decisions are the full sort's, bit for bit.
+const (
+	bandShift   = 16 // a bucket is 2^16 key values: 7 mantissa bits
+	bandBuckets = 2048
+)
+
+// bandMinRow is the shortest row ranked by buckets: below it a bucket
+// histogram's fixed cost outweighs sorting the row.
+const bandMinRow = 1024
+
+// bandRanker holds the scratch of bandRow, reused across rows.
+type bandRanker struct {
+	pos    [bandBuckets + 1]int32 // bucket b's ranks are [pos[b], pos[b+1])
+	bounds [bandBuckets][2]uint64 // thr of bucket b's lowest and highest rank
+	slot   [bandBuckets]int32     // 1 + b's index in marked, 0 if unmarked
+	marked []int32                // buckets holding an undecided entry
+	fill   []int32                // next free place of each marked bucket
+	undec  []undecided
+	gather []uint64 // key<<32 | index of the marked buckets' entries
+	rank   []int32  // exact rank of the gathered entries, by index
+
+	// Of the rows ranked so far, their entries and how many of those were
+	// gathered: rows with long ties (a fine-tune's few distinct BF16
+	// deltas) gather most of themselves, and for them the full sort is
+	// cheaper.
+	rows, entries, gathered int64
+}
+
+// paysOff reports whether the next row of this tensor should be ranked by
+// buckets: until a few rows show that most of each is gathered anyway.
+// Either way the decisions are the same; only the time differs.
+func (br *bandRanker) paysOff() bool {
+	return br.rows < 4 || 5*br.gathered < 2*br.entries
+}
+
+type undecided struct {
+	i int32
+	u uint64
+}
+
+// bucketOf maps a key to its bucket: monotone in the key, so bucket order
+// is key order; keys more than 16 binades below the row's largest share
+// bucket 0.
+func bucketOf(k, base uint32) uint32 { return max(k>>bandShift, base) - base }
+
+// bandRow sets keep[i] = draw_i < thr[rank_i] for one row, the draws one
+// g.Uint64 per entry in index order, rank by key then index; thr must be
+// non-decreasing and as long as the row. It returns the generator past
+// the row's draws (taken and returned by value, so its state stays in
+// registers).
+func (br *bandRanker) bandRow(keys []uint32, keep []bool, thr []uint64, g rand.PCG) rand.PCG {
+	var top uint32
+	for _, k := range keys {
+		top = max(top, k)
+	}
+	base := uint32(0)
+	if tb := top >> bandShift; tb >= bandBuckets {
+		base = tb - (bandBuckets - 1)
+	}
+	nb := top>>bandShift - base + 1
+	pos := br.pos[:nb+1]
+	clear(pos)
+	for _, k := range keys {
+		pos[bucketOf(k, base)+1]++
+	}
+	bounds := br.bounds[:nb]
+	for b := range bounds {
+		pos[b+1] += pos[b]
+		if pos[b+1] > pos[b] { // an empty bucket's bounds are never read
+			bounds[b] = [2]uint64{thr[pos[b]], thr[pos[b+1]-1]}
+		}
+	}
+	if cap(br.undec) < len(keys) {
+		br.undec = make([]undecided, len(keys))
+	}
+	undec := br.undec[:len(keys)]
+	n := 0
+	for i, k := range keys {
+		u := g.Uint64() & (1<<53 - 1)
+		bd := &bounds[bucketOf(k, base)]
+		lo, hi := bd[0], bd[1]
+		keep[i] = u < lo
+		// Written always, counted only when undecided: no branch.
+		undec[n] = undecided{int32(i), u}
+		n += int(b2u(u >= lo) & b2u(u < hi))
+	}
+	br.undec = undec[:n]
+	br.rows++
+	br.entries += int64(len(keys))
+	if n > 0 {
+		br.resolve(keys, keep, thr, base)
+	}
+	return g
+}
+
+// resolve decides the undecided entries by their exact ranks: their
+// buckets' entries gathered in index order, each bucket sorted by key
+// then index (already so when its keys are all equal, as ties of
+// quantized deltas often are).
+func (br *bandRanker) resolve(keys []uint32, keep []bool, thr []uint64, base uint32) {
+	marked, fill := br.marked[:0], br.fill[:0]
+	n := int32(0)
+	for _, d := range br.undec {
+		b := bucketOf(keys[d.i], base)
+		if br.slot[b] == 0 {
+			marked = append(marked, int32(b))
+			br.slot[b] = int32(len(marked))
+			fill = append(fill, n)
+			n += br.pos[b+1] - br.pos[b]
+		}
+	}
+	if cap(br.gather) < int(n) {
+		br.gather = make([]uint64, n)
+	}
+	if cap(br.rank) < len(keys) {
+		br.rank = make([]int32, len(keys))
+	}
+	br.gathered += int64(n)
+	gather, rank := br.gather[:n], br.rank[:len(keys)]
+	for i, k := range keys {
+		if s := br.slot[bucketOf(k, base)]; s != 0 {
+			gather[fill[s-1]] = uint64(k)<<32 | uint64(i)
+			fill[s-1]++
+		}
+	}
+	start := int32(0)
+	for _, b := range marked {
+		end := start + br.pos[b+1] - br.pos[b]
+		seg := gather[start:end]
+		if !slices.IsSorted(seg) {
+			slices.Sort(seg)
+		}
+		for p, o := range seg {
+			rank[uint32(o)] = br.pos[b] + int32(p)
+		}
+		br.slot[b] = 0
+		start = end
+	}
+	for _, d := range br.undec {
+		keep[d.i] = d.u < thr[rank[d.i]]
+	}
+	br.marked, br.fill = marked, fill
+}
