@@ -44,12 +44,17 @@ func (k *SlerpKernel) NextPass() (int, bool) { return 0, !k.done }
 
 // Observe accumulates ‖a‖², ‖b‖² and a·b in float64.
 func (k *SlerpKernel) Observe(_ int, in [][]float64) error {
-	for e := range in[0] {
-		a, b := in[0][e], float64(in[1][e])
-		k.aa += a * a
-		k.bb += b * b
-		k.ab += a * b
+	// The sums in locals: through k each add waited on a store and a
+	// reload as well. The same additions in the same order.
+	aa, bb, ab := k.aa, k.bb, k.ab
+	x, y := in[0], in[1][:len(in[0])]
+	for e, a := range x {
+		b := y[e]
+		aa += a * a
+		bb += b * b
+		ab += a * b
 	}
+	k.aa, k.bb, k.ab = aa, bb, ab
 	return nil
 }
 
@@ -83,8 +88,11 @@ func (k *SlerpKernel) coefficients() {
 
 // Compute writes s0·a + s1·b.
 func (k *SlerpKernel) Compute(in [][]float64, out [][]float64) error {
-	for e := range out[0] {
-		out[0][e] = k.s0*in[0][e] + k.s1*float64(in[1][e])
+	o := out[0]
+	x, y := in[0][:len(o)], in[1][:len(o)]
+	s0, s1 := k.s0, k.s1
+	for e := range o {
+		o[e] = s0*x[e] + s1*y[e]
 	}
 	return nil
 }
