@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"unsafe"
+
+	"github.com/weightops/weightops/internal/vec"
 )
 
 // Method names a sparsification of a task vector.
@@ -503,26 +505,34 @@ func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 	c0, c1 := &t.counters[0], &t.counters[1]
 	v0, v1 := c0.V, c1.V
 	kept := 0
-	for i, v := range chunk {
-		b := math.Float32bits(v)
-		k := b &^ (1 << 31)
-		if k == v0 || k == v1 {
-			// On a cut: ties are decided by index order.
-			top := c0.In(k)
-			upto := c1.In(k)
-			if !upto || top {
-				chunk[i] = 0
-			} else {
-				kept++
+	for i := 0; i < len(chunk); {
+		// Eight at a time in AVX2 up to a group holding a key on a cut;
+		// that group (or the tail) below, one entry at a time.
+		done, k := vec.KeepBand(chunk[i:], v1, v0)
+		i += done
+		kept += k
+		for e := min(len(chunk), i+8); i < e; i++ {
+			v := chunk[i]
+			b := math.Float32bits(v)
+			k := b &^ (1 << 31)
+			if k == v0 || k == v1 {
+				// On a cut: ties are decided by index order.
+				top := c0.In(k)
+				upto := c1.In(k)
+				if !upto || top {
+					chunk[i] = 0
+				} else {
+					kept++
+				}
+				continue
 			}
-			continue
+			// Strictly inside or outside the band: a branch-free mask (sign
+			// bits of v1−k and k−v0), since which side an entry falls on is
+			// unpredictable.
+			in := uint32((uint64(int64(v1)-int64(k)) >> 63) & (uint64(int64(k)-int64(v0)) >> 63))
+			kept += int(in)
+			chunk[i] = math.Float32frombits(b & -in)
 		}
-		// Strictly inside or outside the band: a branch-free mask (sign bits
-		// of v1−k and k−v0), since which side an entry falls on is
-		// unpredictable.
-		in := uint32((uint64(int64(v1)-int64(k)) >> 63) & (uint64(int64(k)-int64(v0)) >> 63))
-		kept += int(in)
-		chunk[i] = math.Float32frombits(b & -in)
 	}
 	if t.scale != 1 {
 		for i, v := range chunk {

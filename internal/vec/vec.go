@@ -154,3 +154,21 @@ func SkipClear(data []byte, exp, one, top uint64) int {
 	}
 	return clearRunAsm(data, exp, one, top)
 }
+
+// KeepBand zeroes the entries of x whose magnitude key k (the bits of
+// |v|) lies outside the open band (low, top), k ≤ low or k ≥ top, and
+// leaves the others; it goes eight entries at a time from the start and
+// stops before the first eight holding a key equal to low or top (those
+// need the caller's tie counting in index order), returning how many
+// entries it did and how many of them it kept. It may stop early (0
+// without AVX2); the caller does the rest. Keys are at most 0x7fffffff, so
+// a bound of 0xffffffff is never met: as top it keeps everything above
+// low, as low it keeps nothing.
+func KeepBand(x []float32, low, top uint32) (done, kept int) {
+	if !useAsm || len(x) < 8 {
+		return 0, 0
+	}
+	// Biased by the sign bit, unsigned order becomes the signed order the
+	// assembly compares in (a key with its sign bit set is key + 2^31).
+	return keepBandAsm(x, low^1<<31, top^1<<31)
+}

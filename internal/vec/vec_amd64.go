@@ -27,3 +27,8 @@ func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, 
 
 //go:noescape
 func clearRunAsm(data []byte, exp, one, top uint64) int
+
+// keepBandAsm takes low and top biased by the sign bit (see KeepBand).
+//
+//go:noescape
+func keepBandAsm(x []float32, low, top uint32) (done, kept int)

@@ -363,3 +363,55 @@ clrhit:
 clrdone:
 	MOVQ AX, ret+48(FP)
 	RET
+
+// func keepBandAsm(x []float32, low, top uint32) (done, kept int)
+// Eight keys a group, each |v|'s bits with the sign bit set (the bias that
+// makes a signed compare an unsigned one against the biased bounds): a
+// group holding a key equal to a bound ends the loop untouched; otherwise
+// its entries strictly between the bounds stay, the rest become +0.
+TEXT ·keepBandAsm(SB), NOSPLIT, $0-48
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	SHRQ $3, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	TESTQ CX, CX
+	JZ   kbdone
+	MOVL low+24(FP), R8
+	MOVQ R8, X8
+	VPBROADCASTD X8, Y8
+	MOVL top+28(FP), R8
+	MOVQ R8, X9
+	VPBROADCASTD X9, Y9
+	MOVL $0x80000000, R9
+	MOVQ R9, X10
+	VPBROADCASTD X10, Y10
+
+kbloop:
+	VMOVDQU   (SI), Y0
+	VPOR      Y10, Y0, Y1
+	VPCMPEQD  Y8, Y1, Y2
+	VPCMPEQD  Y9, Y1, Y3
+	VPOR      Y3, Y2, Y2
+	VPTEST    Y2, Y2
+	JNZ       kbstop
+	VPCMPGTD  Y8, Y1, Y4 // key > low
+	VPCMPGTD  Y1, Y9, Y5 // top > key
+	VPAND     Y5, Y4, Y4
+	VPAND     Y4, Y0, Y0
+	VMOVDQU   Y0, (SI)
+	VMOVMSKPS Y4, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, DX
+	ADDQ      $32, SI
+	ADDQ      $8, AX
+	DECQ      CX
+	JNZ       kbloop
+
+kbstop:
+	VZEROUPPER
+
+kbdone:
+	MOVQ AX, done+32(FP)
+	MOVQ DX, kept+40(FP)
+	RET

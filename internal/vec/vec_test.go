@@ -252,3 +252,86 @@ func cancel(r *rand.Rand, t0, t1 []float32, w0, w1 float64) {
 		}
 	}
 }
+
+// TestKeepBand holds KeepBand to its definition entry by entry — what it
+// did is zeroed outside (low, top) and kept inside, it stopped only before
+// a group of eight holding a bound, what it did not do is untouched — on
+// every length up to 80 from unaligned starts, with keys equal to the
+// bounds sprinkled in, NaN, Inf and signed zeros, and the bounds at 0,
+// 0x7fffffff and EmptyCut's 0xffffffff.
+func TestKeepBand(t *testing.T) {
+	if !useAsm {
+		t.Skip("no AVX2: KeepBand does nothing and the caller's loop is the only one")
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	key := func(v float32) uint32 { return math.Float32bits(v) &^ (1 << 31) }
+	bounds := [][2]uint32{{key(0.01), key(0.03)}, {0, key(0.02)}, {key(0.02), 0xffffffff}, {0xffffffff, 0xffffffff}, {0, 0x7fffffff}, {key(0.03), key(0.01)}}
+	for _, b := range bounds {
+		low, top := b[0], b[1]
+		for n := 0; n < 80; n++ {
+			for _, ties := range []bool{false, true} {
+				x := make([]float32, n+1)[1:]
+				for i := range x {
+					switch r.IntN(12) {
+					case 0:
+						x[i] = float32(math.NaN())
+					case 1:
+						x[i] = float32(math.Inf(1 - 2*r.IntN(2)))
+					case 2:
+						x[i] = float32(math.Copysign(0, -1))
+					case 3:
+						if ties && n > 40 && low != 0xffffffff {
+							x[i] = math.Float32frombits(low | uint32(r.IntN(2))<<31)
+							continue
+						}
+						fallthrough
+					default:
+						x[i] = float32(r.NormFloat64() * 0.02)
+					}
+				}
+				orig := append([]float32(nil), x...)
+				done, kept := KeepBand(x, low, top)
+				if done%8 != 0 || done > n || (done < n-n%8 && !hasBound(orig[done:done+8], low, top)) {
+					t.Fatalf("bounds %#x,%#x n=%d: stopped at %d", low, top, n, done)
+				}
+				if n >= 8 && done == 0 && !hasBound(orig[:8], low, top) {
+					t.Fatalf("bounds %#x,%#x n=%d: did nothing", low, top, n)
+				}
+				want := 0
+				for i, v := range orig {
+					k := key(v)
+					if i >= done {
+						if math.Float32bits(x[i]) != math.Float32bits(v) {
+							t.Fatalf("bounds %#x,%#x n=%d: entry %d past done changed", low, top, n, i)
+						}
+						continue
+					}
+					if k == low || k == top {
+						t.Fatalf("bounds %#x,%#x n=%d: entry %d on a bound was done", low, top, n, i)
+					}
+					w := v
+					if !(k > low && k < top) {
+						w = 0
+					} else {
+						want++
+					}
+					if math.Float32bits(x[i]) != math.Float32bits(w) {
+						t.Fatalf("bounds %#x,%#x n=%d: entry %d (%g) = %g, want %g", low, top, n, i, v, x[i], w)
+					}
+				}
+				if kept != want {
+					t.Fatalf("bounds %#x,%#x n=%d: kept %d, want %d", low, top, n, kept, want)
+				}
+			}
+		}
+	}
+}
+
+func hasBound(x []float32, low, top uint32) bool {
+	for _, v := range x {
+		if k := math.Float32bits(v) &^ (1 << 31); k == low || k == top {
+			return true
+		}
+	}
+	return false
+}
