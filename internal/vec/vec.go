@@ -1,10 +1,11 @@
 // Package vec holds the inner loops of a merge's hot path over bfloat16
-// tensors — decoding to float64, task-vector deltas, weighted sums and
-// rounding back to bfloat16 — in AVX2 assembly on amd64 CPUs that have it
-// (chosen at run time) and in Go elsewhere. The assembly performs the same
-// IEEE operations as the Go loops, element by element in the same order
-// (no fused multiply-add), so both give the same bits; the tests hold them
-// to that on special values, rounding ties and every length.
+// tensors — decoding to float64, task-vector deltas, weighted sums,
+// rounding back to bfloat16, and a magnitude cut's band mask — in AVX2
+// assembly on amd64 CPUs that have it (chosen at run time) and in Go
+// elsewhere. The assembly performs the same IEEE operations as the Go
+// loops, element by element in the same order (no fused multiply-add), so
+// both give the same bits; the tests hold them to that on special values,
+// rounding ties and every length.
 package vec
 
 import "math"
