@@ -440,12 +440,7 @@ func (t *TensorSparsifier) Apply(chunk []float32) int {
 	s := t.scale
 	// Branch-free: the mask is data. A dropped entry becomes +0.
 	if s != 1 {
-		for i, k := range keep {
-			m := -uint32(b2u(k))
-			kept += int(b2u(k))
-			chunk[i] = math.Float32frombits(math.Float32bits(float32(float64(chunk[i])*s)) & m)
-		}
-		return kept
+		return vec.ScaleKeep(chunk, keep, s)
 	}
 	for i, k := range keep {
 		m := -uint32(b2u(k))

@@ -1,6 +1,7 @@
 // Package vec holds the inner loops of a merge's hot path over bfloat16
 // tensors — decoding to float64, task-vector deltas, weighted sums,
-// rounding back to bfloat16, and a magnitude cut's band mask — in AVX2
+// rounding back to bfloat16, a magnitude cut's band mask and a random
+// mask's rescale — in AVX2
 // assembly on amd64 CPUs that have it (chosen at run time) and in Go
 // elsewhere. The assembly performs the same IEEE operations as the Go
 // loops, element by element in the same order (no fused multiply-add), so
@@ -172,4 +173,22 @@ func KeepBand(x []float32, low, top uint32) (done, kept int) {
 	// Biased by the sign bit, unsigned order becomes the signed order the
 	// assembly compares in (a key with its sign bit set is key + 2^31).
 	return keepBandAsm(x, low^1<<31, top^1<<31)
+}
+
+// ScaleKeep sets x[i] = float32(float64(x[i])·s) where keep[i] and +0
+// where not, for i < len(x) (keep at least as long), and returns how many
+// it kept: a random mask's rescale. The assembly does eight at a time with
+// the same conversions and multiply.
+func ScaleKeep(x []float32, keep []bool, s float64) int {
+	keep = keep[:len(x)]
+	i, kept := 0, 0
+	if useAsm && len(x) >= 8 {
+		i, kept = scaleKeepAsm(x, keep, s)
+	}
+	for ; i < len(x); i++ {
+		m := -uint32(b2u(keep[i]))
+		kept += int(b2u(keep[i]))
+		x[i] = math.Float32frombits(math.Float32bits(float32(float64(x[i])*s)) & m)
+	}
+	return kept
 }

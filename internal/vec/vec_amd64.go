@@ -32,3 +32,6 @@ func clearRunAsm(data []byte, exp, one, top uint64) int
 //
 //go:noescape
 func keepBandAsm(x []float32, low, top uint32) (done, kept int)
+
+//go:noescape
+func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)

@@ -415,3 +415,46 @@ kbdone:
 	MOVQ AX, done+32(FP)
 	MOVQ DX, kept+40(FP)
 	RET
+
+// func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)
+// Eight entries a group: widened to float64 (exact), multiplied by s and
+// rounded back to float32 as the scalar conversions do, then ANDed with the
+// keep bytes widened to all-ones or zero lanes.
+TEXT ·scaleKeepAsm(SB), NOSPLIT, $0-72
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ keep_base+24(FP), DI
+	SHRQ $3, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	TESTQ CX, CX
+	JZ   skdone
+	VBROADCASTSD s+48(FP), Y8
+	VPXOR Y9, Y9, Y9
+
+skloop:
+	VCVTPS2PD   (SI), Y0
+	VCVTPS2PD   16(SI), Y1
+	VMULPD      Y8, Y0, Y0
+	VMULPD      Y8, Y1, Y1
+	VCVTPD2PSY  Y0, X0
+	VCVTPD2PSY  Y1, X1
+	VINSERTF128 $1, X1, Y0, Y0
+	VPMOVZXBD   (DI), Y2
+	VPSUBD      Y2, Y9, Y2 // 1 → all ones, 0 → 0
+	VPAND       Y2, Y0, Y0
+	VMOVDQU     Y0, (SI)
+	VMOVMSKPS   Y2, BX
+	POPCNTL     BX, BX
+	ADDQ        BX, DX
+	ADDQ        $32, SI
+	ADDQ        $8, DI
+	ADDQ        $8, AX
+	DECQ        CX
+	JNZ         skloop
+	VZEROUPPER
+
+skdone:
+	MOVQ AX, done+56(FP)
+	MOVQ DX, kept+64(FP)
+	RET

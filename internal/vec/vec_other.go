@@ -14,3 +14,5 @@ func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, 
 func clearRunAsm(data []byte, exp, one, top uint64) int { return 0 }
 
 func keepBandAsm(x []float32, low, top uint32) (done, kept int) { return 0, 0 }
+
+func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int) { return 0, 0 }
