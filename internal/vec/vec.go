@@ -1,12 +1,11 @@
 // Package vec holds the inner loops of a merge's hot path over bfloat16
 // tensors — decoding to float64, task-vector deltas, weighted sums,
 // rounding back to bfloat16, a magnitude cut's band mask and a random
-// mask's rescale — in AVX2
-// assembly on amd64 CPUs that have it (chosen at run time) and in Go
-// elsewhere. The assembly performs the same IEEE operations as the Go
-// loops, element by element in the same order (no fused multiply-add), so
-// both give the same bits; the tests hold them to that on special values,
-// rounding ties and every length.
+// mask's rescale — in AVX2 assembly on amd64 CPUs that have it (chosen
+// at run time) and in Go elsewhere. The assembly performs the same IEEE
+// operations as the Go loops, element by element in the same order (no
+// fused multiply-add), so both give the same bits; the tests hold them
+// to that on special values, rounding ties and every length.
 package vec
 
 import "math"
