@@ -95,50 +95,6 @@ func TestBandRowMatchesFullSort(t *testing.T) {
 	}
 }
 
-func BenchmarkDellaRow(b *testing.B) {
-	for _, l := range []int{4096, 11008} {
-		benchDellaRow(b, l)
-	}
-}
-
-func benchDellaRow(b *testing.B, l int) {
-	r := rand.New(rand.NewPCG(1, 2))
-	for name, row := range rowsFor(r, l) {
-		if name != "gauss" && name != "bf16-finetune" {
-			continue
-		}
-		name = fmt.Sprintf("%s-%d", name, l)
-		keys := make([]uint32, l)
-		for i, v := range row {
-			keys[i] = MagBits(v)
-		}
-		thr := make([]uint64, l)
-		for q := range thr {
-			thr[q] = uniformBelow(0.55 + 0.3*float64(q)/float64(l-1))
-		}
-		keep := make([]bool, l)
-		b.Run(name+"/full-sort", func(b *testing.B) {
-			order, tmp, rank := make([]uint64, l), make([]uint64, l), make([]int, l)
-			g := *rand.NewPCG(1, 1)
-			for b.Loop() {
-				rankRow(keys, order, tmp, rank)
-				for i, q := range rank {
-					keep[i] = g.Uint64()&(1<<53-1) < thr[q]
-				}
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*l), "ns/entry")
-		})
-		b.Run(name+"/band", func(b *testing.B) {
-			var br bandRanker
-			g := *rand.NewPCG(1, 1)
-			for b.Loop() {
-				g = br.bandRow(keys, keep, thr, g)
-			}
-			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*l), "ns/entry")
-		})
-	}
-}
-
 // BenchmarkDellaMask times whole chunks of 16 rows through dellaMask,
 // where the choice between bucket ranking and the full sort is made.
 func BenchmarkDellaMask(b *testing.B) {
@@ -160,7 +116,7 @@ func BenchmarkDellaMask(b *testing.B) {
 					keep := make([]bool, len(chunk))
 					ts.dellaMask(chunk[:l], keep[:l])
 					if full {
-						ts.band, ts.thrRising = nil, false
+						ts.band = nil
 					}
 					for b.Loop() {
 						ts.dellaMask(chunk, keep)

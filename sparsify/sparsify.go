@@ -154,9 +154,8 @@ type TensorSparsifier struct {
 	keep        []bool
 	order, tmp  []uint64
 	rank        []int
-	thr         []uint64 // DELLA: keep threshold of each rank in a row
-	thrRising   bool     // thr never falls, so bandRow may decide
-	band        *bandRanker
+	thr         []uint64    // DELLA: keep threshold of each rank in a row
+	band        *bandRanker // DELLA, when thr never falls: decides by buckets
 	// bits caches the keep decisions of a random mask drawn during the
 	// norm pass, so Apply neither draws nor ranks again; pos is the next
 	// entry's index.
@@ -503,9 +502,9 @@ func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 	for i := 0; i < len(chunk); {
 		// Eight at a time in AVX2 up to a group holding a key on a cut;
 		// that group (or the tail) below, one entry at a time.
-		done, k := vec.KeepBand(chunk[i:], v1, v0)
+		done, in := vec.KeepBand(chunk[i:], v1, v0)
 		i += done
-		kept += k
+		kept += in
 		for e := min(len(chunk), i+8); i < e; i++ {
 			v := chunk[i]
 			b := math.Float32bits(v)
@@ -566,13 +565,12 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 			}
 			t.thr[r] = uniformBelow((d - eps) + 2*eps*norm)
 		}
-		t.thrRising = slices.IsSorted(t.thr)
+		if rl >= bandMinRow && slices.IsSorted(t.thr) {
+			t.band = new(bandRanker)
+		}
 	}
 	thr := t.thr
 	g := *t.rng // a local copy keeps the state in registers
-	if t.thrRising && rl >= bandMinRow && t.band == nil {
-		t.band = new(bandRanker)
-	}
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk, kr := keys[r:r+rl], keep[r:r+rl]
 		if t.band != nil && t.band.paysOff() {

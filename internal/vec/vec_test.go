@@ -264,8 +264,7 @@ func TestKeepBand(t *testing.T) {
 		t.Skip("no AVX2: KeepBand does nothing and the caller's loop is the only one")
 	}
 	r := rand.New(rand.NewPCG(9, 10))
-	key := func(v float32) uint32 { return math.Float32bits(v) &^ (1 << 31) }
-	bounds := [][2]uint32{{key(0.01), key(0.03)}, {0, key(0.02)}, {key(0.02), 0xffffffff}, {0xffffffff, 0xffffffff}, {0, 0x7fffffff}, {key(0.03), key(0.01)}}
+	bounds := [][2]uint32{{magKey(0.01), magKey(0.03)}, {0, magKey(0.02)}, {magKey(0.02), 0xffffffff}, {0xffffffff, 0xffffffff}, {0, 0x7fffffff}, {magKey(0.03), magKey(0.01)}}
 	for _, b := range bounds {
 		low, top := b[0], b[1]
 		for n := 0; n < 80; n++ {
@@ -299,7 +298,7 @@ func TestKeepBand(t *testing.T) {
 				}
 				want := 0
 				for i, v := range orig {
-					k := key(v)
+					k := magKey(v)
 					if i >= done {
 						if math.Float32bits(x[i]) != math.Float32bits(v) {
 							t.Fatalf("bounds %#x,%#x n=%d: entry %d past done changed", low, top, n, i)
@@ -327,9 +326,12 @@ func TestKeepBand(t *testing.T) {
 	}
 }
 
+// magKey is the bits of |v|, the key KeepBand compares.
+func magKey(v float32) uint32 { return math.Float32bits(v) &^ (1 << 31) }
+
 func hasBound(x []float32, low, top uint32) bool {
 	for _, v := range x {
-		if k := math.Float32bits(v) &^ (1 << 31); k == low || k == top {
+		if k := magKey(v); k == low || k == top {
 			return true
 		}
 	}
