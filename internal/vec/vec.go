@@ -191,3 +191,39 @@ func ScaleKeep(x []float32, keep []bool, s float64) int {
 	}
 	return kept
 }
+
+// SplitBands places the magnitude key k (the bits of |v|) of each entry of
+// x against two inclusive key bands [lo[j], hi[j]]: it returns, for each
+// band, how many keys lie above it, and writes to idx, in index order, the
+// positions of the entries whose key lies in either band, returning how
+// many it wrote. idx must hold len(x) positions and x be shorter than
+// 2^31. Keys are at most 0x7fffffff, so a band with lo = hi = 0xffffffff
+// holds no key and has none above it. The assembly does eight at a time.
+func SplitBands(x []float32, lo, hi [2]uint32, idx []uint32) (above [2]int64, n int) {
+	idx = idx[:len(x)]
+	i := 0
+	if useAsm && len(x) >= 8 {
+		// Biased by the sign bit, as in KeepBand.
+		const b = 1 << 31
+		var a0, a1 int
+		i, n, a0, a1 = splitBandsAsm(x, lo[0]^b, hi[0]^b, lo[1]^b, hi[1]^b, idx)
+		above = [2]int64{int64(a0), int64(a1)}
+	}
+	for ; i < len(x); i++ {
+		k := math.Float32bits(x[i]) &^ (1 << 31)
+		in := false
+		for j := range lo {
+			switch {
+			case k > hi[j]:
+				above[j]++
+			case k >= lo[j]:
+				in = true
+			}
+		}
+		if in {
+			idx[n] = uint32(i)
+			n++
+		}
+	}
+	return above, n
+}

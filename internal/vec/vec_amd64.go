@@ -35,3 +35,8 @@ func keepBandAsm(x []float32, low, top uint32) (done, kept int)
 
 //go:noescape
 func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)
+
+// splitBandsAsm takes the bounds biased by the sign bit (see SplitBands).
+//
+//go:noescape
+func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)

@@ -458,3 +458,91 @@ skdone:
 	MOVQ AX, done+56(FP)
 	MOVQ DX, kept+64(FP)
 	RET
+
+// func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)
+// The above counts gather in 32-bit lanes (x is shorter than 2^31).
+TEXT ·splitBandsAsm(SB), NOSPLIT, $0-96
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ idx_base+40(FP), DI
+	SHRQ $3, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	XORQ R10, R10
+	XORQ R11, R11
+	TESTQ CX, CX
+	JZ   sbdone
+	MOVL lo0+24(FP), R8
+	MOVQ R8, X8
+	VPBROADCASTD X8, Y8
+	MOVL hi0+28(FP), R8
+	MOVQ R8, X9
+	VPBROADCASTD X9, Y9
+	MOVL lo1+32(FP), R8
+	MOVQ R8, X10
+	VPBROADCASTD X10, Y10
+	MOVL hi1+36(FP), R8
+	MOVQ R8, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x80000000, R8
+	MOVQ R8, X12
+	VPBROADCASTD X12, Y12
+	VPXOR Y13, Y13, Y13
+	VPXOR Y14, Y14, Y14
+
+sbloop:
+	VMOVDQU   (SI), Y0
+	VPOR      Y12, Y0, Y1 // biased key
+	VPCMPGTD  Y9, Y1, Y3  // key > hi0
+	VPCMPGTD  Y1, Y8, Y2  // lo0 > key
+	VPSUBD    Y3, Y13, Y13
+	VPOR      Y3, Y2, Y2  // outside band 0
+	VPCMPGTD  Y11, Y1, Y5 // key > hi1
+	VPCMPGTD  Y1, Y10, Y4 // lo1 > key
+	VPSUBD    Y5, Y14, Y14
+	VPOR      Y5, Y4, Y4  // outside band 1
+	VPAND     Y4, Y2, Y2  // outside both
+	VMOVMSKPS Y2, BX
+	XORL      $0xff, BX   // lanes in a band
+	JNZ       sbrecord
+
+sbnext:
+	ADDQ $32, SI
+	ADDQ $8, AX
+	DECQ CX
+	JNZ  sbloop
+	JMP  sbsum
+
+sbrecord:
+	BSFL BX, R8
+	ADDL AX, R8
+	MOVL R8, (DI)(DX*4)
+	INCQ DX
+	LEAL -1(BX), R9
+	ANDL R9, BX
+	JNZ  sbrecord
+	JMP  sbnext
+
+sbsum:
+	VEXTRACTI128 $1, Y13, X1
+	VPADDD       X1, X13, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, R10
+	VEXTRACTI128 $1, Y14, X1
+	VPADDD       X1, X14, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, R11
+	VZEROUPPER
+
+sbdone:
+	MOVQ AX, done+64(FP)
+	MOVQ DX, n+72(FP)
+	MOVQ R10, above0+80(FP)
+	MOVQ R11, above1+88(FP)
+	RET

@@ -3,6 +3,7 @@ package vec
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -383,4 +384,86 @@ func TestScaleKeep(t *testing.T) {
 			}
 		}
 	}
+}
+
+// TestSplitBands holds SplitBands, with and without the assembly, to its
+// definition on every length up to 80 and a long slice: keys on the
+// bounds, NaN, ±Inf and ±0, empty, overlapping, single-key and unbounded
+// bands.
+func TestSplitBands(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	none := uint32(0xffffffff)
+	bands := [][2][2]uint32{
+		{{magKey(0.01), magKey(0.03)}, {none, none}},
+		{{none, none}, {magKey(0.02), magKey(0.04)}},
+		{{magKey(0.005), magKey(0.01)}, {magKey(0.02), magKey(0.03)}},
+		{{magKey(0.01), magKey(0.03)}, {magKey(0.02), magKey(0.04)}},
+		{{0, magKey(0.001)}, {magKey(0.05), 0x7fffffff}},
+		{{magKey(0.02), magKey(0.02)}, {0, 0}},
+		{{none, none}, {none, none}},
+	}
+	lengths := []int{100003}
+	for n := 0; n <= 80; n++ {
+		lengths = append(lengths, n)
+	}
+	asm := useAsm
+	defer func() { useAsm = asm }()
+	for _, b := range bands {
+		lo, hi := [2]uint32{b[0][0], b[1][0]}, [2]uint32{b[0][1], b[1][1]}
+		bound := []uint32{lo[0], hi[0], lo[1], hi[1]}
+		for _, n := range lengths {
+			x := make([]float32, n+1)[1:]
+			for i := range x {
+				switch r.IntN(12) {
+				case 0:
+					x[i] = float32(math.NaN())
+				case 1:
+					x[i] = float32(math.Inf(1 - 2*r.IntN(2)))
+				case 2:
+					x[i] = float32(math.Copysign(0, -1))
+				case 3:
+					if k := bound[r.IntN(4)]; k <= 0x7fffffff {
+						x[i] = math.Float32frombits(k | uint32(r.IntN(2))<<31)
+						continue
+					}
+					fallthrough
+				default:
+					x[i] = float32(r.NormFloat64() * 0.02)
+				}
+			}
+			var wantAbove [2]int64
+			var wantIdx []uint32
+			for i, v := range x {
+				k, in := magKey(v), false
+				for j := range lo {
+					if k > hi[j] {
+						wantAbove[j]++
+					}
+					if k >= lo[j] && k <= hi[j] {
+						in = true
+					}
+				}
+				if in {
+					wantIdx = append(wantIdx, uint32(i))
+				}
+			}
+			for _, a := range []bool{false, asm} {
+				useAsm = a
+				idx := make([]uint32, n)
+				above, m := SplitBands(x, lo, hi, idx)
+				if above != wantAbove || !slices.Equal(idx[:m], wantIdx) {
+					t.Fatalf("asm %v bands %#x–%#x n=%d: above %v, %d in bands; want %v, %d (first differing position %d)", a, lo, hi, n, above, m, wantAbove, len(wantIdx), firstDiff(idx[:m], wantIdx))
+				}
+			}
+		}
+	}
+}
+
+func firstDiff(a, b []uint32) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
 }
