@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"sync"
+
+	"github.com/weightops/weightops/internal/vec"
 )
 
 // MagBits is the rank key of a value: the bit pattern of |x|.
@@ -128,6 +130,11 @@ func bitsLen(n int) int {
 // exact boundary key. Memory is two 64K-entry tables per boundary, and,
 // with Expect, a sample of 2^19 keys and up to 16 fine tables per
 // boundary while the first pass runs.
+//
+// With Expect the first pass after the sample counts only what the cuts
+// need: per rank, the keys above its band and, at full resolution, those
+// in it; the rest is one vector compare per eight keys. When a rank falls
+// outside its band the histogram starts again without sampling (Again).
 type Histogram struct {
 	ks     []int64 // wanted ranks (k highest)
 	coarse [1 << 16]int64
@@ -144,13 +151,18 @@ type Histogram struct {
 	// 2^16 counters per bin), the sample's too. When the first pass ends
 	// with each rank's bin in its band, the fine counts are those and the
 	// second pass is skipped; the cuts are the same either way.
-	expect   int64
-	sample   []uint32
-	bandLo   [2]uint32 // per k: first coarse bin of the band
-	bandW    [2]uint32 // per k: bins in the band − 1
-	bandFine [2][]uint32
-	banded   bool
-	keys     []uint32
+	expect    int64
+	sample    []uint32
+	bandLo    [2]uint32 // per k: first coarse bin of the band
+	bandW     [2]uint32 // per k: bins in the band − 1
+	bandFine  [2][]uint32
+	keyLo     [2]uint32          // per k: the band's lowest and highest key
+	keyHi     [2]uint32          // (math.MaxUint32 for both: no band)
+	inBin     [2][bandBins]int64 // per k: keys in each bin of the band
+	aboveBand [2]int64           // per k: keys above the band
+	banded    bool
+	again     bool
+	keys      []uint32
 	// the pooled buffers behind sample and bandFine
 	samplePool *[]uint32
 	bandPool   [2]*[]uint32
@@ -165,6 +177,10 @@ const (
 	bandSlack  = 0.01
 	bandBins   = 16
 )
+
+// bandPiece bounds the slice handed to vec.SplitBands at once, and so its
+// index buffer.
+const bandPiece = 1 << 16
 
 // noBand is a band no coarse bin (< 2^16) falls in.
 const noBand = 1 << 31
@@ -190,6 +206,7 @@ func (h *Histogram) Expect(n int64) {
 func (h *Histogram) setBands() {
 	m := int64(len(h.sample))
 	h.bandLo, h.bandW = [2]uint32{noBand, noBand}, [2]uint32{}
+	h.keyLo, h.keyHi = [2]uint32{math.MaxUint32, math.MaxUint32}, [2]uint32{math.MaxUint32, math.MaxUint32}
 	for j, k := range h.ks {
 		if k <= 0 || k >= h.expect {
 			continue
@@ -222,6 +239,7 @@ func (h *Histogram) setBands() {
 			hi = lo + bandBins - 1
 		}
 		h.bandLo[j], h.bandW[j] = uint32(lo), uint32(hi-lo)
+		h.keyLo[j], h.keyHi[j] = uint32(lo)<<16, uint32(hi)<<16|0xffff
 		h.bandPool[j] = bandTables.Get().(*[]uint32)
 		t := (*h.bandPool[j])[:(hi-lo+1)<<16]
 		clear(t)
@@ -261,60 +279,42 @@ func (h *Histogram) release() {
 	}
 }
 
-// countBands counts key k where it falls in a band.
+// countBands counts key k in a band or above it.
 func (h *Histogram) countBands(k uint32) {
 	c := k >> 16
 	for j := range h.ks {
 		if d := c - h.bandLo[j]; d <= h.bandW[j] {
 			h.bandFine[j][d<<16|k&0xffff]++
+			h.inBin[j][d]++
+		} else if k > h.keyHi[j] {
+			h.aboveBand[j]++
 		}
 	}
 }
 
-// observe is the sampling side of a first pass over keys: into the
-// sample until it is full, then into the bands.
-func (h *Histogram) observe(keys []uint32) {
-	if h.expect == 0 {
-		return
-	}
-	if !h.banded {
-		take := min(len(keys), cap(h.sample)-len(h.sample))
-		h.sample = append(h.sample, keys[:take]...)
-		keys = keys[take:]
-		if len(h.sample) < cap(h.sample) || int64(len(h.sample)) == h.expect {
-			return // still sampling, or the sample is the whole tensor
+// countIn counts key k in the bands it falls in (vec.SplitBands counted
+// the keys above them).
+func (h *Histogram) countIn(k uint32) {
+	c := k >> 16
+	for j := range h.ks {
+		if d := c - h.bandLo[j]; d <= h.bandW[j] {
+			h.bandFine[j][d<<16|k&0xffff]++
+			h.inBin[j][d]++
 		}
-		h.setBands()
-	}
-	for _, k := range keys {
-		h.countBands(k)
 	}
 }
 
-// fromKept fills the fine counts from what the first pass kept when every
-// rank's coarse bin is in it (the whole tensor sampled, or the rank's
-// band), and reports whether it did.
+// fromKept fills the fine counts from the sample when it is the whole
+// tensor, and reports whether it did.
 func (h *Histogram) fromKept() bool {
 	if h.expect == 0 || h.total != h.expect {
 		return false
-	}
-	for j, b := range h.bins {
-		if b >= 0 && h.banded && uint32(b)-h.bandLo[j] > h.bandW[j] {
-			return false // the sample misplaced this rank: count again
-		}
 	}
 	for j, b := range h.bins {
 		if b < 0 {
 			continue
 		}
 		f := &h.fine[j]
-		if h.banded {
-			d := uint32(b) - h.bandLo[j]
-			for i, c := range h.bandFine[j][d<<16 : (d+1)<<16] {
-				f[i] = int64(c)
-			}
-			continue
-		}
 		for _, k := range h.sample {
 			if int(k>>16) == b {
 				f[k&0xffff]++
@@ -323,6 +323,45 @@ func (h *Histogram) fromKept() bool {
 	}
 	return true
 }
+
+// fromBands finds each rank's bin inside its band from the counts above
+// and in it, takes the bin's fine counts, and reports whether every rank
+// fell in its band (the sample placed them right).
+func (h *Histogram) fromBands() bool {
+	if h.total != h.expect {
+		return false
+	}
+	for j, k := range h.ks {
+		h.bins[j] = -1
+		if k <= 0 || k >= h.total {
+			continue
+		}
+		if h.bandLo[j] == noBand {
+			return false
+		}
+		acc := h.aboveBand[j]
+		if acc >= k {
+			return false
+		}
+		d := int(h.bandW[j])
+		for ; d >= 0 && acc+h.inBin[j][d] < k; d-- {
+			acc += h.inBin[j][d]
+		}
+		if d < 0 {
+			return false
+		}
+		h.bins[j], h.above[j] = int(h.bandLo[j])+d, acc
+		for i, c := range h.bandFine[j][d<<16 : (d+1)<<16] {
+			h.fine[j][i] = int64(c)
+		}
+	}
+	return true
+}
+
+// Again reports whether the last EndCoarse found a rank outside the band
+// the sample placed it in: the histogram is then reset, without sampling,
+// and the first pass must run again before the second.
+func (h *Histogram) Again() bool { return h.again }
 
 // NewHistogram prepares to find the Cut of the top k entries for each k.
 func NewHistogram(ks ...int64) *Histogram {
@@ -336,19 +375,56 @@ func (h *Histogram) SetRanks(ks ...int64) { h.ks = ks }
 
 // AddCoarse feeds keys during the first pass.
 func (h *Histogram) AddCoarse(keys []uint32) {
+	h.total += int64(len(keys))
+	if h.expect != 0 && !h.banded && len(h.sample) < cap(h.sample) {
+		// The coarse table holds the sample alone when setBands reads
+		// it, or the bands would sit where the sample's ranks are not.
+		take := min(len(keys), cap(h.sample)-len(h.sample))
+		h.sample = append(h.sample, keys[:take]...)
+		h.countCoarse(keys[:take])
+		keys = keys[take:]
+		if len(h.sample) == cap(h.sample) && int64(len(h.sample)) < h.expect {
+			h.setBands()
+		}
+	}
+	if h.banded {
+		for _, k := range keys {
+			h.countBands(k)
+		}
+		return
+	}
+	h.countCoarse(keys)
+}
+
+func (h *Histogram) countCoarse(keys []uint32) {
 	for _, k := range keys {
 		h.coarse[k>>16]++
 	}
-	h.total += int64(len(keys))
-	h.observe(keys)
 }
 
 // EndCoarse finishes the first pass; it reports whether a second pass is
-// needed (false when every wanted rank is 0 or covers everything).
+// needed (false when every wanted rank is 0 or covers everything, or the
+// first pass counted what the second would). When it returns false, check
+// Again.
 func (h *Histogram) EndCoarse() bool {
 	h.bins = make([]int, len(h.ks))
 	h.above = make([]int64, len(h.ks))
 	h.fine = make([][1 << 16]int64, len(h.ks))
+	h.again = false
+	if h.banded {
+		ok := h.fromBands()
+		h.release()
+		h.keys = nil
+		h.pass = 1
+		if !ok {
+			// Count again, every key, without a sample.
+			clear(h.coarse[:])
+			h.total, h.pass, h.expect, h.banded = 0, 0, 0, false
+			h.inBin, h.aboveBand = [2][bandBins]int64{}, [2]int64{}
+			h.again = true
+		}
+		return false
+	}
 	need := false
 	for j, k := range h.ks {
 		h.bins[j] = -1
@@ -378,21 +454,21 @@ func (h *Histogram) EndCoarse() bool {
 func (h *Histogram) AddCoarseValues(vals []float32) {
 	switch {
 	case h.banded:
-		// Coarse and band counts in one loop.
-		lo0, w0, lo1, w1 := h.bandLo[0], h.bandW[0], h.bandLo[1], h.bandW[1]
-		f0, f1 := h.bandFine[0], h.bandFine[1]
-		for _, v := range vals {
-			k := MagBits(v)
-			c := k >> 16
-			h.coarse[c]++
-			if d := c - lo0; d <= w0 {
-				f0[d<<16|k&0xffff]++
-			}
-			if d := c - lo1; d <= w1 {
-				f1[d<<16|k&0xffff]++
-			}
+		// Only the keys in a band are counted one at a time.
+		if cap(h.keys) < min(len(vals), bandPiece) {
+			h.keys = make([]uint32, min(len(vals), bandPiece))
 		}
-		h.total += int64(len(vals))
+		for len(vals) > 0 {
+			p := vals[:min(len(vals), bandPiece)]
+			vals = vals[len(p):]
+			above, m := vec.SplitBands(p, h.keyLo, h.keyHi, h.keys)
+			h.aboveBand[0] += above[0]
+			h.aboveBand[1] += above[1]
+			for _, i := range h.keys[:m] {
+				h.countIn(MagBits(p[i]))
+			}
+			h.total += int64(len(p))
+		}
 		return
 	case h.expect != 0:
 		if cap(h.keys) < len(vals) {

@@ -318,7 +318,12 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 func (t *TensorSparsifier) EndPass(p Pass) {
 	switch p {
 	case PassCoarse:
-		if !t.hist.EndCoarse() {
+		need := t.hist.EndCoarse()
+		if t.hist.Again() {
+			t.reset() // the first pass runs again
+			return
+		}
+		if !need {
 			t.cuts = [2]Cut(t.hist.Cuts())
 			// No fine pass needed.
 			t.drop(PassFine)

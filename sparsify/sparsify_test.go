@@ -1,10 +1,13 @@
 package sparsify
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 )
 
@@ -293,8 +296,8 @@ func BenchmarkRankRow(b *testing.B) {
 // second pass's keys during the first (from a sample of the first
 // elements, bands around the ranks) and skips that pass when the ranks
 // fall in their bands; its cuts equal the exact selection (CutOfKeys) for
-// every rank, whether it skipped the pass, fell back to it (first rows
-// unlike the rest) or saw the whole tensor in its sample.
+// every rank, whether it skipped the pass, counted again without a sample
+// (first rows unlike the rest) or saw the whole tensor in its sample.
 func TestSampledHistogramExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(9, 9))
 	gen := map[string]func(n int) []float32{
@@ -332,6 +335,19 @@ func TestSampledHistogramExact(t *testing.T) {
 			}
 			return v
 		},
+		// The first rows are ten times larger: the ranks fall below
+		// their bands.
+		"shifted up": func(n int) []float32 {
+			v := make([]float32, n)
+			for i := range v {
+				s := 1.0
+				if i < sampleKeys {
+					s = 10
+				}
+				v[i] = float32(rng.NormFloat64() * s)
+			}
+			return v
+		},
 	}
 	skipped := map[string]bool{}
 	for name, g := range gen {
@@ -352,11 +368,23 @@ func TestSampledHistogramExact(t *testing.T) {
 					h.AddCoarseValues(v[s:min(n, s+chunk)])
 				}
 				need := h.EndCoarse()
+				again := h.Again()
+				if again {
+					if n <= sampleKeys {
+						t.Fatalf("%s n=%d rank %v: a histogram that sampled the whole tensor counts again", name, n, ks)
+					}
+					for s := 0; s < n; s += chunk {
+						h.AddCoarseValues(v[s:min(n, s+chunk)])
+					}
+					if need = h.EndCoarse(); h.Again() {
+						t.Fatalf("%s n=%d rank %v: counts again a second time", name, n, ks)
+					}
+				}
 				if need {
 					for s := 0; s < n; s += chunk {
 						h.AddFineValues(v[s:min(n, s+chunk)])
 					}
-				} else {
+				} else if !again {
 					skipped[fmt.Sprintf("%s %v", name, n > sampleKeys)] = true
 				}
 				got := h.Cuts()
@@ -365,8 +393,8 @@ func TestSampledHistogramExact(t *testing.T) {
 						t.Fatalf("%s n=%d rank %d (second pass %v): cut %+v, want %+v", name, n, k, need, got[j], want)
 					}
 				}
-				if name == "shifted" && n > sampleKeys && f == 0.5 && !need {
-					t.Errorf("shifted: the misplaced sample did not fall back to the second pass")
+				if strings.HasPrefix(name, "shifted") && n > sampleKeys && f == 0.5 && !again {
+					t.Errorf("shifted: the misplaced sample did not make the histogram count again")
 				}
 			}
 		}
@@ -493,6 +521,74 @@ func TestDellaMaskNaive(t *testing.T) {
 			for i := range want {
 				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
 					t.Fatalf("shape %v rescale %v: entry %d = %g, want %g", shape, rescale, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestSparsifierCountsAgain: a tensor whose first rows are unlike the rest
+// sends its sampled bands wrong; the sparsifier runs the first pass again
+// (the caller, following Needs, sees it twice) and keeps exactly the
+// entries a full sort picks, for TIES' and Breadcrumbs' cuts, as it does
+// when the bands hold.
+func TestSparsifierCountsAgain(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	rows, rl := 3*sampleKeys/1000+7, 1000
+	n := rows * rl
+	for _, shift := range []float64{1, 0.1, 10} {
+		v := make([]float32, n)
+		for i := range v {
+			s := 1.0
+			if i < sampleKeys {
+				s = shift
+			}
+			v[i] = float32(rng.NormFloat64() * s)
+		}
+		// The reference order: |x| descending, index ascending.
+		order := make([]int, n)
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(a, b int) int {
+			if c := cmp.Compare(math.Abs(float64(v[b])), math.Abs(float64(v[a]))); c != 0 {
+				return c
+			}
+			return a - b
+		})
+		for _, s := range []Spec{{Method: Magnitude, Density: 0.5}, {Method: MagnitudeOutliers, Density: 0.9, Gamma: 0.01}} {
+			nTop, nKeep := s.Counts(int64(n))
+			want := make([]bool, n)
+			for _, i := range order[nTop : nTop+nKeep] {
+				want[i] = true
+			}
+			got := append([]float32(nil), v...)
+			ts := s.ForTensor("w", []int64{int64(rows), int64(rl)}, 0)
+			chunk := ts.ChunkLen(65536)
+			coarse := 0
+			for len(ts.Needs()) > 0 {
+				p := ts.Needs()[0]
+				if p == PassCoarse {
+					coarse++
+				}
+				for i := 0; i < n; i += chunk {
+					ts.Observe(p, got[i:min(n, i+chunk)])
+				}
+				ts.EndPass(p)
+			}
+			if wantCoarse := map[bool]int{true: 1, false: 2}[shift == 1]; coarse != wantCoarse {
+				t.Errorf("shift %g %v: %d first passes, want %d", shift, s.Method, coarse, wantCoarse)
+			}
+			for i := 0; i < n; i += chunk {
+				ts.Apply(got[i:min(n, i+chunk)])
+			}
+			for i := range v {
+				w := float32(0)
+				if want[i] {
+					w = v[i]
+				}
+				if got[i] != w {
+					t.Fatalf("shift %g %v: entry %d = %v, want %v", shift, s.Method, i, got[i], w)
 				}
 			}
 		}
