@@ -227,3 +227,16 @@ func SplitBands(x []float32, lo, hi [2]uint32, idx []uint32) (above [2]int64, n 
 	}
 	return above, n
 }
+
+// CountBelow returns how many of keys are below k, unsigned; the assembly
+// compares eight at a time.
+func CountBelow(keys []uint32, k uint32) int {
+	i, n := 0, 0
+	if useAsm && len(keys) >= 8 {
+		i, n = countBelowAsm(keys, k^1<<31)
+	}
+	for _, x := range keys[i:] {
+		n += int(b2u(x < k))
+	}
+	return n
+}

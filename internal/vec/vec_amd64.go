@@ -40,3 +40,8 @@ func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)
 //
 //go:noescape
 func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)
+
+// countBelowAsm takes k biased by the sign bit (see CountBelow).
+//
+//go:noescape
+func countBelowAsm(keys []uint32, k uint32) (done, n int)

@@ -546,3 +546,62 @@ sbdone:
 	MOVQ R10, above0+80(FP)
 	MOVQ R11, above1+88(FP)
 	RET
+
+// func countBelowAsm(keys []uint32, k uint32) (done, n int)
+// Sixteen keys a loop in two accumulators, then eight if left; counts in
+// 32-bit lanes (a row is shorter than 2^31).
+TEXT ·countBelowAsm(SB), NOSPLIT, $0-48
+	MOVQ keys_base+0(FP), SI
+	MOVQ keys_len+8(FP), CX
+	SHRQ $3, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	TESTQ CX, CX
+	JZ   cbdone
+	MOVL k+24(FP), R8
+	MOVQ R8, X8
+	VPBROADCASTD X8, Y8
+	MOVL $0x80000000, R8
+	MOVQ R8, X9
+	VPBROADCASTD X9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	CMPQ CX, $2
+	JB   cbone
+
+cbloop:
+	VPXOR    (SI), Y9, Y0
+	VPXOR    32(SI), Y9, Y1
+	VPCMPGTD Y0, Y8, Y0 // k > key
+	VPCMPGTD Y1, Y8, Y1
+	VPSUBD   Y0, Y10, Y10
+	VPSUBD   Y1, Y11, Y11
+	ADDQ     $64, SI
+	ADDQ     $16, AX
+	SUBQ     $2, CX
+	CMPQ     CX, $2
+	JAE      cbloop
+	TESTQ    CX, CX
+	JZ       cbsum
+
+cbone:
+	VPXOR    (SI), Y9, Y0
+	VPCMPGTD Y0, Y8, Y0
+	VPSUBD   Y0, Y10, Y10
+	ADDQ     $8, AX
+
+cbsum:
+	VPADDD       Y11, Y10, Y10
+	VEXTRACTI128 $1, Y10, X1
+	VPADDD       X1, X10, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPADDD       X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPADDD       X1, X0, X0
+	VMOVD        X0, DX
+	VZEROUPPER
+
+cbdone:
+	MOVQ AX, done+32(FP)
+	MOVQ DX, n+40(FP)
+	RET

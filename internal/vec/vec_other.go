@@ -20,3 +20,5 @@ func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int) { return
 func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int) {
 	return 0, 0, 0, 0
 }
+
+func countBelowAsm(keys []uint32, k uint32) (done, n int) { return 0, 0 }

@@ -467,3 +467,48 @@ func firstDiff(a, b []uint32) int {
 	}
 	return min(len(a), len(b))
 }
+
+// TestCountBelow holds CountBelow, with and without the assembly, to a
+// plain count on every length up to 80 and a long slice, for bounds at
+// and around keys, 0, 2^31 and the largest uint32.
+func TestCountBelow(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	asm := useAsm
+	defer func() { useAsm = asm }()
+	lengths := []int{4099}
+	for n := 0; n <= 80; n++ {
+		lengths = append(lengths, n)
+	}
+	for _, n := range lengths {
+		keys := make([]uint32, n+1)[1:]
+		for i := range keys {
+			switch r.IntN(6) {
+			case 0:
+				keys[i] = uint32(r.IntN(3)) // 0, 1, 2
+			case 1:
+				keys[i] = 0x7fffffff - uint32(r.IntN(2))
+			default:
+				keys[i] = magKey(float32(r.NormFloat64()))
+			}
+		}
+		bounds := []uint32{0, 1, 2, 0x7fffffff, 0x80000000, 0xffffffff, magKey(0.5)}
+		if n > 0 {
+			k := keys[r.IntN(n)]
+			bounds = append(bounds, k, k+1)
+		}
+		for _, k := range bounds {
+			want := 0
+			for _, x := range keys {
+				if x < k {
+					want++
+				}
+			}
+			for _, a := range []bool{false, asm} {
+				useAsm = a
+				if got := CountBelow(keys, k); got != want {
+					t.Fatalf("asm %v n=%d k=%#x: %d below, want %d", a, n, k, got, want)
+				}
+			}
+		}
+	}
+}
