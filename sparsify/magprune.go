@@ -3,6 +3,8 @@ package sparsify
 import (
 	"math/rand/v2"
 	"slices"
+
+	"github.com/weightops/weightops/internal/vec"
 )
 
 // MAGPRUNE keeps an entry when its draw u is below thr[rank], thr rising
@@ -17,6 +19,11 @@ const (
 	bandShift   = 16 // a bucket is 2^16 key values: 7 mantissa bits
 	bandBuckets = 2048
 )
+
+// scanUndecided is the most undecided entries of a row ranked by counting
+// over the row, each on its own; more are ranked by gathering their
+// buckets. (A variable so tests can take either way.)
+var scanUndecided = 12
 
 // bandMinRow is the shortest row ranked by buckets: below it a bucket
 // histogram's fixed cost outweighs sorting the row.
@@ -94,9 +101,13 @@ func (br *bandRanker) bandRow(keys []uint32, keep []bool, thr []uint64, g rand.P
 		bd := &bounds[bucketOf(k, base)]
 		lo, hi := bd[0], bd[1]
 		keep[i] = u < lo
-		// Written always, counted only when undecided: no branch.
-		undec[n] = undecided{int32(i), u}
-		n += int(b2u(u >= lo) & b2u(u < hi))
+		// lo ≤ u < hi in one unsigned compare (lo ≤ hi: thr rises): true
+		// a few times a row, a branch predicted well, cheaper than
+		// storing every draw.
+		if u-lo < hi-lo {
+			undec[n] = undecided{int32(i), u}
+			n++
+		}
 	}
 	br.undec = undec[:n]
 	br.rows++
@@ -112,6 +123,19 @@ func (br *bandRanker) bandRow(keys []uint32, keep []bool, thr []uint64, g rand.P
 // then index (already so when its keys are all equal, as ties of
 // quantized deltas often are).
 func (br *bandRanker) resolve(keys []uint32, keep []bool, thr []uint64, base uint32) {
+	if len(br.undec) <= scanUndecided {
+		// An entry's rank is the count of smaller keys, and of equal keys
+		// before it: two vector counts over the row per entry, cheaper
+		// than gathering and sorting for a few.
+		for _, d := range br.undec {
+			k := keys[d.i]
+			r := vec.CountBelow(keys[:d.i], k+1) + vec.CountBelow(keys[d.i+1:], k)
+			keep[d.i] = d.u < thr[r]
+			b := bucketOf(k, base)
+			br.gathered += int64(br.pos[b+1] - br.pos[b])
+		}
+		return
+	}
 	marked, fill := br.marked[:0], br.fill[:0]
 	n := int32(0)
 	for _, d := range br.undec {

@@ -26,6 +26,13 @@ func rowsFor(r *rand.Rand, l int) map[string][]float32 {
 		w := bf16(r.NormFloat64() * 0.02)
 		return bf16(float64(w)+r.NormFloat64()*2e-4) - w
 	})
+	// Short ties scattered over the row: a third as many magnitudes as
+	// entries, so most equal keys have few undecided entries between them.
+	pool := make([]float32, l/3)
+	for i := range pool {
+		pool[i] = float32(r.NormFloat64() * 0.02)
+	}
+	gen("short-ties", func(int) float32 { return pool[r.IntN(len(pool))] * float32(1-2*r.IntN(2)) })
 	gen("constant", func(int) float32 { return -0.5 })
 	gen("zeros", func(int) float32 { return 0 })
 	gen("few", func(int) float32 { return float32(r.IntN(4)-2) * 0.125 })
@@ -50,6 +57,18 @@ func rowsFor(r *rand.Rand, l int) map[string][]float32 {
 // (d ± ε beyond [0, 1]) and a steep one that leaves many entries
 // undecided.
 func TestBandRowMatchesFullSort(t *testing.T) {
+	// Undecided entries ranked by gathering their buckets, by counting
+	// when few (the default), and always by counting.
+	for i, scan := range []int{0, scanUndecided, 1 << 30} {
+		t.Run([]string{"gather", "default", "count"}[i], func(t *testing.T) {
+			defer func(s int) { scanUndecided = s }(scanUndecided)
+			scanUndecided = scan
+			testBandRow(t)
+		})
+	}
+}
+
+func testBandRow(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, l := range []int{bandMinRow, 4096, 11008} {
 		ramps := map[string][2]float64{"della": {0.7, 0.15}, "flat": {0.5, 0}, "clamped": {0.5, 0.8}, "steep": {0.5, 0.5}}
