@@ -240,3 +240,20 @@ func CountBelow(keys []uint32, k uint32) int {
 	}
 	return n
 }
+
+// MagKeys sets dst[i] to the magnitude key of src[i] (the bits of |v|:
+// the sign bit cleared), for i < len(dst) (src at least as long), and
+// returns the largest key, 0 for none; the assembly does eight at a time.
+func MagKeys(dst []uint32, src []float32) uint32 {
+	src = src[:len(dst)]
+	i, top := 0, uint32(0)
+	if useAsm && len(dst) >= 8 {
+		i, top = magKeysAsm(dst, src)
+	}
+	for ; i < len(dst); i++ {
+		k := math.Float32bits(src[i]) &^ (1 << 31)
+		dst[i] = k
+		top = max(top, k)
+	}
+	return top
+}

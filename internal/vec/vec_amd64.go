@@ -45,3 +45,6 @@ func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, 
 //
 //go:noescape
 func countBelowAsm(keys []uint32, k uint32) (done, n int)
+
+//go:noescape
+func magKeysAsm(dst []uint32, src []float32) (done int, top uint32)

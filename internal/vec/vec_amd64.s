@@ -605,3 +605,41 @@ cbdone:
 	MOVQ AX, done+32(FP)
 	MOVQ DX, n+40(FP)
 	RET
+
+// func magKeysAsm(dst []uint32, src []float32) (done int, top uint32)
+TEXT ·magKeysAsm(SB), NOSPLIT, $0-60
+	MOVQ dst_base+0(FP), DI
+	MOVQ dst_len+8(FP), CX
+	MOVQ src_base+24(FP), SI
+	SHRQ $3, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	TESTQ CX, CX
+	JZ   mkdone
+	MOVL $0x7fffffff, R8
+	MOVQ R8, X8
+	VPBROADCASTD X8, Y8
+	VPXOR Y9, Y9, Y9
+
+mkloop:
+	VPAND   (SI), Y8, Y0
+	VMOVDQU Y0, (DI)
+	VPMAXUD Y0, Y9, Y9
+	ADDQ    $32, SI
+	ADDQ    $32, DI
+	ADDQ    $8, AX
+	DECQ    CX
+	JNZ     mkloop
+	VEXTRACTI128 $1, Y9, X1
+	VPMAXUD      X1, X9, X0
+	VPSHUFD      $0x4e, X0, X1
+	VPMAXUD      X1, X0, X0
+	VPSHUFD      $0xb1, X0, X1
+	VPMAXUD      X1, X0, X0
+	VMOVD        X0, DX
+	VZEROUPPER
+
+mkdone:
+	MOVQ AX, done+48(FP)
+	MOVL DX, top+56(FP)
+	RET

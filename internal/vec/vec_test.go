@@ -512,3 +512,43 @@ func TestCountBelow(t *testing.T) {
 		}
 	}
 }
+
+// TestMagKeys holds MagKeys, with and without the assembly, to the keys
+// and largest key of their definition on every length up to 80 and a
+// long slice, NaN payloads, ±Inf and ±0 included.
+func TestMagKeys(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	asm := useAsm
+	defer func() { useAsm = asm }()
+	lengths := []int{1003}
+	for n := 0; n <= 80; n++ {
+		lengths = append(lengths, n)
+	}
+	for _, n := range lengths {
+		src := make([]float32, n+1)[1:]
+		for i := range src {
+			switch r.IntN(8) {
+			case 0:
+				src[i] = math.Float32frombits(0xffc00000 | uint32(r.IntN(1<<22))) // negative NaN
+			case 1:
+				src[i] = float32(math.Inf(1 - 2*r.IntN(2)))
+			case 2:
+				src[i] = float32(math.Copysign(0, -1))
+			default:
+				src[i] = float32(r.NormFloat64())
+			}
+		}
+		want, wantTop := make([]uint32, n), uint32(0)
+		for i, v := range src {
+			want[i] = magKey(v)
+			wantTop = max(wantTop, want[i])
+		}
+		for _, a := range []bool{false, asm} {
+			useAsm = a
+			dst := make([]uint32, n)
+			if top := MagKeys(dst, src); top != wantTop || !slices.Equal(dst, want) {
+				t.Fatalf("asm %v n=%d: top %#x (want %#x), keys equal %v", a, n, top, wantTop, slices.Equal(dst, want))
+			}
+		}
+	}
+}
