@@ -65,15 +65,11 @@ type undecided struct {
 func bucketOf(k, base uint32) uint32 { return max(k>>bandShift, base) - base }
 
 // bandRow sets keep[i] = draw_i < thr[rank_i] for one row, the draws one
-// g.Uint64 per entry in index order, rank by key then index; thr must be
-// non-decreasing and as long as the row. It returns the generator past
+// g.Uint64 per entry in index order, rank by key then index; top is the
+// row's largest key; thr must be non-decreasing and as long as the row. It returns the generator past
 // the row's draws (taken and returned by value, so its state stays in
 // registers).
-func (br *bandRanker) bandRow(keys []uint32, keep []bool, thr []uint64, g rand.PCG) rand.PCG {
-	var top uint32
-	for _, k := range keys {
-		top = max(top, k)
-	}
+func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr []uint64, g rand.PCG) rand.PCG {
 	base := uint32(0)
 	if tb := top >> bandShift; tb >= bandBuckets {
 		base = tb - (bandBuckets - 1)
@@ -85,11 +81,12 @@ func (br *bandRanker) bandRow(keys []uint32, keep []bool, thr []uint64, g rand.P
 		pos[bucketOf(k, base)+1]++
 	}
 	bounds := br.bounds[:nb]
+	last := int32(len(keys) - 1)
 	for b := range bounds {
 		pos[b+1] += pos[b]
-		if pos[b+1] > pos[b] { // an empty bucket's bounds are never read
-			bounds[b] = [2]uint64{thr[pos[b]], thr[pos[b+1]-1]}
-		}
+		// An empty bucket's bounds are never read: clamped indices
+		// instead of a branch on emptiness.
+		bounds[b] = [2]uint64{thr[min(pos[b], last)], thr[max(pos[b+1]-1, 0)]}
 	}
 	if cap(br.undec) < len(keys) {
 		br.undec = make([]undecided, len(keys))

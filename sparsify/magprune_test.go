@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -92,7 +93,7 @@ func testBandRow(t *testing.T) {
 				}
 				var br bandRanker
 				got := make([]bool, l)
-				after := br.bandRow(keys, got, thr, *rand.NewPCG(seed, 1))
+				after := br.bandRow(keys, slices.Max(keys), got, thr, *rand.NewPCG(seed, 1))
 				for i := range want {
 					if got[i] != want[i] {
 						t.Fatalf("row of %d %s, ramp %s: entry %d (key %#x, rank %d) kept %v, want %v", l, name, rname, i, keys[i], rank[i], got[i], want[i])
@@ -103,7 +104,7 @@ func testBandRow(t *testing.T) {
 				}
 				// The scratch is reused: a second row through the same ranker.
 				clear(got)
-				br.bandRow(keys, got, thr, *rand.NewPCG(seed, 1))
+				br.bandRow(keys, slices.Max(keys), got, thr, *rand.NewPCG(seed, 1))
 				for i := range want {
 					if got[i] != want[i] {
 						t.Fatalf("row of %d %s, ramp %s, reused ranker: entry %d kept %v, want %v", l, name, rname, i, got[i], want[i])

@@ -553,7 +553,10 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 		return
 	}
 	rl := t.rowLen
-	keys := t.keysOf(chunk)
+	if cap(t.keys) < len(chunk) {
+		t.keys = make([]uint32, len(chunk))
+	}
+	keys := t.keys[:len(chunk)]
 	if cap(t.order) < rl {
 		t.order = make([]uint64, rl)
 		t.rank = make([]int, rl)
@@ -578,8 +581,9 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 	g := *t.rng // a local copy keeps the state in registers
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk, kr := keys[r:r+rl], keep[r:r+rl]
+		top := vec.MagKeys(rk, chunk[r:r+rl])
 		if t.band != nil && t.band.paysOff() {
-			g = t.band.bandRow(rk, kr, thr, g)
+			g = t.band.bandRow(rk, top, kr, thr, g)
 			continue
 		}
 		rankRow(rk, order, t.radixTmp(rl), rank)
