@@ -545,13 +545,33 @@ func applyChunk(dt weights.DType, orig []byte, a, th []float64, o, back []byte, 
 	if err := subtract(dt, o, a, back); err != nil {
 		return err
 	}
-	for i := range th {
-		if b := orig[i*es : (i+1)*es]; !bytes.Equal(back[i*es:(i+1)*es], b) {
-			u.add(int64(base+i), b)
-			// Only a NaN can fail to decode and encode back.
-			if !u.verbatim && th[i] != th[i] && !roundTrips(dt, b) {
-				u.verbatim = true
+	record := func(i int) {
+		b := orig[i*es : (i+1)*es]
+		u.add(int64(base+i), b)
+		// Only a NaN can fail to decode and encode back.
+		if !u.verbatim && th[i] != th[i] && !roundTrips(dt, b) {
+			u.verbatim = true
+		}
+	}
+	// Most elements come back: whole 8-byte words are compared, and only
+	// a word that differs element by element (a call per element cost
+	// more than the arithmetic).
+	off := 0
+	if es <= 8 && 8%es == 0 {
+		for ; off+8 <= len(orig); off += 8 {
+			if binary.LittleEndian.Uint64(orig[off:]) == binary.LittleEndian.Uint64(back[off:]) {
+				continue
 			}
+			for e := off; e < off+8; e += es {
+				if !bytes.Equal(orig[e:e+es], back[e:e+es]) {
+					record(e / es)
+				}
+			}
+		}
+	}
+	for ; off < len(orig); off += es {
+		if !bytes.Equal(orig[off:off+es], back[off:off+es]) {
+			record(off / es)
 		}
 	}
 	return nil
@@ -691,7 +711,6 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 		return nil, err
 	}
 	rep := &ApplyReport{Tensors: len(pl.touched), Warnings: append([]string{}, warnings...)}
-	var digest string
 	var applied []AppliedPatch
 	for i, p := range patches {
 		sum, err := weights.FileSHA256(p.Path)
@@ -699,20 +718,14 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 			return nil, err
 		}
 		applied = append(applied, AppliedPatch{SHA256: sum, Scale: pl.scales[i], File: filepath.Base(p.Path), Kind: p.Kind})
-		if p.BaseSHA256 == "" {
-			continue
-		}
-		if digest == "" {
-			if digest, err = o.Digest(model); err != nil {
-				return nil, err
-			}
-		}
-		if p.BaseSHA256 != digest {
-			msg := fmt.Sprintf("%s was made for base %s…, not %s (%s…)", p.Path, p.BaseSHA256[:min(12, len(p.BaseSHA256))], model.Path(), digest[:12])
-			if o.Strict {
-				return nil, fmt.Errorf("%s (--strict)", msg)
-			}
-			rep.Warnings = append(rep.Warnings, msg)
+	}
+	// The base's digest is only compared with the patches' record of it,
+	// before anything is written: it is computed beside the undo records'
+	// pass (a whole-model patch's first third, hashed alone, before).
+	checkBase := baseCheck(model, patches, o)
+	if o.NoUndo {
+		if err := checkBase(rep); err != nil {
+			return nil, err
 		}
 	}
 	if o.AverageBNAffine {
@@ -739,6 +752,9 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 	idx, phase := &undoIndex{}, "patching"
 	if !o.NoUndo {
 		if idx, err = pl.recordUndo(ctx, o.Options, undo); err != nil {
+			return nil, err
+		}
+		if err := checkBase(rep); err != nil {
 			return nil, err
 		}
 		phase = "pass 2/2: patching"
@@ -787,6 +803,49 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 		}
 	}
 	return rep, rep.addSideFiles(side, model)
+}
+
+// baseCheck starts hashing model, if a patch records the base it was made
+// for, and returns the wait for it: the check adds a warning to rep for
+// each patch made for another base, or with o.Strict fails at the first.
+func baseCheck(model weights.Checkpoint, patches []*Patch, o ApplyOptions) func(rep *ApplyReport) error {
+	type result struct {
+		warnings []string
+		err      error
+	}
+	needed := false
+	for _, p := range patches {
+		needed = needed || p.BaseSHA256 != ""
+	}
+	if !needed {
+		return func(*ApplyReport) error { return nil }
+	}
+	done := make(chan result, 1)
+	go func() {
+		digest, err := weights.CheckpointDigest(model)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		var r result
+		for _, p := range patches {
+			if p.BaseSHA256 == "" || p.BaseSHA256 == digest {
+				continue
+			}
+			msg := fmt.Sprintf("%s was made for base %s…, not %s (%s…)", p.Path, p.BaseSHA256[:min(12, len(p.BaseSHA256))], model.Path(), digest[:12])
+			if o.Strict {
+				r.err = fmt.Errorf("%s (--strict)", msg)
+				break
+			}
+			r.warnings = append(r.warnings, msg)
+		}
+		done <- r
+	}()
+	return func(rep *ApplyReport) error {
+		r := <-done
+		rep.Warnings = append(rep.Warnings, r.warnings...)
+		return r.err
+	}
 }
 
 // recordUndo is Apply's first pass: the undo records of the patched (and
