@@ -3,6 +3,7 @@ package wpatch
 import (
 	"bufio"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -105,10 +106,8 @@ func (s *sparseStream) rewind() error {
 			return s.fail("bad sparse count")
 		}
 	}
-	for k := int64(0); k < s.t.NNZ; k++ {
-		if _, err := binary.ReadUvarint(s.vr); err != nil {
-			return s.fail("bad sparse index")
-		}
+	if err := skipUvarints(s.vr, s.t.NNZ); err != nil {
+		return s.fail("bad sparse index")
 	}
 	if s.t.NNZ == 0 {
 		return s.end()
@@ -119,7 +118,7 @@ func (s *sparseStream) rewind() error {
 // peek reads the next entry's index, checking it is in range and after
 // the last.
 func (s *sparseStream) peek() error {
-	gap, err := binary.ReadUvarint(s.ir)
+	gap, err := readUvarint(s.ir)
 	switch {
 	case err != nil || gap > uint64(s.n):
 		return s.fail("bad sparse index")
@@ -201,4 +200,56 @@ func (s *sparseStream) close() {
 			d.Close()
 		}
 	}
+}
+
+// readUvarint is binary.ReadUvarint on r's buffered bytes when they hold
+// the whole varint (a byte at a time through io.ByteReader cost more than
+// the rest of patch apply's index walk).
+func readUvarint(r *bufio.Reader) (uint64, error) {
+	b, _ := r.Peek(binary.MaxVarintLen64)
+	v, n := binary.Uvarint(b)
+	switch {
+	case n > 0:
+		_, _ = r.Discard(n)
+		return v, nil
+	case n < 0:
+		return 0, errVarintOverflow
+	}
+	return binary.ReadUvarint(r) // short at the end: its error
+}
+
+var errVarintOverflow = errors.New("varint overflows a 64-bit integer")
+
+// skipUvarints reads past n varints from r, scanning its buffered bytes:
+// a varint ends at each byte below 0x80. It fails where
+// binary.ReadUvarint would: a varint longer than ten bytes, a tenth byte
+// above 1, or the end of the stream first.
+func skipUvarints(r *bufio.Reader, n int64) error {
+	run := 0 // continuation bytes of the varint being read
+	for n > 0 {
+		if _, err := r.Peek(1); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+		b, _ := r.Peek(r.Buffered())
+		p := 0
+		for ; p < len(b) && n > 0; p++ {
+			c := b[p]
+			if c < 0x80 {
+				if run == binary.MaxVarintLen64-1 && c > 1 {
+					return errVarintOverflow
+				}
+				run = 0
+				n--
+				continue
+			}
+			if run++; run == binary.MaxVarintLen64 {
+				return errVarintOverflow
+			}
+		}
+		_, _ = r.Discard(p)
+	}
+	return nil
 }
