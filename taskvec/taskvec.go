@@ -124,14 +124,22 @@ func Diff(ctx context.Context, ft, base weights.Checkpoint, out string, o DiffOp
 	if o.Patch != nil {
 		md := map[string]string{"finetune": ft.Path(), "base": base.Path()}
 		maps.Copy(md, o.Metadata)
-		digest, err := o.Digest(base)
-		if err != nil {
-			return nil, err
-		}
+		var err error
 		if w, err = wpatch.Create(out, PatchKind(o.Sparsify.Method), md, *o.Patch); err != nil {
 			return nil, err
 		}
-		w.SetBase(digest)
+		// The base is hashed beside the diff, not before it; the patch's
+		// header, written at commit, waits for it.
+		type result struct {
+			sha string
+			err error
+		}
+		digest := make(chan result, 1)
+		go func() {
+			sha, err := weights.CheckpointDigest(base)
+			digest <- result{sha, err}
+		}()
+		w.SetBaseLater(func() (string, error) { r := <-digest; return r.sha, r.err })
 		job.Outputs = []stream.Output{w.Output()}
 	} else {
 		md := map[string]string{"weightops.kind": "task-vector", "weightops.finetune": ft.Path(), "weightops.base": base.Path()}

@@ -2,8 +2,10 @@ package taskvec
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -127,6 +129,14 @@ func diffOutputsAgree(t *testing.T) {
 		p, err := wpatch.Open(wp)
 		if err != nil {
 			t.Fatal(err)
+		}
+		// The base's digest, hashed beside the diff, is the file's.
+		raw, err := os.ReadFile(filepath.Join(d, "base.safetensors"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := fmt.Sprintf("%x", sha256.Sum256(raw)); p.BaseSHA256 != want {
+			t.Fatalf("%v: the patch records base sha256 %q, want %q", sp.Method, p.BaseSHA256, want)
 		}
 		for n, s := range shapes {
 			want := make([]float32, len(ft[n]))

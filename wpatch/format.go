@@ -129,6 +129,7 @@ type Writer struct {
 	names map[string]bool
 	done  bool
 	errs  map[string]QuantError
+	baseLater func() (string, error)
 	// parts are the tensors arriving in parts (WriteTensorAt), not yet
 	// complete.
 	parts map[string]*part
@@ -225,6 +226,11 @@ func Create(path, kind string, metadata map[string]string, enc Encoding) (*Write
 
 // SetBase records the SHA-256 of the checkpoint the patch applies to.
 func (w *Writer) SetBase(sha string) { w.hdr.BaseSHA256 = sha }
+
+// SetBaseLater has Commit ask get for the base's SHA-256, so the base can
+// be hashed while the tensors are written; an error from get fails the
+// commit (the file is discarded).
+func (w *Writer) SetBaseLater(get func() (string, error)) { w.baseLater = get }
 
 // Add encodes, compresses and appends one tensor's values. dtype is the
 // model tensor's dtype, recorded so apply can check it.
@@ -515,6 +521,14 @@ func (w *Writer) Commit() error {
 		w.abortParts()
 		weights.DiscardTemp(w.f)
 		return fmt.Errorf("%s: committed with tensors still arriving in parts", w.path)
+	}
+	if w.baseLater != nil {
+		sha, err := w.baseLater()
+		if err != nil {
+			weights.DiscardTemp(w.f)
+			return fmt.Errorf("%s: %w", w.path, err)
+		}
+		w.hdr.BaseSHA256 = sha
 	}
 	sort.Slice(w.hdr.Tensors, func(i, j int) bool { return weights.NaturalLess(w.hdr.Tensors[i].Name, w.hdr.Tensors[j].Name) })
 	if err := w.reorder(); err != nil {

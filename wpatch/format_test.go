@@ -3,6 +3,7 @@ package wpatch
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -267,5 +268,48 @@ func TestAddReconstructedMatchesLoad(t *testing.T) {
 				t.Fatalf("%+v: element %d: Load %v, AddReconstructed %v", enc, i, got[i], back[i])
 			}
 		}
+	}
+}
+
+// TestSetBaseLater: the digest handed over at commit is the header's; a
+// failing one fails the commit and leaves no file.
+func TestSetBaseLater(t *testing.T) {
+	d := t.TempDir()
+	for _, fail := range []bool{false, true} {
+		path := filepath.Join(d, fmt.Sprintf("p%v.wpatch", fail))
+		w, err := Create(path, "full", nil, Encoding{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Add("x", []int64{2}, weights.F32, []float32{1, 2}); err != nil {
+			t.Fatal(err)
+		}
+		w.SetBaseLater(func() (string, error) {
+			if fail {
+				return "", errors.New("reading the base failed")
+			}
+			return "abc123", nil
+		})
+		err = w.Commit()
+		if fail {
+			if err == nil || !strings.Contains(err.Error(), "reading the base failed") {
+				t.Fatalf("commit with a failing digest: %v", err)
+			}
+			if entries, _ := os.ReadDir(d); len(entries) != 1 {
+				t.Fatalf("a failed commit left files: %v", entries)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.BaseSHA256 != "abc123" {
+			t.Fatalf("base %q, want abc123", p.BaseSHA256)
+		}
+		p.Close()
 	}
 }
