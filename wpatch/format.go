@@ -126,9 +126,9 @@ type Writer struct {
 	zw   *zstd.Encoder
 	decl map[string]weights.TensorInfo
 	// names are the tensors added so far.
-	names map[string]bool
-	done  bool
-	errs  map[string]QuantError
+	names     map[string]bool
+	done      bool
+	errs      map[string]QuantError
 	baseLater func() (string, error)
 	// parts are the tensors arriving in parts (WriteTensorAt), not yet
 	// complete.
