@@ -176,24 +176,35 @@ func diff(in, out [][]float64) {
 type sparseDiff struct {
 	sp  *sparsify.TensorSparsifier
 	tau []float32
+	raw weights.Tensor // the fine-tune's bytes of the current chunk
 }
 
 func newSparseDiff(sp *sparsify.TensorSparsifier) *sparseDiff {
 	return &sparseDiff{sp: sp}
 }
 
-// delta returns τ of the next chunk.
-func (k *sparseDiff) delta(in [][]float64) []float32 {
-	n := len(in[1])
-	if cap(k.tau) < n {
-		k.tau = make([]float32, n)
+// RawInput: the fine-tune is read raw, the base decoded.
+func (k *sparseDiff) RawInput(i int) bool { return i == 0 }
+
+// SetRaw receives the fine-tune's bytes of the next chunk.
+func (k *sparseDiff) SetRaw(_ int, t weights.Tensor) { k.raw = t }
+
+// delta returns τ of the next chunk: float32(ft − base), the float64
+// difference of float32-or-narrower values being exact, taken straight
+// from the fine-tune's bytes (vec.DeltaBF16 for BF16).
+func (k *sparseDiff) delta(in [][]float64) ([]float32, error) {
+	b := in[1]
+	if cap(k.tau) < len(b) {
+		k.tau = make([]float32, len(b))
 	}
-	t := k.tau[:n]
-	a, b := in[0], in[1]
-	for e := range t {
-		t[e] = float32(a[e] - b[e])
+	t := k.tau[:len(b)]
+	if a := in[0]; a != nil { // decoded: not handed over raw
+		for e := range t {
+			t[e] = float32(a[e] - b[e])
+		}
+		return t, nil
 	}
-	return t
+	return t, weights.DeltaFloat32(k.raw.DType, k.raw.Data, b, t)
 }
 
 func (k *sparseDiff) NextPass() (int, bool) {
@@ -204,7 +215,11 @@ func (k *sparseDiff) NextPass() (int, bool) {
 }
 
 func (k *sparseDiff) Observe(p int, in [][]float64) error {
-	k.sp.Observe(sparsify.Pass(p), k.delta(in))
+	t, err := k.delta(in)
+	if err != nil {
+		return err
+	}
+	k.sp.Observe(sparsify.Pass(p), t)
 	return nil
 }
 
@@ -214,7 +229,10 @@ func (k *sparseDiff) EndPass(p int) error {
 }
 
 func (k *sparseDiff) Compute(in, out [][]float64) error {
-	t := k.delta(in)
+	t, err := k.delta(in)
+	if err != nil {
+		return err
+	}
 	k.sp.Apply(t)
 	for e, v := range t {
 		out[0][e] = float64(v)

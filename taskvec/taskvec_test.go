@@ -158,3 +158,54 @@ func diffOutputsAgree(t *testing.T) {
 		p.Close()
 	}
 }
+
+// TestSparseDiffRawDTypes: a sparsified diff takes τ straight from the
+// fine-tune's bytes; for a BF16 or F16 fine-tune over a base of another
+// dtype, whole or streamed, the patch holds float32(ft − base) of the
+// decoded values, sparsified as sparsify.InPlace does it.
+func TestSparseDiffRawDTypes(t *testing.T) {
+	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(9, 10))
+	shape := []int64{48, 500}
+	n := int(shape[0] * shape[1])
+	for _, dts := range [][2]weights.DType{{weights.BF16, weights.F32}, {weights.F16, weights.BF16}, {weights.BF16, weights.BF16}} {
+		for _, above := range []int64{1 << 62, -1} {
+			stream.StreamAbove = above
+			d := t.TempDir()
+			bv, fv := make([]float64, n), make([]float64, n)
+			for i := range bv {
+				bv[i] = rng.NormFloat64() * 0.02
+				fv[i] = bv[i] + rng.NormFloat64()*0.002
+			}
+			fp := testutil.Write(t, filepath.Join(d, "ft.safetensors"), nil, testutil.Tensor{Name: "w", DType: dts[0], Shape: shape, Values: fv})
+			bp := testutil.Write(t, filepath.Join(d, "base.safetensors"), nil, testutil.Tensor{Name: "w", DType: dts[1], Shape: shape, Values: bv})
+			cks := testutil.Open(t, fp, bp)
+			sp := sparsify.Spec{Method: sparsify.MagnitudeOutliers, Density: 0.3, Gamma: 0.02}
+			wp := filepath.Join(d, "tv.wpatch")
+			if _, err := Diff(ctx, cks[0], cks[1], wp, DiffOptions{Sparsify: sp, Patch: &wpatch.Encoding{}}); err != nil {
+				t.Fatal(err)
+			}
+			f, b := testutil.Read(t, fp, "w"), testutil.Read(t, bp, "w")
+			want := make([]float32, n)
+			for i := range want {
+				want[i] = float32(f[i] - b[i])
+			}
+			sparsify.InPlace(sp, "w", shape, 0, want)
+			p, err := wpatch.Open(wp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make([]float32, n)
+			if err := p.Load("w", got); err != nil {
+				t.Fatal(err)
+			}
+			p.Close()
+			for i := range want {
+				if got[i] != want[i] {
+					t.Fatalf("%v over %v, streamed %v: [%d] = %g, want %g", dts[0], dts[1], above < 0, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
