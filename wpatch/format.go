@@ -185,6 +185,32 @@ func (e *QuantError) Add(o QuantError) {
 	e.N += o.N
 }
 
+// observe takes in the errors of values vals quantized to deq: the sums of
+// v² and (v − deq)², in index order, and the largest |v − deq|.
+func (e *QuantError) observe(vals, deq []float32) {
+	deq = deq[:len(vals)]
+	s2, e2, mx := e.Signal2, e.Err2, e.MaxAbs
+	for i, v := range vals {
+		d := float64(v) - float64(deq[i])
+		s2 += float64(v) * float64(v)
+		e2 += d * d
+		mx = maxOf(mx, math.Abs(d))
+	}
+	e.Signal2, e.Err2, e.MaxAbs = s2, e2, mx
+}
+
+// maxOf is math.Max(m, a) for m and a not below zero (or NaN), without
+// its call: +Inf wins over NaN, NaN over a number.
+func maxOf(m, a float64) float64 {
+	switch {
+	case a > m, math.IsInf(a, 1):
+		return a
+	case a != a && !math.IsInf(m, 1):
+		return a
+	}
+	return m
+}
+
 // Errors returns the quantization error of every tensor added with
 // quantized values.
 func (w *Writer) Errors() map[string]QuantError {
@@ -378,12 +404,7 @@ func (w *Writer) encodeEntry(name string, shape []int64, dtype weights.DType, id
 			return nil, fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 		}
 		qe := QuantError{N: n}
-		for i, v := range vals {
-			d := float64(v) - float64(deq[i])
-			qe.Signal2 += float64(v) * float64(v)
-			qe.Err2 += d * d
-			qe.MaxAbs = math.Max(qe.MaxAbs, math.Abs(d))
-		}
+		qe.observe(vals, deq)
 		w.mu.Lock()
 		if w.errs == nil {
 			w.errs = map[string]QuantError{}

@@ -332,11 +332,13 @@ func (k *quantKernel) Observe(p int, _ [][]float64) error {
 		k.at += int64(len(v))
 		return nil
 	}
+	nnz := k.nnz // a local: an increment through k costs a store and a reload
 	for _, x := range v {
 		if x != 0 {
-			k.nnz++
+			nnz++
 		}
 	}
+	k.nnz = nnz
 	if k.enc.NeedsRange() {
 		mn, mx, err := quantize.Extremes(v, int(k.at))
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -258,6 +259,20 @@ func TestRequantizeStreamedEqualsWhole(t *testing.T) {
 		}
 		if e, _ := sp.Tensor("mostlyzero"); e.Encoding != "sparse" {
 			t.Errorf("%s: a tensor under a third non-zero stored %s", cfg, e.Encoding)
+		}
+	}
+}
+
+// TestMaxOf: maxOf is math.Max on every pair of values an error's running
+// maximum and an |error| can take: zero, numbers, +Inf and NaN.
+func TestMaxOf(t *testing.T) {
+	vals := []float64{0, 1e-300, 0.5, 3, math.MaxFloat64, math.Inf(1), math.NaN()}
+	for _, m := range vals {
+		for _, a := range vals {
+			got, want := maxOf(m, a), math.Max(m, a)
+			if math.Float64bits(got) != math.Float64bits(want) && !(got != got && want != want) {
+				t.Errorf("maxOf(%g, %g) = %g, math.Max %g", m, a, got, want)
+			}
 		}
 	}
 }

@@ -66,7 +66,7 @@ func (w *Writer) beginQuantized(name string, shape []int64, dtype weights.DType,
 // patch will give them (dequantized) into deq.
 func (q *quantStream) write(vals, deq []float32) error {
 	for _, v := range vals {
-		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+		if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf
 			return q.fail(fmt.Errorf("%s: tensor %q: patch values must be finite", q.w.path, q.name))
 		}
 	}
@@ -77,13 +77,9 @@ func (q *quantStream) write(vals, deq []float32) error {
 	if _, err := q.spool.Write(q.codes); err != nil {
 		return q.fail(fmt.Errorf("%s: tensor %q: spool: %w", q.w.path, q.name, err))
 	}
-	// The same sums, in the same order, as encode's.
-	for i, v := range vals {
-		d := float64(v) - float64(deq[i])
-		q.qe.Signal2 += float64(v) * float64(v)
-		q.qe.Err2 += d * d
-		q.qe.MaxAbs = math.Max(q.qe.MaxAbs, math.Abs(d))
-	}
+	// The same sums, in the same order, as observe's (in locals: a store and
+	// reload through q per element cost as much as the sums).
+	q.qe.observe(vals, deq)
 	q.got += int64(len(vals))
 	if q.got < q.n {
 		return nil
