@@ -443,6 +443,9 @@ func (k *scanKernel) Compute(in, _ [][]float64) error {
 	if err := weights.Decode(k.dt, k.raw, x); err != nil {
 		return err
 	}
+	// In a local, and a compare for max (d is neither NaN nor −0 there):
+	// the builtin's NaN and zero handling through k cost most of the scan.
+	m := k.max
 	for i := range x {
 		if x[i] == y[i] { // equal infinities included
 			continue
@@ -452,8 +455,11 @@ func (k *scanKernel) Compute(in, _ [][]float64) error {
 			k.max = d
 			return nil
 		}
-		k.max = max(k.max, d)
+		if d > m {
+			m = d
+		}
 	}
+	k.max = m
 	return nil
 }
 
