@@ -96,3 +96,89 @@ func TestStatsZeroSigns(t *testing.T) {
 		}
 	}
 }
+
+// TestStatsBlockwiseDefinition: the statistics are, bit for bit, those of
+// their definition written plainly: blocks of statsBlock values in order;
+// each block's finite values summed in order, its mean, its squared
+// deviations summed in order; the blocks combined by Chan et al.'s update;
+// extremes by first-wins compares. Lengths end inside, at and past block
+// boundaries, with non-finite blocks between finite ones and first.
+func TestStatsBlockwiseDefinition(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	for _, n := range []int{1, 4095, 4096, 4097, 3 * 4096, 5*4096 + 77, 9 * 4096} {
+		for _, bad := range [][]int{nil, {0}, {4096 + 5}, {2*4096 + 1, 4*4096}, {n - 1}} {
+			v := make([]float64, n)
+			for i := range v {
+				v[i] = 1e3 + rng.NormFloat64()*float64(1+i%7)
+			}
+			for _, b := range bad {
+				if b < n {
+					v[b] = []float64{math.NaN(), math.Inf(1), math.Inf(-1)}[rng.IntN(3)]
+				}
+			}
+			// The definition.
+			var want Stats
+			want.Min, want.Max, want.Count = math.NaN(), math.NaN(), int64(n)
+			var m2 float64
+			var fin int64
+			for s := 0; s < n; s += statsBlock {
+				blk := v[s:min(n, s+statsBlock)]
+				var cnt int64
+				var sum float64
+				for _, x := range blk {
+					if math.IsNaN(x) {
+						want.NaN++
+						continue
+					}
+					if math.IsInf(x, 0) {
+						want.Inf++
+						continue
+					}
+					if fin+cnt == 0 || x < want.Min {
+						want.Min = x
+					}
+					if fin+cnt == 0 || x > want.Max {
+						want.Max = x
+					}
+					cnt++
+					sum += x
+				}
+				if cnt == 0 {
+					continue
+				}
+				mean := sum / float64(cnt)
+				var cm2 float64
+				for _, x := range blk {
+					if !math.IsNaN(x) && !math.IsInf(x, 0) {
+						cm2 += (x - mean) * (x - mean)
+					}
+				}
+				tot := fin + cnt
+				delta := mean - want.Mean
+				want.Mean += delta * float64(cnt) / float64(tot)
+				m2 += cm2 + delta*delta*float64(fin)*float64(cnt)/float64(tot)
+				fin = tot
+			}
+			want.Std = math.Sqrt(m2 / float64(fin))
+			if fin == 0 {
+				want.Mean, want.Std = math.NaN(), math.NaN()
+			}
+			data := make([]byte, 8*n)
+			_ = Encode(F64, v, data)
+			// Whole, and in parts of whole blocks.
+			for _, part := range []int{n, 2 * statsBlock, statsBlock} {
+				var a statsAcc
+				for s := 0; s < n; s += part {
+					if err := a.add(F64, data[8*s:8*min(n, s+part)]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				got := a.result()
+				same := func(x, y float64) bool { return math.Float64bits(x) == math.Float64bits(y) || (x != x && y != y) }
+				if !same(got.Mean, want.Mean) || !same(got.Std, want.Std) || !same(got.Min, want.Min) || !same(got.Max, want.Max) || got.NaN != want.NaN || got.Inf != want.Inf || got.Count != want.Count {
+					t.Fatalf("n=%d non-finite at %v, parts of %d: %+v, want %+v", n, bad, part, got, want)
+				}
+			}
+		}
+	}
+}

@@ -43,9 +43,13 @@ const statsBlock = 4096
 type statsAcc struct {
 	s       Stats
 	m2      float64
-	finite  int64
+	finite  int64 // values combined into Mean and m2
 	started bool
-	buf     [statsBlock]float64
+	// bufs hold a block and the one before it, whose squared deviations
+	// are summed in the loop that sums the next block: two independent
+	// chains of float64 additions, each in its own order, at the cost of
+	// one.
+	bufs [2][statsBlock]float64
 }
 
 // add accumulates data, a part of the tensor whose element count is a
@@ -58,62 +62,108 @@ func (a *statsAcc) add(dt DType, data []byte) error {
 	if es == 0 {
 		return nil
 	}
-	s, buf := &a.s, a.buf[:]
+	s := &a.s
 	n := len(data) / es
-	for i := 0; i < n; i += len(buf) {
-		k := min(len(buf), n-i)
-		if err := Decode(dt, data[i*es:(i+k)*es], buf[:k]); err != nil {
+	// prev is a finite block whose mean is known and whose squared
+	// deviations are still to sum and combine.
+	var prev []float64
+	var prevMean float64
+	seen := a.finite // finite values whose extremes are taken
+	cur := 0
+	for i := 0; i < n; i += statsBlock {
+		k := min(statsBlock, n-i)
+		buf := a.bufs[cur][:k]
+		if err := Decode(dt, data[i*es:(i+k)*es], buf); err != nil {
 			return err
 		}
-		var cnt int64
-		var sum float64
 		if !HasNonFinite(dt, data[i*es:(i+k)*es]) {
 			// Every value finite (the usual block): the same sums and
 			// extremes without the per-value class tests.
 			mn, mx := s.Min, s.Max
-			if a.finite == 0 {
+			if seen == 0 {
 				mn, mx = buf[0], buf[0]
 			}
-			for _, v := range buf[:k] {
-				// Compares, not min/max: ties keep the first (−0 vs +0).
-				if v < mn {
-					mn = v
+			var sum float64
+			if len(prev) == k {
+				var cm2 float64
+				for j, v := range buf {
+					// Compares, not min/max: ties keep the first (−0 vs +0).
+					if v < mn {
+						mn = v
+					}
+					if v > mx {
+						mx = v
+					}
+					sum += v
+					d := prev[j] - prevMean
+					cm2 += d * d
 				}
-				if v > mx {
-					mx = v
+				a.combine(int64(k), prevMean, cm2)
+			} else {
+				if prev != nil {
+					a.combine(int64(len(prev)), prevMean, deviations(prev, prevMean))
 				}
-				sum += v
+				for _, v := range buf {
+					if v < mn {
+						mn = v
+					}
+					if v > mx {
+						mx = v
+					}
+					sum += v
+				}
 			}
-			s.Min, s.Max, cnt = mn, mx, int64(k)
-		} else {
-			cnt, sum = a.scan(buf[:k])
+			s.Min, s.Max = mn, mx
+			seen += int64(k)
+			prev, prevMean = buf, sum/float64(k)
+			cur ^= 1
+			continue
 		}
+		if prev != nil {
+			a.combine(int64(len(prev)), prevMean, deviations(prev, prevMean))
+			prev = nil
+		}
+		cnt, sum := a.scan(buf)
+		seen += cnt
 		if cnt == 0 {
 			continue
 		}
 		mean := sum / float64(cnt)
 		var cm2 float64
-		if cnt == int64(k) {
-			for _, v := range buf[:k] {
+		for _, v := range buf {
+			if !math.IsNaN(v) && !math.IsInf(v, 0) {
 				d := v - mean
 				cm2 += d * d
 			}
-		} else {
-			for _, v := range buf[:k] {
-				if !math.IsNaN(v) && !math.IsInf(v, 0) {
-					d := v - mean
-					cm2 += d * d
-				}
-			}
 		}
-		tot := a.finite + cnt
-		delta := mean - s.Mean
-		s.Mean += delta * float64(cnt) / float64(tot)
-		a.m2 += cm2 + delta*delta*float64(a.finite)*float64(cnt)/float64(tot)
-		a.finite = tot
+		a.combine(cnt, mean, cm2)
+	}
+	if prev != nil {
+		a.combine(int64(len(prev)), prevMean, deviations(prev, prevMean))
 	}
 	s.Count += int64(n)
 	return nil
+}
+
+// deviations is Σ (v − mean)² over vals, in order.
+func deviations(vals []float64, mean float64) float64 {
+	var cm2 float64
+	for _, v := range vals {
+		d := v - mean
+		cm2 += d * d
+	}
+	return cm2
+}
+
+// combine adds a block of cnt finite values with the given mean and sum
+// of squared deviations to Mean and m2 (Chan et al.'s update).
+func (a *statsAcc) combine(cnt int64, mean, cm2 float64) {
+	s := &a.s
+	tot := a.finite + cnt
+	delta := mean - s.Mean
+	s.Mean += delta * float64(cnt) / float64(tot)
+	a.m2 += cm2 + delta*delta*float64(a.finite)*float64(cnt)/float64(tot)
+	a.finite = tot
 }
 
 // scan is one block's counts, extremes and sum with NaN and Inf counted
