@@ -106,7 +106,7 @@ func TestStatsZeroSigns(t *testing.T) {
 func TestStatsBlockwiseDefinition(t *testing.T) {
 	rng := rand.New(rand.NewPCG(21, 22))
 	for _, n := range []int{1, 4095, 4096, 4097, 3 * 4096, 5*4096 + 77, 9 * 4096} {
-		for _, bad := range [][]int{nil, {0}, {4096 + 5}, {2*4096 + 1, 4*4096}, {n - 1}} {
+		for _, bad := range [][]int{nil, {0}, {4096 + 5}, {2*4096 + 1, 4 * 4096}, {n - 1}} {
 			v := make([]float64, n)
 			for i := range v {
 				v[i] = 1e3 + rng.NormFloat64()*float64(1+i%7)
