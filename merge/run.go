@@ -76,6 +76,9 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			"weightops.version": o.Version,
 		}
 	}
+	// The header as first written, with placeholders: made before the
+	// hashing goroutines start filling records in.
+	initial := md(records)
 	// Hash the inputs on the side while the merge streams: the page cache
 	// serves both, and the header gets the real digests before commit.
 	var hashErr error
@@ -144,7 +147,7 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			}
 			return -1
 		},
-		Outputs: []stream.Output{stream.CheckpointOutput(path, stream.HFMetadata(md(records)), p.OutDType, o.ShardSize)},
+		Outputs: []stream.Output{stream.CheckpointOutput(path, stream.HFMetadata(initial), p.OutDType, o.ShardSize)},
 		Kernel: func(t weights.TensorInfo) (stream.Kernel, error) {
 			k, err := kernels(t)
 			if err != nil {
