@@ -150,7 +150,8 @@ type Histogram struct {
 	// then on every key in a band is counted at full resolution (bandFine,
 	// 2^16 counters per bin), the sample's too. When the first pass ends
 	// with each rank's bin in its band, the fine counts are those and the
-	// second pass is skipped; the cuts are the same either way.
+	// second pass is skipped; otherwise the histogram resets and the first
+	// pass runs again, unsampled (Again). The cuts are the same either way.
 	expect    int64
 	sample    []uint32
 	bandLo    [2]uint32 // per k: first coarse bin of the band
@@ -557,7 +558,8 @@ func (h *Histogram) Cuts() []Cut {
 }
 
 // Merge adds another histogram's counts (same wanted ranks, same pass), so
-// workers can count tensors separately and combine.
+// workers can count tensors separately and combine; histograms told Expect
+// (whose bands are their own) are not merged.
 func (h *Histogram) Merge(o *Histogram) {
 	for i, c := range o.coarse {
 		h.coarse[i] += c
