@@ -229,14 +229,21 @@ func SplitBands(x []float32, lo, hi [2]uint32, idx []uint32) (above [2]int64, n 
 }
 
 // CountBelow returns how many of keys are below k, unsigned; the assembly
-// compares eight at a time.
+// compares eight at a time, in pieces its 32-bit counts cannot overflow.
 func CountBelow(keys []uint32, k uint32) int {
-	i, n := 0, 0
-	if useAsm && len(keys) >= 8 {
-		i, n = countBelowAsm(keys, k^1<<31)
-	}
-	for _, x := range keys[i:] {
-		n += int(b2u(x < k))
+	n := 0
+	for len(keys) > 0 {
+		p := keys[:min(len(keys), 1<<30)]
+		keys = keys[len(p):]
+		i := 0
+		if useAsm && len(p) >= 8 {
+			var c int
+			i, c = countBelowAsm(p, k^1<<31)
+			n += c
+		}
+		for _, x := range p[i:] {
+			n += int(b2u(x < k))
+		}
 	}
 	return n
 }
