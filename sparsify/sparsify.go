@@ -285,6 +285,10 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 	case PassFine:
 		t.hist.AddFineValues(chunk)
 	case PassNorm:
+		if t.spec.Method == Random && t.spec.Rescale == L1 && t.spec.Active() && t.recording() {
+			t.drawL1(chunk)
+			return
+		}
 		// The dropped entries add +0 (or take part in a max as 0) instead
 		// of being skipped: the same sums, since every term is ≥ 0, and
 		// no branch on the (unpredictable) mask.
@@ -312,6 +316,32 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 		}
 		t.before, t.after = before, after
 	}
+}
+
+// drawL1 is DARE's L1 norm pass over a chunk, the mask drawn (and cached)
+// in the loop that sums: the draws' multiplies and the sums' chained
+// additions overlap instead of running one loop after the other. The
+// draws, the mask and the sums, each in index order, are mask's and
+// Observe's.
+func (t *TensorSparsifier) drawL1(chunk []float32) {
+	if cap(t.keep) < len(chunk) {
+		t.keep = make([]bool, len(chunk))
+	}
+	keep := t.keep[:len(chunk)]
+	thr := uniformBelow(t.spec.Density)
+	g := *t.rng
+	before, after := t.before, t.after
+	for i, v := range chunk {
+		k := g.Uint64()&(1<<53-1) < thr
+		keep[i] = k
+		a := math.Abs(float64(v))
+		before += a
+		after += math.Float64frombits(math.Float64bits(a) & -b2u(k))
+	}
+	*t.rng = g
+	t.before, t.after = before, after
+	packBits(keep, t.bits, t.pos)
+	t.pos += int64(len(keep))
 }
 
 // EndPass closes a pre-pass.
