@@ -159,11 +159,11 @@ type Histogram struct {
 	bandFine  [2][]uint32
 	keyLo     [2]uint32          // per k: the band's lowest and highest key
 	keyHi     [2]uint32          // (math.MaxUint32 for both: no band)
-	inBin     [2][bandBins]int64 // per k: keys in each bin of the band
+	inBin     [2][bandBins]int64 // per k: keys in each bin of the band (kept, not summed from bandFine's 2^16 counters per bin)
 	aboveBand [2]int64           // per k: keys above the band
 	banded    bool
 	again     bool
-	keys      []uint32
+	keys      []uint32 // scratch: a chunk's keys while sampling, vec.SplitBands' positions after
 	// the pooled buffers behind sample and bandFine
 	samplePool *[]uint32
 	bandPool   [2]*[]uint32
@@ -280,21 +280,18 @@ func (h *Histogram) release() {
 	}
 }
 
-// countBands counts key k in a band or above it.
+// countBands counts key k in a band or above it, one key at a time (the
+// sample's keys; AddCoarseValues counts whole slices with vec.SplitBands).
 func (h *Histogram) countBands(k uint32) {
-	c := k >> 16
+	h.countIn(k)
 	for j := range h.ks {
-		if d := c - h.bandLo[j]; d <= h.bandW[j] {
-			h.bandFine[j][d<<16|k&0xffff]++
-			h.inBin[j][d]++
-		} else if k > h.keyHi[j] {
+		if k > h.keyHi[j] {
 			h.aboveBand[j]++
 		}
 	}
 }
 
-// countIn counts key k in the bands it falls in (vec.SplitBands counted
-// the keys above them).
+// countIn counts key k in the bands it falls in.
 func (h *Histogram) countIn(k uint32) {
 	c := k >> 16
 	for j := range h.ks {

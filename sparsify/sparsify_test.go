@@ -322,32 +322,11 @@ func TestSampledHistogramExact(t *testing.T) {
 			}
 			return v
 		},
-		// The first rows are ten times smaller than the rest: the sample
-		// misplaces the ranks, so the second pass runs.
-		"shifted": func(n int) []float32 {
-			v := make([]float32, n)
-			for i := range v {
-				s := 1.0
-				if i < sampleKeys {
-					s = 0.1
-				}
-				v[i] = float32(rng.NormFloat64() * s)
-			}
-			return v
-		},
-		// The first rows are ten times larger: the ranks fall below
-		// their bands.
-		"shifted up": func(n int) []float32 {
-			v := make([]float32, n)
-			for i := range v {
-				s := 1.0
-				if i < sampleKeys {
-					s = 10
-				}
-				v[i] = float32(rng.NormFloat64() * s)
-			}
-			return v
-		},
+		// The first rows are ten times smaller (larger) than the rest:
+		// the sample misplaces the ranks, which fall above (below) their
+		// bands, and the first pass runs again.
+		"shifted":    shifted(rng, 0.1),
+		"shifted up": shifted(rng, 10),
 	}
 	skipped := map[string]bool{}
 	for name, g := range gen {
@@ -537,14 +516,7 @@ func TestSparsifierCountsAgain(t *testing.T) {
 	rows, rl := 3*sampleKeys/1000+7, 1000
 	n := rows * rl
 	for _, shift := range []float64{1, 0.1, 10} {
-		v := make([]float32, n)
-		for i := range v {
-			s := 1.0
-			if i < sampleKeys {
-				s = shift
-			}
-			v[i] = float32(rng.NormFloat64() * s)
-		}
+		v := shifted(rng, shift)(n)
 		// The reference order: |x| descending, index ascending.
 		order := make([]int, n)
 		for i := range order {
@@ -592,5 +564,21 @@ func TestSparsifierCountsAgain(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// shifted generates Gaussian values whose first sampleKeys entries are
+// scaled by first.
+func shifted(rng *rand.Rand, first float64) func(n int) []float32 {
+	return func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			s := 1.0
+			if i < sampleKeys {
+				s = first
+			}
+			v[i] = float32(rng.NormFloat64() * s)
+		}
+		return v
 	}
 }

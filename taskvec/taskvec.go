@@ -130,16 +130,7 @@ func Diff(ctx context.Context, ft, base weights.Checkpoint, out string, o DiffOp
 		}
 		// The base is hashed beside the diff, not before it; the patch's
 		// header, written at commit, waits for it.
-		type result struct {
-			sha string
-			err error
-		}
-		digest := make(chan result, 1)
-		go func() {
-			sha, err := weights.CheckpointDigest(base)
-			digest <- result{sha, err}
-		}()
-		w.SetBaseLater(func() (string, error) { r := <-digest; return r.sha, r.err })
+		w.SetBaseLater(weights.DigestLater(base))
 		job.Outputs = []stream.Output{w.Output()}
 	} else {
 		md := map[string]string{"weightops.kind": "task-vector", "weightops.finetune": ft.Path(), "weightops.base": base.Path()}
@@ -191,19 +182,14 @@ func (k *sparseDiff) SetRaw(_ int, t weights.Tensor) { k.raw = t }
 
 // delta returns τ of the next chunk: float32(ft − base), the float64
 // difference of float32-or-narrower values being exact, taken straight
-// from the fine-tune's bytes (vec.DeltaBF16 for BF16).
+// from the fine-tune's bytes (vec.DeltaBF16 for BF16). Diff's inputs are
+// not optional, so the fine-tune's chunk always comes raw.
 func (k *sparseDiff) delta(in [][]float64) ([]float32, error) {
 	b := in[1]
 	if cap(k.tau) < len(b) {
 		k.tau = make([]float32, len(b))
 	}
 	t := k.tau[:len(b)]
-	if a := in[0]; a != nil { // decoded: not handed over raw
-		for e := range t {
-			t[e] = float32(a[e] - b[e])
-		}
-		return t, nil
-	}
 	return t, weights.DeltaFloat32(k.raw.DType, k.raw.Data, b, t)
 }
 

@@ -70,6 +70,23 @@ func (c counting) Write(p []byte) (int, error) {
 // identity a patch records for the model it applies to.
 func CheckpointDigest(c Checkpoint) (string, error) { return CheckpointDigestProgress(c, nil) }
 
+// DigestLater starts CheckpointDigest of c in the background and returns
+// the wait for its result (callable any number of times), so the hashing
+// runs beside other work on the same files.
+func DigestLater(c Checkpoint) func() (string, error) {
+	done := make(chan struct{})
+	var sum string
+	var err error
+	go func() {
+		defer close(done)
+		sum, err = CheckpointDigest(c)
+	}()
+	return func() (string, error) {
+		<-done
+		return sum, err
+	}
+}
+
 // CheckpointDigestProgress is CheckpointDigest telling progress (if set)
 // the bytes hashed.
 func CheckpointDigestProgress(c Checkpoint, progress func(int64)) (string, error) {

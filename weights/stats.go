@@ -103,15 +103,7 @@ func (a *statsAcc) add(dt DType, data []byte) error {
 				if prev != nil {
 					a.combine(int64(len(prev)), prevMean, deviations(prev, prevMean))
 				}
-				for _, v := range buf {
-					if v < mn {
-						mn = v
-					}
-					if v > mx {
-						mx = v
-					}
-					sum += v
-				}
+				mn, mx, sum = extremesSum(buf, mn, mx)
 			}
 			s.Min, s.Max = mn, mx
 			seen += int64(k)
@@ -143,6 +135,23 @@ func (a *statsAcc) add(dt DType, data []byte) error {
 	}
 	s.Count += int64(n)
 	return nil
+}
+
+// extremesSum takes vals' extremes into mn and mx by compares (ties keep
+// the first: −0 vs +0) and sums them in order; the loop above does the
+// same beside the previous block's deviations.
+func extremesSum(vals []float64, mn, mx float64) (float64, float64, float64) {
+	var sum float64
+	for _, v := range vals {
+		if v < mn {
+			mn = v
+		}
+		if v > mx {
+			mx = v
+		}
+		sum += v
+	}
+	return mn, mx, sum
 }
 
 // deviations is Σ (v − mean)² over vals, in order.

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -809,42 +810,26 @@ func Apply(ctx context.Context, model weights.Checkpoint, patches []*Patch, out 
 // for, and returns the wait for it: the check adds a warning to rep for
 // each patch made for another base, or with o.Strict fails at the first.
 func baseCheck(model weights.Checkpoint, patches []*Patch, o ApplyOptions) func(rep *ApplyReport) error {
-	type result struct {
-		warnings []string
-		err      error
-	}
-	needed := false
-	for _, p := range patches {
-		needed = needed || p.BaseSHA256 != ""
-	}
-	if !needed {
+	if !slices.ContainsFunc(patches, func(p *Patch) bool { return p.BaseSHA256 != "" }) {
 		return func(*ApplyReport) error { return nil }
 	}
-	done := make(chan result, 1)
-	go func() {
-		digest, err := weights.CheckpointDigest(model)
+	digest := weights.DigestLater(model)
+	return func(rep *ApplyReport) error {
+		sum, err := digest()
 		if err != nil {
-			done <- result{err: err}
-			return
+			return err
 		}
-		var r result
 		for _, p := range patches {
-			if p.BaseSHA256 == "" || p.BaseSHA256 == digest {
+			if p.BaseSHA256 == "" || p.BaseSHA256 == sum {
 				continue
 			}
-			msg := fmt.Sprintf("%s was made for base %s…, not %s (%s…)", p.Path, p.BaseSHA256[:min(12, len(p.BaseSHA256))], model.Path(), digest[:12])
+			msg := fmt.Sprintf("%s was made for base %s…, not %s (%s…)", p.Path, p.BaseSHA256[:min(12, len(p.BaseSHA256))], model.Path(), sum[:12])
 			if o.Strict {
-				r.err = fmt.Errorf("%s (--strict)", msg)
-				break
+				return fmt.Errorf("%s (--strict)", msg)
 			}
-			r.warnings = append(r.warnings, msg)
+			rep.Warnings = append(rep.Warnings, msg)
 		}
-		done <- r
-	}()
-	return func(rep *ApplyReport) error {
-		r := <-done
-		rep.Warnings = append(rep.Warnings, r.warnings...)
-		return r.err
+		return nil
 	}
 }
 

@@ -402,12 +402,8 @@ func TestSplitBands(t *testing.T) {
 		{{magKey(0.02), magKey(0.02)}, {0, 0}},
 		{{none, none}, {none, none}},
 	}
-	lengths := []int{100003}
-	for n := 0; n <= 80; n++ {
-		lengths = append(lengths, n)
-	}
-	asm := useAsm
-	defer func() { useAsm = asm }()
+	asm := keepAsm(t)
+	lengths := testLengths(100003)
 	for _, b := range bands {
 		lo, hi := [2]uint32{b[0][0], b[1][0]}, [2]uint32{b[0][1], b[1][1]}
 		bound := []uint32{lo[0], hi[0], lo[1], hi[1]}
@@ -473,12 +469,8 @@ func firstDiff(a, b []uint32) int {
 // and around keys, 0, 2^31 and the largest uint32.
 func TestCountBelow(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
-	asm := useAsm
-	defer func() { useAsm = asm }()
-	lengths := []int{4099}
-	for n := 0; n <= 80; n++ {
-		lengths = append(lengths, n)
-	}
+	asm := keepAsm(t)
+	lengths := testLengths(4099)
 	for _, n := range lengths {
 		keys := make([]uint32, n+1)[1:]
 		for i := range keys {
@@ -518,12 +510,8 @@ func TestCountBelow(t *testing.T) {
 // long slice, NaN payloads, ±Inf and ±0 included.
 func TestMagKeys(t *testing.T) {
 	r := rand.New(rand.NewPCG(15, 16))
-	asm := useAsm
-	defer func() { useAsm = asm }()
-	lengths := []int{1003}
-	for n := 0; n <= 80; n++ {
-		lengths = append(lengths, n)
-	}
+	asm := keepAsm(t)
+	lengths := testLengths(1003)
 	for _, n := range lengths {
 		src := make([]float32, n+1)[1:]
 		for i := range src {
@@ -551,4 +539,22 @@ func TestMagKeys(t *testing.T) {
 			}
 		}
 	}
+}
+
+// keepAsm returns the assembly choice and restores it when the test ends,
+// for tests that run both ways.
+func keepAsm(t *testing.T) bool {
+	asm := useAsm
+	t.Cleanup(func() { useAsm = asm })
+	return asm
+}
+
+// testLengths is a long length and every length up to 80: each remainder
+// the assembly's groups leave, on either side of a group.
+func testLengths(long int) []int {
+	lengths := []int{long}
+	for n := 0; n <= 80; n++ {
+		lengths = append(lengths, n)
+	}
+	return lengths
 }
