@@ -1,7 +1,6 @@
 package sparsify
 
 import (
-	"math/rand/v2"
 	"slices"
 
 	"github.com/weightops/weightops/internal/vec"
@@ -64,12 +63,10 @@ type undecided struct {
 // bucket 0.
 func bucketOf(k, base uint32) uint32 { return max(k>>bandShift, base) - base }
 
-// bandRow sets keep[i] = draw_i < thr[rank_i] for one row, the draws one
-// g.Uint64 per entry in index order, rank by key then index; top is the
-// row's largest key; thr must be non-decreasing and as long as the row. It returns the generator past
-// the row's draws (taken and returned by value, so its state stays in
-// registers).
-func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr []uint64, g rand.PCG) rand.PCG {
+// bandRow sets keep[i] = u_i < thr[rank_i] for one row, u_i the low 53
+// bits of draws[i], rank by key then index; top is the row's largest key;
+// thr must be non-decreasing and as long as the row.
+func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws []uint64) {
 	base := uint32(0)
 	if tb := top >> bandShift; tb >= bandBuckets {
 		base = tb - (bandBuckets - 1)
@@ -93,8 +90,9 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr []uint
 	}
 	undec := br.undec[:len(keys)]
 	n := 0
+	draws = draws[:len(keys)]
 	for i, k := range keys {
-		u := g.Uint64() & (1<<53 - 1)
+		u := draws[i] & (1<<53 - 1)
 		bd := &bounds[bucketOf(k, base)]
 		lo, hi := bd[0], bd[1]
 		keep[i] = u < lo
@@ -112,7 +110,6 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr []uint
 	if n > 0 {
 		br.resolve(keys, keep, thr, base)
 	}
-	return g
 }
 
 // resolve decides the undecided entries by their exact ranks: their

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"unsafe"
 
+	"github.com/weightops/weightops/internal/pcg"
 	"github.com/weightops/weightops/internal/vec"
 )
 
@@ -148,7 +148,8 @@ type TensorSparsifier struct {
 	hist        *Histogram
 	cuts        [2]Cut // top-nTop and top-(nTop+nKeep), per-tensor
 	counters    [2]Counter
-	rng         *rand.PCG // concrete, so each draw is a direct call
+	rng         pcg.PCG // math/rand/v2's PCG stream, drawn in bulk
+	draws       []uint64
 	keys        []uint32
 	scratch     []uint32
 	keep        []bool
@@ -225,7 +226,7 @@ func (t *TensorSparsifier) ChunkLen(want int) int {
 
 func (t *TensorSparsifier) reset() {
 	t.counters = [2]Counter{{Cut: t.cuts[0]}, {Cut: t.cuts[1]}}
-	t.rng = rand.NewPCG(t.seed[0], t.seed[1])
+	t.rng = pcg.New(t.seed[0], t.seed[1])
 	t.pos = 0
 }
 
@@ -319,26 +320,20 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 }
 
 // drawL1 is DARE's L1 norm pass over a chunk, the mask drawn (and cached)
-// in the loop that sums: the draws' multiplies and the sums' chained
-// additions overlap instead of running one loop after the other. The
-// draws, the mask and the sums, each in index order, are mask's and
-// Observe's.
+// on the way: the draws, the mask and the sums, each in index order, are
+// mask's and Observe's.
 func (t *TensorSparsifier) drawL1(chunk []float32) {
 	if cap(t.keep) < len(chunk) {
 		t.keep = make([]bool, len(chunk))
 	}
 	keep := t.keep[:len(chunk)]
-	thr := uniformBelow(t.spec.Density)
-	g := *t.rng
+	t.rng.Below(keep, uniformBelow(t.spec.Density))
 	before, after := t.before, t.after
 	for i, v := range chunk {
-		k := g.Uint64()&(1<<53-1) < thr
-		keep[i] = k
 		a := math.Abs(float64(v))
 		before += a
-		after += math.Float64frombits(math.Float64bits(a) & -b2u(k))
+		after += math.Float64frombits(math.Float64bits(a) & -b2u(keep[i]))
 	}
-	*t.rng = g
 	t.before, t.after = before, after
 	packBits(keep, t.bits, t.pos)
 	t.pos += int64(len(keep))
@@ -417,12 +412,7 @@ func (t *TensorSparsifier) mask(chunk []float32) []bool {
 			// rand.Float64() < d compared in integers: Float64 is
 			// x/2^53 for the low 53 bits x of a draw, exactly, so it is
 			// below d exactly when x < ceil(d·2^53).
-			thr := uniformBelow(t.spec.Density)
-			g := *t.rng // a local copy keeps the state in registers
-			for i := range keep {
-				keep[i] = g.Uint64()&(1<<53-1) < thr
-			}
-			*t.rng = g
+			t.rng.Below(keep, uniformBelow(t.spec.Density))
 		} else {
 			t.dellaMask(chunk, keep)
 		}
@@ -608,20 +598,23 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 		}
 	}
 	thr := t.thr
-	g := *t.rng // a local copy keeps the state in registers
+	if cap(t.draws) < rl {
+		t.draws = make([]uint64, rl)
+	}
+	draws := t.draws[:rl]
 	for r := 0; r+rl <= len(chunk); r += rl {
 		rk, kr := keys[r:r+rl], keep[r:r+rl]
 		top := vec.MagKeys(rk, chunk[r:r+rl])
+		t.rng.Fill(draws)
 		if t.band != nil && t.band.paysOff() {
-			g = t.band.bandRow(rk, top, kr, thr, g)
+			t.band.bandRow(rk, top, kr, thr, draws)
 			continue
 		}
 		rankRow(rk, order, t.radixTmp(rl), rank)
 		for i, q := range rank[:len(rk)] {
-			kr[i] = g.Uint64()&(1<<53-1) < thr[q]
+			kr[i] = draws[i]&(1<<53-1) < thr[q]
 		}
 	}
-	*t.rng = g
 }
 
 // packBits ORs keep into bits from bit pos on, a word at a time where the
