@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"regexp"
 	"runtime/pprof"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"syscall"
@@ -51,6 +52,14 @@ func execute(args []string) int {
 		if f, err := os.Create(p); err == nil {
 			_ = pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
+		}
+	}
+	// WEIGHTOPS_TRACE=file records an execution trace (go tool trace): when
+	// the cores sit idle, which a profile does not show.
+	if p := os.Getenv("WEIGHTOPS_TRACE"); p != "" {
+		if f, err := os.Create(p); err == nil {
+			_ = trace.Start(f)
+			defer trace.Stop()
 		}
 	}
 	// SIGINT, SIGTERM (a CI timeout) and SIGHUP cancel the command: jobs
