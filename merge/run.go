@@ -87,12 +87,21 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 	// as its own phase.
 	var hashed, hashTotal atomic.Int64
 	var showHash atomic.Bool
-	counted := func(n int64) {
+	// While the merge runs, the hashing takes turns on one core: the
+	// merge's writes are what the output waits for, and once they are done
+	// the disk flushes them while the hashing finishes on every core.
+	// Hashing on every core from the start delays the merge's last writes,
+	// and with them the final fsync. hashCtx stops the hashing when the
+	// merge fails.
+	gate := parallel.NewGate(1)
+	hashCtx, stopHash := context.WithCancelCause(ctx)
+	defer stopHash(nil)
+	turns := hashTurns{gate, hashCtx, func(n int64) {
 		hashed.Add(n)
 		if showHash.Load() && o.Progress.Add != nil {
 			o.Progress.Add(n)
 		}
-	}
+	}}
 	if !o.NoHash {
 		for _, r := range records {
 			for _, f := range r.Files {
@@ -103,9 +112,9 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		}
 		// The files are hashed in parallel, up to twice as many at once as
 		// there are workers: a digest is sequential, but once the merge is
-		// done (task arithmetic finishes well before its inputs are
-		// hashed) every core can take a file, and three equal files on two
-		// cores end together rather than one after the other two.
+		// done every core can take a file, and the turns spread over the
+		// files make three equal files on two cores end together rather
+		// than one after the other two.
 		var files []*FileRecord
 		for i := range records {
 			for j := range records[i].Files {
@@ -119,7 +128,7 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			go func() {
 				defer wg.Done()
 				for k := next.Add(1) - 1; k < int64(len(files)); k = next.Add(1) - 1 {
-					sum, err := weights.FileSHA256Progress(files[k].Name, counted)
+					sum, err := weights.FileSHA256Turns(files[k].Name, turns)
 					if err != nil {
 						errOnce.Do(func() { hashErr = err })
 						return
@@ -158,6 +167,7 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		Phase:   "merging",
 		Options: o.Options,
 		Finalize: func() ([]map[string]string, error) {
+			gate.SetLimit(parallel.Workers(o.Workers))
 			if !o.NoHash && hashed.Load() < hashTotal.Load() {
 				stream.StartPhase(o.Progress, "hashing the inputs", hashTotal.Load())
 				showHash.Store(true)
@@ -177,6 +187,8 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 	}
 	files, err := job.Run(ctx)
 	if err != nil {
+		stopHash(err)
+		gate.SetLimit(0) // wakes the waiting hashers to see hashCtx
 		wg.Wait()
 		return nil, err
 	}
@@ -194,6 +206,21 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 		}
 	}
 	return written, nil
+}
+
+// hashTurns paces the inputs' hashing through a gate and counts what it
+// hashed.
+type hashTurns struct {
+	gate  *parallel.Gate
+	ctx   context.Context
+	count func(int64)
+}
+
+func (t hashTurns) Take() error { return t.gate.Enter(t.ctx) }
+
+func (t hashTurns) Done(n int64) {
+	t.gate.Leave()
+	t.count(n)
 }
 
 func (p *Plan) inputRecords() []InputRecord {

@@ -24,12 +24,37 @@ func FileSHA256(path string) (string, error) { return FileSHA256Progress(path, n
 // FileSHA256Progress hashes one file, telling progress (if set) the bytes
 // hashed as it goes.
 func FileSHA256Progress(path string, progress func(int64)) (string, error) {
+	var t Turns
+	if progress != nil {
+		t = progressTurns(progress)
+	}
+	return FileSHA256Turns(path, t)
+}
+
+// Turns paces hashing a block at a time: Take is called before each block
+// is read and hashed, and may wait for a turn (an error stops the hashing
+// with it); Done after, with the block's size. A merge hashes its inputs
+// beside the merge itself and gives the hashing fewer turns until the
+// merge's writes are done.
+type Turns interface {
+	Take() error
+	Done(n int64)
+}
+
+// progressTurns never waits and tells a progress function the bytes done.
+type progressTurns func(int64)
+
+func (progressTurns) Take() error    { return nil }
+func (p progressTurns) Done(n int64) { p(n) }
+
+// FileSHA256Turns hashes one file a 1 MiB block per turn of t (if set).
+func FileSHA256Turns(path string, t Turns) (string, error) {
 	f, err := OpenFile(path)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
-	sum, err := readerSHA256(f, progress)
+	sum, err := readerSHA256(f, t)
 	if err != nil {
 		return "", fmt.Errorf("%s: %w", path, err)
 	}
@@ -39,30 +64,30 @@ func FileSHA256Progress(path string, progress func(int64)) (string, error) {
 // ReaderSHA256 hashes what r holds, hex-encoded (for a file already open).
 func ReaderSHA256(r io.Reader) (string, error) { return readerSHA256(r, nil) }
 
-func readerSHA256(r io.Reader, progress func(int64)) (string, error) {
+func readerSHA256(r io.Reader, t Turns) (string, error) {
 	h := sha256.New()
-	var w io.Writer = h
-	if progress != nil {
-		w = counting{h, progress}
-	}
-	// Reads of 1 MiB: io.Copy's 32 KiB cost a syscall per 32 KiB of a
+	// Blocks of 1 MiB: 32 KiB would cost a syscall per 32 KiB of a
 	// multi-GB model.
-	if _, err := io.CopyBuffer(w, struct{ io.Reader }{r}, make([]byte, 1<<20)); err != nil {
-		return "", err
+	buf := make([]byte, 1<<20)
+	for {
+		if t != nil {
+			if err := t.Take(); err != nil {
+				return "", err
+			}
+		}
+		n, err := io.ReadFull(r, buf)
+		h.Write(buf[:n])
+		if t != nil {
+			t.Done(int64(n))
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return "", err
+		}
 	}
 	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
-// counting passes writes through and counts them.
-type counting struct {
-	w   io.Writer
-	add func(int64)
-}
-
-func (c counting) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.add(int64(n))
-	return n, err
 }
 
 // CheckpointDigest is the SHA-256 of a single-file checkpoint, or for a

@@ -3,8 +3,10 @@ package parallel
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestRangesCoverOnce(t *testing.T) {
@@ -47,5 +49,63 @@ func TestItemsStopsAtFirstErrorAndOnCancel(t *testing.T) {
 	}
 	if workers[0].Load()+workers[1].Load() != 50 {
 		t.Error("items lost")
+	}
+}
+
+// A gate never lets more than its limit in, lets more in once the limit
+// is raised, and turns away waiters whose context ended.
+func TestGateLimitAndCancel(t *testing.T) {
+	g := NewGate(1)
+	var in, most atomic.Int32
+	var wg sync.WaitGroup
+	release := make(chan struct{})
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				if err := g.Enter(context.Background()); err != nil {
+					t.Error(err)
+					return
+				}
+				n := in.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				<-release
+				in.Add(-1)
+				g.Leave()
+			}
+		}()
+	}
+	for range 100 {
+		release <- struct{}{}
+	}
+	if m := most.Load(); m != 1 {
+		t.Fatalf("limit 1: %d in at once", m)
+	}
+	g.SetLimit(2)
+	// Two goroutines still have turns (each takes 50 of the 200): both
+	// come in before any is released.
+	for deadline := time.Now().Add(10 * time.Second); in.Load() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("limit raised to 2: %d in", in.Load())
+		}
+	}
+	for range 100 {
+		release <- struct{}{}
+	}
+	wg.Wait()
+	if m := most.Load(); m != 2 {
+		t.Fatalf("limit raised to 2: at most %d in at once, want 2", m)
+	}
+
+	ctx, cancel := context.WithCancelCause(context.Background())
+	g = NewGate(0)
+	errc := make(chan error)
+	go func() { errc <- g.Enter(ctx) }()
+	cancel(errors.New("stopped"))
+	g.SetLimit(0) // wakes the waiter, which sees its context
+	if err := <-errc; err == nil || err.Error() != "stopped" {
+		t.Fatalf("Enter after cancel: %v, want the cause", err)
 	}
 }
