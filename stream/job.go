@@ -60,6 +60,12 @@ type MetadataRewriter interface {
 	RewriteMetadata(md map[string]string) error
 }
 
+// Flusher is a Sink that can send what it holds to disk before Commit
+// (see weights.SafetensorsWriter.Flush).
+type Flusher interface {
+	Flush() error
+}
+
 // Router is an input checkpoint that reads each tensor of a job from a
 // file and tensor name of its own (a merge's slices read layer 3 of one
 // model as layer 7 of the output): errors about an input name those.
@@ -332,8 +338,16 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 		return j.runTensor(ctx, t, sinks)
 	})
 	if err == nil && j.Finalize != nil {
+		// The outputs go to disk while Finalize runs (a merge's hashing
+		// can outlast its writes): the fsync at commit then waits only for
+		// what Finalize changes.
+		flushed := make(chan error, 1)
+		go func() { flushed <- flushSinks(sinks) }()
 		var mds []map[string]string
 		mds, err = j.Finalize()
+		if ferr := <-flushed; err == nil {
+			err = ferr
+		}
 		for k := range mds {
 			if err != nil || mds[k] == nil {
 				continue
@@ -362,6 +376,18 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 		}
 	}
 	return files, nil
+}
+
+// flushSinks flushes the sinks that can be.
+func flushSinks(sinks []Sink) error {
+	for _, s := range sinks {
+		if f, ok := s.(Flusher); ok {
+			if err := f.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // inputBytes sums the bytes the job reads: what progress counts.

@@ -569,3 +569,56 @@ func TestWriterRefusesOversizedHeader(t *testing.T) {
 	}
 	c.Close()
 }
+
+// Flush before a header rewrite and Commit (a merge's order: tensors,
+// flush while the inputs are hashed, the hashes into the header, commit)
+// leaves the rewritten header and the data, single-file and sharded; a
+// flush after commit is an error.
+func TestFlushThenRewriteThenCommit(t *testing.T) {
+	for _, shard := range []int64{0, 8} {
+		dir := t.TempDir()
+		out := filepath.Join(dir, "model.safetensors")
+		if shard > 0 {
+			out = filepath.Join(dir, "sharded")
+		}
+		infos := []TensorInfo{{"a", F32, []int64{2}}, {"b", F32, []int64{2}}}
+		w, _, err := CreateOutput(out, infos, map[string]string{"h": "xxxx"}, shard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, in := range infos {
+			if err := w.WriteTensor(in.Name, []byte{1, 2, 3, 4, 5, 6, 7, 8}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		f := w.(interface{ Flush() error })
+		r := w.(interface {
+			RewriteMetadata(map[string]string) error
+		})
+		if err := f.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.RewriteMetadata(map[string]string{"h": "done"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Flush(); err == nil {
+			t.Fatal("Flush after Commit: no error")
+		}
+		c, err := Open(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.Metadata()["h"]; got != "done" {
+			t.Fatalf("shard %d: metadata h = %q, want the rewritten %q", shard, got, "done")
+		}
+		tb, err := c.ReadTensor("b", nil)
+		c.Close()
+		if err != nil || !bytes.Equal(tb.Data, []byte{1, 2, 3, 4, 5, 6, 7, 8}) {
+			data := tb.Data
+			t.Fatalf("shard %d: tensor b = %v, %v", shard, data, err)
+		}
+	}
+}
