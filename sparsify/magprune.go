@@ -15,7 +15,7 @@ import (
 // binade) need their exact rank, and only their buckets are gathered and
 // sorted. The decisions are the full sort's, bit for bit.
 const (
-	bandShift   = 16 // a bucket is 2^16 key values: 7 mantissa bits
+	bandShift   = 16 // a bucket is 2^16 key values: 7 mantissa bits (vec.BandKeep's)
 	bandBuckets = 2048
 )
 
@@ -31,13 +31,13 @@ const bandMinRow = 1024
 // bandRanker holds the scratch of bandRow, reused across rows.
 type bandRanker struct {
 	pos    [bandBuckets + 1]int32 // bucket b's ranks are [pos[b], pos[b+1])
-	bounds [bandBuckets][2]uint64 // thr of bucket b's lowest and highest rank
+	bounds [bandBuckets]uint64    // thr of bucket b's lowest and highest rank (vec.BandBounds)
 	slot   [bandBuckets]int32     // 1 + b's index in marked, 0 if unmarked
 	marked []int32                // buckets holding an undecided entry
 	fill   []int32                // next free place of each marked bucket
-	undec  []undecided
-	gather []uint64 // key<<32 | index of the marked buckets' entries
-	rank   []int32  // exact rank of the gathered entries, by index
+	undec  []int32                // entries whose rank decides
+	gather []uint64               // key<<32 | index of the marked buckets' entries
+	rank   []int32                // exact rank of the gathered entries, by index
 
 	// Of the rows ranked so far, their entries and how many of those were
 	// gathered: rows with long ties (a fine-tune's few distinct BF16
@@ -51,11 +51,6 @@ type bandRanker struct {
 // Either way the decisions are the same; only the time differs.
 func (br *bandRanker) paysOff() bool {
 	return br.rows < 4 || 5*br.gathered < 2*br.entries
-}
-
-type undecided struct {
-	i int32
-	u uint64
 }
 
 // bucketOf maps a key to its bucket: monotone in the key, so bucket order
@@ -83,32 +78,17 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws
 		pos[b+1] += pos[b]
 		// An empty bucket's bounds are never read: clamped indices
 		// instead of a branch on emptiness.
-		bounds[b] = [2]uint64{thr[min(pos[b], last)], thr[max(pos[b+1]-1, 0)]}
+		bounds[b] = vec.BandBounds(thr[min(pos[b], last)], thr[max(pos[b+1]-1, 0)])
 	}
 	if cap(br.undec) < len(keys) {
-		br.undec = make([]undecided, len(keys))
+		br.undec = make([]int32, len(keys))
 	}
-	undec := br.undec[:len(keys)]
-	n := 0
-	draws = draws[:len(keys)]
-	for i, k := range keys {
-		u := draws[i] & (1<<53 - 1)
-		bd := &bounds[bucketOf(k, base)]
-		lo, hi := bd[0], bd[1]
-		keep[i] = u < lo
-		// lo ≤ u < hi in one unsigned compare (lo ≤ hi: thr rises): true
-		// a few times a row, a branch predicted well, cheaper than
-		// storing every draw.
-		if u-lo < hi-lo {
-			undec[n] = undecided{int32(i), u}
-			n++
-		}
-	}
-	br.undec = undec[:n]
+	n := vec.BandKeep(keys, draws, bounds, base, keep, br.undec[:len(keys)])
+	br.undec = br.undec[:n]
 	br.rows++
 	br.entries += int64(len(keys))
 	if n > 0 {
-		br.resolve(keys, keep, thr, base)
+		br.resolve(keys, keep, thr, draws, base)
 	}
 }
 
@@ -116,15 +96,15 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws
 // buckets' entries gathered in index order, each bucket sorted by key
 // then index (already so when its keys are all equal, as ties of
 // quantized deltas often are).
-func (br *bandRanker) resolve(keys []uint32, keep []bool, thr []uint64, base uint32) {
+func (br *bandRanker) resolve(keys []uint32, keep []bool, thr, draws []uint64, base uint32) {
 	if len(br.undec) <= scanUndecided {
 		// An entry's rank is the count of smaller keys, and of equal keys
 		// before it: two vector counts over the row per entry, cheaper
 		// than gathering and sorting for a few.
-		for _, d := range br.undec {
-			k := keys[d.i]
-			r := vec.CountBelow(keys[:d.i], k+1) + vec.CountBelow(keys[d.i+1:], k)
-			keep[d.i] = d.u < thr[r]
+		for _, i := range br.undec {
+			k := keys[i]
+			r := vec.CountBelow(keys[:i], k+1) + vec.CountBelow(keys[i+1:], k)
+			keep[i] = draws[i]&(1<<53-1) < thr[r]
 			b := bucketOf(k, base)
 			br.gathered += int64(br.pos[b+1] - br.pos[b])
 		}
@@ -132,8 +112,8 @@ func (br *bandRanker) resolve(keys []uint32, keep []bool, thr []uint64, base uin
 	}
 	marked, fill := br.marked[:0], br.fill[:0]
 	n := int32(0)
-	for _, d := range br.undec {
-		b := bucketOf(keys[d.i], base)
+	for _, i := range br.undec {
+		b := bucketOf(keys[i], base)
 		if br.slot[b] == 0 {
 			marked = append(marked, int32(b))
 			br.slot[b] = int32(len(marked))
@@ -168,8 +148,8 @@ func (br *bandRanker) resolve(keys []uint32, keep []bool, thr []uint64, base uin
 		br.slot[b] = 0
 		start = end
 	}
-	for _, d := range br.undec {
-		keep[d.i] = d.u < thr[rank[d.i]]
+	for _, i := range br.undec {
+		keep[i] = draws[i]&(1<<53-1) < thr[rank[i]]
 	}
 	br.marked, br.fill = marked, fill
 }

@@ -14,6 +14,10 @@ import "math"
 // it off to compare).
 var useAsm bool
 
+// useAVX512 chooses the AVX-512 loops (F, DQ, and BMI2's PDEP; tests turn
+// it off).
+var useAVX512 bool
+
 // DecodeBF16 sets dst[i] to the bfloat16 src[i] as a float64, for
 // i < min(len(dst), len(src)).
 func DecodeBF16(dst []float64, src []uint16) {
@@ -263,4 +267,48 @@ func MagKeys(dst []uint32, src []float32) uint32 {
 		top = max(top, k)
 	}
 	return top
+}
+
+// BandKeep is the bulk of a MAGPRUNE row's decisions (see sparsify's
+// bandRow). Each key's bucket is max(key>>16, base) − base, and
+// bounds[bucket] packs BandBounds of the lowest and highest threshold of
+// the ranks the bucket holds. For each i, with u the low 53 bits of
+// draws[i], it sets keep[i] when u is surely below the lowest, and appends
+// i to undec unless u is surely at or above the highest: the decision
+// then needs the entry's rank. It returns how many it appended; undec
+// must be as long as keys, bounds cover every key's bucket. With AVX-512
+// sixteen at a time, the bounds gathered.
+func BandKeep(keys []uint32, draws []uint64, bounds []uint64, base uint32, keep []bool, undec []int32) int {
+	draws, keep, undec = draws[:len(keys)], keep[:len(keys)], undec[:len(keys)]
+	i, n := 0, 0
+	if useAVX512 && len(keys) >= 16 && len(bounds) > 0 {
+		i, n = bandKeepAsm(keys, draws, &bounds[0], base, keep, undec)
+	}
+	for ; i < len(keys); i++ {
+		u := draws[i] & (1<<53 - 1) >> bandDrop
+		bd := bounds[max(keys[i]>>16, base)-base]
+		lo, hi := bd&(1<<32-1), bd>>32
+		keep[i] = u < lo
+		// lo ≤ u < hi in one unsigned compare (lo ≤ hi): true a few
+		// times a row, a branch predicted well.
+		if u-lo < hi-lo {
+			undec[n] = int32(i)
+			n++
+		}
+	}
+	return n
+}
+
+// bandDrop is how many low bits of a 53-bit draw BandKeep ignores: what
+// is left, and the bounds, fit in 32 bits (two bounds to a gathered
+// quadword). An entry within 2^22 of a bound is undecided, a chance of
+// 2^-31 per bound.
+const bandDrop = 22
+
+// BandBounds packs the lowest and highest thresholds (at most 2^53) of a
+// bucket for BandKeep: lo rounded down and hi rounded up to 2^22, so a
+// draw below the first is below lo and one at or above the second is at
+// or above hi.
+func BandBounds(lo, hi uint64) uint64 {
+	return (hi+(1<<bandDrop-1))>>bandDrop<<32 | lo>>bandDrop
 }

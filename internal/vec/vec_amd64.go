@@ -2,7 +2,10 @@ package vec
 
 import "golang.org/x/sys/cpu"
 
-func init() { useAsm = cpu.X86.HasAVX2 }
+func init() {
+	useAsm = cpu.X86.HasAVX2
+	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
+}
 
 // The assembly loops handle whole groups (eight elements; four for mix2)
 // from the start and return how many elements they did.
@@ -48,3 +51,8 @@ func countBelowAsm(keys []uint32, k uint32) (done, n int)
 
 //go:noescape
 func magKeysAsm(dst []uint32, src []float32) (done int, top uint32)
+
+// bandKeepAsm does BandKeep's groups of sixteen.
+//
+//go:noescape
+func bandKeepAsm(keys []uint32, draws []uint64, bounds *uint64, base uint32, keep []bool, undec []int32) (done, n int)

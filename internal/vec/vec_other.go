@@ -24,3 +24,7 @@ func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, 
 func countBelowAsm(keys []uint32, k uint32) (done, n int) { return 0, 0 }
 
 func magKeysAsm(dst []uint32, src []float32) (done int, top uint32) { return 0, 0 }
+
+func bandKeepAsm(keys []uint32, draws []uint64, bounds *uint64, base uint32, keep []bool, undec []int32) (done, n int) {
+	return 0, 0
+}

@@ -1,6 +1,7 @@
 package vec
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -557,4 +558,106 @@ func testLengths(long int) []int {
 		lengths = append(lengths, n)
 	}
 	return lengths
+}
+
+// BandKeep against the definition written out here, with and without the
+// AVX-512 loop, on every length around its groups of sixteen: buckets
+// below base, at the top, bounds with lo = hi and lo < hi, thresholds 0
+// and 2^53, draws on the bounds and draws whose high bits must be
+// ignored. Every decision it takes must also be right for the exact
+// 53-bit bounds.
+func TestBandKeep(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 9))
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	t.Logf("AVX-512 in use: %v", saved)
+	const unit = 1 << 22
+	for _, n := range []int{0, 1, 15, 16, 17, 31, 32, 33, 100, 1000, 4099} {
+		for _, base := range []uint32{0, 5, 0x3f00} {
+			nb := 64
+			exact := make([][2]uint64, nb)
+			bounds := make([]uint64, nb)
+			for b := range exact {
+				lo := r.Uint64N(1<<53 + 1)
+				hi := lo + r.Uint64N(1<<53-lo+1)
+				switch b % 5 {
+				case 0:
+					hi = lo
+				case 1:
+					lo, hi = 0, 0
+				case 2:
+					hi = 1 << 53
+				}
+				exact[b] = [2]uint64{lo, hi}
+				bounds[b] = BandBounds(lo, hi)
+			}
+			keys := make([]uint32, n)
+			draws := make([]uint64, n)
+			for i := range keys {
+				keys[i] = (base+uint32(r.IntN(nb)))<<16 | uint32(r.IntN(1<<16))
+				if i%7 == 0 && base > 0 {
+					keys[i] = uint32(r.IntN(int(base) << 16)) // below base: bucket 0
+				}
+				draws[i] = r.Uint64()
+				if i%11 == 0 {
+					draws[i] = draws[i]&^(1<<53-1) | min(exact[max(keys[i]>>16, base)-base][i%2], 1<<53-1)
+				}
+			}
+			var wantKeep []bool
+			var wantUndec []int32
+			for i, k := range keys {
+				b := uint32(0)
+				if k>>16 > base {
+					b = k>>16 - base
+				}
+				u := draws[i] % (1 << 53)
+				lo, hi := exact[b][0], exact[b][1]
+				loF, hiC := lo/unit, (hi+unit-1)/unit
+				keep := u/unit < loF
+				undec := loF <= u/unit && u/unit < hiC
+				if keep && u >= lo || !keep && !undec && u < hi {
+					t.Fatalf("bucket (%#x, %#x), draw %#x: decided wrongly", lo, hi, u)
+				}
+				wantKeep = append(wantKeep, keep)
+				if undec {
+					wantUndec = append(wantUndec, int32(i))
+				}
+			}
+			for _, a := range []bool{false, saved} {
+				useAVX512 = a
+				keep := make([]bool, n)
+				undec := make([]int32, n)
+				m := BandKeep(keys, draws, bounds, base, keep, undec)
+				if !slices.Equal(keep, wantKeep) || !slices.Equal(undec[:m], wantUndec) {
+					t.Fatalf("avx512=%v n %d base %#x: keep or undecided differ (%d undecided, want %d)", a, n, base, m, len(wantUndec))
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkBandKeep(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	n := 4096
+	bounds := make([]uint64, 2048)
+	for i := range bounds {
+		lo := uint64(i) << 42
+		bounds[i] = BandBounds(lo, lo+1<<30)
+	}
+	keys, draws := make([]uint32, n), make([]uint64, n)
+	for i := range keys {
+		keys[i] = uint32(r.IntN(2048)) << 16
+		draws[i] = r.Uint64()
+	}
+	keep, undec := make([]bool, n), make([]int32, n)
+	for _, a := range []bool{false, useAVX512} {
+		saved := useAVX512
+		useAVX512 = a
+		b.Run(fmt.Sprint("avx512=", a), func(b *testing.B) {
+			for b.Loop() {
+				BandKeep(keys, draws, bounds, 0, keep, undec)
+			}
+		})
+		useAVX512 = saved
+	}
 }
