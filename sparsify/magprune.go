@@ -69,17 +69,9 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws
 	nb := top>>bandShift - base + 1
 	pos := br.pos[:nb+1]
 	clear(pos)
-	for _, k := range keys {
-		pos[bucketOf(k, base)+1]++
-	}
+	vec.BucketCounts(keys, base, pos[1:])
 	bounds := br.bounds[:nb]
-	last := int32(len(keys) - 1)
-	for b := range bounds {
-		pos[b+1] += pos[b]
-		// An empty bucket's bounds are never read: clamped indices
-		// instead of a branch on emptiness.
-		bounds[b] = vec.BandBounds(thr[min(pos[b], last)], thr[max(pos[b+1]-1, 0)])
-	}
+	vec.BucketBounds(pos, thr[:len(keys)], bounds)
 	if cap(br.undec) < len(keys) {
 		br.undec = make([]int32, len(keys))
 	}

@@ -11,25 +11,28 @@ DATA iota16<>+0x30(SB)/8, $0x0000000d0000000c
 DATA iota16<>+0x38(SB)/8, $0x0000000f0000000e
 GLOBL iota16<>(SB), RODATA|NOPTR, $64
 
-// func bandKeepAsm(keys []uint32, draws []uint64, bounds *uint64, base uint32, keep []bool, undec []int32) (done, n int)
+// func bandKeepAsm(keys []uint32, draws []uint64, bounds []uint64, base uint32, keep []bool, undec []int32) (done, n int)
 //
 // Sixteen keys a step: their buckets, each bucket's packed (lo, hi)
 // gathered, the draws compared with them; keep written as 0/1 bytes, the
 // undecided lanes' indices compressed into undec.
-TEXT ·bandKeepAsm(SB), NOSPLIT, $0-128
+TEXT ·bandKeepAsm(SB), NOSPLIT, $0-144
 	MOVQ keys_base+0(FP), SI
 	MOVQ keys_len+8(FP), CX
 	MOVQ draws_base+24(FP), R9
-	MOVQ bounds+48(FP), DX
-	MOVQ keep_base+64(FP), DI
-	MOVQ undec_base+88(FP), R10
+	MOVQ bounds_base+48(FP), DX
+	MOVQ bounds_len+56(FP), R12
+	MOVQ keep_base+80(FP), DI
+	MOVQ undec_base+104(FP), R10
 	XORQ BX, BX
 	XORQ R11, R11
 	CMPQ CX, $16
 	JLT  bkdone
 	SUBQ $16, CX // the last start of a whole group
-	MOVL         base+56(FP), AX
+	MOVL         base+72(FP), AX
 	VPBROADCASTD AX, Z30
+	DECQ         R12
+	VPBROADCASTD R12, Z31 // the last bucket
 	MOVQ         $0x1fffffffffffff, AX
 	VPBROADCASTQ AX, Z29
 	MOVL         $0xffffffff, AX
@@ -44,6 +47,7 @@ bkloop:
 	VPSRLD    $16, Z0, Z0
 	VPMAXUD   Z30, Z0, Z0
 	VPSUBD    Z30, Z0, Z0
+	VPMINUD   Z31, Z0, Z0
 	VEXTRACTI32X8 $1, Z0, Y1
 	KXNORB     K1, K1, K1
 	VPGATHERDQ (DX)(Y0*8), K1, Z2
@@ -90,6 +94,128 @@ bknext:
 	VZEROUPPER
 
 bkdone:
-	MOVQ BX, done+112(FP)
-	MOVQ R11, n+120(FP)
+	MOVQ BX, done+128(FP)
+	MOVQ R11, n+136(FP)
+	RET
+
+// func bucketCountAsm(keys []uint32, base uint32, counts []int32) int
+//
+// Sixteen keys a step: counts[bucket] += 1 by gather, add, scatter.
+// Lanes of one bucket all gather the same count; each adds one plus the
+// number of earlier lanes of its bucket (VPCONFLICTD's bits, counted), and
+// of the colliding stores the scatter keeps the highest lane's: the count
+// plus all of them.
+TEXT ·bucketCountAsm(SB), NOSPLIT, $0-64
+	MOVQ keys_base+0(FP), SI
+	MOVQ keys_len+8(FP), CX
+	MOVQ counts_base+32(FP), DX
+	MOVQ counts_len+40(FP), R12
+	XORQ BX, BX
+	CMPQ CX, $16
+	JLT  bcdone
+	SUBQ $16, CX
+	MOVL         base+24(FP), AX
+	VPBROADCASTD AX, Z30
+	MOVL         $1, AX
+	VPBROADCASTD AX, Z29
+	DECQ         R12
+	VPBROADCASTD R12, Z31 // the last bucket
+
+bcloop:
+	VMOVDQU32   (SI)(BX*4), Z0
+	VPSRLD      $16, Z0, Z0
+	VPMAXUD     Z30, Z0, Z0
+	VPSUBD      Z30, Z0, Z0
+	VPMINUD     Z31, Z0, Z0
+	VPCONFLICTD Z0, Z1
+	VPOPCNTD    Z1, Z1
+	VPADDD      Z29, Z1, Z1
+	KXNORW      K1, K1, K1
+	VPGATHERDD  (DX)(Z0*4), K1, Z2
+	VPADDD      Z1, Z2, Z2
+	KXNORW      K1, K1, K1
+	VPSCATTERDD Z2, K1, (DX)(Z0*4)
+	ADDQ        $16, BX
+	CMPQ        BX, CX
+	JLE         bcloop
+	VZEROUPPER
+
+bcdone:
+	MOVQ BX, ret+56(FP)
+	RET
+
+// func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int
+//
+// Sixteen buckets a step: their counts summed into rank ends (a prefix
+// sum in four shifted adds, plus the total so far), the starts the ends
+// shifted by a lane, both clamped to thr, thr gathered at the starts and
+// the ends less one, packed as BandBounds.
+TEXT ·bucketBoundsAsm(SB), NOSPLIT, $0-80
+	MOVQ pos_base+0(FP), DI
+	MOVQ thr_base+24(FP), SI
+	MOVQ thr_len+32(FP), R8
+	MOVQ bounds_base+48(FP), DX
+	MOVQ bounds_len+56(FP), CX
+	XORQ BX, BX
+	CMPQ CX, $16
+	JLT  bbdone
+	SUBQ $16, CX
+	DECQ R8
+	VPBROADCASTD R8, Z31 // the last rank
+	VPXORD       Z30, Z30, Z30
+	VPBROADCASTD (DI), Z29 // the total so far: pos[0]
+	MOVL         $15, AX
+	VPBROADCASTD AX, Z28
+	MOVQ         $0x3fffff, AX
+	VPBROADCASTQ AX, Z27
+	MOVL         $1, AX
+	VPBROADCASTD AX, Z26
+
+bbloop:
+	VMOVDQU32 4(DI)(BX*4), Z0
+	VALIGND   $15, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $14, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $12, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $8, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VPADDD    Z29, Z0, Z0
+	VMOVDQU32 Z0, 4(DI)(BX*4)
+	VALIGND   $15, Z29, Z0, Z2 // the starts: the previous total, then the ends
+	VPERMD    Z0, Z28, Z29     // the new total in every lane
+	VPMINUD   Z31, Z2, Z2
+	VPSUBD    Z26, Z0, Z3
+	VPMAXSD   Z30, Z3, Z3
+	VPMINUD   Z31, Z3, Z3
+	VEXTRACTI32X8 $1, Z2, Y4
+	VEXTRACTI32X8 $1, Z3, Y7
+	KXNORB     K1, K1, K1
+	VPGATHERDQ (SI)(Y2*8), K1, Z5
+	KXNORB     K1, K1, K1
+	VPGATHERDQ (SI)(Y4*8), K1, Z6
+	KXNORB     K1, K1, K1
+	VPGATHERDQ (SI)(Y3*8), K1, Z8
+	KXNORB     K1, K1, K1
+	VPGATHERDQ (SI)(Y7*8), K1, Z9
+	VPADDQ     Z27, Z8, Z8
+	VPSRLQ     $22, Z8, Z8
+	VPSLLQ     $32, Z8, Z8
+	VPSRLQ     $22, Z5, Z5
+	VPORQ      Z5, Z8, Z8
+	VMOVDQU64  Z8, (DX)(BX*8)
+	VPADDQ     Z27, Z9, Z9
+	VPSRLQ     $22, Z9, Z9
+	VPSLLQ     $32, Z9, Z9
+	VPSRLQ     $22, Z6, Z6
+	VPORQ      Z6, Z9, Z9
+	VMOVDQU64  Z9, 64(DX)(BX*8)
+	ADDQ       $16, BX
+	CMPQ       BX, CX
+	JLE        bbloop
+	VZEROUPPER
+
+bbdone:
+	MOVQ BX, ret+72(FP)
 	RET

@@ -18,6 +18,10 @@ var useAsm bool
 // it off).
 var useAVX512 bool
 
+// useConflict chooses the AVX-512 histogram (also CD's VPCONFLICTD and
+// VPOPCNTDQ).
+var useConflict bool
+
 // DecodeBF16 sets dst[i] to the bfloat16 src[i] as a float64, for
 // i < min(len(dst), len(src)).
 func DecodeBF16(dst []float64, src []uint16) {
@@ -276,17 +280,19 @@ func MagKeys(dst []uint32, src []float32) uint32 {
 // draws[i], it sets keep[i] when u is surely below the lowest, and appends
 // i to undec unless u is surely at or above the highest: the decision
 // then needs the entry's rank. It returns how many it appended; undec
-// must be as long as keys, bounds cover every key's bucket. With AVX-512
-// sixteen at a time, the bounds gathered.
+// must be as long as keys. A bucket past bounds counts as the last (a
+// wrong caller gets wrong decisions, never a read outside bounds). With
+// AVX-512 sixteen at a time, the bounds gathered.
 func BandKeep(keys []uint32, draws []uint64, bounds []uint64, base uint32, keep []bool, undec []int32) int {
 	draws, keep, undec = draws[:len(keys)], keep[:len(keys)], undec[:len(keys)]
+	last := uint32(len(bounds) - 1)
 	i, n := 0, 0
 	if useAVX512 && len(keys) >= 16 && len(bounds) > 0 {
-		i, n = bandKeepAsm(keys, draws, &bounds[0], base, keep, undec)
+		i, n = bandKeepAsm(keys, draws, bounds, base, keep, undec)
 	}
 	for ; i < len(keys); i++ {
 		u := draws[i] & (1<<53 - 1) >> bandDrop
-		bd := bounds[max(keys[i]>>16, base)-base]
+		bd := bounds[min(max(keys[i]>>16, base)-base, last)]
 		lo, hi := bd&(1<<32-1), bd>>32
 		keep[i] = u < lo
 		// lo ≤ u < hi in one unsigned compare (lo ≤ hi): true a few
@@ -311,4 +317,39 @@ const bandDrop = 22
 // or above hi.
 func BandBounds(lo, hi uint64) uint64 {
 	return (hi+(1<<bandDrop-1))>>bandDrop<<32 | lo>>bandDrop
+}
+
+// BucketCounts adds one to counts[max(k>>16, base) − base] for each key
+// k: BandKeep's buckets (one past counts counts as the last). With AVX-512
+// sixteen keys at a time.
+func BucketCounts(keys []uint32, base uint32, counts []int32) {
+	i := 0
+	if useConflict && len(keys) >= 16 && len(counts) > 0 {
+		i = bucketCountAsm(keys, base, counts)
+	}
+	last := uint32(len(counts) - 1)
+	for _, k := range keys[i:] {
+		counts[min(max(k>>16, base)-base, last)]++
+	}
+}
+
+// BucketBounds turns bucket counts into rank ranges and BandKeep's
+// bounds: on entry pos[b+1] is bucket b's count (pos[0] the first rank,
+// usually 0); on return pos[b] is bucket b's first rank and pos[b+1] its
+// end, and bounds[b] = BandBounds(thr[min(pos[b], last)],
+// thr[max(pos[b+1]−1, 0)]) with last = len(thr)−1 (an empty bucket's
+// bounds are never read: the clamps stand in for a branch), for b <
+// len(bounds); pos must hold len(bounds)+1, thr at least one. With
+// AVX-512 sixteen buckets at a time.
+func BucketBounds(pos []int32, thr []uint64, bounds []uint64) {
+	pos = pos[:len(bounds)+1]
+	b := 0
+	if useAVX512 && len(bounds) >= 16 {
+		b = bucketBoundsAsm(pos, thr, bounds)
+	}
+	last := int32(len(thr) - 1)
+	for ; b < len(bounds); b++ {
+		pos[b+1] += pos[b]
+		bounds[b] = BandBounds(thr[min(pos[b], last)], thr[min(max(pos[b+1]-1, 0), last)])
+	}
 }

@@ -5,6 +5,7 @@ import "golang.org/x/sys/cpu"
 func init() {
 	useAsm = cpu.X86.HasAVX2
 	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
+	useConflict = useAVX512 && cpu.X86.HasAVX512CD && cpu.X86.HasAVX512VPOPCNTDQ
 }
 
 // The assembly loops handle whole groups (eight elements; four for mix2)
@@ -52,7 +53,19 @@ func countBelowAsm(keys []uint32, k uint32) (done, n int)
 //go:noescape
 func magKeysAsm(dst []uint32, src []float32) (done int, top uint32)
 
-// bandKeepAsm does BandKeep's groups of sixteen.
+// bandKeepAsm does BandKeep's groups of sixteen. Like bucketCountAsm it
+// clamps bucket numbers to the table: a broken caller gets wrong
+// decisions, never a read or write outside it.
 //
 //go:noescape
-func bandKeepAsm(keys []uint32, draws []uint64, bounds *uint64, base uint32, keep []bool, undec []int32) (done, n int)
+func bandKeepAsm(keys []uint32, draws []uint64, bounds []uint64, base uint32, keep []bool, undec []int32) (done, n int)
+
+// bucketCountAsm does BucketCounts' groups of sixteen.
+//
+//go:noescape
+func bucketCountAsm(keys []uint32, base uint32, counts []int32) int
+
+// bucketBoundsAsm does BucketBounds' groups of sixteen buckets.
+//
+//go:noescape
+func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int

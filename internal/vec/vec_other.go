@@ -25,6 +25,10 @@ func countBelowAsm(keys []uint32, k uint32) (done, n int) { return 0, 0 }
 
 func magKeysAsm(dst []uint32, src []float32) (done int, top uint32) { return 0, 0 }
 
-func bandKeepAsm(keys []uint32, draws []uint64, bounds *uint64, base uint32, keep []bool, undec []int32) (done, n int) {
+func bandKeepAsm(keys []uint32, draws []uint64, bounds []uint64, base uint32, keep []bool, undec []int32) (done, n int) {
 	return 0, 0
 }
+
+func bucketCountAsm(keys []uint32, base uint32, counts []int32) int { return 0 }
+
+func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int { return 0 }

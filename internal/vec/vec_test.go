@@ -661,3 +661,126 @@ func BenchmarkBandKeep(b *testing.B) {
 		useAVX512 = saved
 	}
 }
+
+// BucketCounts and BucketBounds against their definitions, with and
+// without AVX-512, on every length around sixteen: keys all in one bucket
+// (every lane conflicting), a few buckets, keys below base; empty buckets
+// and ones holding every rank.
+func TestBucketCountsAndBounds(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 3))
+	s1, s2 := useAVX512, useConflict
+	defer func() { useAVX512, useConflict = s1, s2 }()
+	for _, n := range []int{1, 15, 16, 17, 33, 100, 4099} {
+		for _, spread := range []int{1, 3, 40, 2048} {
+			for _, base := range []uint32{0, 7} {
+				nb := spread
+				keys := make([]uint32, n)
+				want := make([]int32, nb+1)
+				for i := range keys {
+					keys[i] = (base+uint32(r.IntN(spread)))<<16 | uint32(r.IntN(1<<16))
+					if i%5 == 0 && base > 0 {
+						keys[i] = uint32(r.IntN(int(base) << 16))
+					}
+					b := int64(keys[i]>>16) - int64(base)
+					want[max(b, 0)+1]++
+				}
+				thr := make([]uint64, n)
+				for i := range thr {
+					thr[i] = r.Uint64N(1<<53 + 1)
+				}
+				slices.Sort(thr)
+				wantPos := slices.Clone(want)
+				for b := 1; b <= nb; b++ {
+					wantPos[b] += wantPos[b-1]
+				}
+				wantBounds := make([]uint64, nb)
+				for b := range wantBounds {
+					lo, hi := wantPos[b], wantPos[b+1]-1
+					lo, hi = min(lo, int32(n-1)), max(hi, 0)
+					wantBounds[b] = BandBounds(thr[lo], thr[hi])
+				}
+				for _, a := range []bool{false, s1 && s2} {
+					useAVX512, useConflict = a, a
+					pos := make([]int32, nb+1)
+					BucketCounts(keys, base, pos[1:])
+					if !slices.Equal(pos, want) {
+						t.Fatalf("asm=%v n %d spread %d base %d: counts %v, want %v", a, n, spread, base, pos[:min(len(pos), 8)], want[:min(len(want), 8)])
+					}
+					bounds := make([]uint64, nb)
+					BucketBounds(pos, thr, bounds)
+					if !slices.Equal(pos, wantPos) || !slices.Equal(bounds, wantBounds) {
+						t.Fatalf("asm=%v n %d spread %d base %d: rank ranges or bounds differ", a, n, spread, base)
+					}
+				}
+			}
+		}
+	}
+}
+
+func BenchmarkBucketCounts(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	keys := make([]uint32, 4096)
+	for i := range keys {
+		keys[i] = uint32(min(2047, int(math.Abs(r.NormFloat64())*600))) << 16
+	}
+	counts := make([]int32, 2048)
+	for _, a := range []bool{false, useConflict} {
+		saved := useConflict
+		useConflict = a
+		b.Run(fmt.Sprint("avx512=", a), func(b *testing.B) {
+			for b.Loop() {
+				BucketCounts(keys, 0, counts)
+			}
+		})
+		useConflict = saved
+	}
+}
+
+func BenchmarkBucketBounds(b *testing.B) {
+	thr := make([]uint64, 4096)
+	for i := range thr {
+		thr[i] = uint64(i) << 40
+	}
+	counts := make([]int32, 2049)
+	for i := range counts[1:] {
+		counts[1+i] = int32(i % 3)
+	}
+	pos := make([]int32, 2049)
+	bounds := make([]uint64, 2048)
+	for _, a := range []bool{false, useAVX512} {
+		saved := useAVX512
+		useAVX512 = a
+		b.Run(fmt.Sprint("avx512=", a), func(b *testing.B) {
+			for b.Loop() {
+				copy(pos, counts)
+				BucketBounds(pos, thr, bounds)
+			}
+		})
+		useAVX512 = saved
+	}
+}
+
+// A bucket past the table counts as its last, in the assembly as in Go:
+// a wrong caller gets wrong answers, never a read or write outside.
+func TestBucketsPastTheTableClamp(t *testing.T) {
+	s1, s2 := useAVX512, useConflict
+	defer func() { useAVX512, useConflict = s1, s2 }()
+	keys := make([]uint32, 40)
+	for i := range keys {
+		keys[i] = uint32(i) << 16 // buckets 0..39 into a table of 4
+	}
+	for _, a := range []bool{false, s1 && s2} {
+		useAVX512, useConflict = a, a
+		counts := make([]int32, 4)
+		BucketCounts(keys, 0, counts)
+		if !slices.Equal(counts, []int32{1, 1, 1, 37}) {
+			t.Fatalf("asm=%v: counts %v", a, counts)
+		}
+		bounds := []uint64{BandBounds(1<<53, 1<<53), BandBounds(1<<53, 1<<53), BandBounds(1<<53, 1<<53), BandBounds(0, 0)}
+		keep, undec := make([]bool, 40), make([]int32, 40)
+		draws := make([]uint64, 40)
+		if n := BandKeep(keys, draws, bounds, 0, keep, undec); n != 0 || !keep[2] || keep[3] || keep[39] {
+			t.Fatalf("asm=%v: %d undecided, keep %v", a, n, keep[:5])
+		}
+	}
+}
