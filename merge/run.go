@@ -21,6 +21,9 @@ type Options struct {
 	stream.Options
 	// NoHash skips hashing the inputs for provenance.
 	NoHash bool
+	// HashCache, if set, gives the digests of inputs hashed before (and
+	// keeps the new ones): see weights.HashCache.
+	HashCache *weights.HashCache
 	// NoCard skips the model card (README.md) and the recipe copy
 	// (mergekit_config.yml) written beside a directory output.
 	NoCard bool
@@ -128,7 +131,7 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			go func() {
 				defer wg.Done()
 				for k := next.Add(1) - 1; k < int64(len(files)); k = next.Add(1) - 1 {
-					sum, err := weights.FileSHA256Turns(files[k].Name, turns)
+					sum, err := weights.FileSHA256Cached(files[k].Name, turns, o.HashCache)
 					if err != nil {
 						errOnce.Do(func() { hashErr = err })
 						return

@@ -48,18 +48,7 @@ func (progressTurns) Take() error    { return nil }
 func (p progressTurns) Done(n int64) { p(n) }
 
 // FileSHA256Turns hashes one file a 1 MiB block per turn of t (if set).
-func FileSHA256Turns(path string, t Turns) (string, error) {
-	f, err := OpenFile(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	sum, err := readerSHA256(f, t)
-	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
-	}
-	return sum, nil
-}
+func FileSHA256Turns(path string, t Turns) (string, error) { return FileSHA256Cached(path, t, nil) }
 
 // ReaderSHA256 hashes what r holds, hex-encoded (for a file already open).
 func ReaderSHA256(r io.Reader) (string, error) { return readerSHA256(r, nil) }

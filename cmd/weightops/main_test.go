@@ -27,6 +27,9 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	bin = filepath.Join(dir, "weightops")
+	// The binaries the tests run keep their digest cache here, not in
+	// the user's cache directory.
+	os.Setenv("WEIGHTOPS_HASH_CACHE", filepath.Join(dir, "hash-cache"))
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		panic(string(out))
 	}

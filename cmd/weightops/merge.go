@@ -105,6 +105,9 @@ func mergeAction(c *cli.Context) error {
 		return nil
 	}
 	mo := merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version}
+	if !mo.NoHash {
+		mo.HashCache = weights.DefaultHashCache()
+	}
 	if isGGUF(out) {
 		if so.Shard != nil || so.ShardSize > 0 {
 			return usagef(c, "a .gguf output is one file: drop --shard and --shard-size")
