@@ -10,6 +10,7 @@
 # runs only those commands.
 #   bash bench/compare.sh OLD_BIN NEW_BIN [SIZE] [REPEAT] [WORKDIR]
 set -euo pipefail
+export WEIGHTOPS_HASH_CACHE=off # hashing cold, as on fresh inputs
 old=$(realpath "$1")
 new=$(realpath "$2")
 size=${3:-1GiB}

@@ -5,6 +5,7 @@
 # writing a file of the output's size, with peak RSS from /usr/bin/time.
 #   bash bench/merge.sh [SIZE] [WORKDIR]
 set -euo pipefail
+export WEIGHTOPS_HASH_CACHE=off # hashing cold, as on fresh inputs
 size=${1:-1GiB}
 work=${2:-/tmp/weightops-bench-merge}
 cd "$(dirname "$0")/.."

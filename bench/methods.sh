@@ -8,6 +8,7 @@
 # median.
 #   bash bench/methods.sh [SIZE] [REPS] [WORKDIR]
 set -euo pipefail
+export WEIGHTOPS_HASH_CACHE=off # hashing cold, as on fresh inputs
 size=${1:-1GiB}
 reps=${2:-3}
 work=${3:-/tmp/weightops-bench-merge}
