@@ -625,6 +625,9 @@ func packBits(keep []bool, bits []uint64, pos int64) {
 		j := pos + int64(i)
 		bits[j>>6] |= b2u(keep[i]) << (j & 63)
 	}
+	if i < len(keep) {
+		i += 64 * vec.PackBools(bits[(pos+int64(i))>>6:], keep[i:])
+	}
 	kb := boolBytes(keep)
 	for ; i+64 <= len(keep); i += 64 {
 		var w uint64
@@ -652,6 +655,9 @@ func unpackBits(bits []uint64, pos int64, keep []bool) {
 	for ; i < len(keep) && (pos+int64(i))&63 != 0; i++ {
 		j := pos + int64(i)
 		keep[i] = bits[j>>6]>>(j&63)&1 == 1
+	}
+	if i < len(keep) {
+		i += 64 * vec.UnpackBools(keep[i:], bits[(pos+int64(i))>>6:])
 	}
 	kb := boolBytes(keep)
 	for ; i+64 <= len(keep); i += 64 {

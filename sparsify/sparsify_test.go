@@ -582,3 +582,23 @@ func shifted(rng *rand.Rand, first float64) func(n int) []float32 {
 		return v
 	}
 }
+
+// BenchmarkPackBits: a DELLA chunk's mask packed for the cache, and back.
+func BenchmarkPackBits(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	keep := make([]bool, 1<<16)
+	for i := range keep {
+		keep[i] = r.IntN(2) == 0
+	}
+	bits := make([]uint64, len(keep)/64+1)
+	b.Run("pack", func(b *testing.B) {
+		for b.Loop() {
+			packBits(keep, bits, 3)
+		}
+	})
+	b.Run("unpack", func(b *testing.B) {
+		for b.Loop() {
+			unpackBits(bits, 3, keep)
+		}
+	})
+}

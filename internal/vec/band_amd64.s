@@ -219,3 +219,65 @@ bbloop:
 bbdone:
 	MOVQ BX, ret+72(FP)
 	RET
+
+// func packBoolsAsm(bits []uint64, keep []bool) int
+//
+// Sixty-four 0/1 bytes a step tested into a mask and ORed into a word.
+TEXT ·packBoolsAsm(SB), NOSPLIT, $0-56
+	MOVQ bits_base+0(FP), DI
+	MOVQ bits_len+8(FP), CX
+	MOVQ keep_base+24(FP), SI
+	MOVQ keep_len+32(FP), DX
+	SHRQ $6, DX
+	CMPQ DX, CX
+	CMOVQLT DX, CX // whole words of both
+	XORQ BX, BX
+	TESTQ CX, CX
+	JZ   pbdone
+
+pbloop:
+	VMOVDQU8 (SI), Z0
+	VPTESTMB Z0, Z0, K1
+	KMOVQ    K1, AX
+	ORQ      AX, (DI)(BX*8)
+	ADDQ     $64, SI
+	INCQ     BX
+	CMPQ     BX, CX
+	JLT      pbloop
+	VZEROUPPER
+
+pbdone:
+	MOVQ BX, ret+48(FP)
+	RET
+
+// func unpackBoolsAsm(keep []bool, bits []uint64) int
+//
+// A word a step spread into sixty-four 0/1 bytes.
+TEXT ·unpackBoolsAsm(SB), NOSPLIT, $0-56
+	MOVQ keep_base+0(FP), DI
+	MOVQ keep_len+8(FP), CX
+	MOVQ bits_base+24(FP), SI
+	MOVQ bits_len+32(FP), DX
+	SHRQ $6, CX
+	CMPQ DX, CX
+	CMOVQLT DX, CX
+	XORQ BX, BX
+	TESTQ CX, CX
+	JZ   ubdone
+	MOVL         $0x01010101, AX
+	VPBROADCASTD AX, Z1
+
+ubloop:
+	KMOVQ     (SI)(BX*8), K1
+	VPMOVM2B  K1, Z0
+	VPANDD    Z1, Z0, Z0
+	VMOVDQU8  Z0, (DI)
+	ADDQ      $64, DI
+	INCQ      BX
+	CMPQ      BX, CX
+	JLT       ubloop
+	VZEROUPPER
+
+ubdone:
+	MOVQ BX, ret+48(FP)
+	RET

@@ -22,6 +22,9 @@ var useAVX512 bool
 // VPOPCNTDQ).
 var useConflict bool
 
+// useBW chooses the AVX-512 byte-mask loops (also BW).
+var useBW bool
+
 // DecodeBF16 sets dst[i] to the bfloat16 src[i] as a float64, for
 // i < min(len(dst), len(src)).
 func DecodeBF16(dst []float64, src []uint16) {
@@ -352,4 +355,25 @@ func BucketBounds(pos []int32, thr []uint64, bounds []uint64) {
 		pos[b+1] += pos[b]
 		bounds[b] = BandBounds(thr[min(pos[b], last)], thr[min(max(pos[b+1]-1, 0), last)])
 	}
+}
+
+// PackBools ORs keep[64w+j] into bit j of bits[w], for the whole words
+// of keep that bits has room for, and returns how many words it did; the
+// bools must be 0 or 1 bytes, as Go stores them. With AVX-512 a word per
+// instruction pair; without, none (the caller's loop does them).
+func PackBools(bits []uint64, keep []bool) int {
+	if useBW && len(keep) >= 64 && len(bits) > 0 {
+		return packBoolsAsm(bits, keep)
+	}
+	return 0
+}
+
+// UnpackBools sets keep[64w+j] to bit j of bits[w], for the whole words
+// of keep that bits holds, and returns how many words it did: PackBools'
+// inverse, a word at a time with AVX-512, else none.
+func UnpackBools(keep []bool, bits []uint64) int {
+	if useBW && len(keep) >= 64 && len(bits) > 0 {
+		return unpackBoolsAsm(keep, bits)
+	}
+	return 0
 }

@@ -6,6 +6,7 @@ func init() {
 	useAsm = cpu.X86.HasAVX2
 	useAVX512 = cpu.X86.HasAVX512F && cpu.X86.HasAVX512DQ && cpu.X86.HasBMI2 && cpu.X86.HasPOPCNT
 	useConflict = useAVX512 && cpu.X86.HasAVX512CD && cpu.X86.HasAVX512VPOPCNTDQ
+	useBW = useAVX512 && cpu.X86.HasAVX512BW
 }
 
 // The assembly loops handle whole groups (eight elements; four for mix2)
@@ -69,3 +70,13 @@ func bucketCountAsm(keys []uint32, base uint32, counts []int32) int
 //
 //go:noescape
 func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int
+
+// packBoolsAsm does PackBools' whole words.
+//
+//go:noescape
+func packBoolsAsm(bits []uint64, keep []bool) int
+
+// unpackBoolsAsm does UnpackBools' whole words.
+//
+//go:noescape
+func unpackBoolsAsm(keep []bool, bits []uint64) int

@@ -32,3 +32,7 @@ func bandKeepAsm(keys []uint32, draws []uint64, bounds []uint64, base uint32, ke
 func bucketCountAsm(keys []uint32, base uint32, counts []int32) int { return 0 }
 
 func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int { return 0 }
+
+func packBoolsAsm(bits []uint64, keep []bool) int { return 0 }
+
+func unpackBoolsAsm(keep []bool, bits []uint64) int { return 0 }

@@ -784,3 +784,46 @@ func TestBucketsPastTheTableClamp(t *testing.T) {
 		}
 	}
 }
+
+// PackBools and UnpackBools against the bits set one at a time: whole
+// words only, as many as both sides hold, bits already set kept.
+func TestPackUnpackBools(t *testing.T) {
+	if !useBW {
+		t.Skip("no AVX-512 BW: the callers' loops do every word")
+	}
+	r := rand.New(rand.NewPCG(2, 5))
+	for _, n := range []int{64, 65, 127, 128, 1000} {
+		for _, words := range []int{1, n / 64, n/64 + 1} {
+			keep := make([]bool, n)
+			for i := range keep {
+				keep[i] = r.IntN(2) == 0
+			}
+			bits := make([]uint64, words)
+			bits[0] = 1 << 40
+			want := slices.Clone(bits)
+			wantW := min(words, n/64)
+			for i := range 64 * wantW {
+				if keep[i] {
+					want[i/64] |= 1 << (i % 64)
+				}
+			}
+			if w := PackBools(bits, keep); w != wantW || !slices.Equal(bits, want) {
+				t.Fatalf("n %d words %d: packed %d words, %x; want %d, %x", n, words, w, bits, wantW, want)
+			}
+			back := make([]bool, n)
+			if w := UnpackBools(back, want); w != wantW {
+				t.Fatalf("n %d words %d: unpacked %d words, want %d", n, words, w, wantW)
+			}
+			for i := range 64 * wantW {
+				if back[i] != (want[i/64]>>(i%64)&1 == 1) {
+					t.Fatalf("n %d words %d: bool %d unpacked wrong", n, words, i)
+				}
+			}
+			for _, b := range back[64*wantW:] {
+				if b {
+					t.Fatalf("n %d words %d: a bool past the words was set", n, words)
+				}
+			}
+		}
+	}
+}
