@@ -368,6 +368,14 @@ func (k *GTAKernel) deltas(in [][]float64) {
 	}
 }
 
+// Release hands the sparsifiers' pooled masks back once the tensor is
+// written.
+func (k *GTAKernel) Release() {
+	for _, s := range k.sp {
+		s.Release()
+	}
+}
+
 // Observe feeds the models that need pass p.
 func (k *GTAKernel) Observe(p int, in [][]float64) error {
 	k.deltas(in)
