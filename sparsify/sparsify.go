@@ -316,10 +316,6 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 	case PassFine:
 		t.hist.AddFineValues(chunk)
 	case PassNorm:
-		if t.spec.Method == Random && t.spec.Rescale == L1 && t.spec.Active() && t.recording() {
-			t.drawL1(chunk)
-			return
-		}
 		// The dropped entries add +0 (or take part in a max as 0) instead
 		// of being skipped: the same sums, since every term is ≥ 0, and
 		// no branch on the (unpredictable) mask.
@@ -347,26 +343,6 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 		}
 		t.before, t.after = before, after
 	}
-}
-
-// drawL1 is DARE's L1 norm pass over a chunk, the mask drawn (and cached)
-// on the way: the draws, the mask and the sums, each in index order, are
-// mask's and Observe's.
-func (t *TensorSparsifier) drawL1(chunk []float32) {
-	if cap(t.keep) < len(chunk) {
-		t.keep = make([]bool, len(chunk))
-	}
-	keep := t.keep[:len(chunk)]
-	t.rng.Below(keep, uniformBelow(t.spec.Density))
-	before, after := t.before, t.after
-	for i, v := range chunk {
-		a := math.Abs(float64(v))
-		before += a
-		after += math.Float64frombits(math.Float64bits(a) & -b2u(keep[i]))
-	}
-	t.before, t.after = before, after
-	packBits(keep, t.bits, t.pos)
-	t.pos += int64(len(keep))
 }
 
 // EndPass closes a pre-pass.

@@ -28,7 +28,7 @@ func FileSHA256Progress(path string, progress func(int64)) (string, error) {
 	if progress != nil {
 		t = progressTurns(progress)
 	}
-	return FileSHA256Turns(path, t)
+	return FileSHA256Cached(path, t, nil)
 }
 
 // Turns paces hashing a block at a time: Take is called before each block
@@ -46,9 +46,6 @@ type progressTurns func(int64)
 
 func (progressTurns) Take() error    { return nil }
 func (p progressTurns) Done(n int64) { p(n) }
-
-// FileSHA256Turns hashes one file a 1 MiB block per turn of t (if set).
-func FileSHA256Turns(path string, t Turns) (string, error) { return FileSHA256Cached(path, t, nil) }
 
 // ReaderSHA256 hashes what r holds, hex-encoded (for a file already open).
 func ReaderSHA256(r io.Reader) (string, error) { return readerSHA256(r, nil) }

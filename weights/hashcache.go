@@ -25,26 +25,30 @@ type HashCache struct {
 	dir string
 }
 
-// HashCacheEnv names the environment variable that places the cache: a
-// directory, or "off"; unset, the user's cache directory's
+// HashCacheEnv names the environment variable that places the cache: an
+// absolute directory, or "off"; unset, the user's cache directory's
 // weightops/sha256.
 const HashCacheEnv = "WEIGHTOPS_HASH_CACHE"
 
 // DefaultHashCache is the cache HashCacheEnv chooses, nil when it is off
-// or there is no user cache directory.
-func DefaultHashCache() *HashCache {
+// or there is no user cache directory. Any other value than "off" or an
+// absolute directory is an error: "0" or "false" would otherwise become a
+// directory of that name wherever the command runs.
+func DefaultHashCache() (*HashCache, error) {
 	dir := os.Getenv(HashCacheEnv)
-	switch dir {
-	case "off":
-		return nil
-	case "":
+	switch {
+	case dir == "off":
+		return nil, nil
+	case dir == "":
 		base, err := os.UserCacheDir()
 		if err != nil {
-			return nil
+			return nil, nil
 		}
 		dir = filepath.Join(base, "weightops", "sha256")
+	case !filepath.IsAbs(dir):
+		return nil, fmt.Errorf("%s=%q: want an absolute directory, or off", HashCacheEnv, dir)
 	}
-	return &HashCache{dir: dir}
+	return &HashCache{dir: dir}, nil
 }
 
 // NewHashCache is a cache kept in dir (made when first stored to).
@@ -97,8 +101,9 @@ func (c *HashCache) store(before, after fileStamp, began time.Time, sum string) 
 	_ = WriteFileAtomic(path, []byte(line+sum+"\n"))
 }
 
-// FileSHA256Cached is FileSHA256Turns through cache c (nil: none). A
-// digest found in the cache counts as one turn of the file's size.
+// FileSHA256Cached hashes one file a 1 MiB block per turn of t (if set),
+// through cache c (nil: none). A digest found in the cache counts as one
+// turn of the file's size.
 func FileSHA256Cached(path string, t Turns, c *HashCache) (string, error) {
 	f, err := OpenFile(path)
 	if err != nil {

@@ -99,16 +99,22 @@ func TestHashCache(t *testing.T) {
 
 func TestDefaultHashCache(t *testing.T) {
 	t.Setenv(HashCacheEnv, "off")
-	if DefaultHashCache() != nil {
-		t.Fatal("off: a cache")
+	if c, err := DefaultHashCache(); c != nil || err != nil {
+		t.Fatalf("off: %+v, %v", c, err)
 	}
 	t.Setenv(HashCacheEnv, "/some/dir")
-	if c := DefaultHashCache(); c == nil || c.dir != "/some/dir" {
-		t.Fatalf("a directory: %+v", c)
+	if c, err := DefaultHashCache(); c == nil || c.dir != "/some/dir" || err != nil {
+		t.Fatalf("a directory: %+v, %v", c, err)
 	}
 	t.Setenv(HashCacheEnv, "")
 	t.Setenv("XDG_CACHE_HOME", "/xdg")
-	if c := DefaultHashCache(); c == nil || c.dir != "/xdg/weightops/sha256" {
-		t.Fatalf("default: %+v", c)
+	if c, err := DefaultHashCache(); c == nil || c.dir != "/xdg/weightops/sha256" || err != nil {
+		t.Fatalf("default: %+v, %v", c, err)
+	}
+	for _, bad := range []string{"0", "false", "rel/dir"} {
+		t.Setenv(HashCacheEnv, bad)
+		if c, err := DefaultHashCache(); c != nil || err == nil || !strings.Contains(err.Error(), HashCacheEnv) {
+			t.Fatalf("%q: %+v, %v; want an error naming the variable", bad, c, err)
+		}
 	}
 }

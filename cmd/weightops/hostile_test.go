@@ -158,3 +158,26 @@ func TestQuantizeModelDirectory(t *testing.T) {
 		}
 	}
 }
+
+// A WEIGHTOPS_HASH_CACHE that is neither off nor an absolute directory is
+// refused in one line (exit 2), nothing written, rather than becoming a
+// directory named "0" wherever the merge runs.
+func TestHashCacheEnvRefused(t *testing.T) {
+	d := t.TempDir()
+	if _, e, code := run(t, "synth", "-q", "--family", d, "--size", "1MiB", "--hidden", "64", "--vocab", "128"); code != 0 {
+		t.Fatal(e)
+	}
+	recipe := filepath.Join(d, "r.yaml")
+	os.WriteFile(recipe, []byte("merge_method: task_arithmetic\nbase_model: llama\nmodels:\n  - model: llama-math\n    parameters: {weight: 1}\n"), 0o644)
+	t.Setenv("WEIGHTOPS_HASH_CACHE", "0")
+	out := filepath.Join(d, "out.safetensors")
+	_, stderr, code := runIn(t, d, "merge", recipe, "-o", out)
+	if code != 2 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, `WEIGHTOPS_HASH_CACHE="0"`) {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
+	}
+	for _, p := range []string{out, filepath.Join(d, "0")} {
+		if _, err := os.Stat(p); err == nil {
+			t.Fatalf("%s was created", p)
+		}
+	}
+}

@@ -106,7 +106,11 @@ func mergeAction(c *cli.Context) error {
 	}
 	mo := merge.Options{Options: so, NoHash: c.Bool("no-hash"), NoCard: c.Bool("no-card"), Version: version}
 	if !mo.NoHash {
-		mo.HashCache = weights.DefaultHashCache()
+		hc, err := weights.DefaultHashCache()
+		if err != nil {
+			return usagef(c, "%v", err)
+		}
+		mo.HashCache = hc
 	}
 	if isGGUF(out) {
 		if so.Shard != nil || so.ShardSize > 0 {

@@ -30,8 +30,7 @@ const (
 
 // step advances the state once: state = state·mul + inc (mod 2^128).
 func (p *PCG) step() {
-	hi, lo := bits.Mul64(p.Lo, mulLo)
-	hi += p.Hi*mulLo + p.Lo*mulHi
+	hi, lo := mul128(mulHi, mulLo, p.Hi, p.Lo)
 	lo, c := bits.Add64(lo, incLo, 0)
 	hi, _ = bits.Add64(hi, incHi, c)
 	p.Hi, p.Lo = hi, lo
@@ -109,17 +108,14 @@ type jump [4]uint64
 
 // jumpLanes moves a state sixteen steps on.
 var jumpLanes = func() jump {
-	// Compose s ↦ mul·s + inc with itself: (a, c) ∘ step = (mul·a, mul·c + inc).
-	aHi, aLo := uint64(0), uint64(1)
-	cHi, cLo := uint64(0), uint64(0)
+	// Compose s ↦ mul·s + inc with itself: (a, c) ∘ step = (mul·a,
+	// mul·c + inc), and mul·c + inc is c stepped.
+	a, c := PCG{0, 1}, PCG{}
 	for range lanes {
-		aHi, aLo = mul128(mulHi, mulLo, aHi, aLo)
-		cHi, cLo = mul128(mulHi, mulLo, cHi, cLo)
-		var carry uint64
-		cLo, carry = bits.Add64(cLo, incLo, 0)
-		cHi, _ = bits.Add64(cHi, incHi, carry)
+		a.Hi, a.Lo = mul128(mulHi, mulLo, a.Hi, a.Lo)
+		c.step()
 	}
-	return jump{aHi, aLo, cHi, cLo}
+	return jump{a.Hi, a.Lo, c.Hi, c.Lo}
 }()
 
 // mul128 is x·y mod 2^128.
