@@ -307,7 +307,9 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 	if err != nil {
 		return nil, err
 	}
+	ahead := weights.StartSyncAhead(f)
 	fail := func(err error) ([]string, error) {
+		ahead.Stop()
 		weights.DiscardTemp(f)
 		return nil, err
 	}
@@ -385,8 +387,10 @@ func Convert(ctx context.Context, ck weights.Checkpoint, dir, out string, o Conv
 		if _, err := f.Write(q); err != nil {
 			return fail(err)
 		}
+		ahead.Wrote(len(q))
 		pos = ti.Offset + ti.Size
 	}
+	ahead.Stop()
 	if err := weights.CommitTemp(f, out); err != nil {
 		return nil, err
 	}

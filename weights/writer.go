@@ -11,7 +11,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // TensorWriter receives the bytes of tensors whose names, dtypes and shapes
@@ -136,38 +135,7 @@ type SafetensorsWriter struct {
 	mu        sync.Mutex
 	entries   map[string]*writeEntry
 	done      bool
-	// written counts bytes written since writeback was last started;
-	// wb hands the starts to one goroutine, off the writers' path.
-	written atomic.Int64
-	wb      chan struct{} // never closed: a write may still signal it
-	wbQuit  chan struct{}
-	wbDone  chan struct{}
-}
-
-// writebackEvery is how many bytes are written between starts of the
-// kernel's writeback (see startWriteback).
-const writebackEvery = 32 << 20
-
-// wrote counts n bytes written and, every writebackEvery, asks for the
-// file's dirty pages to go out.
-func (w *SafetensorsWriter) wrote(n int) {
-	if w.written.Add(int64(n)) < writebackEvery {
-		return
-	}
-	w.written.Store(0)
-	select {
-	case w.wb <- struct{}{}:
-	default: // one is pending already
-	}
-}
-
-// stopWriteback ends the writeback goroutine.
-func (w *SafetensorsWriter) stopWriteback() {
-	if w.wbQuit != nil {
-		close(w.wbQuit)
-		<-w.wbDone
-		w.wbQuit = nil
-	}
+	ahead     *SyncAhead
 }
 
 type writeEntry struct {
@@ -204,18 +172,7 @@ func CreateSafetensors(path string, infos []TensorInfo, metadata map[string]stri
 		w.Abort()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	w.wb, w.wbQuit, w.wbDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(w.wbDone)
-		for {
-			select {
-			case <-w.wb:
-				startWriteback(f)
-			case <-w.wbQuit:
-				return
-			}
-		}
-	}()
+	w.ahead = StartSyncAhead(f)
 	return w, nil
 }
 
@@ -245,7 +202,7 @@ func (w *SafetensorsWriter) WriteTensor(name string, data []byte) error {
 	if _, err := w.f.WriteAt(data, w.dataStart+e.Begin); err != nil {
 		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
-	w.wrote(len(data))
+	w.ahead.Wrote(len(data))
 	return nil
 }
 
@@ -276,7 +233,7 @@ func (w *SafetensorsWriter) WriteTensorAt(name string, data []byte, off int64) e
 	if _, err := w.f.WriteAt(data, w.dataStart+e.Begin+off); err != nil {
 		return fmt.Errorf("%s: tensor %q: %w", w.path, name, err)
 	}
-	w.wrote(len(data))
+	w.ahead.Wrote(len(data))
 	return nil
 }
 
@@ -300,7 +257,7 @@ func (w *SafetensorsWriter) Commit() error {
 		return fmt.Errorf("%s: %d tensors never written (first: %q)", w.path, len(missing), missing[0])
 	}
 	w.done = true
-	w.stopWriteback()
+	w.ahead.Stop()
 	return CommitTemp(w.f, w.path)
 }
 
@@ -316,7 +273,7 @@ func (w *SafetensorsWriter) abortLocked() {
 		return
 	}
 	w.done = true
-	w.stopWriteback()
+	w.ahead.Stop()
 	DiscardTemp(w.f)
 }
 

@@ -1,7 +1,0 @@
-//go:build !linux
-
-package weights
-
-import "os"
-
-func startWriteback(*os.File) {}
