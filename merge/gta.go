@@ -295,7 +295,12 @@ type GTAKernel struct {
 	normalize bool
 	lambda    float64
 	tau       [][]float32
-	raw       []weights.Tensor // models' raw bytes of the current chunk (input i+1)
+	raw       []weights.Tensor // raw bytes of the current chunk, per input (0: the base)
+	// baseF64 is the base's chunk decoded, when a pass needs it in float64
+	// (the mix always; the deltas when a dtype has no pair path); baseOK
+	// says it holds the current chunk.
+	baseF64 []float64
+	baseOK  bool
 	// τ is recomputed for each pass, a chunk at a time, rather than kept
 	// for the whole tensor: from the raw bytes in cache it is cheaper than
 	// reading a tensor-sized float32 copy back from memory (a TIES merge of
@@ -303,15 +308,49 @@ type GTAKernel struct {
 	scratch [][]float32
 }
 
-// RawInput: the models are read raw, the base decoded.
-func (k *GTAKernel) RawInput(i int) bool { return i >= 1 }
+// RawInput: every input is read raw. The task vectors are differences of
+// the raw bytes (a pre-pass needs no float64 base at all); the base is
+// decoded only for the mix.
+func (k *GTAKernel) RawInput(int) bool { return true }
 
-// SetRaw receives a model's raw bytes of the next chunk.
+// SetRaw receives an input's raw bytes of the next chunk.
 func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
 	if k.raw == nil {
-		k.raw = make([]weights.Tensor, len(k.sp))
+		k.raw = make([]weights.Tensor, len(k.sp)+1)
 	}
-	k.raw[i-1] = t
+	k.raw[i] = t
+	k.baseOK = false
+}
+
+// base returns the base's chunk in float64: in[0] when the pass decoded
+// it (a missing base reads as zeros), else its raw bytes decoded once per
+// chunk.
+func (k *GTAKernel) base(in [][]float64, n int) []float64 {
+	if in[0] != nil {
+		return in[0]
+	}
+	if !k.baseOK {
+		if cap(k.baseF64) < n {
+			k.baseF64 = make([]float64, n)
+		}
+		r := k.raw[0]
+		// The stream validated the chunk's length for its dtype.
+		_ = weights.Decode(r.DType, r.Data, k.baseF64[:n])
+		k.baseOK = true
+	}
+	return k.baseF64[:n]
+}
+
+// chunkLen is the current chunk's number of elements.
+func (k *GTAKernel) chunkLen(in [][]float64) int {
+	if in[0] != nil {
+		return len(in[0])
+	}
+	r := k.raw[0]
+	if bb := r.DType.BlockBytes(); bb > 0 {
+		return int(int64(len(r.Data)) / bb * r.DType.BlockElems())
+	}
+	return 0
 }
 
 // GTAConfig is the per-tensor configuration of a GTA merge.
@@ -346,25 +385,33 @@ func (k *GTAKernel) NextPass() (int, bool) {
 }
 
 func (k *GTAKernel) deltas(in [][]float64) {
-	b := in[0]
+	n := k.chunkLen(in)
 	for i := range k.sp {
-		if cap(k.scratch[i]) < len(b) {
-			k.scratch[i] = make([]float32, len(b))
+		if cap(k.scratch[i]) < n {
+			k.scratch[i] = make([]float32, n)
 		}
-		t := k.scratch[i][:len(b)]
-		if k.raw != nil && k.raw[i].Data != nil {
-			// τ = float32(m − b): the float64 difference of float32-or-
-			// narrower values is exact, so one rounding, as from decoded
-			// inputs, straight from the model's bytes.
-			r := k.raw[i]
-			_ = weights.DeltaFloat32(r.DType, r.Data, b, t)
-		} else {
-			m := in[i+1][:len(t)]
+		t := k.scratch[i][:n]
+		k.tau[i] = t
+		var r weights.Tensor
+		if k.raw != nil {
+			r = k.raw[i+1]
+		}
+		if r.Data == nil {
+			b, m := k.base(in, n), in[i+1][:n]
 			for e := range t {
 				t[e] = float32(m[e] - b[e])
 			}
+			continue
 		}
-		k.tau[i] = t
+		// τ = float32(m − b), one rounding as from decoded inputs, straight
+		// from the bytes: from both inputs' when they share a dtype with a
+		// pair path, else from the model's and the decoded base.
+		if in[0] == nil && k.raw[0].DType == r.DType {
+			if ok, _ := weights.DeltaPairFloat32(r.DType, r.Data, k.raw[0].Data, t); ok {
+				continue
+			}
+		}
+		_ = weights.DeltaFloat32(r.DType, r.Data, k.base(in, n), t)
 	}
 }
 
@@ -417,7 +464,8 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 	for i, s := range k.sp {
 		s.Apply(k.tau[i])
 	}
-	base, o := in[0], out[0]
+	o := out[0]
+	base := k.base(in, len(o))
 	var wsum float64
 	for _, w := range k.w {
 		wsum += w

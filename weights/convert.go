@@ -466,6 +466,30 @@ func DeltaFloat32(dt DType, src []byte, base []float64, dst []float32) error {
 	return nil
 }
 
+// DeltaPairFloat32 is DeltaFloat32 with the base still in its bytes (of the
+// same dtype as src), bit for bit: dst[i] = float32(x_i − b_i), computed
+// in float32 (x − b rounded once, as float64 then float32 rounds it). It
+// reports false, doing nothing, for a dtype it has no such path for; the
+// caller then decodes the base.
+func DeltaPairFloat32(dt DType, src, base []byte, dst []float32) (bool, error) {
+	n := len(dst)
+	if dt != BF16 && dt != F32 {
+		return false, nil
+	}
+	if checkLen("delta", dt, len(src), n) != nil || checkLen("delta", dt, len(base), n) != nil {
+		return false, fmt.Errorf("delta %s: %d and %d bytes for %d elements", dt, len(src), len(base), n)
+	}
+	if dt == BF16 {
+		vec.DeltaPairBF16(dst, u16(src)[:n], u16(base)[:n])
+		return true, nil
+	}
+	b := f32(base)[:n]
+	for i, x := range f32(src)[:n] {
+		dst[i] = x - b[i]
+	}
+	return true, nil
+}
+
 // checkLen verifies that nbytes hold exactly n values of dt (whole blocks
 // for a block type).
 func checkLen(op string, dt DType, nbytes, n int) error {

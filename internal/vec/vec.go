@@ -52,6 +52,25 @@ func DeltaBF16(dst []float32, src []uint16, base []float64) {
 	}
 }
 
+// DeltaPairBF16 sets dst[i] = x_i − b_i in float32 for the bfloat16
+// values x_i of src and b_i of base, i < len(dst) (src and base at least as
+// long). It is DeltaBF16 with the base still in bfloat16, bit for bit:
+// float32(float64(x) − float64(b)) is x − b rounded once to float32, since
+// float64 has more than 2·24 + 2 bits (a double rounding of the exact
+// difference through float64 is innocuous), and NaNs propagate the same
+// operand either way.
+func DeltaPairBF16(dst []float32, src, base []uint16) {
+	n := len(dst)
+	src, base = src[:n], base[:n]
+	i := 0
+	if useAsm && n >= 16 {
+		i = deltaPairBF16(dst, src, base)
+	}
+	for ; i < n; i++ {
+		dst[i] = math.Float32frombits(uint32(src[i])<<16) - math.Float32frombits(uint32(base[i])<<16)
+	}
+}
+
 // Mix2 sets o[i] = base[i] + c0·t0[i] + c1·t1[i] (left to right, the
 // task vectors widened to float64), i < len(o).
 func Mix2(o, base []float64, t0, t1 []float32, c0, c1 float64) {

@@ -19,6 +19,20 @@ func decodeBF16Asm(dst []float64, src []uint16) int
 func deltaBF16Asm(dst []float32, src []uint16, base []float64) int
 
 //go:noescape
+func deltaPairBF16Asm(dst []float32, src, base []uint16) int
+
+//go:noescape
+func deltaPairBF16AVX2(dst []float32, src, base []uint16) int
+
+// deltaPairBF16 picks the widest of them.
+func deltaPairBF16(dst []float32, src, base []uint16) int {
+	if useAVX512 {
+		return deltaPairBF16Asm(dst, src, base)
+	}
+	return deltaPairBF16AVX2(dst, src, base)
+}
+
+//go:noescape
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 
 // encodeBF16Asm stops at the first group of eight holding a value it does

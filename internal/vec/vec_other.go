@@ -4,6 +4,7 @@ package vec
 
 func decodeBF16Asm(dst []float64, src []uint16) int                   { return 0 }
 func deltaBF16Asm(dst []float32, src []uint16, base []float64) int    { return 0 }
+func deltaPairBF16(dst []float32, src, base []uint16) int             { return 0 }
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int { return 0 }
 func encodeBF16Asm(dst []uint16, src []float64) int                   { return 0 }
 

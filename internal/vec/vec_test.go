@@ -827,3 +827,45 @@ func TestPackUnpackBools(t *testing.T) {
 		}
 	}
 }
+
+// TestDeltaPairBF16 checks the float32 difference of two bfloat16 inputs
+// against DeltaBF16's float64 one, bit for bit, NaN payloads included:
+// random bit patterns (every exponent, subnormals, Inf, NaN) and pairs of
+// near values, at lengths that leave tails, on each instruction set.
+func TestDeltaPairBF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	special := []uint16{0, 0x8000, 0x7f80, 0xff80, 0x7fc0, 0xffc1, 0x7f81, 0x0001, 0x8001, 0x007f, 0x7f7f, 0xff7f, 0x3f80, 0xbf80}
+	saved, savedAsm := useAVX512, useAsm
+	defer func() { useAVX512, useAsm = saved, savedAsm }()
+	for _, mode := range []struct{ asm, avx512 bool }{{false, false}, {savedAsm, false}, {savedAsm, saved}} {
+		useAsm, useAVX512 = mode.asm, mode.avx512
+		for _, n := range []int{0, 1, 15, 16, 17, 40, 1000, 4099} {
+			src, base := make([]uint16, n), make([]uint16, n)
+			for i := range src {
+				switch rng.IntN(4) {
+				case 0:
+					src[i], base[i] = uint16(rng.Uint32()), uint16(rng.Uint32())
+				case 1:
+					src[i], base[i] = special[rng.IntN(len(special))], special[rng.IntN(len(special))]
+				default: // a fine-tune: base and model a few ulps apart
+					base[i] = uint16(rng.Uint32())
+					src[i] = base[i] + uint16(rng.IntN(9)) - 4
+				}
+			}
+			b64 := make([]float64, n)
+			for i, b := range base {
+				b64[i] = float64(math.Float32frombits(uint32(b) << 16))
+			}
+			want, got := make([]float32, n), make([]float32, n)
+			for i := range want {
+				want[i] = float32(float64(math.Float32frombits(uint32(src[i])<<16)) - b64[i])
+			}
+			DeltaPairBF16(got, src, base)
+			for i := range want {
+				if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+					t.Fatalf("asm %v avx512 %v n %d: entry %d (%#04x − %#04x): %#08x, want %#08x", mode.asm, mode.avx512, n, i, src[i], base[i], math.Float32bits(got[i]), math.Float32bits(want[i]))
+				}
+			}
+		}
+	}
+}
