@@ -323,11 +323,7 @@ func (t *TensorSparsifier) Observe(p Pass, chunk []float32) {
 		before, after := t.before, t.after
 		switch t.spec.Rescale {
 		case L1:
-			for i, v := range chunk {
-				a := math.Abs(float64(v))
-				before += a
-				after += math.Float64frombits(math.Float64bits(a) & -b2u(keep[i]))
-			}
+			before, after = vec.L1Sums(chunk, keep, before, after)
 		case L2:
 			for i, v := range chunk {
 				a := math.Abs(float64(v))

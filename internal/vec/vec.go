@@ -71,6 +71,40 @@ func DeltaPairBF16(dst []float32, src, base []uint16) {
 	}
 }
 
+// L1Sums adds |x_i| to before and the kept ones (keep[i]) to after, one
+// at a time in index order in float64 — or what gives the same bits: the
+// assembly adds blocks of 64 at once where it can prove every addition of
+// the block exact (see l1SumsAsm), and this loop does the blocks it
+// cannot. keep is at least as long as x.
+func L1Sums(x []float32, keep []bool, before, after float64) (float64, float64) {
+	keep = keep[:len(x)]
+	for len(x) > 0 {
+		done := 0
+		if useAsm && len(x) >= 64 {
+			done, before, after = l1Sums(x, keep, before, after)
+		}
+		x, keep = x[done:], keep[done:]
+		// The next block (or the tail) one entry at a time; the dropped
+		// entries add +0, the same sums without a branch on the mask.
+		m := min(len(x), 64)
+		for i, v := range x[:m] {
+			a := math.Abs(float64(v))
+			before += a
+			after += math.Float64frombits(math.Float64bits(a) & -b2u64(keep[i]))
+		}
+		x, keep = x[m:], keep[m:]
+	}
+	return before, after
+}
+
+func b2u64(b bool) uint64 {
+	var u uint64
+	if b {
+		u = 1
+	}
+	return u
+}
+
 // Mix2 sets o[i] = base[i] + c0·t0[i] + c1·t1[i] (left to right, the
 // task vectors widened to float64), i < len(o).
 func Mix2(o, base []float64, t0, t1 []float32, c0, c1 float64) {

@@ -33,6 +33,17 @@ func deltaPairBF16(dst []float32, src, base []uint16) int {
 }
 
 //go:noescape
+func l1SumsAsm(x []float32, keep []bool, before, after float64) (done int, b, a float64)
+
+// l1Sums runs l1SumsAsm where AVX-512 is.
+func l1Sums(x []float32, keep []bool, before, after float64) (done int, b, a float64) {
+	if useAVX512 {
+		return l1SumsAsm(x, keep, before, after)
+	}
+	return 0, before, after
+}
+
+//go:noescape
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 
 // encodeBF16Asm stops at the first group of eight holding a value it does

@@ -2,9 +2,13 @@
 
 package vec
 
-func decodeBF16Asm(dst []float64, src []uint16) int                   { return 0 }
-func deltaBF16Asm(dst []float32, src []uint16, base []float64) int    { return 0 }
-func deltaPairBF16(dst []float32, src, base []uint16) int             { return 0 }
+func decodeBF16Asm(dst []float64, src []uint16) int                { return 0 }
+func deltaBF16Asm(dst []float32, src []uint16, base []float64) int { return 0 }
+func deltaPairBF16(dst []float32, src, base []uint16) int          { return 0 }
+func l1Sums(x []float32, keep []bool, before, after float64) (done int, b, a float64) {
+	return 0, before, after
+}
+
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int { return 0 }
 func encodeBF16Asm(dst []uint16, src []float64) int                   { return 0 }
 
