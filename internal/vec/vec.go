@@ -149,7 +149,7 @@ func Consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, nor
 	base, t0, t1 = base[:n], t0[:n], t1[:n]
 	i := 0
 	if useAsm && n >= 4 {
-		i = consensus2Asm(o, base, t0, t1, w0, w1, lambda, normalize)
+		i = consensus2(o, base, t0, t1, w0, w1, lambda, normalize)
 	}
 	wb0, wb1 := math.Float64bits(w0), math.Float64bits(w1)
 	if !normalize {
@@ -180,6 +180,21 @@ func Consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, nor
 		div += math.Float64frombits(wb1 & m1)
 		o[e] = base[e] + lambda*(mixed/OrOne(div))
 	}
+}
+
+// divisorsPow2 reports whether every divisor Consensus2 can form from
+// w0 and w1 — 0 + w0, 0 + w1 and (0 + w0) + w1, 1 for those that are ±0 —
+// is ±2^k with a normal reciprocal, 2^-1022 ≤ |d| ≤ 2^1022: dividing by
+// it is then multiplying by its exact reciprocal, the same real number
+// rounded the same way (TIES over weights 0.5 and 0.5, or 1 and 1).
+func divisorsPow2(w0, w1 float64) bool {
+	for _, d := range []float64{0 + w0, 0 + w1, (0 + w0) + w1} {
+		e := math.Float64bits(d) >> 52 & 0x7ff
+		if d != 0 && (math.Float64bits(d)&(1<<52-1) != 0 || e < 1 || e > 2045) {
+			return false
+		}
+	}
+	return true
 }
 
 // OrOne is d, or 1 when d is ±0 (no weight agreed), without a branch.

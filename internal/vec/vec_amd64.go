@@ -56,6 +56,17 @@ func encodeBF16Asm(dst []uint16, src []float64) int
 func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int
 
 //go:noescape
+func consensus2AVX512(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize, pow2 bool) int
+
+// consensus2 runs the widest consensus2 loop there is.
+func consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int {
+	if useAVX512 {
+		return consensus2AVX512(o, base, t0, t1, w0, w1, lambda, normalize, divisorsPow2(w0, w1))
+	}
+	return consensus2Asm(o, base, t0, t1, w0, w1, lambda, normalize)
+}
+
+//go:noescape
 func clearRunAsm(data []byte, exp, one, top uint64) int
 
 // keepBandAsm takes low and top biased by the sign bit (see KeepBand).

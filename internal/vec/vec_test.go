@@ -216,24 +216,44 @@ func TestConsensus2(t *testing.T) {
 		}
 		return v
 	}
-	for _, w := range [][2]float64{{0.5, 0.5}, {1, -1}, {0, 2}, {math.Copysign(0, -1), 1}, {-0.3, 0.7}} {
-		for _, norm := range []bool{true, false} {
-			for n := 0; n < 40; n++ {
-				t0, t1, base := draw(n), draw(n), randomValues(r, n, false)
-				cancel(r, t0, t1, w[0], w[1])
-				var got [2][]float64
-				k := 0
-				both(t, func() {
-					got[k] = make([]float64, n)
-					Consensus2(got[k], base, t0, t1, w[0], w[1], 0.7, norm)
-					k++
-				})
-				for i := range got[0] {
-					if math.Float64bits(got[0][i]) != math.Float64bits(got[1][i]) {
-						t.Fatalf("w=%v normalize=%v n=%d entry %d: Go %v, asm %v", w, norm, n, i, got[0][i], got[1][i])
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	ws := [][2]float64{{0.5, 0.5}, {1, -1}, {0, 2}, {math.Copysign(0, -1), 1}, {-0.3, 0.7},
+		{1, 1}, {2, -1}, {0.25, 0.75}, {0.5, -0.5}, {1e-310, 1}, {0x1p-1022, 0x1p-1022}, {0x1p1022, 0}, {0x1p1023, 0}}
+	for _, a := range []bool{false, saved} {
+		useAVX512 = a
+		for _, w := range ws {
+			for _, norm := range []bool{true, false} {
+				for _, n := range []int{0, 1, 3, 4, 7, 8, 9, 15, 16, 17, 31, 33, 39, 100, 1001} {
+					t0, t1, base := draw(n), draw(n), randomValues(r, n, false)
+					cancel(r, t0, t1, w[0], w[1])
+					var got [2][]float64
+					k := 0
+					both(t, func() {
+						got[k] = make([]float64, n)
+						Consensus2(got[k], base, t0, t1, w[0], w[1], 0.7, norm)
+						k++
+					})
+					for i := range got[0] {
+						if math.Float64bits(got[0][i]) != math.Float64bits(got[1][i]) {
+							t.Fatalf("avx512=%v w=%v normalize=%v n=%d entry %d: Go %v, asm %v", a, w, norm, n, i, got[0][i], got[1][i])
+						}
 					}
 				}
 			}
+		}
+	}
+}
+
+func TestDivisorsPow2(t *testing.T) {
+	for _, c := range []struct {
+		w0, w1 float64
+		want   bool
+	}{{0.5, 0.5, true}, {1, 1, true}, {2, -1, true}, {0.5, -0.5, true}, {0, 0, true}, {math.Copysign(0, -1), 4, true},
+		{0.3, 0.7, false}, {0.25, 0.75, false}, {1, 2, false}, {0x1p1022, 0, true}, {0x1p1023, 0, false}, {0x1p-1022, 0, true},
+		{0x1p-1023, 0, false}, {math.Inf(1), 0, false}, {math.NaN(), 0, false}} {
+		if got := divisorsPow2(c.w0, c.w1); got != c.want {
+			t.Errorf("divisorsPow2(%v, %v) = %v, want %v", c.w0, c.w1, got, c.want)
 		}
 	}
 }
