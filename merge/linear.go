@@ -65,20 +65,7 @@ func LinearKernel(w []float64, normalize bool) stream.PassKernel {
 		}
 	}
 	if len(w) == 2 {
-		// The common two-model average unrolled: the general loop's per
-		// element walk over the weights and input slices costs 5× the
-		// arithmetic. The same operations in the same order: identical bits.
-		w0, w1 := w[0], w[1]
-		return stream.ElementwiseFunc(func(in [][]float64, out [][]float64) {
-			o := out[0]
-			a, b := in[0][:len(o)], in[1][:len(o)]
-			for e := range o {
-				var s float64
-				s += w0 * a[e]
-				s += w1 * b[e]
-				o[e] = s / div
-			}
-		})
+		return &linear2{w0: w[0], w1: w[1], div: div}
 	}
 	return stream.ElementwiseFunc(func(in [][]float64, out [][]float64) {
 		o := out[0]
@@ -90,4 +77,61 @@ func LinearKernel(w []float64, normalize bool) stream.PassKernel {
 			o[e] = s / div
 		}
 	})
+}
+
+// linear2 is the common two-model average unrolled (the general loop's
+// per-element walk over the weights and input slices costs 5× the
+// arithmetic), read raw: two bfloat16 inputs go straight from their bytes
+// through vec.Linear2BF16, others are decoded. The same operations in
+// the same order: identical bits.
+type linear2 struct {
+	w0, w1, div float64
+	raw         [2]weights.Tensor
+	dec         [2][]float64
+}
+
+// RawInput: both inputs are read raw.
+func (k *linear2) RawInput(int) bool { return true }
+
+// SetRaw receives an input's bytes of the next chunk.
+func (k *linear2) SetRaw(i int, t weights.Tensor) { k.raw[i] = t }
+
+// NextPass reports that there are no pre-passes.
+func (k *linear2) NextPass() (int, bool) { return 0, false }
+
+// Observe is never called.
+func (k *linear2) Observe(int, [][]float64) error { return nil }
+
+// EndPass is never called.
+func (k *linear2) EndPass(int) error { return nil }
+
+// Compute averages one chunk.
+func (k *linear2) Compute(in, out [][]float64) error {
+	o := out[0]
+	if in[0] == nil && in[1] == nil && k.raw[0].DType == k.raw[1].DType {
+		if ok, err := weights.Linear2(k.raw[0].DType, k.raw[0].Data, k.raw[1].Data, k.w0, k.w1, k.div, o); ok || err != nil {
+			return err
+		}
+	}
+	var ab [2][]float64
+	for i := range ab {
+		if ab[i] = in[i]; ab[i] != nil {
+			continue
+		}
+		if cap(k.dec[i]) < len(o) {
+			k.dec[i] = make([]float64, len(o))
+		}
+		ab[i] = k.dec[i][:len(o)]
+		if err := weights.Decode(k.raw[i].DType, k.raw[i].Data, ab[i]); err != nil {
+			return err
+		}
+	}
+	a, b := ab[0][:len(o)], ab[1][:len(o)]
+	for e := range o {
+		var s float64
+		s += k.w0 * a[e]
+		s += k.w1 * b[e]
+		o[e] = s / k.div
+	}
+	return nil
 }

@@ -490,6 +490,22 @@ func DeltaPairFloat32(dt DType, src, base []byte, dst []float32) (bool, error) {
 	return true, nil
 }
 
+// Linear2 sets o[i] = ((0 + w0·a_i) + w1·b_i) / div for the values of a
+// and b, both of dtype dt, straight from their bytes (vec.Linear2BF16),
+// bit for bit what decoding them first gives. It reports false, doing
+// nothing, for a dtype it has no such path for.
+func Linear2(dt DType, a, b []byte, w0, w1, div float64, o []float64) (bool, error) {
+	n := len(o)
+	if dt != BF16 {
+		return false, nil
+	}
+	if checkLen("linear", dt, len(a), n) != nil || checkLen("linear", dt, len(b), n) != nil {
+		return false, fmt.Errorf("linear %s: %d and %d bytes for %d elements", dt, len(a), len(b), n)
+	}
+	vec.Linear2BF16(o, u16(a)[:n], u16(b)[:n], w0, w1, div)
+	return true, nil
+}
+
 // checkLen verifies that nbytes hold exactly n values of dt (whole blocks
 // for a block type).
 func checkLen(op string, dt DType, nbytes, n int) error {

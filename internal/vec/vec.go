@@ -105,6 +105,40 @@ func b2u64(b bool) uint64 {
 	return u
 }
 
+// Linear2BF16 sets o[i] = ((0 + w0·a_i) + w1·b_i) / div for the bfloat16
+// values a_i, b_i of a and b, i < len(o): linear's two-model average,
+// widened to float64, in its order. Where div is ±2^k with a normal
+// reciprocal the assembly multiplies by that instead, the same real
+// number rounded the same way.
+func Linear2BF16(o []float64, a, b []uint16, w0, w1, div float64) {
+	n := len(o)
+	a, b = a[:n], b[:n]
+	i := 0
+	if useAsm && n >= 8 {
+		if r, ok := exactRecip(div); ok {
+			i = linear2BF16(o, a, b, w0, w1, r, true)
+		} else {
+			i = linear2BF16(o, a, b, w0, w1, div, false)
+		}
+	}
+	for ; i < n; i++ {
+		var s float64
+		s += w0 * float64(math.Float32frombits(uint32(a[i])<<16))
+		s += w1 * float64(math.Float32frombits(uint32(b[i])<<16))
+		o[i] = s / div
+	}
+}
+
+// exactRecip returns 1/d when d is ±2^k and 1/d a normal float64 (then
+// x/d = x·(1/d) exactly, for every x).
+func exactRecip(d float64) (float64, bool) {
+	e := math.Float64bits(d) >> 52 & 0x7ff
+	if math.Float64bits(d)&(1<<52-1) != 0 || e < 1 || e > 2045 {
+		return 0, false
+	}
+	return 1 / d, true
+}
+
 // Mix2 sets o[i] = base[i] + c0·t0[i] + c1·t1[i] (left to right, the
 // task vectors widened to float64), i < len(o).
 func Mix2(o, base []float64, t0, t1 []float32, c0, c1 float64) {
@@ -189,8 +223,7 @@ func Consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, nor
 // rounded the same way (TIES over weights 0.5 and 0.5, or 1 and 1).
 func divisorsPow2(w0, w1 float64) bool {
 	for _, d := range []float64{0 + w0, 0 + w1, (0 + w0) + w1} {
-		e := math.Float64bits(d) >> 52 & 0x7ff
-		if d != 0 && (math.Float64bits(d)&(1<<52-1) != 0 || e < 1 || e > 2045) {
+		if _, ok := exactRecip(d); d != 0 && !ok {
 			return false
 		}
 	}

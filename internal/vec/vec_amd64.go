@@ -44,6 +44,17 @@ func l1Sums(x []float32, keep []bool, before, after float64) (done int, b, a flo
 }
 
 //go:noescape
+func linear2BF16Asm(o []float64, a, b []uint16, w0, w1, div float64, recip bool) int
+
+// linear2BF16 runs linear2BF16Asm where AVX-512 is.
+func linear2BF16(o []float64, a, b []uint16, w0, w1, div float64, recip bool) int {
+	if useAVX512 {
+		return linear2BF16Asm(o, a, b, w0, w1, div, recip)
+	}
+	return 0
+}
+
+//go:noescape
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 
 // encodeBF16Asm stops at the first group of eight holding a value it does

@@ -9,6 +9,10 @@ func l1Sums(x []float32, keep []bool, before, after float64) (done int, b, a flo
 	return 0, before, after
 }
 
+func linear2BF16(o []float64, a, b []uint16, w0, w1, div float64, recip bool) int {
+	return 0
+}
+
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int { return 0 }
 func encodeBF16Asm(dst []uint16, src []float64) int                   { return 0 }
 

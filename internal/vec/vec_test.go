@@ -975,3 +975,43 @@ func TestL1Sums(t *testing.T) {
 		t.Fatalf("the assembly took %d of %d entries of bfloat16 differences", done, len(x))
 	}
 }
+
+// TestLinear2BF16 holds linear's two-model average on bfloat16 bytes to
+// its definition on the decoded values, bit for bit: random bit patterns
+// (Inf, NaN, subnormals included), divisors that are powers of two (the
+// multiplication by the reciprocal) and others, every tail length.
+func TestLinear2BF16(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for _, c := range [][3]float64{{0.5, 0.5, 1}, {1, 1, 2}, {0.3, 0.7, 1}, {0.3, 0.6, 0.8999999999999999}, {2, -3, -1}, {1, 1, 0x1p-1022}, {1, 1, 0x1p1023}, {1, 1, 3}, {1, -1, 0}} {
+		for _, n := range []int{0, 1, 7, 8, 9, 16, 31, 100, 1000} {
+			a, b := make([]uint16, n), make([]uint16, n)
+			for i := range a {
+				a[i], b[i] = uint16(rng.Uint32()), uint16(rng.Uint32())
+				if rng.IntN(3) == 0 { // ordinary weights
+					a[i] = uint16(math.Float32bits(float32(rng.NormFloat64()*0.02)) >> 16)
+				}
+			}
+			want := make([]float64, n)
+			for i := range want {
+				x := float64(math.Float32frombits(uint32(a[i]) << 16))
+				y := float64(math.Float32frombits(uint32(b[i]) << 16))
+				var s float64
+				s += c[0] * x
+				s += c[1] * y
+				want[i] = s / c[2]
+			}
+			for _, av := range []bool{false, saved} {
+				useAVX512 = av
+				got := make([]float64, n)
+				Linear2BF16(got, a, b, c[0], c[1], c[2])
+				for i := range got {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("avx512 %v w %v n %d: entry %d (%#04x, %#04x): %v, want %v", av, c, n, i, a[i], b[i], got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
