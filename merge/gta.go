@@ -465,7 +465,16 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 		s.Apply(k.tau[i])
 	}
 	o := out[0]
-	base := k.base(in, len(o))
+	// Two task vectors over a bfloat16 base read it straight from its
+	// bytes; otherwise it is decoded.
+	var braw []uint16
+	if len(k.w) == 2 && in[0] == nil && k.raw[0].DType == weights.BF16 {
+		braw = weights.Uint16View(k.raw[0].Data)[:len(o)]
+	}
+	var base []float64
+	if braw == nil {
+		base = k.base(in, len(o))
+	}
 	var wsum float64
 	for _, w := range k.w {
 		wsum += w
@@ -481,6 +490,10 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 		for i, w := range k.w {
 			c[i] = k.lambda * w / div
 		}
+		if braw != nil {
+			vec.Mix2BF16(o, braw, k.tau[0], k.tau[1], c[0], c[1])
+			return
+		}
 		if len(c) == 2 {
 			vec.Mix2(o, base, k.tau[0], k.tau[1], c[0], c[1])
 			return
@@ -492,6 +505,10 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 			}
 			o[e] = acc
 		}
+		return
+	}
+	if braw != nil {
+		vec.Consensus2BF16(o, braw, k.tau[0], k.tau[1], k.w[0], k.w[1], k.lambda, k.normalize)
 		return
 	}
 	k.consensusMix(base, o)

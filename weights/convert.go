@@ -326,6 +326,10 @@ func u16(b []byte) []uint16 {
 // memory.
 func Float32View(b []byte) []float32 { return f32(b) }
 
+// Uint16View views little-endian 16-bit elements (BF16, F16 bits) as
+// uint16 values without copying, as Float32View does for F32.
+func Uint16View(b []byte) []uint16 { return u16(b) }
+
 func f32(b []byte) []float32 {
 	if len(b) < 4 {
 		return nil

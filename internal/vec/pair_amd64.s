@@ -117,3 +117,44 @@ linstore:
 lindone:
 	MOVQ AX, ret+104(FP)
 	RET
+
+// func mix2BF16Asm(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) int
+//
+// Mix2 eight entries a step with the base read as bfloat16: o = (b +
+// c0·t0) + c1·t1.
+TEXT ·mix2BF16Asm(SB), NOSPLIT, $0-120
+	MOVQ o_base+0(FP), DI
+	MOVQ base_base+24(FP), SI
+	MOVQ t0_base+48(FP), R8
+	MOVQ t1_base+72(FP), R9
+	VBROADCASTSD c0+96(FP), Z6
+	VBROADCASTSD c1+104(FP), Z7
+	MOVQ o_len+8(FP), CX
+	SHRQ $3, CX
+	MOVQ CX, AX
+	SHLQ $3, AX
+	TESTQ CX, CX
+	JZ   m5done
+
+m5loop:
+	VPMOVZXWD (SI), Y2
+	VPSLLD    $16, Y2, Y2
+	VCVTPS2PD Y2, Z2
+	VCVTPS2PD (R8), Z0
+	VMULPD    Z6, Z0, Z0
+	VADDPD    Z0, Z2, Z0
+	VCVTPS2PD (R9), Z1
+	VMULPD    Z7, Z1, Z1
+	VADDPD    Z1, Z0, Z0
+	VMOVUPD   Z0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	ADDQ $64, DI
+	DECQ CX
+	JNZ  m5loop
+	VZEROUPPER
+
+m5done:
+	MOVQ AX, ret+112(FP)
+	RET

@@ -1,6 +1,6 @@
 #include "textflag.h"
 
-// func consensus2AVX512(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize, pow2 bool) int
+// func consensus2AVX512(o, base []float64, braw []uint16, t0, t1 []float32, w0, w1, lambda float64, normalize, pow2 bool) int
 //
 // consensus2Asm eight entries a step with the selections in mask
 // registers: x_i = w_i·t_i; neg = (0 + x_0) + x_1 < 0; x_i agrees when
@@ -10,15 +10,18 @@
 // lambda·that. With pow2 (the caller's promise that every divisor this
 // can form is ±2^k, normal) the division is a multiplication by the
 // reciprocal, whose bits are 2046 − k in the exponent: the same real
-// number, so the same rounding.
-TEXT ·consensus2AVX512(SB), NOSPLIT, $0-136
+// number, so the same rounding. With braw nonempty the base is read from
+// it, bfloat16, instead of from base.
+TEXT ·consensus2AVX512(SB), NOSPLIT, $0-160
 	MOVQ o_base+0(FP), DI
 	MOVQ base_base+24(FP), SI
-	MOVQ t0_base+48(FP), R8
-	MOVQ t1_base+72(FP), R9
-	VBROADCASTSD w0+96(FP), Z8
-	VBROADCASTSD w1+104(FP), Z9
-	VBROADCASTSD lambda+112(FP), Z10
+	MOVQ braw_base+48(FP), R10
+	MOVQ braw_len+56(FP), R11
+	MOVQ t0_base+72(FP), R8
+	MOVQ t1_base+96(FP), R9
+	VBROADCASTSD w0+120(FP), Z8
+	VBROADCASTSD w1+128(FP), Z9
+	VBROADCASTSD lambda+136(FP), Z10
 	MOVQ $0x3ff0000000000000, AX
 	VPBROADCASTQ AX, Z11
 	MOVQ $0x7fe0000000000000, AX
@@ -32,8 +35,8 @@ TEXT ·consensus2AVX512(SB), NOSPLIT, $0-136
 	SHLQ $3, AX
 	TESTQ CX, CX
 	JZ   t5done
-	MOVBLZX normalize+120(FP), DX
-	MOVBLZX pow2+121(FP), BX
+	MOVBLZX normalize+144(FP), DX
+	MOVBLZX pow2+145(FP), BX
 
 t5loop:
 	VCVTPS2PD (R8), Z0
@@ -83,16 +86,28 @@ t5div:
 
 t5mix:
 	VMULPD  Z10, Z3, Z3
+	TESTQ   R11, R11
+	JNZ     t5raw
 	VADDPD  (SI), Z3, Z3
+	ADDQ $64, SI
+	JMP  t5store
+
+t5raw:
+	VPMOVZXWD (R10), Y4
+	VPSLLD    $16, Y4, Y4
+	VCVTPS2PD Y4, Z4
+	VADDPD    Z4, Z3, Z3
+	ADDQ $16, R10
+
+t5store:
 	VMOVUPD Z3, (DI)
 	ADDQ $32, R8
 	ADDQ $32, R9
-	ADDQ $64, SI
 	ADDQ $64, DI
 	DECQ CX
 	JNZ  t5loop
 
 t5done:
 	VZEROUPPER
-	MOVQ AX, ret+128(FP)
+	MOVQ AX, ret+152(FP)
 	RET

@@ -139,6 +139,43 @@ func exactRecip(d float64) (float64, bool) {
 	return 1 / d, true
 }
 
+// widen is how many bfloat16 values the ...BF16 variants decode at a time
+// where their assembly is missing.
+const widen = 512
+
+// Mix2BF16 is Mix2 with the base in bfloat16, bit for bit: decoding is
+// exact, and the operations are Mix2's.
+func Mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) {
+	n := len(o)
+	base, t0, t1 = base[:n], t0[:n], t1[:n]
+	i := 0
+	if useAsm && n >= 8 {
+		i = mix2BF16(o, base, t0, t1, c0, c1)
+	}
+	var b [widen]float64
+	for ; i < n; i += widen {
+		m := min(widen, n-i)
+		DecodeBF16(b[:m], base[i:i+m])
+		Mix2(o[i:i+m], b[:m], t0[i:i+m], t1[i:i+m], c0, c1)
+	}
+}
+
+// Consensus2BF16 is Consensus2 with the base in bfloat16, bit for bit.
+func Consensus2BF16(o []float64, base []uint16, t0, t1 []float32, w0, w1, lambda float64, normalize bool) {
+	n := len(o)
+	base, t0, t1 = base[:n], t0[:n], t1[:n]
+	i := 0
+	if useAsm && n >= 8 {
+		i = consensus2BF16(o, base, t0, t1, w0, w1, lambda, normalize)
+	}
+	var b [widen]float64
+	for ; i < n; i += widen {
+		m := min(widen, n-i)
+		DecodeBF16(b[:m], base[i:i+m])
+		Consensus2(o[i:i+m], b[:m], t0[i:i+m], t1[i:i+m], w0, w1, lambda, normalize)
+	}
+}
+
 // Mix2 sets o[i] = base[i] + c0·t0[i] + c1·t1[i] (left to right, the
 // task vectors widened to float64), i < len(o).
 func Mix2(o, base []float64, t0, t1 []float32, c0, c1 float64) {

@@ -67,14 +67,34 @@ func encodeBF16Asm(dst []uint16, src []float64) int
 func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int
 
 //go:noescape
-func consensus2AVX512(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize, pow2 bool) int
+func consensus2AVX512(o, base []float64, braw []uint16, t0, t1 []float32, w0, w1, lambda float64, normalize, pow2 bool) int
 
 // consensus2 runs the widest consensus2 loop there is.
 func consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int {
 	if useAVX512 {
-		return consensus2AVX512(o, base, t0, t1, w0, w1, lambda, normalize, divisorsPow2(w0, w1))
+		return consensus2AVX512(o, base, nil, t0, t1, w0, w1, lambda, normalize, divisorsPow2(w0, w1))
 	}
 	return consensus2Asm(o, base, t0, t1, w0, w1, lambda, normalize)
+}
+
+// consensus2BF16 is consensus2 with the base in bfloat16, AVX-512 only
+// (0 without: the caller decodes the base).
+func consensus2BF16(o []float64, base []uint16, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int {
+	if useAVX512 && len(base) > 0 {
+		return consensus2AVX512(o, nil, base, t0, t1, w0, w1, lambda, normalize, divisorsPow2(w0, w1))
+	}
+	return 0
+}
+
+//go:noescape
+func mix2BF16Asm(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) int
+
+// mix2BF16 runs mix2BF16Asm where AVX-512 is (0 without).
+func mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) int {
+	if useAVX512 {
+		return mix2BF16Asm(o, base, t0, t1, c0, c1)
+	}
+	return 0
 }
 
 //go:noescape

@@ -24,6 +24,12 @@ func consensus2(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, nor
 	return 0
 }
 
+func consensus2BF16(o []float64, base []uint16, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int {
+	return 0
+}
+
+func mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) int { return 0 }
+
 func clearRunAsm(data []byte, exp, one, top uint64) int { return 0 }
 
 func keepBandAsm(x []float32, low, top uint32) (done, kept int) { return 0, 0 }

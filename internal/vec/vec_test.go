@@ -1015,3 +1015,61 @@ func TestLinear2BF16(t *testing.T) {
 		}
 	}
 }
+
+// TestBF16BaseVariants holds Mix2BF16 and Consensus2BF16 to Mix2 and
+// Consensus2 (the Go loops) on the decoded base, bit for bit: random
+// bfloat16 bases with Inf, NaN and subnormals, task vectors with zeros and
+// specials, pow2 and other weights, every tail, each instruction set.
+func TestBF16BaseVariants(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	special := []float32{0, float32(math.Copysign(0, -1)), float32(math.Inf(1)), float32(math.NaN()), 1e-45}
+	draw := func(n int) []float32 {
+		v := make([]float32, n)
+		for i := range v {
+			switch r.IntN(5) {
+			case 0:
+				v[i] = special[r.IntN(len(special))]
+			case 1:
+				v[i] = 0
+			default:
+				v[i] = float32(r.NormFloat64())
+			}
+		}
+		return v
+	}
+	savedAsm, saved512 := useAsm, useAVX512
+	defer func() { useAsm, useAVX512 = savedAsm, saved512 }()
+	for _, w := range [][2]float64{{0.5, 0.5}, {1, 1}, {0.3, 0.7}, {-1, 2}} {
+		for _, n := range []int{0, 1, 7, 8, 9, 17, 100, 513, 1200} {
+			braw := make([]uint16, n)
+			for i := range braw {
+				braw[i] = uint16(r.Uint32())
+			}
+			bdec := make([]float64, n)
+			for i, b := range braw {
+				bdec[i] = float64(math.Float32frombits(uint32(b) << 16))
+			}
+			t0, t1 := draw(n), draw(n)
+			for _, norm := range []bool{false, true} {
+				useAsm = false
+				wantC, wantM := make([]float64, n), make([]float64, n)
+				Consensus2(wantC, bdec, t0, t1, w[0], w[1], 0.9, norm)
+				Mix2(wantM, bdec, t0, t1, w[0], w[1])
+				for _, mode := range [][2]bool{{false, false}, {savedAsm, false}, {savedAsm, saved512}} {
+					useAsm, useAVX512 = mode[0], mode[1]
+					gotC, gotM := make([]float64, n), make([]float64, n)
+					Consensus2BF16(gotC, braw, t0, t1, w[0], w[1], 0.9, norm)
+					Mix2BF16(gotM, braw, t0, t1, w[0], w[1])
+					for i := range gotC {
+						if math.Float64bits(gotC[i]) != math.Float64bits(wantC[i]) {
+							t.Fatalf("consensus, mode %v w %v n %d norm %v: entry %d: %v, want %v", mode, w, n, norm, i, gotC[i], wantC[i])
+						}
+						if math.Float64bits(gotM[i]) != math.Float64bits(wantM[i]) {
+							t.Fatalf("mix, mode %v w %v n %d: entry %d: %v, want %v", mode, w, n, i, gotM[i], wantM[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
