@@ -1,6 +1,7 @@
 package sparsify
 
 import (
+	"math"
 	"slices"
 
 	"github.com/weightops/weightops/internal/vec"
@@ -39,6 +40,13 @@ type bandRanker struct {
 	gather []uint64               // key<<32 | index of the marked buckets' entries
 	rank   []int32                // exact rank of the gathered entries, by index
 
+	// line, when set, holds thresholds within lineSlack/2 of a + b·rank,
+	// checked over the whole table: the buckets' bounds are then computed
+	// from it (vec.BucketBoundsAffine) instead of gathered from thr.
+	line    bool
+	a, b    float64
+	lineFor []uint64 // the table the line was checked against
+
 	// Of the rows ranked so far, their entries and how many of those were
 	// gathered: rows with long ties (a fine-tune's few distinct BF16
 	// deltas) gather most of themselves, and for them the full sort is
@@ -51,6 +59,26 @@ type bandRanker struct {
 // Either way the decisions are the same; only the time differs.
 func (br *bandRanker) paysOff() bool {
 	return br.rows < 4 || 5*br.gathered < 2*br.entries
+}
+
+// lineSlack is how far, in 2^-53 units of probability, the line's bounds
+// are widened beyond it: twice the most a table checked by setLine may
+// stray from the line (a few ulps of 2^53, and the ceiling).
+const lineSlack = 1 << 12
+
+// setLine takes a + b·rank for thr's bounds if every threshold lies
+// within lineSlack/2 of it (MAGPRUNE's thresholds are a line in rank,
+// rounded up to integers and clamped to [0, 2^53]; the clamps keep the
+// bounds on the safe side).
+func (br *bandRanker) setLine(thr []uint64, a, b float64) {
+	br.line = false
+	for r, t := range thr {
+		v := min(max(a+b*float64(r), 0), 1<<53)
+		if math.Abs(v-float64(t)) > lineSlack/2 {
+			return
+		}
+	}
+	br.line, br.a, br.b, br.lineFor = true, a, b, thr
 }
 
 // bucketOf maps a key to its bucket: monotone in the key, so bucket order
@@ -71,7 +99,11 @@ func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws
 	clear(pos)
 	vec.BucketCounts(keys, base, pos[1:])
 	bounds := br.bounds[:nb]
-	vec.BucketBounds(pos, thr[:len(keys)], bounds)
+	if br.line && len(br.lineFor) == len(keys) && &br.lineFor[0] == &thr[0] {
+		vec.BucketBoundsAffine(pos, int32(len(keys)-1), br.a, br.b, lineSlack, bounds)
+	} else {
+		vec.BucketBounds(pos, thr[:len(keys)], bounds)
+	}
 	if cap(br.undec) < len(keys) {
 		br.undec = make([]int32, len(keys))
 	}

@@ -104,6 +104,19 @@ func testBandRow(t *testing.T) {
 						t.Fatalf("row of %d %s, ramp %s: entry %d (key %#x, rank %d) kept %v, want %v", l, name, rname, i, keys[i], rank[i], got[i], want[i])
 					}
 				}
+				// The bounds from the thresholds' line, as dellaMask sets it.
+				var bl bandRanker
+				bl.setLine(thr, (de[0]-de[1])*(1<<53), 2*de[1]/float64(l-1)*(1<<53))
+				if !bl.line {
+					t.Fatalf("row of %d, ramp %s: the thresholds' line was refused", l, rname)
+				}
+				clear(got)
+				bl.bandRow(keys, slices.Max(keys), got, thr, draws)
+				for i := range want {
+					if got[i] != want[i] {
+						t.Fatalf("row of %d %s, ramp %s, bounds from the line: entry %d kept %v, want %v", l, name, rname, i, got[i], want[i])
+					}
+				}
 				// The scratch is reused: a second row through the same ranker.
 				clear(got)
 				br.bandRow(keys, slices.Max(keys), got, thr, draws)

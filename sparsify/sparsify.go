@@ -597,6 +597,7 @@ func (t *TensorSparsifier) dellaMask(chunk []float32, keep []bool) {
 		}
 		if rl >= bandMinRow && slices.IsSorted(t.thr) {
 			t.band = new(bandRanker)
+			t.band.setLine(t.thr, (d-eps)*(1<<53), 2*eps/float64(rl-1)*(1<<53))
 		}
 	}
 	thr := t.thr

@@ -281,3 +281,105 @@ ubloop:
 ubdone:
 	MOVQ BX, ret+48(FP)
 	RET
+
+// func bucketBoundsAffineAsm(pos []int32, last uint32, a, b, m float64, bounds []uint64) int
+//
+// bucketBoundsAsm for thresholds within m of a + b·rank: the rank ranges
+// as there, then per bucket lo = a − m + b·start and hi = a + m + b·(end
+// − 1), clamped to [0, 2^53], lo truncated and hi truncated plus one to
+// integers, packed as BandBounds — arithmetic instead of four gathers.
+TEXT ·bucketBoundsAffineAsm(SB), NOSPLIT, $0-88
+	MOVQ pos_base+0(FP), DI
+	MOVQ bounds_base+56(FP), DX
+	MOVQ bounds_len+64(FP), CX
+	XORQ BX, BX
+	CMPQ CX, $16
+	JLT  badone
+	SUBQ $16, CX
+	MOVL         last+24(FP), AX
+	VPBROADCASTD AX, Z31
+	VPXORD       Z30, Z30, Z30
+	VPBROADCASTD (DI), Z29
+	MOVL         $15, AX
+	VPBROADCASTD AX, Z28
+	MOVQ         $0x3fffff, AX
+	VPBROADCASTQ AX, Z27
+	MOVL         $1, AX
+	VPBROADCASTD AX, Z26
+	MOVQ         $1, AX
+	VPBROADCASTQ AX, Z25
+	VBROADCASTSD a+32(FP), Z20
+	VBROADCASTSD b+40(FP), Z21
+	VBROADCASTSD m+48(FP), Z22
+	VSUBPD       Z22, Z20, Z23 // a − m
+	VADDPD       Z22, Z20, Z24 // a + m
+	MOVQ         $0x4340000000000000, AX
+	VPBROADCASTQ AX, Z22 // 2^53
+	VXORPD       Z19, Z19, Z19
+
+baloop:
+	VMOVDQU32 4(DI)(BX*4), Z0
+	VALIGND   $15, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $14, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $12, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VALIGND   $8, Z30, Z0, Z1
+	VPADDD    Z1, Z0, Z0
+	VPADDD    Z29, Z0, Z0
+	VMOVDQU32 Z0, 4(DI)(BX*4)
+	VALIGND   $15, Z29, Z0, Z2
+	VPERMD    Z0, Z28, Z29
+	VPMINUD   Z31, Z2, Z2
+	VPSUBD    Z26, Z0, Z3
+	VPMAXSD   Z30, Z3, Z3
+	VPMINUD   Z31, Z3, Z3
+	VEXTRACTI32X8 $1, Z2, Y4
+	VEXTRACTI32X8 $1, Z3, Y7
+	VCVTUDQ2PD Y2, Z5
+	VCVTUDQ2PD Y4, Z6
+	VCVTUDQ2PD Y3, Z8
+	VCVTUDQ2PD Y7, Z9
+	VMULPD     Z21, Z5, Z5
+	VADDPD     Z23, Z5, Z5
+	VMULPD     Z21, Z6, Z6
+	VADDPD     Z23, Z6, Z6
+	VMULPD     Z21, Z8, Z8
+	VADDPD     Z24, Z8, Z8
+	VMULPD     Z21, Z9, Z9
+	VADDPD     Z24, Z9, Z9
+	VMAXPD     Z19, Z5, Z5
+	VMINPD     Z22, Z5, Z5
+	VMAXPD     Z19, Z6, Z6
+	VMINPD     Z22, Z6, Z6
+	VMAXPD     Z19, Z8, Z8
+	VMINPD     Z22, Z8, Z8
+	VMAXPD     Z19, Z9, Z9
+	VMINPD     Z22, Z9, Z9
+	VCVTTPD2UQQ Z5, Z5
+	VCVTTPD2UQQ Z6, Z6
+	VCVTTPD2UQQ Z8, Z8
+	VCVTTPD2UQQ Z9, Z9
+	VPADDQ     Z25, Z8, Z8
+	VPADDQ     Z25, Z9, Z9
+	VPADDQ     Z27, Z8, Z8
+	VPSRLQ     $22, Z8, Z8
+	VPSLLQ     $32, Z8, Z8
+	VPSRLQ     $22, Z5, Z5
+	VPORQ      Z5, Z8, Z8
+	VMOVDQU64  Z8, (DX)(BX*8)
+	VPADDQ     Z27, Z9, Z9
+	VPSRLQ     $22, Z9, Z9
+	VPSLLQ     $32, Z9, Z9
+	VPSRLQ     $22, Z6, Z6
+	VPORQ      Z6, Z9, Z9
+	VMOVDQU64  Z9, 64(DX)(BX*8)
+	ADDQ       $16, BX
+	CMPQ       BX, CX
+	JLE        baloop
+	VZEROUPPER
+
+badone:
+	MOVQ BX, ret+80(FP)
+	RET

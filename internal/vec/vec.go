@@ -495,6 +495,32 @@ func BucketBounds(pos []int32, thr []uint64, bounds []uint64) {
 	}
 }
 
+// BucketBoundsAffine is BucketBounds for thresholds known to lie within
+// m of a + b·rank (a line, as MAGPRUNE's are) for ranks 0..last: the
+// bounds are taken from the line, widened by m, instead of gathered from
+// a table — lo = a − m + b·start and hi = a + m + b·(end − 1), clamped to
+// [0, 2^53], lo truncated and hi truncated plus one, packed as BandBounds.
+// They are looser than BucketBounds' by at most about m, so BandKeep
+// leaves a few more entries undecided (a chance of about m·2^-53 more per
+// entry) and decides the rest the same. With AVX-512 sixteen buckets at a
+// time.
+func BucketBoundsAffine(pos []int32, last int32, a, b, m float64, bounds []uint64) {
+	pos = pos[:len(bounds)+1]
+	k := 0
+	if useAVX512 && len(bounds) >= 16 && last >= 0 {
+		k = bucketBoundsAffineAsm(pos, uint32(last), a, b, m, bounds)
+	}
+	line := func(r int32, off float64) float64 {
+		return min(max(b*float64(r)+off, 0), 1<<53)
+	}
+	for ; k < len(bounds); k++ {
+		pos[k+1] += pos[k]
+		lo := uint64(line(min(pos[k], last), a-m))
+		hi := uint64(line(min(max(pos[k+1]-1, 0), last), a+m)) + 1
+		bounds[k] = BandBounds(lo, hi)
+	}
+}
+
 // PackBools ORs keep[64w+j] into bit j of bits[w], for the whole words
 // of keep that bits has room for, and returns how many words it did; the
 // bools must be 0 or 1 bytes, as Go stores them. With AVX-512 a word per

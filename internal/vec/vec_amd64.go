@@ -138,6 +138,12 @@ func bucketCountAsm(keys []uint32, base uint32, counts []int32) int
 //go:noescape
 func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int
 
+// bucketBoundsAffineAsm does BucketBoundsAffine's groups of sixteen
+// buckets.
+//
+//go:noescape
+func bucketBoundsAffineAsm(pos []int32, last uint32, a, b, m float64, bounds []uint64) int
+
 // packBoolsAsm does PackBools' whole words.
 //
 //go:noescape

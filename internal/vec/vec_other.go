@@ -55,3 +55,7 @@ func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int { return 0 
 func packBoolsAsm(bits []uint64, keep []bool) int { return 0 }
 
 func unpackBoolsAsm(keep []bool, bits []uint64) int { return 0 }
+
+func bucketBoundsAffineAsm(pos []int32, last uint32, a, b, m float64, bounds []uint64) int {
+	return 0
+}

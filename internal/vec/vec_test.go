@@ -1073,3 +1073,53 @@ func TestBF16BaseVariants(t *testing.T) {
 		}
 	}
 }
+
+// TestBucketBoundsAffine holds the assembly to the Go loop, bit for bit,
+// and both to the gathered bounds of MAGPRUNE's threshold table: never
+// tighter, so BandKeep never decides what the table would leave open.
+func TestBucketBoundsAffine(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for _, c := range [][2]float64{{0.7, 0.15}, {0.5, 0.5}, {0.1, 0.3}, {0.95, 0.1}, {0.3, 0}} {
+		for _, rl := range []int{1024, 4096, 11008} {
+			d, eps := c[0], c[1]
+			thr := make([]uint64, rl)
+			for i := range thr {
+				p := (d - eps) + 2*eps*(float64(i)/float64(rl-1))
+				switch {
+				case !(p > 0):
+				case p >= 1:
+					thr[i] = 1 << 53
+				default:
+					thr[i] = uint64(math.Ceil(p * (1 << 53)))
+				}
+			}
+			a, b := (d-eps)*(1<<53), 2*eps/float64(rl-1)*(1<<53)
+			for _, nb := range []int{16, 33, 2048} {
+				counts := make([]int32, nb+1)
+				for i := 0; i < rl; i++ {
+					counts[1+r.IntN(nb)]++
+				}
+				want, wantPos := make([]uint64, nb), slices.Clone(counts)
+				useAVX512 = false
+				BucketBounds(wantPos, thr, want)
+				var got [2][]uint64
+				var gotPos [2][]int32
+				for k, av := range []bool{false, saved} {
+					useAVX512 = av
+					gotPos[k], got[k] = slices.Clone(counts), make([]uint64, nb)
+					BucketBoundsAffine(gotPos[k], int32(rl-1), a, b, 1<<12, got[k])
+				}
+				if !slices.Equal(got[0], got[1]) || !slices.Equal(gotPos[0], gotPos[1]) || !slices.Equal(gotPos[0], wantPos) {
+					t.Fatalf("d %v eps %v rl %d nb %d: the assembly and the Go loop differ", d, eps, rl, nb)
+				}
+				for k := range want {
+					if got[0][k]&0xffffffff > want[k]&0xffffffff || got[0][k]>>32 < want[k]>>32 {
+						t.Fatalf("d %v eps %v rl %d nb %d: bucket %d: bounds %#x tighter than the table's %#x", d, eps, rl, nb, k, got[0][k], want[k])
+					}
+				}
+			}
+		}
+	}
+}
