@@ -199,7 +199,7 @@ func EncodeBF16(dst []uint16, src []float64, scalar func(float64) uint16) {
 	i := 0
 	for i < n {
 		if useAsm && n-i >= 8 {
-			i += encodeBF16Asm(dst[i:n], src[i:n])
+			i += encodeBF16(dst[i:n], src[i:n])
 		}
 		// The group the assembly stopped at, or the tail.
 		for e := min(n, i+8); i < e; i++ {

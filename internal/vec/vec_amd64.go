@@ -63,6 +63,22 @@ func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 //go:noescape
 func encodeBF16Asm(dst []uint16, src []float64) int
 
+// encodeBF16AVX512 is encodeBF16Asm sixteen entries a step; it stops at
+// the first such group holding a value it does not round itself.
+//
+//go:noescape
+func encodeBF16AVX512(dst []uint16, src []float64) int
+
+// encodeBF16 runs the widest encoder there is.
+func encodeBF16(dst []uint16, src []float64) int {
+	if useAVX512 {
+		if i := encodeBF16AVX512(dst, src); i > 0 || len(src) < 16 {
+			return i
+		}
+	}
+	return encodeBF16Asm(dst, src)
+}
+
 //go:noescape
 func consensus2Asm(o, base []float64, t0, t1 []float32, w0, w1, lambda float64, normalize bool) int
 

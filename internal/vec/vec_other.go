@@ -30,6 +30,8 @@ func consensus2BF16(o []float64, base []uint16, t0, t1 []float32, w0, w1, lambda
 
 func mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) int { return 0 }
 
+func encodeBF16(dst []uint16, src []float64) int { return 0 }
+
 func clearRunAsm(data []byte, exp, one, top uint64) int { return 0 }
 
 func keepBandAsm(x []float32, low, top uint32) (done, kept int) { return 0, 0 }

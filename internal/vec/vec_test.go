@@ -103,21 +103,26 @@ func TestEncodeBF16(t *testing.T) {
 			t.Fatalf("reference disagrees with itself at %g", v)
 		}
 	}
-	for n := 0; n < 80; n++ {
-		for _, specials := range []bool{false, true} {
-			src := randomValues(r, n+3, specials)[3:] // unaligned start
-			var got [2][]uint16
-			k := 0
-			both(t, func() {
-				got[k] = make([]uint16, n)
-				EncodeBF16(got[k], src, scalarBF16)
-				k++
-			})
-			for i, x := range src {
-				want := scalarBF16(x)
-				for m := range got {
-					if got[m][i] != want {
-						t.Fatalf("n=%d asm=%v: %g (%#x) → %#04x, want %#04x", n, m == 1, x, math.Float64bits(x), got[m][i], want)
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for _, a := range []bool{false, saved} {
+		useAVX512 = a
+		for n := 0; n < 200; n++ {
+			for _, specials := range []bool{false, true} {
+				src := randomValues(r, n+3, specials)[3:] // unaligned start
+				var got [2][]uint16
+				k := 0
+				both(t, func() {
+					got[k] = make([]uint16, n)
+					EncodeBF16(got[k], src, scalarBF16)
+					k++
+				})
+				for i, x := range src {
+					want := scalarBF16(x)
+					for m := range got {
+						if got[m][i] != want {
+							t.Fatalf("n=%d asm=%v avx512=%v: %g (%#x) → %#04x, want %#04x", n, m == 1, a, x, math.Float64bits(x), got[m][i], want)
+						}
 					}
 				}
 			}
@@ -1121,5 +1126,27 @@ func TestBucketBoundsAffine(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkEncodeBF16Wide times the encoder on model-like values (no
+// special groups) with and without AVX-512.
+func BenchmarkEncodeBF16Wide(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	src := make([]float64, 1<<16)
+	for i := range src {
+		src[i] = r.NormFloat64() * 0.02
+	}
+	dst := make([]uint16, len(src))
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for _, a := range []bool{false, saved} {
+		useAVX512 = a
+		b.Run(fmt.Sprint("avx512=", a), func(b *testing.B) {
+			for b.Loop() {
+				EncodeBF16(dst, src, scalarBF16)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(len(src)), "ns/entry")
+		})
 	}
 }
