@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 
+	"github.com/weightops/weightops/internal/vec"
 	"github.com/weightops/weightops/stream"
 	"github.com/weightops/weightops/weights"
 )
@@ -34,6 +35,58 @@ type SlerpKernel struct {
 	s0, s1     float64
 	lerp       bool
 	done       bool
+	// Both inputs are read raw: two bfloat16 ones straight from their
+	// bytes, others decoded into dec.
+	raw [2]weights.Tensor
+	dec [2][]float64
+}
+
+// RawInput: both inputs are read raw.
+func (k *SlerpKernel) RawInput(int) bool { return true }
+
+// SetRaw receives an input's bytes of the next chunk.
+func (k *SlerpKernel) SetRaw(i int, t weights.Tensor) { k.raw[i] = t }
+
+// bf16 returns both inputs' chunks as bfloat16 bits when they are that,
+// read raw.
+func (k *SlerpKernel) bf16(in [][]float64) (a, b []uint16, ok bool) {
+	if in[0] != nil || in[1] != nil || k.raw[0].DType != weights.BF16 || k.raw[1].DType != weights.BF16 {
+		return nil, nil, false
+	}
+	return weights.Uint16View(k.raw[0].Data), weights.Uint16View(k.raw[1].Data), true
+}
+
+// decoded returns both inputs' chunks in float64, n entries: in[i] where
+// the pass decoded it (a missing input reads as zeros), else its raw bytes
+// decoded.
+func (k *SlerpKernel) decoded(in [][]float64, n int) (x, y []float64, err error) {
+	var v [2][]float64
+	for i := range v {
+		if v[i] = in[i]; v[i] != nil {
+			continue
+		}
+		if cap(k.dec[i]) < n {
+			k.dec[i] = make([]float64, n)
+		}
+		v[i] = k.dec[i][:n]
+		if err := weights.Decode(k.raw[i].DType, k.raw[i].Data, v[i]); err != nil {
+			return nil, nil, err
+		}
+	}
+	return v[0][:n], v[1][:n], nil
+}
+
+// chunkLen is the current chunk's number of entries.
+func (k *SlerpKernel) chunkLen(in [][]float64) int {
+	for i, v := range in {
+		if v != nil {
+			return len(v)
+		}
+		if r := k.raw[i]; r.DType.BlockBytes() > 0 {
+			return int(int64(len(r.Data)) / r.DType.BlockBytes() * r.DType.BlockElems())
+		}
+	}
+	return 0
 }
 
 // NewSlerpKernel interpolates at t.
@@ -44,10 +97,17 @@ func (k *SlerpKernel) NextPass() (int, bool) { return 0, !k.done }
 
 // Observe accumulates ‖a‖², ‖b‖² and a·b in float64.
 func (k *SlerpKernel) Observe(_ int, in [][]float64) error {
+	if a, b, ok := k.bf16(in); ok {
+		k.aa, k.bb, k.ab = vec.Dot3BF16(a, b, k.aa, k.bb, k.ab)
+		return nil
+	}
+	x, y, err := k.decoded(in, k.chunkLen(in))
+	if err != nil {
+		return err
+	}
 	// The sums in locals: through k each add waited on a store and a
 	// reload as well. The same additions in the same order.
 	aa, bb, ab := k.aa, k.bb, k.ab
-	x, y := in[0], in[1][:len(in[0])]
 	for e, a := range x {
 		b := y[e]
 		aa += a * a
@@ -89,7 +149,14 @@ func (k *SlerpKernel) coefficients() {
 // Compute writes s0·a + s1·b.
 func (k *SlerpKernel) Compute(in [][]float64, out [][]float64) error {
 	o := out[0]
-	x, y := in[0][:len(o)], in[1][:len(o)]
+	if a, b, ok := k.bf16(in); ok {
+		vec.Scale2BF16(o, a, b, k.s0, k.s1)
+		return nil
+	}
+	x, y, err := k.decoded(in, len(o))
+	if err != nil {
+		return err
+	}
 	s0, s1 := k.s0, k.s1
 	for e := range o {
 		o[e] = s0*x[e] + s1*y[e]

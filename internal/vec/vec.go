@@ -105,6 +105,37 @@ func b2u64(b bool) uint64 {
 	return u
 }
 
+// Scale2BF16 sets o[i] = s0·a_i + s1·b_i for the bfloat16 values a_i, b_i
+// of a and b, i < len(o), widened to float64: slerp's mix from the bytes.
+func Scale2BF16(o []float64, a, b []uint16, s0, s1 float64) {
+	n := len(o)
+	a, b = a[:n], b[:n]
+	i := 0
+	if useAsm && n >= 8 {
+		i = scale2BF16(o, a, b, s0, s1)
+	}
+	for ; i < n; i++ {
+		x := float64(math.Float32frombits(uint32(a[i]) << 16))
+		y := float64(math.Float32frombits(uint32(b[i]) << 16))
+		o[i] = s0*x + s1*y
+	}
+}
+
+// Dot3BF16 adds a_i², b_i² and a_i·b_i to aa, bb and ab for the bfloat16
+// values of a and b, one i at a time in index order, in float64: slerp's
+// norms and angle from the bytes (b at least as long as a).
+func Dot3BF16(a, b []uint16, aa, bb, ab float64) (float64, float64, float64) {
+	b = b[:len(a)]
+	for e, u := range a {
+		x := float64(math.Float32frombits(uint32(u) << 16))
+		y := float64(math.Float32frombits(uint32(b[e]) << 16))
+		aa += x * x
+		bb += y * y
+		ab += x * y
+	}
+	return aa, bb, ab
+}
+
 // Linear2BF16 sets o[i] = ((0 + w0·a_i) + w1·b_i) / div for the bfloat16
 // values a_i, b_i of a and b, i < len(o): linear's two-model average,
 // widened to float64, in its order. Where div is ±2^k with a normal

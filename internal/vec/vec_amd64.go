@@ -55,6 +55,17 @@ func linear2BF16(o []float64, a, b []uint16, w0, w1, div float64, recip bool) in
 }
 
 //go:noescape
+func scale2BF16Asm(o []float64, a, b []uint16, s0, s1 float64) int
+
+// scale2BF16 runs scale2BF16Asm where AVX-512 is (0 without).
+func scale2BF16(o []float64, a, b []uint16, s0, s1 float64) int {
+	if useAVX512 {
+		return scale2BF16Asm(o, a, b, s0, s1)
+	}
+	return 0
+}
+
+//go:noescape
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int
 
 // encodeBF16Asm stops at the first group of eight holding a value it does

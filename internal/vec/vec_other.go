@@ -13,6 +13,8 @@ func linear2BF16(o []float64, a, b []uint16, w0, w1, div float64, recip bool) in
 	return 0
 }
 
+func scale2BF16(o []float64, a, b []uint16, s0, s1 float64) int { return 0 }
+
 func mix2Asm(o, base []float64, t0, t1 []float32, c0, c1 float64) int { return 0 }
 func encodeBF16Asm(dst []uint16, src []float64) int                   { return 0 }
 

@@ -1150,3 +1150,44 @@ func BenchmarkEncodeBF16Wide(b *testing.B) {
 		})
 	}
 }
+
+// TestSlerpBF16 holds Scale2BF16 and Dot3BF16 to the same loops on the
+// decoded values, bit for bit (Inf, NaN and subnormal bit patterns
+// included), on each instruction set.
+func TestSlerpBF16(t *testing.T) {
+	r := rand.New(rand.NewPCG(19, 20))
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for _, n := range []int{0, 1, 7, 8, 9, 100, 1001} {
+		a, b := make([]uint16, n), make([]uint16, n)
+		x, y := make([]float64, n), make([]float64, n)
+		for i := range a {
+			a[i], b[i] = uint16(r.Uint32()), uint16(r.Uint32())
+			x[i], y[i] = float64(math.Float32frombits(uint32(a[i])<<16)), float64(math.Float32frombits(uint32(b[i])<<16))
+		}
+		want := make([]float64, n)
+		var aa, bb, ab float64 = 1, 2, 3
+		for i := range want {
+			want[i] = 0.3*x[i] + 0.8*y[i]
+			aa += x[i] * x[i]
+			bb += y[i] * y[i]
+			ab += x[i] * y[i]
+		}
+		for _, av := range []bool{false, saved} {
+			useAVX512 = av
+			got := make([]float64, n)
+			Scale2BF16(got, a, b, 0.3, 0.8)
+			for i := range got {
+				if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+					t.Fatalf("avx512 %v n %d: entry %d: %v, want %v", av, n, i, got[i], want[i])
+				}
+			}
+		}
+		ga, gb, gc := Dot3BF16(a, b, 1, 2, 3)
+		for k, p := range [][2]float64{{ga, aa}, {gb, bb}, {gc, ab}} {
+			if math.Float64bits(p[0]) != math.Float64bits(p[1]) {
+				t.Fatalf("n %d: sum %d is %v, want %v", n, k, p[0], p[1])
+			}
+		}
+	}
+}
