@@ -383,3 +383,125 @@ baloop:
 badone:
 	MOVQ BX, ret+80(FP)
 	RET
+
+// func splitBandsAVX512(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)
+//
+// splitBandsAsm sixteen keys a step, unbiased: the keys (|x|'s bits)
+// compared unsigned with each band's ends into mask registers, the lanes
+// above each band counted, the positions of the lanes in either band
+// written in order.
+TEXT ·splitBandsAVX512(SB), NOSPLIT, $0-96
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	MOVQ idx_base+40(FP), DI
+	SHRQ $4, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	XORQ R10, R10
+	XORQ R11, R11
+	TESTQ CX, CX
+	JZ   s6done
+	MOVL lo0+24(FP), R8
+	VPBROADCASTD R8, Z8
+	MOVL hi0+28(FP), R8
+	VPBROADCASTD R8, Z9
+	MOVL lo1+32(FP), R8
+	VPBROADCASTD R8, Z10
+	MOVL hi1+36(FP), R8
+	VPBROADCASTD R8, Z11
+	MOVL $0x7fffffff, R8
+	VPBROADCASTD R8, Z12
+
+s6loop:
+	VPANDD    (SI), Z12, Z1
+	VPCMPUD   $6, Z9, Z1, K1  // key > hi0
+	VPCMPUD   $1, Z8, Z1, K2  // key < lo0
+	VPCMPUD   $6, Z11, Z1, K3 // key > hi1
+	VPCMPUD   $1, Z10, Z1, K4 // key < lo1
+	KMOVW     K1, R8
+	POPCNTL   R8, R8
+	ADDQ      R8, R10
+	KMOVW     K3, R9
+	POPCNTL   R9, R9
+	ADDQ      R9, R11
+	KORW      K1, K2, K2      // outside band 0
+	KORW      K3, K4, K4      // outside band 1
+	KANDW     K2, K4, K4      // outside both
+	KMOVW     K4, BX
+	XORL      $0xffff, BX     // lanes in a band
+	JNZ       s6record
+
+s6next:
+	ADDQ $64, SI
+	ADDQ $16, AX
+	DECQ CX
+	JNZ  s6loop
+	JMP  s6end
+
+s6record:
+	BSFL BX, R8
+	ADDL AX, R8
+	MOVL R8, (DI)(DX*4)
+	INCQ DX
+	LEAL -1(BX), R9
+	ANDL R9, BX
+	JNZ  s6record
+	JMP  s6next
+
+s6end:
+	VZEROUPPER
+
+s6done:
+	MOVQ AX, done+64(FP)
+	MOVQ DX, n+72(FP)
+	MOVQ R10, above0+80(FP)
+	MOVQ R11, above1+88(FP)
+	RET
+
+// func keepBandAVX512(x []float32, low, top uint32) (done, kept int)
+//
+// keepBandAsm sixteen entries a step, unbiased: it stops before a step
+// with a key equal to low or top; else it keeps the entries with low <
+// key < top (unsigned) and zeroes the rest.
+TEXT ·keepBandAVX512(SB), NOSPLIT, $0-48
+	MOVQ x_base+0(FP), SI
+	MOVQ x_len+8(FP), CX
+	SHRQ $4, CX
+	XORQ AX, AX
+	XORQ DX, DX
+	TESTQ CX, CX
+	JZ   k6done
+	MOVL low+24(FP), R8
+	VPBROADCASTD R8, Z8
+	MOVL top+28(FP), R8
+	VPBROADCASTD R8, Z9
+	MOVL $0x7fffffff, R8
+	VPBROADCASTD R8, Z10
+
+k6loop:
+	VMOVDQU32 (SI), Z0
+	VPANDD    Z10, Z0, Z1
+	VPCMPEQD  Z8, Z1, K1
+	VPCMPEQD  Z9, Z1, K2
+	KORTESTW  K1, K2
+	JNZ       k6stop
+	VPCMPUD   $6, Z8, Z1, K3 // key > low
+	VPCMPUD   $1, Z9, Z1, K4 // key < top
+	KANDW     K3, K4, K3
+	VMOVDQU32.Z Z0, K3, Z0
+	VMOVDQU32 Z0, (SI)
+	KMOVW     K3, BX
+	POPCNTL   BX, BX
+	ADDQ      BX, DX
+	ADDQ      $64, SI
+	ADDQ      $16, AX
+	DECQ      CX
+	JNZ       k6loop
+
+k6stop:
+	VZEROUPPER
+
+k6done:
+	MOVQ AX, done+32(FP)
+	MOVQ DX, kept+40(FP)
+	RET

@@ -349,9 +349,7 @@ func KeepBand(x []float32, low, top uint32) (done, kept int) {
 	if !useAsm || len(x) < 8 {
 		return 0, 0
 	}
-	// Biased by the sign bit, unsigned order becomes the signed order the
-	// assembly compares in (a key with its sign bit set is key + 2^31).
-	return keepBandAsm(x, low^1<<31, top^1<<31)
+	return keepBand(x, low, top)
 }
 
 // ScaleKeep sets x[i] = float32(float64(x[i])·s) where keep[i] and +0
@@ -383,10 +381,8 @@ func SplitBands(x []float32, lo, hi [2]uint32, idx []uint32) (above [2]int64, n 
 	idx = idx[:len(x)]
 	i := 0
 	if useAsm && len(x) >= 8 {
-		// Biased by the sign bit, as in KeepBand.
-		const b = 1 << 31
 		var a0, a1 int
-		i, n, a0, a1 = splitBandsAsm(x, lo[0]^b, hi[0]^b, lo[1]^b, hi[1]^b, idx)
+		i, n, a0, a1 = splitBands(x, lo[0], hi[0], lo[1], hi[1], idx)
 		above = [2]int64{int64(a0), int64(a1)}
 	}
 	for ; i < len(x); i++ {

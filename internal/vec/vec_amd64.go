@@ -132,6 +132,26 @@ func clearRunAsm(data []byte, exp, one, top uint64) int
 //go:noescape
 func keepBandAsm(x []float32, low, top uint32) (done, kept int)
 
+// keepBandAVX512 is keepBandAsm sixteen entries a step, its bounds
+// unbiased.
+//
+//go:noescape
+func keepBandAVX512(x []float32, low, top uint32) (done, kept int)
+
+// keepBand runs the widest of them on unbiased bounds; where the wide one
+// stops (a key on a bound in the next sixteen), the narrow one takes the
+// eight before it if they are clear, so either way it stops only before
+// eight holding a bound.
+func keepBand(x []float32, low, top uint32) (done, kept int) {
+	if useAVX512 {
+		done, kept = keepBandAVX512(x, low, top)
+	}
+	// Biased by the sign bit, unsigned order becomes the signed order the
+	// assembly compares in (a key with its sign bit set is key + 2^31).
+	d, k := keepBandAsm(x[done:], low^1<<31, top^1<<31)
+	return done + d, kept + k
+}
+
 //go:noescape
 func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)
 
@@ -139,6 +159,22 @@ func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int)
 //
 //go:noescape
 func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)
+
+// splitBandsAVX512 is splitBandsAsm sixteen keys a step, its bounds
+// unbiased.
+//
+//go:noescape
+func splitBandsAVX512(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int)
+
+// splitBands runs the widest of them on unbiased bounds.
+func splitBands(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int) {
+	if useAVX512 {
+		return splitBandsAVX512(x, lo0, hi0, lo1, hi1, idx)
+	}
+	// Biased by the sign bit, as in KeepBand.
+	const b = 1 << 31
+	return splitBandsAsm(x, lo0^b, hi0^b, lo1^b, hi1^b, idx)
+}
 
 // countBelowAsm takes k biased by the sign bit (see CountBelow).
 //

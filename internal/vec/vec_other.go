@@ -38,9 +38,15 @@ func clearRunAsm(data []byte, exp, one, top uint64) int { return 0 }
 
 func keepBandAsm(x []float32, low, top uint32) (done, kept int) { return 0, 0 }
 
+func keepBand(x []float32, low, top uint32) (done, kept int) { return 0, 0 }
+
 func scaleKeepAsm(x []float32, keep []bool, s float64) (done, kept int) { return 0, 0 }
 
 func splitBandsAsm(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int) {
+	return 0, 0, 0, 0
+}
+
+func splitBands(x []float32, lo0, hi0, lo1, hi1 uint32, idx []uint32) (done, n, above0, above1 int) {
 	return 0, 0, 0, 0
 }
 

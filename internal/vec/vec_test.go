@@ -292,7 +292,10 @@ func TestKeepBand(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(9, 10))
 	bounds := [][2]uint32{{magKey(0.01), magKey(0.03)}, {0, magKey(0.02)}, {magKey(0.02), 0xffffffff}, {0xffffffff, 0xffffffff}, {0, 0x7fffffff}, {magKey(0.03), magKey(0.01)}}
-	for _, b := range bounds {
+	saved := useAVX512
+	defer func() { useAVX512 = saved }()
+	for k, b := range append(bounds, bounds...) {
+		useAVX512 = saved && k >= len(bounds)
 		low, top := b[0], b[1]
 		for n := 0; n < 80; n++ {
 			for _, ties := range []bool{false, true} {
@@ -469,14 +472,16 @@ func TestSplitBands(t *testing.T) {
 					wantIdx = append(wantIdx, uint32(i))
 				}
 			}
-			for _, a := range []bool{false, asm} {
-				useAsm = a
+			saved512 := useAVX512
+			for _, mode := range [][2]bool{{false, false}, {asm, false}, {asm, saved512}} {
+				useAsm, useAVX512 = mode[0], mode[1]
 				idx := make([]uint32, n)
 				above, m := SplitBands(x, lo, hi, idx)
 				if above != wantAbove || !slices.Equal(idx[:m], wantIdx) {
-					t.Fatalf("asm %v bands %#x–%#x n=%d: above %v, %d in bands; want %v, %d (first differing position %d)", a, lo, hi, n, above, m, wantAbove, len(wantIdx), firstDiff(idx[:m], wantIdx))
+					t.Fatalf("asm %v bands %#x–%#x n=%d: above %v, %d in bands; want %v, %d (first differing position %d)", mode, lo, hi, n, above, m, wantAbove, len(wantIdx), firstDiff(idx[:m], wantIdx))
 				}
 			}
+			useAVX512 = saved512
 		}
 	}
 }
