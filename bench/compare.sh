@@ -7,7 +7,8 @@
 # reads, then writing as many bytes as it wrote with fsync) and NEW's
 # ratio to it. Use it to show a change made nothing slower or bigger.
 # HIDDEN=4096 gives LLaMA-7B's widths (default 1024); CMDS="diff quantize"
-# runs only those commands.
+# runs only those commands. Every timed command starts after a sync, so no
+# deleted output's discards or writeback are left for its fsync to wait on.
 #   bash bench/compare.sh OLD_BIN NEW_BIN [SIZE] [REPEAT] [WORKDIR]
 set -euo pipefail
 export WEIGHTOPS_HASH_CACHE=off # hashing cold, as on fresh inputs
@@ -58,6 +59,7 @@ median() { sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 measure() { # bin name → "wall cpu rss_mib"; leaves the output's size in outbytes.txt
   local bin=$1 name=$2
   rm -rf OUT && mkdir OUT
+  sync # the last output's discards and writeback settle outside the timing
   cat "$m1" "$m2" "$m3" > /dev/null # the same warm page cache for every run
   # shellcheck disable=SC2086
   /usr/bin/time -f "%e %U %S %M" -o time.txt "$bin" ${cmds[$name]} > /dev/null
@@ -67,6 +69,7 @@ measure() { # bin name → "wall cpu rss_mib"; leaves the output's size in outby
 floor() { # name → seconds to cat its inputs and write its output's bytes with fsync
   local t0 t1 mb
   mb=$(( $(cat outbytes.txt) / 1048576 ))
+  sync
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   cat ${reads[$1]:-$m1} > /dev/null

@@ -14,7 +14,10 @@
 # older build, lines "METHOD@base"). Hashing is cold (WEIGHTOPS_HASH_CACHE=off,
 # what a release job on fresh inputs pays); CACHED=1 also runs each method
 # with a digest cache warmed before the rounds (lines "METHOD@cached": a
-# recipe merged again).
+# recipe merged again). Every timed command starts after a sync: deleting
+# the last output leaves discards and writeback pending (the disk is
+# mounted with discard), and the next fsync would wait for them — a floor
+# right after a deletion measured 1.9 s, after a sync 0.9 s.
 #   bash bench/floor.sh [SIZE] [HIDDEN] [REPS] [WORKDIR]
 set -euo pipefail
 export WEIGHTOPS_HASH_CACHE=off
@@ -78,6 +81,7 @@ for r in $(seq "$reps"); do
   dd if=/dev/zero of="$work/ddout" bs=1M count=$((outbytes / 1048576)) conv=fsync status=none
   t1=$(date +%s.%N)
   rm -f "$work/ddout"
+  sync # the deleted file's discards and writeback settle outside the timings
   floors="$floors $(echo "$t1 - $t0" | bc)"
   for m in $runs; do
     b=$bin extra=""
@@ -87,6 +91,7 @@ for r in $(seq "$reps"); do
     [ "${m%@cached}" != "$m" ] && cache="$work/hash-cache"
     out="$work/out-$m"
     rm -rf "$out"
+    sync
     # shellcheck disable=SC2086
     WEIGHTOPS_HASH_CACHE=$cache /usr/bin/time -v "$b" merge -q ${FLAGS:-} $extra "$work/${m%@*}-$tag.yaml" -o "$out" 2> "$work/time-$m.txt" >/dev/null
     w=$(grep "Elapsed (wall" "$work/time-$m.txt" | awk '{print $NF}' | secs)
