@@ -144,6 +144,32 @@ bcdone:
 	MOVQ BX, ret+56(FP)
 	RET
 
+// RANKRANGES turns the next sixteen bucket counts at 4(DI)(BX*4) into
+// rank ends, stored back (a prefix sum in four shifted adds, plus the
+// total so far in Z29, which it advances), and leaves the clamped starts
+// in Z2 (halves Y2, Y4) and the clamped ends less one in Z3 (Y3, Y7).
+// Needs Z31 = the last rank, Z30 = 0, Z28 = 15 in each lane, Z26 = 1.
+#define RANKRANGES \
+	VMOVDQU32 4(DI)(BX*4), Z0 \
+	VALIGND   $15, Z30, Z0, Z1 \
+	VPADDD    Z1, Z0, Z0 \
+	VALIGND   $14, Z30, Z0, Z1 \
+	VPADDD    Z1, Z0, Z0 \
+	VALIGND   $12, Z30, Z0, Z1 \
+	VPADDD    Z1, Z0, Z0 \
+	VALIGND   $8, Z30, Z0, Z1 \
+	VPADDD    Z1, Z0, Z0 \
+	VPADDD    Z29, Z0, Z0 \
+	VMOVDQU32 Z0, 4(DI)(BX*4) \
+	VALIGND   $15, Z29, Z0, Z2 \
+	VPERMD    Z0, Z28, Z29 \
+	VPMINUD   Z31, Z2, Z2 \
+	VPSUBD    Z26, Z0, Z3 \
+	VPMAXSD   Z30, Z3, Z3 \
+	VPMINUD   Z31, Z3, Z3 \
+	VEXTRACTI32X8 $1, Z2, Y4 \
+	VEXTRACTI32X8 $1, Z3, Y7
+
 // func bucketBoundsAsm(pos []int32, thr []uint64, bounds []uint64) int
 //
 // Sixteen buckets a step: their counts summed into rank ends (a prefix
@@ -172,25 +198,8 @@ TEXT ·bucketBoundsAsm(SB), NOSPLIT, $0-80
 	VPBROADCASTD AX, Z26
 
 bbloop:
-	VMOVDQU32 4(DI)(BX*4), Z0
-	VALIGND   $15, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $14, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $12, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $8, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VPADDD    Z29, Z0, Z0
-	VMOVDQU32 Z0, 4(DI)(BX*4)
-	VALIGND   $15, Z29, Z0, Z2 // the starts: the previous total, then the ends
-	VPERMD    Z0, Z28, Z29     // the new total in every lane
-	VPMINUD   Z31, Z2, Z2
-	VPSUBD    Z26, Z0, Z3
-	VPMAXSD   Z30, Z3, Z3
-	VPMINUD   Z31, Z3, Z3
-	VEXTRACTI32X8 $1, Z2, Y4
-	VEXTRACTI32X8 $1, Z3, Y7
+	// the rank ranges; the starts are the previous total, then the ends
+	RANKRANGES
 	KXNORB     K1, K1, K1
 	VPGATHERDQ (SI)(Y2*8), K1, Z5
 	KXNORB     K1, K1, K1
@@ -318,25 +327,7 @@ TEXT ·bucketBoundsAffineAsm(SB), NOSPLIT, $0-88
 	VXORPD       Z19, Z19, Z19
 
 baloop:
-	VMOVDQU32 4(DI)(BX*4), Z0
-	VALIGND   $15, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $14, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $12, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VALIGND   $8, Z30, Z0, Z1
-	VPADDD    Z1, Z0, Z0
-	VPADDD    Z29, Z0, Z0
-	VMOVDQU32 Z0, 4(DI)(BX*4)
-	VALIGND   $15, Z29, Z0, Z2
-	VPERMD    Z0, Z28, Z29
-	VPMINUD   Z31, Z2, Z2
-	VPSUBD    Z26, Z0, Z3
-	VPMAXSD   Z30, Z3, Z3
-	VPMINUD   Z31, Z3, Z3
-	VEXTRACTI32X8 $1, Z2, Y4
-	VEXTRACTI32X8 $1, Z3, Y7
+	RANKRANGES
 	VCVTUDQ2PD Y2, Z5
 	VCVTUDQ2PD Y4, Z6
 	VCVTUDQ2PD Y3, Z8
