@@ -90,19 +90,11 @@ func L1Sums(x []float32, keep []bool, before, after float64) (float64, float64) 
 		for i, v := range x[:m] {
 			a := math.Abs(float64(v))
 			before += a
-			after += math.Float64frombits(math.Float64bits(a) & -b2u64(keep[i]))
+			after += math.Float64frombits(math.Float64bits(a) & -b2u(keep[i]))
 		}
 		x, keep = x[m:], keep[m:]
 	}
 	return before, after
-}
-
-func b2u64(b bool) uint64 {
-	var u uint64
-	if b {
-		u = 1
-	}
-	return u
 }
 
 // Scale2BF16 sets o[i] = s0·a_i + s1·b_i for the bfloat16 values a_i, b_i
@@ -174,6 +166,18 @@ func exactRecip(d float64) (float64, bool) {
 // where their assembly is missing.
 const widen = 512
 
+// widened calls f on the entries [from, len(base)) in pieces [lo, hi),
+// with b the piece of base decoded: the ...BF16 variants' way past their
+// assembly.
+func widened(base []uint16, from int, f func(lo, hi int, b []float64)) {
+	var b [widen]float64
+	for lo := from; lo < len(base); lo += widen {
+		hi := min(len(base), lo+widen)
+		DecodeBF16(b[:hi-lo], base[lo:hi])
+		f(lo, hi, b[:hi-lo])
+	}
+}
+
 // Mix2BF16 is Mix2 with the base in bfloat16, bit for bit: decoding is
 // exact, and the operations are Mix2's.
 func Mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) {
@@ -183,12 +187,9 @@ func Mix2BF16(o []float64, base []uint16, t0, t1 []float32, c0, c1 float64) {
 	if useAsm && n >= 8 {
 		i = mix2BF16(o, base, t0, t1, c0, c1)
 	}
-	var b [widen]float64
-	for ; i < n; i += widen {
-		m := min(widen, n-i)
-		DecodeBF16(b[:m], base[i:i+m])
-		Mix2(o[i:i+m], b[:m], t0[i:i+m], t1[i:i+m], c0, c1)
-	}
+	widened(base, i, func(lo, hi int, b []float64) {
+		Mix2(o[lo:hi], b, t0[lo:hi], t1[lo:hi], c0, c1)
+	})
 }
 
 // Consensus2BF16 is Consensus2 with the base in bfloat16, bit for bit.
@@ -199,12 +200,9 @@ func Consensus2BF16(o []float64, base []uint16, t0, t1 []float32, w0, w1, lambda
 	if useAsm && n >= 8 {
 		i = consensus2BF16(o, base, t0, t1, w0, w1, lambda, normalize)
 	}
-	var b [widen]float64
-	for ; i < n; i += widen {
-		m := min(widen, n-i)
-		DecodeBF16(b[:m], base[i:i+m])
-		Consensus2(o[i:i+m], b[:m], t0[i:i+m], t1[i:i+m], w0, w1, lambda, normalize)
-	}
+	widened(base, i, func(lo, hi int, b []float64) {
+		Consensus2(o[lo:hi], b, t0[lo:hi], t1[lo:hi], w0, w1, lambda, normalize)
+	})
 }
 
 // Mix2 sets o[i] = base[i] + c0·t0[i] + c1·t1[i] (left to right, the
