@@ -296,11 +296,10 @@ type GTAKernel struct {
 	lambda    float64
 	tau       [][]float32
 	raw       []weights.Tensor // raw bytes of the current chunk, per input (0: the base)
-	// baseF64 is the base's chunk decoded, when a pass needs it in float64
-	// (the mix always; the deltas when a dtype has no pair path); baseOK
-	// says it holds the current chunk.
-	baseF64 []float64
-	baseOK  bool
+	// rawBase decodes the base's chunk when a pass needs it in float64
+	// (the mix unless it reads bfloat16; the deltas when a dtype has no
+	// pair path).
+	rawBase rawChunk
 	// τ is recomputed for each pass, a chunk at a time, rather than kept
 	// for the whole tensor: from the raw bytes in cache it is cheaper than
 	// reading a tensor-sized float32 copy back from memory (a TIES merge of
@@ -319,26 +318,18 @@ func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
 		k.raw = make([]weights.Tensor, len(k.sp)+1)
 	}
 	k.raw[i] = t
-	k.baseOK = false
+	if i == 0 {
+		k.rawBase.set(t)
+	}
 }
 
 // base returns the base's chunk in float64: in[0] when the pass decoded
 // it (a missing base reads as zeros), else its raw bytes decoded once per
 // chunk.
 func (k *GTAKernel) base(in [][]float64, n int) []float64 {
-	if in[0] != nil {
-		return in[0]
-	}
-	if !k.baseOK {
-		if cap(k.baseF64) < n {
-			k.baseF64 = make([]float64, n)
-		}
-		r := k.raw[0]
-		// The stream validated the chunk's length for its dtype.
-		_ = weights.Decode(r.DType, r.Data, k.baseF64[:n])
-		k.baseOK = true
-	}
-	return k.baseF64[:n]
+	// The stream validated the chunk's length for its dtype.
+	b, _ := k.rawBase.float64s(in[0], n)
+	return b
 }
 
 // chunkLen is the current chunk's number of elements.
@@ -346,11 +337,7 @@ func (k *GTAKernel) chunkLen(in [][]float64) int {
 	if in[0] != nil {
 		return len(in[0])
 	}
-	r := k.raw[0]
-	if bb := r.DType.BlockBytes(); bb > 0 {
-		return int(int64(len(r.Data)) / bb * r.DType.BlockElems())
-	}
-	return 0
+	return k.rawBase.elems()
 }
 
 // GTAConfig is the per-tensor configuration of a GTA merge.

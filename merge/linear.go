@@ -86,15 +86,14 @@ func LinearKernel(w []float64, normalize bool) stream.PassKernel {
 // the same order: identical bits.
 type linear2 struct {
 	w0, w1, div float64
-	raw         [2]weights.Tensor
-	dec         [2][]float64
+	raw         [2]rawChunk
 }
 
 // RawInput: both inputs are read raw.
 func (k *linear2) RawInput(int) bool { return true }
 
 // SetRaw receives an input's bytes of the next chunk.
-func (k *linear2) SetRaw(i int, t weights.Tensor) { k.raw[i] = t }
+func (k *linear2) SetRaw(i int, t weights.Tensor) { k.raw[i].set(t) }
 
 // NextPass reports that there are no pre-passes.
 func (k *linear2) NextPass() (int, bool) { return 0, false }
@@ -108,25 +107,20 @@ func (k *linear2) EndPass(int) error { return nil }
 // Compute averages one chunk.
 func (k *linear2) Compute(in, out [][]float64) error {
 	o := out[0]
-	if in[0] == nil && in[1] == nil && k.raw[0].DType == k.raw[1].DType {
-		if ok, err := weights.Linear2(k.raw[0].DType, k.raw[0].Data, k.raw[1].Data, k.w0, k.w1, k.div, o); ok || err != nil {
+	x, y := k.raw[0].t, k.raw[1].t
+	if in[0] == nil && in[1] == nil && x.DType == y.DType {
+		if ok, err := weights.Linear2(x.DType, x.Data, y.Data, k.w0, k.w1, k.div, o); ok || err != nil {
 			return err
 		}
 	}
-	var ab [2][]float64
-	for i := range ab {
-		if ab[i] = in[i]; ab[i] != nil {
-			continue
-		}
-		if cap(k.dec[i]) < len(o) {
-			k.dec[i] = make([]float64, len(o))
-		}
-		ab[i] = k.dec[i][:len(o)]
-		if err := weights.Decode(k.raw[i].DType, k.raw[i].Data, ab[i]); err != nil {
-			return err
-		}
+	a, err := k.raw[0].float64s(in[0], len(o))
+	if err != nil {
+		return err
 	}
-	a, b := ab[0][:len(o)], ab[1][:len(o)]
+	b, err := k.raw[1].float64s(in[1], len(o))
+	if err != nil {
+		return err
+	}
 	for e := range o {
 		var s float64
 		s += k.w0 * a[e]

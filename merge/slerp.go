@@ -36,57 +36,41 @@ type SlerpKernel struct {
 	lerp       bool
 	done       bool
 	// Both inputs are read raw: two bfloat16 ones straight from their
-	// bytes, others decoded into dec.
-	raw [2]weights.Tensor
-	dec [2][]float64
+	// bytes, others decoded.
+	raw [2]rawChunk
 }
 
 // RawInput: both inputs are read raw.
 func (k *SlerpKernel) RawInput(int) bool { return true }
 
 // SetRaw receives an input's bytes of the next chunk.
-func (k *SlerpKernel) SetRaw(i int, t weights.Tensor) { k.raw[i] = t }
+func (k *SlerpKernel) SetRaw(i int, t weights.Tensor) { k.raw[i].set(t) }
 
 // bf16 returns both inputs' chunks as bfloat16 bits when they are that,
 // read raw.
 func (k *SlerpKernel) bf16(in [][]float64) (a, b []uint16, ok bool) {
-	if in[0] != nil || in[1] != nil || k.raw[0].DType != weights.BF16 || k.raw[1].DType != weights.BF16 {
+	x, y := k.raw[0].t, k.raw[1].t
+	if in[0] != nil || in[1] != nil || x.DType != weights.BF16 || y.DType != weights.BF16 {
 		return nil, nil, false
 	}
-	return weights.Uint16View(k.raw[0].Data), weights.Uint16View(k.raw[1].Data), true
+	return weights.Uint16View(x.Data), weights.Uint16View(y.Data), true
 }
 
-// decoded returns both inputs' chunks in float64, n entries: in[i] where
-// the pass decoded it (a missing input reads as zeros), else its raw bytes
-// decoded.
+// decoded returns both inputs' chunks in float64, n entries.
 func (k *SlerpKernel) decoded(in [][]float64, n int) (x, y []float64, err error) {
-	var v [2][]float64
-	for i := range v {
-		if v[i] = in[i]; v[i] != nil {
-			continue
-		}
-		if cap(k.dec[i]) < n {
-			k.dec[i] = make([]float64, n)
-		}
-		v[i] = k.dec[i][:n]
-		if err := weights.Decode(k.raw[i].DType, k.raw[i].Data, v[i]); err != nil {
-			return nil, nil, err
-		}
+	if x, err = k.raw[0].float64s(in[0], n); err != nil {
+		return nil, nil, err
 	}
-	return v[0][:n], v[1][:n], nil
+	y, err = k.raw[1].float64s(in[1], n)
+	return x, y, err
 }
 
 // chunkLen is the current chunk's number of entries.
 func (k *SlerpKernel) chunkLen(in [][]float64) int {
-	for i, v := range in {
-		if v != nil {
-			return len(v)
-		}
-		if r := k.raw[i]; r.DType.BlockBytes() > 0 {
-			return int(int64(len(r.Data)) / r.DType.BlockBytes() * r.DType.BlockElems())
-		}
+	if in[0] != nil {
+		return len(in[0])
 	}
-	return 0
+	return k.raw[0].elems()
 }
 
 // NewSlerpKernel interpolates at t.
