@@ -326,10 +326,8 @@ func (k *GTAKernel) SetRaw(i int, t weights.Tensor) {
 // base returns the base's chunk in float64: in[0] when the pass decoded
 // it (a missing base reads as zeros), else its raw bytes decoded once per
 // chunk.
-func (k *GTAKernel) base(in [][]float64, n int) []float64 {
-	// The stream validated the chunk's length for its dtype.
-	b, _ := k.rawBase.float64s(in[0], n)
-	return b
+func (k *GTAKernel) base(in [][]float64, n int) ([]float64, error) {
+	return k.rawBase.float64s(in[0], n)
 }
 
 // chunkLen is the current chunk's number of elements.
@@ -371,7 +369,7 @@ func (k *GTAKernel) NextPass() (int, bool) {
 	return best, best >= 0
 }
 
-func (k *GTAKernel) deltas(in [][]float64) {
+func (k *GTAKernel) deltas(in [][]float64) error {
 	n := k.chunkLen(in)
 	for i := range k.sp {
 		if cap(k.scratch[i]) < n {
@@ -384,7 +382,11 @@ func (k *GTAKernel) deltas(in [][]float64) {
 			r = k.raw[i+1]
 		}
 		if r.Data == nil {
-			b, m := k.base(in, n), in[i+1][:n]
+			b, err := k.base(in, n)
+			if err != nil {
+				return err
+			}
+			m := in[i+1][:n]
 			for e := range t {
 				t[e] = float32(m[e] - b[e])
 			}
@@ -394,12 +396,22 @@ func (k *GTAKernel) deltas(in [][]float64) {
 		// from the bytes: from both inputs' when they share a dtype with a
 		// pair path, else from the model's and the decoded base.
 		if in[0] == nil && k.raw[0].DType == r.DType {
-			if ok, _ := weights.DeltaPairFloat32(r.DType, r.Data, k.raw[0].Data, t); ok {
+			if ok, err := weights.DeltaPairFloat32(r.DType, r.Data, k.raw[0].Data, t); ok || err != nil {
+				if err != nil {
+					return err
+				}
 				continue
 			}
 		}
-		_ = weights.DeltaFloat32(r.DType, r.Data, k.base(in, n), t)
+		b, err := k.base(in, n)
+		if err != nil {
+			return err
+		}
+		if err := weights.DeltaFloat32(r.DType, r.Data, b, t); err != nil {
+			return err
+		}
 	}
+	return nil
 }
 
 // Release hands the sparsifiers' pooled masks back once the tensor is
@@ -412,7 +424,9 @@ func (k *GTAKernel) Release() {
 
 // Observe feeds the models that need pass p.
 func (k *GTAKernel) Observe(p int, in [][]float64) error {
-	k.deltas(in)
+	if err := k.deltas(in); err != nil {
+		return err
+	}
 	for i, s := range k.sp {
 		if needs(s, p) {
 			s.Observe(sparsify.Pass(p), k.tau[i])
@@ -442,12 +456,13 @@ func needs(s *sparsify.TensorSparsifier, p int) bool {
 
 // Compute mixes the sparsified task vectors of one chunk into the base.
 func (k *GTAKernel) Compute(in [][]float64, out [][]float64) error {
-	k.mix(in, out)
-	return nil
+	return k.mix(in, out)
 }
 
-func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
-	k.deltas(in)
+func (k *GTAKernel) mix(in [][]float64, out [][]float64) error {
+	if err := k.deltas(in); err != nil {
+		return err
+	}
 	for i, s := range k.sp {
 		s.Apply(k.tau[i])
 	}
@@ -460,7 +475,10 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 	}
 	var base []float64
 	if braw == nil {
-		base = k.base(in, len(o))
+		var err error
+		if base, err = k.base(in, len(o)); err != nil {
+			return err
+		}
 	}
 	var wsum float64
 	for _, w := range k.w {
@@ -479,11 +497,11 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 		}
 		if braw != nil {
 			vec.Mix2BF16(o, braw, k.tau[0], k.tau[1], c[0], c[1])
-			return
+			return nil
 		}
 		if len(c) == 2 {
 			vec.Mix2(o, base, k.tau[0], k.tau[1], c[0], c[1])
-			return
+			return nil
 		}
 		for e := range o {
 			acc := base[e]
@@ -492,13 +510,14 @@ func (k *GTAKernel) mix(in [][]float64, out [][]float64) {
 			}
 			o[e] = acc
 		}
-		return
+		return nil
 	}
 	if braw != nil {
 		vec.Consensus2BF16(o, braw, k.tau[0], k.tau[1], k.w[0], k.w[1], k.lambda, k.normalize)
-		return
+		return nil
 	}
 	k.consensusMix(base, o)
+	return nil
 }
 
 // consensusMix is TIES's disjoint merge: per entry, the sign of Σ w_i·τ_i
