@@ -56,9 +56,10 @@ func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, norma
 			"granularity":  {Type: "string", Choices: []string{"per_tensor", "per_row"}, Default: "per_tensor"},
 			"trim_scope":   {Type: "string", Choices: []string{"tensor", "model"}, Default: "tensor"},
 		},
-		Tensor: map[string]ParamSpec{"weight": required(numberParam), "density": withDefault(unitParam, "1")},
-		Check:  g.check,
-		Build:  g.build,
+		Tensor:     map[string]ParamSpec{"weight": required(numberParam), "density": withDefault(unitParam, "1")},
+		Check:      g.check,
+		Build:      g.build,
+		StreamCost: g.streamCost,
 	}
 	if sp == sparsify.MagnitudeOutliers {
 		m.Tensor["gamma"] = withDefault(unitParam, "0.01")
@@ -155,40 +156,62 @@ func (g gta) build(ctx context.Context, p *Plan, o stream.Options) (KernelFactor
 		}
 	}
 	return func(t weights.TensorInfo) (stream.Kernel, error) {
-		tp := p.Tensor(t.Name)
-		rescale := sparsify.NoRescale
-		if tp.Bool("rescale", g.rescale) {
-			rescale = sparsify.L1 // mergekit's norm matching
-		}
-		if s := tp.Str("rescale_norm", ""); s != "" {
-			rescale, _ = sparsify.ParseRescale(s)
-		}
-		cfg := GTAConfig{
-			Consensus: g.consensus,
-			Normalize: tp.Bool("normalize", g.normalize),
-			Lambda:    tp.Float(-1, "lambda", 1),
-		}
-		seed := uint64(tp.Float(-1, "seed", 0))
-		perRow := tp.Str("granularity", "per_tensor") == "per_row"
-		for i := range tp.Models() {
-			var gc *[2]sparsify.Cut
-			if global != nil {
-				gc = &global[i]
-			}
-			cfg.Weights = append(cfg.Weights, tp.Float(i, "weight", 0))
-			cfg.Sparsify = append(cfg.Sparsify, sparsify.Spec{
-				Method:  g.sp,
-				Density: tp.Float(i, "density", 1),
-				Gamma:   tp.Float(i, "gamma", 0.01),
-				Epsilon: tp.Float(i, "epsilon", 0.15),
-				PerRow:  perRow,
-				Rescale: rescale,
-				Seed:    seed,
-				Global:  gc,
-			})
-		}
-		return stream.Passes(NewGTAKernel(t.Name, t.Shape, cfg)), nil
+		return stream.Passes(NewGTAKernel(t.Name, t.Shape, g.config(p, t, global))), nil
 	}, nil
+}
+
+// config is tensor t's GTA configuration from the plan; global holds the
+// model-wide cuts of trim_scope: model (nil: per tensor).
+func (g gta) config(p *Plan, t weights.TensorInfo, global [][2]sparsify.Cut) GTAConfig {
+	tp := p.Tensor(t.Name)
+	rescale := sparsify.NoRescale
+	if tp.Bool("rescale", g.rescale) {
+		rescale = sparsify.L1 // mergekit's norm matching
+	}
+	if s := tp.Str("rescale_norm", ""); s != "" {
+		rescale, _ = sparsify.ParseRescale(s)
+	}
+	cfg := GTAConfig{
+		Consensus: g.consensus,
+		Normalize: tp.Bool("normalize", g.normalize),
+		Lambda:    tp.Float(-1, "lambda", 1),
+	}
+	seed := uint64(tp.Float(-1, "seed", 0))
+	perRow := tp.Str("granularity", "per_tensor") == "per_row"
+	for i := range tp.Models() {
+		var gc *[2]sparsify.Cut
+		if global != nil {
+			gc = &global[i]
+		}
+		cfg.Weights = append(cfg.Weights, tp.Float(i, "weight", 0))
+		cfg.Sparsify = append(cfg.Sparsify, sparsify.Spec{
+			Method:  g.sp,
+			Density: tp.Float(i, "density", 1),
+			Gamma:   tp.Float(i, "gamma", 0.01),
+			Epsilon: tp.Float(i, "epsilon", 0.15),
+			PerRow:  perRow,
+			Rescale: rescale,
+			Seed:    seed,
+			Global:  gc,
+		})
+	}
+	return cfg
+}
+
+// streamCost is what a GTA kernel holds for a streamed tensor besides the
+// job's chunk buffers: each model's sparsifier state and its chunk of τ,
+// keys and mask (no task vector is cached: τ is recomputed per pass).
+func (g gta) streamCost(p *Plan, t weights.TensorInfo) int64 {
+	n, _ := t.NumElements()
+	rowLen := n
+	if len(t.Shape) >= 2 {
+		rowLen = t.Shape[len(t.Shape)-1]
+	}
+	var c int64
+	for _, s := range g.config(p, t, nil).Sparsify {
+		c += s.StreamBytes(n, rowLen) + 16*stream.ChunkElems
+	}
+	return c
 }
 
 // globalCuts computes, per model, the magnitude cuts of its task vector

@@ -86,6 +86,11 @@ type Method struct {
 	// cannot use); it runs when the recipe is opened, before any tensor
 	// data is read.
 	CheckPlan func(p *Plan, pr *Problems)
+	// StreamCost, if set, bounds what the kernel of a tensor streamed from
+	// its files holds besides the chunk buffers (see stream.Job's
+	// StreamCost); unset, the stream's default allowance, which assumes
+	// task vectors cached and random masks for every input.
+	StreamCost func(p *Plan, t weights.TensorInfo) int64
 	// Build prepares a validated, opened plan — running any model-wide
 	// passes it needs first — and returns the per-tensor kernels.
 	Build func(ctx context.Context, p *Plan, o stream.Options) (KernelFactory, error)

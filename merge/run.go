@@ -167,8 +167,9 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			}
 			return ownInputs{k, len(p.Tensor(t.Name).Sources)}, nil
 		},
-		Phase:   "merging",
-		Options: o.Options,
+		StreamCost: p.streamCost(),
+		Phase:      "merging",
+		Options:    o.Options,
 		Finalize: func() ([]map[string]string, error) {
 			gate.SetLimit(parallel.Workers(o.Workers))
 			if !o.NoHash && hashed.Load() < hashTotal.Load() {
@@ -252,6 +253,16 @@ func (p *Plan) copies(tp *TensorPlan) bool {
 		return d.Single(tp)
 	}
 	return true
+}
+
+// streamCost is the method's StreamCost for the job's tensors, or nil
+// (the stream's default allowance).
+func (p *Plan) streamCost() func(weights.TensorInfo) int64 {
+	sc := p.Recipe.methodDef.StreamCost
+	if sc == nil {
+		return nil
+	}
+	return func(t weights.TensorInfo) int64 { return sc(p, t) }
 }
 
 // ownInputs hands a kernel only its tensor's inputs: the job has as many

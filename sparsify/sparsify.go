@@ -125,6 +125,29 @@ func (s Spec) Active() bool {
 	return false
 }
 
+// StreamBytes bounds what a TensorSparsifier for a tensor of n entries
+// with rows of rowLen holds besides its chunk-sized scratch: the cached
+// keep mask of a random or DELLA selection rescaled by a norm (a bit an
+// entry), a per-tensor magnitude cut's histogram tables (its coarse and
+// fine counts, sample and bands), and per-row rank scratch. A job's memory
+// bound counts it for a streamed tensor.
+func (s Spec) StreamBytes(n, rowLen int64) int64 {
+	if !s.Active() {
+		return 0
+	}
+	b := 32 * rowLen // per-row ranks: keys, order, radix scratch, thresholds
+	switch s.Rescale {
+	case L1, L2, LInf:
+		if s.Method == Random || s.Method == DellaMagprune {
+			b += (n + 63) / 64 * 8
+		}
+	}
+	if (s.Method == Magnitude || s.Method == MagnitudeOutliers) && s.Global == nil {
+		b += 3<<16*8 + sampleKeys*4 + 2*bandBins<<16*4
+	}
+	return b
+}
+
 // Pass names a read of the whole tensor that a TensorSparsifier needs
 // before it can apply its mask.
 type Pass int

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -601,4 +602,54 @@ func BenchmarkPackBits(b *testing.B) {
 			unpackBits(bits, 3, keep)
 		}
 	})
+}
+
+// TestStreamBytesBoundsAllocations: what a sparsifier allocates over a
+// whole streamed tensor (its passes and Apply, pools emptied first) stays
+// within StreamBytes plus chunk-sized scratch, for every method that holds
+// state: a job's memory bound relies on it.
+func TestStreamBytesBoundsAllocations(t *testing.T) {
+	const rows, cols, chunk = 4096, 4096, 1 << 16
+	n := int64(rows * cols)
+	rng := rand.New(rand.NewPCG(3, 3))
+	vals := make([]float32, chunk)
+	for i := range vals {
+		vals[i] = float32(rng.NormFloat64() * 0.01)
+	}
+	work := make([]float32, chunk)
+	for _, s := range []Spec{
+		{Method: Random, Density: 0.3, Rescale: L1, Seed: 1},
+		{Method: Random, Density: 0.3, Rescale: InverseDensity, Seed: 1},
+		{Method: DellaMagprune, Density: 0.4, Epsilon: 0.1, Rescale: L1, Seed: 1},
+		{Method: Magnitude, Density: 0.5},
+		{Method: MagnitudeOutliers, Density: 0.5, Gamma: 0.01},
+		{Method: Magnitude, Density: 0.5, PerRow: true},
+	} {
+		runtime.GC()
+		runtime.GC() // twice: a sync.Pool keeps a victim cache for one cycle
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		ts := s.ForTensor("w", []int64{rows, cols}, 0)
+		for _, p := range append([]Pass(nil), ts.Needs()...) {
+			if !contains(ts.Needs(), p) {
+				continue
+			}
+			for i := int64(0); i < n; i += chunk {
+				copy(work, vals)
+				ts.Observe(p, work)
+			}
+			ts.EndPass(p)
+		}
+		for i := int64(0); i < n; i += chunk {
+			copy(work, vals)
+			ts.Apply(work)
+		}
+		runtime.ReadMemStats(&after)
+		got := int64(after.TotalAlloc - before.TotalAlloc)
+		bound := s.StreamBytes(n, cols) + 16*chunk
+		if got > bound {
+			t.Errorf("%+v: allocated %d bytes, StreamBytes + chunk scratch %d", s, got, bound)
+		}
+		ts.Release()
+	}
 }
