@@ -27,6 +27,10 @@ type SynthOptions struct {
 	Hidden int
 	// Vocab is the vocabulary size (default 32000).
 	Vocab int
+	// TieEmbeddings leaves out lm_head.weight (the embedding matrix is the
+	// output head, as in Gemma or Llama 3.2 1B): with a large vocabulary,
+	// one tensor is then a large part of the model.
+	TieEmbeddings bool
 	// ShardSize > 0 writes a sharded directory.
 	ShardSize int64
 	// Delta > 0 adds Delta·N(0, 1) noise drawn from DeltaSeed to every
@@ -62,7 +66,11 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 	}
 	es := int64(dt.Size())
 	infos := []TensorInfo{{"model.embed_tokens.weight", dt, []int64{vocab, h}}}
-	size := vocab * h * es * 2 // embeddings and lm_head
+	heads := int64(2) // embeddings and lm_head
+	if o.TieEmbeddings {
+		heads = 1
+	}
+	size := vocab * h * es * heads
 	perLayer := (4*h*h + 3*h*inter + 2*h) * es
 	for l := 0; l == 0 || size+perLayer <= o.Bytes; l++ {
 		p := fmt.Sprintf("model.layers.%d.", l)
@@ -79,7 +87,10 @@ func SynthInfos(o SynthOptions) []TensorInfo {
 		)
 		size += perLayer
 	}
-	infos = append(infos, TensorInfo{"model.norm.weight", dt, []int64{h}}, TensorInfo{"lm_head.weight", dt, []int64{vocab, h}})
+	infos = append(infos, TensorInfo{"model.norm.weight", dt, []int64{h}})
+	if !o.TieEmbeddings {
+		infos = append(infos, TensorInfo{"lm_head.weight", dt, []int64{vocab, h}})
+	}
 	SortNatural(infos)
 	return infos
 }
@@ -107,7 +118,7 @@ func SynthConfig(o SynthOptions) map[string]any {
 		"hidden_size": h, "intermediate_size": inter, "num_hidden_layers": layers,
 		"num_attention_heads": heads, "num_key_value_heads": heads, "vocab_size": vocab,
 		"rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 2048,
-		"hidden_act": "silu", "tie_word_embeddings": false, "torch_dtype": torch,
+		"hidden_act": "silu", "tie_word_embeddings": o.TieEmbeddings, "torch_dtype": torch,
 		"bos_token_id": 1, "eos_token_id": 2,
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weightops/weightops/engine"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -556,5 +558,69 @@ func TestDirectoryOutputsCarrySideFiles(t *testing.T) {
 		if tok, _ := os.ReadFile(filepath.Join(o, "tokenizer.json")); string(tok) != `{"model": {}}` {
 			t.Errorf("%v: tokenizer.json %q", c, tok)
 		}
+	}
+}
+
+// TestSynthTiedEmbeddings: --tie-embeddings writes no lm_head and says so
+// in config.json, and the engine loads it with the embeddings as the head
+// (the same perplexity as the model with lm_head written out as a copy of
+// them).
+func TestSynthTiedEmbeddings(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "tied")
+	if _, e, code := run(t, "synth", "-q", "--tie-embeddings", "--size", "1MB", "--hidden", "64", "--vocab", "300", dir); code != 0 {
+		t.Fatal(e)
+	}
+	ck, err := weights.Open(filepath.Join(dir, "model.safetensors"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ck.Close()
+	if _, ok := ck.Info("lm_head.weight"); ok {
+		t.Fatal("tied model has lm_head.weight")
+	}
+	cfg, _ := os.ReadFile(filepath.Join(dir, "config.json"))
+	if !strings.Contains(string(cfg), `"tie_word_embeddings": true`) {
+		t.Fatalf("config.json does not tie the embeddings: %s", cfg)
+	}
+	// The untied twin: the same tensors plus lm_head = the embeddings.
+	twin := filepath.Join(t.TempDir(), "twin")
+	os.MkdirAll(twin, 0o755)
+	infos := append(ck.Tensors(), weights.TensorInfo{Name: "lm_head.weight", DType: weights.BF16, Shape: []int64{300, 64}})
+	w, _, err := weights.CreateOutput(filepath.Join(twin, "model.safetensors"), infos, map[string]string{"format": "pt"}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range infos {
+		src := info.Name
+		if src == "lm_head.weight" {
+			src = "model.embed_tokens.weight"
+		}
+		x, err := ck.ReadTensor(src, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteTensor(info.Name, x.Data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(twin, "config.json"), []byte(strings.Replace(string(cfg), `"tie_word_embeddings": true`, `"tie_word_embeddings": false`, 1)), 0o644)
+	toks := []int{1, 5, 9, 200, 17, 3, 299, 42, 8, 8, 120}
+	var ppl [2]float64
+	for i, d := range []string{dir, twin} {
+		m, err := engine.LoadLlama(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := m.Perplexity(toks, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ppl[i] = r.Perplexity
+	}
+	if ppl[0] != ppl[1] || math.IsNaN(ppl[0]) || ppl[0] <= 1 {
+		t.Errorf("tied perplexity %v, untied twin %v", ppl[0], ppl[1])
 	}
 }

@@ -34,6 +34,7 @@ func synthCommand() *cli.Command {
 			&cli.IntFlag{Name: "hidden", Value: 1024, Usage: "model width (256 with --family)"},
 			&cli.IntFlag{Name: "vocab", Value: 32000, Usage: "vocabulary size (4096 with --family)"},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "random seed"},
+			&cli.BoolFlag{Name: "tie-embeddings", Usage: "no lm_head.weight: the embeddings are the output head (Gemma, Llama 3.2 1B); with a large --vocab one tensor is much of the model"},
 			&cli.StringFlag{Name: "shard-size", Usage: "write a sharded directory with shards of at most this size"},
 			jsonFlag, quietFlag,
 		},
@@ -62,7 +63,7 @@ func synthCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("synth: --dtype: %w", err)
 			}
-			o := weights.SynthOptions{Bytes: bytes, DType: dt, Seed: c.Uint64("seed"), Hidden: hidden, Vocab: vocab}
+			o := weights.SynthOptions{Bytes: bytes, DType: dt, Seed: c.Uint64("seed"), Hidden: hidden, Vocab: vocab, TieEmbeddings: c.Bool("tie-embeddings")}
 			if s := c.String("shard-size"); s != "" {
 				if o.ShardSize, err = weights.ParseBytes(s); err != nil {
 					return fmt.Errorf("synth: --shard-size: %w", err)
