@@ -41,6 +41,8 @@ func init() {
 				}
 			}
 		},
+		Elementwise: func(*Plan, weights.TensorInfo) bool { return true },
+		StreamCost:  chunkScratch,
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
 				tp := p.Tensor(t.Name)
@@ -128,4 +130,10 @@ func (k *linear2) Compute(in, out [][]float64) error {
 		o[e] = s / k.div
 	}
 	return nil
+}
+
+// chunkScratch is the stream cost of a kernel that holds no more than a
+// chunk's decoded copy of each source (linear, slerp).
+func chunkScratch(p *Plan, t weights.TensorInfo) int64 {
+	return int64(len(p.Tensor(t.Name).Sources)) * 16 * stream.ChunkElems
 }

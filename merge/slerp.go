@@ -16,7 +16,8 @@ func init() {
 		Paper:     "https://en.wikipedia.org/wiki/Slerp",
 		Base:      BaseRequired,
 		MinModels: 1, MaxModels: 1,
-		Global: map[string]ParamSpec{"t": required(unitParam)},
+		StreamCost: chunkScratch,
+		Global:     map[string]ParamSpec{"t": required(unitParam)},
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
 				return stream.Passes(NewSlerpKernel(p.Tensor(t.Name).Float(-1, "t", 0.5))), nil
