@@ -56,10 +56,11 @@ func gtaMethod(name, summary, paper string, sp sparsify.Method, consensus, norma
 			"granularity":  {Type: "string", Choices: []string{"per_tensor", "per_row"}, Default: "per_tensor"},
 			"trim_scope":   {Type: "string", Choices: []string{"tensor", "model"}, Default: "tensor"},
 		},
-		Tensor:     map[string]ParamSpec{"weight": required(numberParam), "density": withDefault(unitParam, "1")},
-		Check:      g.check,
-		Build:      g.build,
-		StreamCost: g.streamCost,
+		Tensor:      map[string]ParamSpec{"weight": required(numberParam), "density": withDefault(unitParam, "1")},
+		Check:       g.check,
+		Build:       g.build,
+		StreamCost:  g.streamCost,
+		Elementwise: g.elementwise,
 	}
 	if sp == sparsify.MagnitudeOutliers {
 		m.Tensor["gamma"] = withDefault(unitParam, "0.01")
@@ -196,6 +197,19 @@ func (g gta) config(p *Plan, t weights.TensorInfo, global [][2]sparsify.Cut) GTA
 		})
 	}
 	return cfg
+}
+
+// elementwise: a GTA merge that sparsifies nothing (task arithmetic, or
+// density 1) computes each entry from its own position: τ_i, the sign
+// election and the sum are per entry. A sparsification ranks, draws a
+// random stream or keeps counts along the tensor.
+func (g gta) elementwise(p *Plan, t weights.TensorInfo) bool {
+	for _, s := range g.config(p, t, nil).Sparsify {
+		if s.Active() {
+			return false
+		}
+	}
+	return true
 }
 
 // streamCost is what a GTA kernel holds for a streamed tensor besides the

@@ -91,6 +91,12 @@ type Method struct {
 	// StreamCost); unset, the stream's default allowance, which assumes
 	// task vectors cached and random masks for every input.
 	StreamCost func(p *Plan, t weights.TensorInfo) int64
+	// Elementwise, if set, reports whether the kernel of tensor t computes
+	// each entry from the sources' entries at the same position alone (no
+	// pre-pass, no state from one chunk to the next): a large tensor is
+	// then merged in parts by every worker at once (see stream.Job's
+	// Split).
+	Elementwise func(p *Plan, t weights.TensorInfo) bool
 	// Build prepares a validated, opened plan — running any model-wide
 	// passes it needs first — and returns the per-tensor kernels.
 	Build func(ctx context.Context, p *Plan, o stream.Options) (KernelFactory, error)

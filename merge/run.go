@@ -168,6 +168,7 @@ func (p *Plan) Merge(ctx context.Context, out string, o Options) ([]string, erro
 			return ownInputs{k, len(p.Tensor(t.Name).Sources)}, nil
 		},
 		StreamCost: p.streamCost(),
+		Split:      p.elementwise(),
 		Phase:      "merging",
 		Options:    o.Options,
 		Finalize: func() ([]map[string]string, error) {
@@ -263,6 +264,15 @@ func (p *Plan) streamCost() func(weights.TensorInfo) int64 {
 		return nil
 	}
 	return func(t weights.TensorInfo) int64 { return sc(p, t) }
+}
+
+// elementwise is the method's Elementwise for the job's tensors, or nil.
+func (p *Plan) elementwise() func(weights.TensorInfo) bool {
+	e := p.Recipe.methodDef.Elementwise
+	if e == nil {
+		return nil
+	}
+	return func(t weights.TensorInfo) bool { return e(p, t) }
 }
 
 // ownInputs hands a kernel only its tensor's inputs: the job has as many

@@ -15,8 +15,9 @@ import (
 // in testdata/outputs-cae5245.txt were computed by commit cae5245 on the
 // same synthetic models and recipes — with the tensors read whole or
 // streamed chunk by chunk from the files (several chunks per tensor,
-// multi-pass sparsifiers reading them again on each pass), with one worker
-// or two.
+// multi-pass sparsifiers reading them again on each pass) or, for the
+// methods that compute entry by entry, in parts on several workers at
+// once, with one worker or two.
 func TestOutputsUnchanged(t *testing.T) {
 	want := map[string]string{}
 	src, err := os.ReadFile(filepath.Join("testdata", "outputs-cae5245.txt"))
@@ -32,13 +33,14 @@ func TestOutputsUnchanged(t *testing.T) {
 		t.Fatalf("%d recipes, %d digests", len(recipes), len(want))
 	}
 	defer func(v int64) { stream.StreamAbove = v }(stream.StreamAbove)
+	defer func(v int64) { stream.PartElems = v }(stream.PartElems)
 	for name, y := range recipes {
 		t.Run(name, func(t *testing.T) {
 			for _, mode := range []struct {
-				what  string
-				above int64
-			}{{"read whole", 1 << 62}, {"streamed", -1}} {
-				stream.StreamAbove = mode.above
+				what         string
+				above, parts int64
+			}{{"read whole", 1 << 62, 1 << 24}, {"streamed", -1, 1 << 24}, {"streamed in parts of a few rows", -1, 100}} {
+				stream.StreamAbove, stream.PartElems = mode.above, mode.parts
 				if mode.above < 0 {
 					// Every input must stream, or the streamed path is not
 					// what this tests.

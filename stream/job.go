@@ -165,6 +165,19 @@ type Tensor struct {
 	// files: In[i].Data is then nil, Out is nil, and Passes reads each
 	// chunk from sections[i] and writes each output chunk to the sinks.
 	sections []*io.SectionReader
+	// first and count, for a streamed tensor computed in parts (see
+	// Job.Split), are the part's elements: count > 0 elements from first.
+	first, count int64
+}
+
+// elems is the number of elements the kernel computes: the tensor's, or
+// its part's.
+func (t *Tensor) elems() int64 {
+	if t.count > 0 {
+		return t.count
+	}
+	n, _ := t.NumElements()
+	return n
 }
 
 // Missing reports whether input i lacks the tensor (an optional input).
@@ -195,6 +208,13 @@ type Job struct {
 	// buffers when the tensor is streamed (see StreamAbove), or -1 for a
 	// tensor that must be read whole.
 	StreamCost func(t weights.TensorInfo) int64
+	// Split, if set, reports whether tensor t's kernel computes each
+	// element from the inputs' elements at the same position alone, with
+	// no pre-pass and nothing carried from one chunk to the next: a large
+	// streamed tensor is then computed in parts of whole rows (see
+	// PartElems) by several workers at once, each part with a kernel of
+	// its own, so both cores work on one large tensor.
+	Split func(t weights.TensorInfo) bool
 	// Phase names the job's progress phase ("merging").
 	Phase string
 	// KeepNonFinite hands NaN and Inf inputs to the kernel as they are,
@@ -317,8 +337,18 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 	// Copies reuse one read and one conversion buffer per worker, grown to
 	// the largest tensor: no allocation per tensor once warm.
 	copyBufs := make([][2][]byte, j.workers())
-	err := parallel.Items(ctx, len(j.Tensors), j.workers(), func(w, i int) error {
-		t := j.Tensors[i]
+	items := j.items()
+	err := parallel.Items(ctx, len(items), j.workers(), func(w, i int) error {
+		it := items[i]
+		t := j.Tensors[it.tensor]
+		if it.count > 0 {
+			cost := min(j.cost(t), budget)
+			if err := sem.Acquire(ctx, cost); err != nil {
+				return context.Cause(ctx)
+			}
+			defer sem.Release(cost)
+			return j.runPart(ctx, t, it.first, it.count)
+		}
 		src := j.passThrough(t)
 		sec, chunked := j.copySection(t, src)
 		cost := min(j.cost(t), budget)
@@ -376,6 +406,55 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 		}
 	}
 	return files, nil
+}
+
+// PartElems is the size of the parts a tensor is split into (see
+// Job.Split), rounded to whole rows: a 7B model's 131M-entry embedding is
+// eight. A variable for tests.
+var PartElems int64 = 1 << 24
+
+// item is one unit of a job's work: a tensor (count 0), or count elements
+// of one from first.
+type item struct {
+	tensor       int
+	first, count int64
+}
+
+// items lists the job's work in tensor order, each large tensor that
+// Split allows as its parts in a row, so that idle workers take the next
+// part of the tensor still running.
+func (j *Job) items() []item {
+	var out []item
+	for i, t := range j.Tensors {
+		n, _ := t.NumElements()
+		if j.Split == nil || n <= PartElems || j.passThrough(t) >= 0 || !j.streams(t) || !j.Split(t) {
+			out = append(out, item{tensor: i})
+			continue
+		}
+		row := int64(1)
+		if len(t.Shape) > 0 {
+			row = max(1, t.Shape[len(t.Shape)-1])
+		}
+		step := max(1, PartElems/row) * row
+		for s := int64(0); s < n; s += step {
+			out = append(out, item{tensor: i, first: s, count: min(step, n-s)})
+		}
+	}
+	return out
+}
+
+// runPart computes elements [first, first+count) of a tensor split into
+// parts: streamed, as the whole tensor would be, with its own kernel.
+func (j *Job) runPart(ctx context.Context, t weights.TensorInfo, first, count int64) error {
+	kern, err := j.Kernel(t)
+	if err != nil {
+		return fmt.Errorf("tensor %q: %w", t.Name, err)
+	}
+	if !readsChunks(kern) {
+		return fmt.Errorf("tensor %q: split into parts, but its kernel reads it whole", t.Name)
+	}
+	task := &Tensor{TensorInfo: t, In: make([]weights.Tensor, len(j.Inputs)), job: j, first: first, count: count}
+	return j.streamTensor(ctx, t, kern, task)
 }
 
 // flushSinks flushes the sinks that can be.
@@ -569,7 +648,7 @@ func (j *Job) streamTensor(ctx context.Context, t weights.TensorInfo, kern Kerne
 		task.In[i] = weights.Tensor{TensorInfo: info}
 		task.In[i].Name = t.Name
 		task.sections[i] = sec
-		read += sec.Size()
+		read += info.DType.Bytes(task.elems())
 	}
 	task.OutDType = make([]weights.DType, len(j.Outputs))
 	for k, o := range j.Outputs {

@@ -89,7 +89,7 @@ func (ElementwiseFunc) EndPass(int) error { return nil }
 func (f ElementwiseFunc) Compute(in, out [][]float64) error { f(in, out); return nil }
 
 func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
-	n, _ := t.NumElements()
+	n := t.elems()
 	rowLen := int64(1)
 	if len(t.Shape) > 0 {
 		rowLen = max(1, t.Shape[len(t.Shape)-1])
@@ -244,7 +244,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			if src.masked {
 				weights.SetNaNMarked(dt, b, src.mask[:e-s])
 			}
-			if err := t.job.sinks[k].(RangeSink).WriteTensorAt(t.Name, b, dt.Bytes(s)); err != nil {
+			if err := t.job.sinks[k].(RangeSink).WriteTensorAt(t.Name, b, dt.Bytes(t.first+s)); err != nil {
 				return err
 			}
 		}
@@ -299,11 +299,11 @@ func (c *chunkInputs) load(s, e int64) error {
 			c.raw[i] = nil
 			continue
 		}
-		lo, hi := in.DType.Bytes(s), in.DType.Bytes(e)
 		if t.sections == nil {
-			c.raw[i] = in.Data[lo:hi]
+			c.raw[i] = in.Data[in.DType.Bytes(s):in.DType.Bytes(e)]
 			continue
 		}
+		lo, hi := in.DType.Bytes(t.first+s), in.DType.Bytes(t.first+e)
 		b := c.bufs[i][:hi-lo]
 		if _, err := t.sections[i].ReadAt(b, lo); err != nil {
 			if errors.Is(err, io.EOF) {
