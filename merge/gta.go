@@ -491,6 +491,23 @@ func needs(s *sparsify.TensorSparsifier, p int) bool {
 	return false
 }
 
+// Fork is a kernel for the final pass from entry first on, sharing the
+// sparsifiers' cuts, scales and cached masks (see
+// sparsify.TensorSparsifier.Fork): not when one takes ties in index order
+// or draws its random stream as it goes.
+func (k *GTAKernel) Fork(first int64) (stream.PassKernel, bool) {
+	f := &GTAKernel{w: k.w, consensus: k.consensus, normalize: k.normalize, lambda: k.lambda,
+		tau: make([][]float32, len(k.sp)), scratch: make([][]float32, len(k.sp))}
+	for _, s := range k.sp {
+		fs, ok := s.Fork(first)
+		if !ok {
+			return nil, false
+		}
+		f.sp = append(f.sp, fs)
+	}
+	return f, true
+}
+
 // Compute mixes the sparsified task vectors of one chunk into the base.
 func (k *GTAKernel) Compute(in [][]float64, out [][]float64) error {
 	return k.mix(in, out)

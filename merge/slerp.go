@@ -148,3 +148,9 @@ func (k *SlerpKernel) Compute(in [][]float64, out [][]float64) error {
 	}
 	return nil
 }
+
+// Fork is a kernel for the final pass from any entry on: the
+// coefficients are the tensor's, the raw chunks its own.
+func (k *SlerpKernel) Fork(int64) (stream.PassKernel, bool) {
+	return &SlerpKernel{t: k.t, aa: k.aa, bb: k.bb, ab: k.ab, s0: k.s0, s1: k.s1, lerp: k.lerp, done: k.done}, k.done
+}

@@ -186,6 +186,8 @@ type TensorSparsifier struct {
 	// entry's index.
 	bits []uint64
 	pos  int64
+	// shared marks a fork's bits, which its parent releases.
+	shared bool
 
 	needNorm      bool
 	before, after float64
@@ -215,11 +217,41 @@ func getBits(n int) []uint64 {
 // Release hands the tensor's cached mask back for the next tensor; the
 // sparsifier must not be used after.
 func (t *TensorSparsifier) Release() {
-	if t.bits != nil {
+	if t.bits != nil && !t.shared {
 		b := t.bits
 		t.bits = nil
 		bitsPool.Put(&b)
 	}
+}
+
+// Fork returns a sparsifier for Apply from entry first on, its pre-passes
+// done, sharing the parent's cuts, scale and cached mask (the parent must
+// outlive it and is the one to Release the mask): ok is false when Apply
+// must run in order — a per-tensor magnitude cut, whose ties are taken by
+// index, or a random selection drawn as Apply goes. first must start a
+// row for a per-row selection.
+func (t *TensorSparsifier) Fork(first int64) (*TensorSparsifier, bool) {
+	if len(t.pending) > 0 {
+		return nil, false
+	}
+	f := &TensorSparsifier{spec: t.spec, n: t.n, rowLen: t.rowLen, seed: t.seed, nTop: t.nTop, nKeep: t.nKeep, cuts: t.cuts, scale: t.scale}
+	if !t.spec.Active() {
+		return f, true
+	}
+	switch t.spec.Method {
+	case Random, DellaMagprune:
+		if t.bits == nil {
+			return nil, false
+		}
+		f.bits, f.pos, f.shared = t.bits, first, true
+		return f, true
+	case Magnitude, MagnitudeOutliers:
+		if t.hist != nil || first%int64(max(1, t.rowLen)) != 0 {
+			return nil, false
+		}
+		return f, true
+	}
+	return nil, false
 }
 
 // ForTensor prepares to sparsify a tensor of the given shape; model is the

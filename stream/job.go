@@ -28,6 +28,7 @@ import (
 	"math"
 	"runtime/debug"
 	"slices"
+	"sync/atomic"
 
 	"golang.org/x/sync/semaphore"
 
@@ -232,6 +233,12 @@ type Job struct {
 	sinks []Sink
 	// ranged reports whether every sink takes tensors in parts.
 	ranged bool
+	// spare counts the workers that found no tensor left to start or are
+	// waiting for memory: their cores are free for a tensor running to
+	// compute part of its last pass (see Forker); below zero, a helper
+	// stops after its part. forked counts the parts so computed.
+	spare  atomic.Int32
+	forked atomic.Int64
 }
 
 // StreamAbove is the size (the bytes of a tensor's inputs) above which a
@@ -338,13 +345,16 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 	// the largest tensor: no allocation per tensor once warm.
 	copyBufs := make([][2][]byte, j.workers())
 	items := j.items()
-	err := parallel.Items(ctx, len(items), j.workers(), func(w, i int) error {
+	// Workers beyond the items are never started: their cores are spare
+	// from the start.
+	j.spare.Store(int32(max(0, j.workers()-len(items))))
+	err := parallel.ItemsIdle(ctx, len(items), j.workers(), func(w, i int) error {
 		it := items[i]
 		t := j.Tensors[it.tensor]
 		if it.count > 0 {
 			cost := min(j.cost(t), budget)
-			if err := sem.Acquire(ctx, cost); err != nil {
-				return context.Cause(ctx)
+			if err := j.acquire(ctx, sem, cost); err != nil {
+				return err
 			}
 			defer sem.Release(cost)
 			return j.runPart(ctx, t, it.first, it.count)
@@ -355,8 +365,8 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 		if chunked {
 			cost = 4 * ChunkElems * 8
 		}
-		if err := sem.Acquire(ctx, cost); err != nil {
-			return context.Cause(ctx)
+		if err := j.acquire(ctx, sem, cost); err != nil {
+			return err
 		}
 		defer sem.Release(cost)
 		switch {
@@ -366,7 +376,7 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 			return j.copyTensor(t, src, sinks, &copyBufs[w])
 		}
 		return j.runTensor(ctx, t, sinks)
-	})
+	}, func() { j.spare.Add(1) })
 	if err == nil && j.Finalize != nil {
 		// The outputs go to disk while Finalize runs (a merge's hashing
 		// can outlast its writes): the fsync at commit then waits only for
@@ -406,6 +416,34 @@ func (j *Job) Run(ctx context.Context) ([][]string, error) {
 		}
 	}
 	return files, nil
+}
+
+// claimSpare takes a spare core, if there is one.
+func (j *Job) claimSpare() bool {
+	for {
+		n := j.spare.Load()
+		if n <= 0 {
+			return false
+		}
+		if j.spare.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+// acquire takes cost bytes of the memory bound; while it waits, the
+// worker's core counts as spare.
+func (j *Job) acquire(ctx context.Context, sem *semaphore.Weighted, cost int64) error {
+	if sem.TryAcquire(cost) {
+		return nil
+	}
+	j.spare.Add(1)
+	err := sem.Acquire(ctx, cost)
+	j.spare.Add(-1)
+	if err != nil {
+		return context.Cause(ctx)
+	}
+	return nil
 }
 
 // PartElems is the size of the parts a tensor is split into (see

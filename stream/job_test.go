@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -144,3 +147,107 @@ func TestPassesMatchWholeTensor(t *testing.T) {
 		}
 	}
 }
+
+// normPos is a Forker for the tests: a pre-pass sums the squares (an
+// order-dependent float64 sum), the final pass writes v/‖v‖ + pos/1e6 with
+// each entry's index, so a part computed at the wrong place or with the
+// wrong state shows.
+type normPos struct {
+	job     *Job
+	ss      float64
+	done    bool
+	pos     int64
+	failAt  int64 // the final pass fails at this entry (-1: never)
+	waitFor bool  // the pre-pass waits for a spare core
+}
+
+func (k *normPos) NextPass() (int, bool) { return 0, !k.done }
+func (k *normPos) Observe(_ int, in [][]float64) error {
+	for k.waitFor && k.job.spare.Load() == 0 {
+		runtime.Gosched()
+	}
+	for _, v := range in[0] {
+		k.ss += v * v
+	}
+	return nil
+}
+func (k *normPos) EndPass(int) error { k.done = true; return nil }
+func (k *normPos) Compute(in, out [][]float64) error {
+	for e, v := range in[0] {
+		if k.pos == k.failAt {
+			return errors.New("boom")
+		}
+		out[0][e] = v/math.Sqrt(k.ss) + float64(k.pos)/1e6
+		k.pos++
+	}
+	return nil
+}
+func (k *normPos) Fork(first int64) (PassKernel, bool) {
+	return &normPos{job: k.job, ss: k.ss, done: true, pos: first, failAt: k.failAt}, true
+}
+
+// TestFinalPassInParts: with a core spare, a Forker's final pass is split
+// into parts that two goroutines compute, each with a fork: the output is
+// the bytes of the pass run in order (and of a float64 reference), and a
+// part's error fails the job with no output left.
+func TestFinalPassInParts(t *testing.T) {
+	defer func(a, p int64) { StreamAbove, PartElems = a, p }(StreamAbove, PartElems)
+	StreamAbove, PartElems = -1, 1000
+	dir := t.TempDir()
+	const rows, cols = 400, 300 // two chunks of 218 rows, so two parts
+	v := make([]float64, rows*cols)
+	for i := range v {
+		v[i] = math.Sin(float64(i)) * float64(i%97)
+	}
+	in := testutil.Open(t, testutil.Write(t, filepath.Join(dir, "in.safetensors"), nil, testutil.Tensor{Name: "w", Shape: []int64{rows, cols}, Values: v}))[0]
+	var ss float64
+	for _, x := range v {
+		ss += float32x(x) * float32x(x)
+	}
+	run := func(workers int, failAt int64) (string, *Job, error) {
+		out := filepath.Join(dir, fmt.Sprintf("out-%d-%d.safetensors", workers, failAt))
+		job := &Job{Inputs: []weights.Checkpoint{in}, Tensors: in.Tensors(),
+			Outputs: []Output{CheckpointOutput(out, nil, func(weights.TensorInfo) weights.DType { return weights.F64 }, 0)},
+			Options: Options{Workers: workers}}
+		job.Kernel = func(weights.TensorInfo) (Kernel, error) {
+			return Passes(&normPos{job: job, failAt: failAt, waitFor: workers > 1}), nil
+		}
+		_, err := job.Run(context.Background())
+		return out, job, err
+	}
+	seq, _, err := run(1, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	par, job, err := run(2, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.forked.Load() < 2 {
+		t.Fatalf("%d parts computed apart, want 2", job.forked.Load())
+	}
+	a, _ := os.ReadFile(seq)
+	b, _ := os.ReadFile(par)
+	if !bytes.Equal(a, b) {
+		t.Fatal("the final pass in parts wrote other bytes than in order")
+	}
+	got := testutil.Open(t, par)[0]
+	x, _ := got.ReadTensor("w", nil)
+	vals, _ := x.Float64s()
+	for i, y := range vals {
+		if want := float32x(v[i])/math.Sqrt(ss) + float64(i)/1e6; y != want {
+			t.Fatalf("entry %d = %v, want %v", i, y, want)
+		}
+	}
+	// A failure in the second part (entry 70,000) fails the job.
+	out, _, err := run(2, 70000)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("error %v, want boom", err)
+	}
+	if _, serr := os.Stat(out); serr == nil || len(leftovers(t, dir)) > 0 {
+		t.Errorf("a failed job left output: %v", leftovers(t, dir))
+	}
+}
+
+// float32x is x as the F32 the test file stores.
+func float32x(x float64) float64 { return float64(float32(x)) }

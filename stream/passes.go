@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 
+	"github.com/weightops/weightops/internal/parallel"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -52,6 +54,18 @@ type RawInputKernel interface {
 type ChunkAligner interface {
 	PassKernel
 	ChunkAlign() int64
+}
+
+// Forker is a PassKernel whose final pass can be computed in parts at
+// once once its pre-passes are done: Fork returns a kernel for the final
+// pass from element first on (its chunks in index order, as Compute gets
+// them), sharing what the pre-passes found, with scratch of its own; ok
+// is false when this tensor's final pass must run in order (a cut whose
+// ties are taken in index order). A streamed tensor's final pass is split
+// into parts of whole rows when a worker's core is spare (see PartElems).
+type Forker interface {
+	PassKernel
+	Fork(first int64) (k PassKernel, ok bool)
 }
 
 // Passes adapts a PassKernel to a Kernel. Outputs are encoded to their
@@ -203,6 +217,11 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			return &weights.TensorError{File: file(0), Tensor: t.Name, Err: err}
 		}
 	}
+	if fk, ok := kern.(Forker); ok && t.sections != nil && t.count == 0 && n > PartElems {
+		if done, err := t.finalInParts(ctx, fk, n, chunk); done || err != nil {
+			return err
+		}
+	}
 	ov := make([][]float64, len(outs))
 	var enc [][]byte // a streamed tensor's encoded output chunks
 	if t.sections != nil {
@@ -250,6 +269,89 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		}
 	}
 	return nil
+}
+
+// finalInParts computes a streamed tensor's final pass in parts of whole
+// chunks when a core is spare: this worker and a helper on that core take
+// the parts in turn, each with its own fork of the kernel. The helper
+// stops after its part when the core is wanted back. It reports false,
+// having computed nothing, when no core is spare or the kernel cannot
+// fork here.
+func (t *Tensor) finalInParts(ctx context.Context, fk Forker, n, chunk int64) (bool, error) {
+	j := t.job
+	if !j.claimSpare() {
+		return false, nil
+	}
+	k0, ok := fk.Fork(0)
+	if !ok {
+		j.spare.Add(1)
+		return false, nil
+	}
+	step := max(chunk, PartElems/chunk*chunk)
+	parts := (n + step - 1) / step
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	// Part 0 is this worker's, with k0; the rest go to whoever is free.
+	var next atomic.Int64
+	next.Store(1)
+	part := func(p int64, k PassKernel) error {
+		s := p * step
+		if k == nil {
+			k, _ = fk.Fork(s)
+		}
+		pt := *t
+		pt.first, pt.count = s, min(step, n-s)
+		err := pt.runPasses(ctx, k)
+		release(k)
+		if err != nil {
+			cancel(err)
+			return err
+		}
+		j.forked.Add(1)
+		return nil
+	}
+	run := func(helper bool) error {
+		for {
+			if helper && j.spare.Load() < 0 {
+				return nil
+			}
+			p := next.Add(1) - 1
+			if p >= parts {
+				return nil
+			}
+			if err := part(p, nil); err != nil {
+				return err
+			}
+		}
+	}
+	helped := make(chan error, 1)
+	go func() {
+		defer j.spare.Add(1)
+		var err error
+		func() {
+			defer parallel.Recover(&err)
+			err = run(true)
+		}()
+		helped <- err
+	}()
+	err := part(0, k0)
+	if err == nil {
+		err = run(false)
+	}
+	if herr := <-helped; err == nil {
+		err = herr
+	}
+	if err == nil {
+		err = context.Cause(ctx)
+	}
+	return true, err
+}
+
+// release hands back a kernel's pooled caches, if it holds any.
+func release(k PassKernel) {
+	if r, ok := k.(interface{ Release() }); ok {
+		r.Release()
+	}
 }
 
 // chunkInputs hands out the inputs' raw bytes one chunk at a time: slices

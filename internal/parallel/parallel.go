@@ -86,6 +86,13 @@ func Recover(err *error) {
 // The first error, or ctx being cancelled, stops the remaining items; that
 // error (or ctx's) is returned once the running calls have returned.
 func Items(ctx context.Context, n, workers int, fn func(worker, i int) error) error {
+	return ItemsIdle(ctx, n, workers, fn, nil)
+}
+
+// ItemsIdle is Items that also calls idle, if set, each time a worker
+// finds no item left to take while others may still run theirs: its core
+// is free from then on, for them to use.
+func ItemsIdle(ctx context.Context, n, workers int, fn func(worker, i int) error, idle func()) error {
 	workers = max(1, min(Workers(workers), n))
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -105,6 +112,9 @@ func Items(ctx context.Context, n, workers int, fn func(worker, i int) error) er
 				}
 				i := int(next.Add(1) - 1)
 				if i >= n {
+					if idle != nil {
+						idle()
+					}
 					return
 				}
 				if err := call(fn, w, i); err != nil {
