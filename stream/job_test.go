@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/weightops/weightops/internal/testutil"
@@ -159,6 +160,11 @@ type normPos struct {
 	pos     int64
 	failAt  int64 // the final pass fails at this entry (-1: never)
 	waitFor bool  // the pre-pass waits for a spare core
+	waitIn  bool  // the final pass's first chunk waits for one
+	// started is set when the final pass has begun (waitIn), and awaited
+	// before computing when awaitStart.
+	started    *atomic.Bool
+	awaitStart bool
 }
 
 func (k *normPos) NextPass() (int, bool) { return 0, !k.done }
@@ -173,6 +179,15 @@ func (k *normPos) Observe(_ int, in [][]float64) error {
 }
 func (k *normPos) EndPass(int) error { k.done = true; return nil }
 func (k *normPos) Compute(in, out [][]float64) error {
+	for k.awaitStart && !k.started.Load() {
+		runtime.Gosched()
+	}
+	if k.waitIn && k.pos == 0 {
+		k.started.Store(true)
+		for k.job.spare.Load() == 0 {
+			runtime.Gosched()
+		}
+	}
 	for e, v := range in[0] {
 		if k.pos == k.failAt {
 			return errors.New("boom")
@@ -238,6 +253,31 @@ func TestFinalPassInParts(t *testing.T) {
 		if want := float32x(v[i])/math.Sqrt(ss) + float64(i)/1e6; y != want {
 			t.Fatalf("entry %d = %v, want %v", i, y, want)
 		}
+	}
+	// A core that becomes spare during the final pass (the other worker
+	// done with a second tensor) takes the rest of it from the next chunk.
+	small := filepath.Join(dir, "small.safetensors")
+	testutil.Write(t, small, nil, testutil.Tensor{Name: "w", Shape: []int64{rows, cols}, Values: v}, testutil.Tensor{Name: "z", Shape: []int64{4}, Values: []float64{1, 2, 3, 4}})
+	two := testutil.Open(t, small)[0]
+	out2 := filepath.Join(dir, "two.safetensors")
+	job2 := &Job{Inputs: []weights.Checkpoint{two}, Tensors: two.Tensors(),
+		Outputs: []Output{CheckpointOutput(out2, nil, func(weights.TensorInfo) weights.DType { return weights.F64 }, 0)},
+		Options: Options{Workers: 2}}
+	// z is computed only once w's final pass has begun (past its check
+	// for a spare core at the start), so the core is taken midway.
+	var started atomic.Bool
+	job2.Kernel = func(ti weights.TensorInfo) (Kernel, error) {
+		return Passes(&normPos{job: job2, failAt: -1, waitIn: ti.Name == "w", started: &started, awaitStart: ti.Name == "z"}), nil
+	}
+	if _, err := job2.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if job2.forked.Load() < 1 {
+		t.Fatal("no part computed apart once a core was spare")
+	}
+	y, _ := testutil.Open(t, out2)[0].ReadTensor("w", nil)
+	if !bytes.Equal(y.Data, x.Data) {
+		t.Fatal("the final pass taken to parts midway wrote other bytes")
 	}
 	// A failure in the second part (entry 70,000) fails the job.
 	out, _, err := run(2, 70000)

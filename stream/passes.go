@@ -217,10 +217,11 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			return &weights.TensorError{File: file(0), Tensor: t.Name, Err: err}
 		}
 	}
-	if fk, ok := kern.(Forker); ok && t.sections != nil && t.count == 0 && n > PartElems {
-		if done, err := t.finalInParts(ctx, fk, n, chunk); done || err != nil {
-			return err
-		}
+	// A streamed tensor's final pass goes to parts as soon as a core is
+	// spare, at its start or later (a worker finishing the other tensors).
+	fk, _ := kern.(Forker)
+	if t.sections == nil || t.count > 0 {
+		fk = nil
 	}
 	ov := make([][]float64, len(outs))
 	var enc [][]byte // a streamed tensor's encoded output chunks
@@ -234,6 +235,14 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	for s := int64(0); s < n; s += chunk {
 		if err := context.Cause(ctx); err != nil {
 			return err
+		}
+		if fk != nil && n-s > PartElems && t.job.spare.Load() > 0 {
+			k0, ok := fk.Fork(s)
+			if !ok {
+				fk = nil // it will not fork later either: its state is fixed
+			} else if done, err := t.finalInParts(ctx, fk, k0, s, n, chunk); done || err != nil {
+				return err
+			}
 		}
 		e := min(n, s+chunk)
 		v, err := chunkAt(s, e)
@@ -271,33 +280,37 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	return nil
 }
 
-// finalInParts computes a streamed tensor's final pass in parts of whole
-// chunks when a core is spare: this worker and a helper on that core take
-// the parts in turn, each with its own fork of the kernel. The helper
-// stops after its part when the core is wanted back. It reports false,
-// having computed nothing, when no core is spare or the kernel cannot
-// fork here.
-func (t *Tensor) finalInParts(ctx context.Context, fk Forker, n, chunk int64) (bool, error) {
+// finalInParts computes the rest of a streamed tensor's final pass, from
+// element from (a chunk boundary) on, in parts of whole chunks when a core
+// is spare: this worker and a helper on that core take the parts in turn,
+// each with its own fork of the kernel. The helper stops after its part
+// when the core is wanted back. It reports false, having computed
+// nothing (k0, the fork for from, released), when another tensor took
+// the spare core first.
+func (t *Tensor) finalInParts(ctx context.Context, fk Forker, k0 PassKernel, from, n, chunk int64) (bool, error) {
 	j := t.job
 	if !j.claimSpare() {
-		return false, nil
-	}
-	k0, ok := fk.Fork(0)
-	if !ok {
-		j.spare.Add(1)
+		release(k0)
 		return false, nil
 	}
 	step := max(chunk, PartElems/chunk*chunk)
-	parts := (n + step - 1) / step
+	parts := (n - from + step - 1) / step
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	// Part 0 is this worker's, with k0; the rest go to whoever is free.
 	var next atomic.Int64
 	next.Store(1)
 	part := func(p int64, k PassKernel) error {
-		s := p * step
+		s := from + p*step
 		if k == nil {
-			k, _ = fk.Fork(s)
+			// Parts start on chunk boundaries, as the first did: what
+			// forked there forks here.
+			var ok bool
+			if k, ok = fk.Fork(s); !ok {
+				err := fmt.Errorf("tensor %q: internal error: the kernel forked at %d but not at %d", t.Name, from, s)
+				cancel(err)
+				return err
+			}
 		}
 		pt := *t
 		pt.first, pt.count = s, min(step, n-s)
