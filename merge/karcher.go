@@ -13,11 +13,12 @@ import (
 // when given, is one of the models, as mergekit merges it.
 func init() {
 	Register(Method{
-		Name:      "karcher",
-		Summary:   "Riemannian (Karcher) mean of the models' directions on the sphere, scaled by their mean norm",
-		Paper:     "https://en.wikipedia.org/wiki/Karcher_mean",
-		Base:      BaseNone,
-		MinModels: 1,
+		Name:       "karcher",
+		Summary:    "Riemannian (Karcher) mean of the models' directions on the sphere, scaled by their mean norm",
+		Paper:      "https://en.wikipedia.org/wiki/Karcher_mean",
+		Base:       BaseNone,
+		MinModels:  1,
+		StreamCost: chunkScratch,
 		Global: map[string]ParamSpec{
 			"max_iter": withDefault(numberParam, "10"),
 			"tol":      withDefault(numberParam, "1e-5"),
@@ -188,3 +189,7 @@ func (k *KarcherKernel) Compute(in, out [][]float64) error {
 	}
 	return nil
 }
+
+// Fork: the last pass reads only the coefficients, so the kernel itself
+// serves every part.
+func (k *KarcherKernel) Fork(int64) (stream.PassKernel, bool) { return k, k.done }

@@ -16,11 +16,12 @@ import (
 // weighted mean norm.
 func init() {
 	Register(Method{
-		Name:      "multislerp",
-		Summary:   "barycentric spherical interpolation of any number of models (or task vectors, with a base), scaled by their weighted mean norm",
-		Paper:     "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
-		Base:      BaseOptional,
-		MinModels: 1,
+		Name:       "multislerp",
+		Summary:    "barycentric spherical interpolation of any number of models (or task vectors, with a base), scaled by their weighted mean norm",
+		Paper:      "https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
+		Base:       BaseOptional,
+		MinModels:  1,
+		StreamCost: chunkScratch,
 		Global: map[string]ParamSpec{
 			"normalize_weights": withDefault(boolParam, "true"),
 			"eps":               withDefault(numberParam, "1e-8"),
@@ -201,4 +202,11 @@ func (k *MultiSlerpKernel) Compute(in, out [][]float64) error {
 		o[e] = r
 	}
 	return nil
+}
+
+// Fork: the last pass reads only what the pre-passes found, so the kernel
+// itself serves every part.
+func (k *MultiSlerpKernel) Fork(int64) (stream.PassKernel, bool) {
+	_, more := k.NextPass()
+	return k, !more
 }

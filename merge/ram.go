@@ -20,7 +20,8 @@ func init() {
 		Summary: "entries one model changes (|τ| > epsilon) added, entries several change averaged",
 		Paper:   "https://arxiv.org/abs/2601.13572",
 		Base:    BaseRequired, MinModels: 1,
-		Global: common,
+		StreamCost: chunkScratch,
+		Global:     common,
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
 				tp := p.Tensor(t.Name)
@@ -34,7 +35,8 @@ func init() {
 		Summary: "ram with each model's unique entries scaled by 1 + r·clamp(shared/unique, 0, alpha), counted per tensor",
 		Paper:   "https://arxiv.org/abs/2601.13572",
 		Base:    BaseRequired, MinModels: 1,
-		Global: plus,
+		StreamCost: chunkScratch,
+		Global:     plus,
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
 				tp := p.Tensor(t.Name)
@@ -130,4 +132,11 @@ func (k *RAMKernel) Compute(in, out [][]float64) error {
 		out[0][e] = in[0][e] + merged
 	}
 	return nil
+}
+
+// Fork: the last pass reads only the counts and λ, so the kernel itself
+// serves every part.
+func (k *RAMKernel) Fork(int64) (stream.PassKernel, bool) {
+	_, more := k.NextPass()
+	return k, !more
 }

@@ -59,7 +59,8 @@ type ChunkAligner interface {
 // Forker is a PassKernel whose final pass can be computed in parts at
 // once once its pre-passes are done: Fork returns a kernel for the final
 // pass from element first on (its chunks in index order, as Compute gets
-// them), sharing what the pre-passes found, with scratch of its own; ok
+// them), sharing what the pre-passes found, with scratch of its own (a
+// kernel whose Compute only reads its state may return itself); ok
 // is false when this tensor's final pass must run in order (a cut whose
 // ties are taken in index order). A streamed tensor's final pass is split
 // into parts of whole rows when a worker's core is spare (see PartElems).
