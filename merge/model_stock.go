@@ -10,12 +10,13 @@ import (
 
 func init() {
 	Register(Method{
-		Name:      "model_stock",
-		Summary:   "average of the models pulled towards the base by t = N·cosθ/(1+(N−1)·cosθ)",
-		Paper:     "https://arxiv.org/abs/2403.19522",
-		Base:      BaseRequired,
-		MinModels: 2,
-		Global:    map[string]ParamSpec{"filter_wise": withDefault(boolParam, "false")},
+		Name:       "model_stock",
+		Summary:    "average of the models pulled towards the base by t = N·cosθ/(1+(N−1)·cosθ)",
+		Paper:      "https://arxiv.org/abs/2403.19522",
+		Base:       BaseRequired,
+		MinModels:  2,
+		StreamCost: chunkScratch,
+		Global:     map[string]ParamSpec{"filter_wise": withDefault(boolParam, "false")},
 		Build: func(_ context.Context, p *Plan, _ stream.Options) (KernelFactory, error) {
 			return func(t weights.TensorInfo) (stream.Kernel, error) {
 				fw := p.Tensor(t.Name).Bool("filter_wise", false)
@@ -122,4 +123,11 @@ func (k *ModelStockKernel) Compute(in [][]float64, out [][]float64) error {
 		apply(r, end, stockRatio(g, n))
 	}
 	return nil
+}
+
+// Fork: the last pass reads only the ratio (or measures each row in its
+// chunk), so the kernel itself serves every part.
+func (k *ModelStockKernel) Fork(int64) (stream.PassKernel, bool) {
+	_, more := k.NextPass()
+	return k, !more
 }

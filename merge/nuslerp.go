@@ -20,6 +20,7 @@ func init() {
 		Summary:   "spherical interpolation of two models (or their task vectors, with a base) at t = w₂/(w₁+w₂), flattened, by rows or by columns",
 		Base:      BaseOptional,
 		MinModels: 2, MaxModels: 2,
+		StreamCost: chunkScratch,
 		Global: map[string]ParamSpec{
 			"nuslerp_flatten":  withDefault(boolParam, "true"),
 			"nuslerp_row_wise": withDefault(boolParam, "false"),
@@ -176,4 +177,13 @@ func (k *NuSlerpKernel) Compute(in, out [][]float64) error {
 		write(0, len(o), k.c0[0], k.c1[0])
 	}
 	return nil
+}
+
+// Fork: the last pass reads the coefficients and, by columns, counts its
+// position from first.
+func (k *NuSlerpKernel) Fork(first int64) (stream.PassKernel, bool) {
+	_, more := k.NextPass()
+	f := *k
+	f.pos = int(first)
+	return &f, !more
 }
