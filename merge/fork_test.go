@@ -1,0 +1,139 @@
+package merge
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/weightops/weightops/sparsify"
+	"github.com/weightops/weightops/stream"
+	"github.com/weightops/weightops/weights"
+)
+
+// runKernel feeds a kernel the inputs (BF16 bytes, raw to a
+// RawInputKernel's raw inputs and decoded for the rest) chunk by chunk as
+// stream.Passes does: every pre-pass, then, if fork is set, the fork it
+// makes at entry from; then the final pass from there. It returns the
+// final pass's outputs.
+func runKernel(t *testing.T, k stream.PassKernel, raw [][]byte, n, chunk int64, fork bool, from int64) []float64 {
+	t.Helper()
+	feed := func(k stream.PassKernel, s, e int64) [][]float64 {
+		rk, _ := k.(stream.RawInputKernel)
+		in := make([][]float64, len(raw))
+		for i, r := range raw {
+			b := r[2*s : 2*e]
+			if rk != nil && rk.RawInput(i) {
+				rk.SetRaw(i, weights.Tensor{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.BF16, Shape: []int64{e - s}}, Data: b})
+				continue
+			}
+			in[i] = make([]float64, e-s)
+			if err := weights.Decode(weights.BF16, b, in[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return in
+	}
+	for p, more := k.NextPass(); more; p, more = k.NextPass() {
+		for s := int64(0); s < n; s += chunk {
+			if err := k.Observe(p, feed(k, s, min(n, s+chunk))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := k.EndPass(p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fork {
+		f, ok := k.(stream.Forker).Fork(from)
+		if !ok {
+			t.Fatal("the kernel refused to fork")
+		}
+		k = f
+	}
+	out := make([]float64, 0, n-from)
+	for s := from; s < n; s += chunk {
+		e := min(n, s+chunk)
+		o := make([]float64, e-s)
+		if err := k.Compute(feed(k, s, e), [][]float64{o}); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, o...)
+	}
+	return out
+}
+
+// TestForksMatchTheKernelInOrder: each merge kernel that forks its last
+// pass computes, from a fork made at a chunk boundary, the same bits as
+// the kernel itself running the pass in order from the start.
+func TestForksMatchTheKernelInOrder(t *testing.T) {
+	const rows, cols, chunk = 12, 50, 150 // chunks of three rows
+	n := int64(rows * cols)
+	shape := []int64{rows, cols}
+	rng := rand.New(rand.NewPCG(5, 5))
+	raw := make([][]byte, 3)
+	for i := range raw {
+		v := make([]float64, n)
+		for j := range v {
+			v[j] = 0.02*rng.NormFloat64() + 0.003*float64(i)*math.Sin(float64(j))
+		}
+		raw[i] = make([]byte, 2*n)
+		if err := weights.Encode(weights.BF16, v, raw[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gta := func(m sparsify.Method, rescale sparsify.Rescale, perRow bool) func() stream.PassKernel {
+		return func() stream.PassKernel {
+			c := GTAConfig{Weights: []float64{0.6, 0.5}, Consensus: true, Normalize: true, Lambda: 1}
+			for range 2 {
+				c.Sparsify = append(c.Sparsify, sparsify.Spec{Method: m, Density: 0.4, Epsilon: 0.1, Rescale: rescale, PerRow: perRow, Seed: 3})
+			}
+			return NewGTAKernel("w", shape, c)
+		}
+	}
+	kernels := map[string]func() stream.PassKernel{
+		"slerp":                 func() stream.PassKernel { return NewSlerpKernel(0.3) },
+		"nuslerp flattened":     func() stream.PassKernel { return NewNuSlerpKernel(0.4, true, shape, true, false) },
+		"nuslerp by rows":       func() stream.PassKernel { return NewNuSlerpKernel(0.4, true, shape, false, true) },
+		"nuslerp by columns":    func() stream.PassKernel { return NewNuSlerpKernel(0.4, true, shape, false, false) },
+		"model_stock":           func() stream.PassKernel { return NewModelStockKernel(false, cols) },
+		"model_stock by rows":   func() stream.PassKernel { return NewModelStockKernel(true, cols) },
+		"karcher":               func() stream.PassKernel { return NewKarcherKernel(3, 10, 1e-5) },
+		"multislerp":            func() stream.PassKernel { return NewMultiSlerpKernel([]float64{0.5, 0.5}, true, true, 1e-8) },
+		"task arithmetic":       gta(sparsify.None, sparsify.NoRescale, false),
+		"dare_ties (L1)":        gta(sparsify.Random, sparsify.L1, false),
+		"della (L1)":            gta(sparsify.DellaMagprune, sparsify.L1, false),
+		"ties per row":          gta(sparsify.Magnitude, sparsify.NoRescale, true),
+		"dare_ties (L2)":        gta(sparsify.Random, sparsify.L2, false),
+		"breadcrumbs (per row)": gta(sparsify.MagnitudeOutliers, sparsify.NoRescale, true),
+	}
+	for name, mk := range kernels {
+		for _, from := range []int64{0, chunk, 3 * chunk} {
+			in := raw
+			if name == "slerp" {
+				in = raw[:2] // the base and one model
+			}
+			t.Run(fmt.Sprintf("%s from %d", name, from), func(t *testing.T) {
+				want := runKernel(t, mk(), in, n, chunk, false, 0)[from:]
+				got := runKernel(t, mk(), in, n, chunk, true, from)
+				for i := range want {
+					if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+						t.Fatalf("entry %d: fork %v, in order %v", from+int64(i), got[i], want[i])
+					}
+				}
+			})
+		}
+	}
+	// What must run in order refuses: a per-tensor magnitude cut (ties by
+	// index), a random mask drawn as Apply goes.
+	for name, mk := range map[string]func() stream.PassKernel{
+		"ties":                   gta(sparsify.Magnitude, sparsify.NoRescale, false),
+		"dare without rescaling": gta(sparsify.Random, sparsify.NoRescale, false),
+	} {
+		k := mk()
+		runKernel(t, k, raw, n, chunk, false, 0)
+		if _, ok := k.(stream.Forker).Fork(chunk); ok {
+			t.Errorf("%s forked", name)
+		}
+	}
+}
