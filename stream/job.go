@@ -558,9 +558,11 @@ func (j *Job) cost(t weights.TensorInfo) int64 {
 }
 
 // streamCost is what a streamed tensor holds: each input's and output's
-// chunk, raw and decoded, and an allowance for the kernel's own caches (a
-// merge keeps task vectors up to MaterializeLimit, a random mask one bit
-// per entry and input).
+// chunk, raw and decoded (a helper computing part of the final pass, see
+// Forker, holds a second set, a few MiB, not counted), and what the
+// kernel holds: Job.StreamCost's
+// figure, or without one a generous allowance (task vectors cached up to
+// MaterializeLimit and a random mask of one bit per entry and input).
 func (j *Job) streamCost(t weights.TensorInfo) int64 {
 	n, _ := t.NumElements()
 	k := int64(len(j.Inputs) + len(j.Outputs))
