@@ -106,6 +106,8 @@ func TestForksMatchTheKernelInOrder(t *testing.T) {
 		"ties per row":          gta(sparsify.Magnitude, sparsify.NoRescale, true),
 		"dare_ties (L2)":        gta(sparsify.Random, sparsify.L2, false),
 		"breadcrumbs (per row)": gta(sparsify.MagnitudeOutliers, sparsify.NoRescale, true),
+		"dare unscaled":         gta(sparsify.Random, sparsify.NoRescale, false),
+		"dare by 1/density":     gta(sparsify.Random, sparsify.InverseDensity, false),
 	}
 	for name, mk := range kernels {
 		for _, from := range []int64{0, chunk, 3 * chunk} {
@@ -125,10 +127,10 @@ func TestForksMatchTheKernelInOrder(t *testing.T) {
 		}
 	}
 	// What must run in order refuses: a per-tensor magnitude cut (ties by
-	// index), a random mask drawn as Apply goes.
+	// index), DELLA's selection without a cached mask.
 	for name, mk := range map[string]func() stream.PassKernel{
-		"ties":                   gta(sparsify.Magnitude, sparsify.NoRescale, false),
-		"dare without rescaling": gta(sparsify.Random, sparsify.NoRescale, false),
+		"ties":           gta(sparsify.Magnitude, sparsify.NoRescale, false),
+		"della unscaled": gta(sparsify.DellaMagprune, sparsify.NoRescale, false),
 	} {
 		k := mk()
 		runKernel(t, k, raw, n, chunk, false, 0)

@@ -494,7 +494,7 @@ func needs(s *sparsify.TensorSparsifier, p int) bool {
 // Fork is a kernel for the final pass from entry first on, sharing the
 // sparsifiers' cuts, scales and cached masks (see
 // sparsify.TensorSparsifier.Fork): not when one takes ties in index order
-// or draws its random stream as it goes.
+// or is DELLA's without a cached mask.
 func (k *GTAKernel) Fork(first int64) (stream.PassKernel, bool) {
 	f := &GTAKernel{w: k.w, consensus: k.consensus, normalize: k.normalize, lambda: k.lambda,
 		tau: make([][]float32, len(k.sp)), scratch: make([][]float32, len(k.sp))}

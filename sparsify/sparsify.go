@@ -228,7 +228,7 @@ func (t *TensorSparsifier) Release() {
 // done, sharing the parent's cuts, scale and cached mask (the parent must
 // outlive it and is the one to Release the mask): ok is false when Apply
 // must run in order — a per-tensor magnitude cut, whose ties are taken by
-// index, or a random selection drawn as Apply goes. first must start a
+// index, or DELLA's selection without a cached mask. first must start a
 // row for a per-row selection.
 func (t *TensorSparsifier) Fork(first int64) (*TensorSparsifier, bool) {
 	if len(t.pending) > 0 {
@@ -240,10 +240,17 @@ func (t *TensorSparsifier) Fork(first int64) (*TensorSparsifier, bool) {
 	}
 	switch t.spec.Method {
 	case Random, DellaMagprune:
-		if t.bits == nil {
+		if t.bits != nil {
+			f.bits, f.pos, f.shared = t.bits, first, true
+			return f, true
+		}
+		if t.spec.Method == DellaMagprune {
 			return nil, false
 		}
-		f.bits, f.pos, f.shared = t.bits, first, true
+		// A random mask drawn as Apply goes takes one draw per entry from
+		// the stream's start: the fork's stream starts first draws on.
+		f.rng = pcg.New(t.seed[0], t.seed[1])
+		f.rng.Advance(uint64(first))
 		return f, true
 	case Magnitude, MagnitudeOutliers:
 		if t.hist != nil || first%int64(max(1, t.rowLen)) != 0 {

@@ -51,6 +51,33 @@ func (p *PCG) Uint64() uint64 {
 	return output(p.Hi, p.Lo)
 }
 
+// Advance moves the state n steps on, as n outputs would, in O(log n)
+// multiplications: the map s ↦ mul·s + inc composed with itself by
+// squaring (Brown's jump-ahead for LCGs).
+func (p *PCG) Advance(n uint64) {
+	accA, accC := PCG{0, 1}, PCG{} // the identity map
+	curA, curC := PCG{mulHi, mulLo}, PCG{incHi, incLo}
+	for ; n > 0; n >>= 1 {
+		if n&1 == 1 {
+			// acc = cur ∘ acc: s ↦ curA·(accA·s + accC) + curC.
+			accA.Hi, accA.Lo = mul128(curA.Hi, curA.Lo, accA.Hi, accA.Lo)
+			accC = affine(curA, accC, curC)
+		}
+		// cur = cur ∘ cur.
+		curC = affine(curA, curC, curC)
+		curA.Hi, curA.Lo = mul128(curA.Hi, curA.Lo, curA.Hi, curA.Lo)
+	}
+	*p = affine(accA, *p, accC)
+}
+
+// affine is a·s + c (mod 2^128).
+func affine(a, s, c PCG) PCG {
+	hi, lo := mul128(a.Hi, a.Lo, s.Hi, s.Lo)
+	lo, carry := bits.Add64(lo, c.Lo, 0)
+	hi, _ = bits.Add64(hi, c.Hi, carry)
+	return PCG{hi, lo}
+}
+
 // Fill sets dst to the next len(dst) outputs, in order.
 func (p *PCG) Fill(dst []uint64) {
 	i := 0

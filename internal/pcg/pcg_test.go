@@ -108,3 +108,22 @@ func BenchmarkBelow(b *testing.B) {
 		g.Below(buf, 1<<52)
 	}
 }
+
+// TestAdvanceIsSteps: Advance(n) leaves the state n outputs would, and
+// the outputs after it are rand.PCG's from there.
+func TestAdvanceIsSteps(t *testing.T) {
+	for _, n := range []uint64{0, 1, 2, 15, 16, 17, 255, 1000, 65537, 1 << 20} {
+		want := New(11, 22)
+		for range n {
+			want.Uint64()
+		}
+		got := New(11, 22)
+		got.Advance(n)
+		if got != want {
+			t.Fatalf("Advance(%d) = %+v, %d steps %+v", n, got, n, want)
+		}
+		if a, b := got.Uint64(), want.Uint64(); a != b {
+			t.Fatalf("after Advance(%d): output %d, want %d", n, a, b)
+		}
+	}
+}
