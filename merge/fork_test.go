@@ -18,22 +18,7 @@ import (
 // final pass's outputs.
 func runKernel(t *testing.T, k stream.PassKernel, raw [][]byte, n, chunk int64, fork bool, from int64) []float64 {
 	t.Helper()
-	feed := func(k stream.PassKernel, s, e int64) [][]float64 {
-		rk, _ := k.(stream.RawInputKernel)
-		in := make([][]float64, len(raw))
-		for i, r := range raw {
-			b := r[2*s : 2*e]
-			if rk != nil && rk.RawInput(i) {
-				rk.SetRaw(i, weights.Tensor{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.BF16, Shape: []int64{e - s}}, Data: b})
-				continue
-			}
-			in[i] = make([]float64, e-s)
-			if err := weights.Decode(weights.BF16, b, in[i]); err != nil {
-				t.Fatal(err)
-			}
-		}
-		return in
-	}
+	feed := func(k stream.PassKernel, s, e int64) [][]float64 { return feedChunk(t, k, raw, s, e) }
 	for p, more := k.NextPass(); more; p, more = k.NextPass() {
 		for s := int64(0); s < n; s += chunk {
 			if err := k.Observe(p, feed(k, s, min(n, s+chunk))); err != nil {
@@ -53,14 +38,39 @@ func runKernel(t *testing.T, k stream.PassKernel, raw [][]byte, n, chunk int64, 
 	}
 	out := make([]float64, 0, n-from)
 	for s := from; s < n; s += chunk {
-		e := min(n, s+chunk)
-		o := make([]float64, e-s)
-		if err := k.Compute(feed(k, s, e), [][]float64{o}); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, o...)
+		out = append(out, computeChunk(t, k, raw, s, min(n, s+chunk))...)
 	}
 	return out
+}
+
+// feedChunk hands a kernel the inputs' entries [s, e): raw bytes to its
+// raw inputs, decoded for the rest.
+func feedChunk(t *testing.T, k stream.PassKernel, raw [][]byte, s, e int64) [][]float64 {
+	t.Helper()
+	rk, _ := k.(stream.RawInputKernel)
+	in := make([][]float64, len(raw))
+	for i, r := range raw {
+		b := r[2*s : 2*e]
+		if rk != nil && rk.RawInput(i) {
+			rk.SetRaw(i, weights.Tensor{TensorInfo: weights.TensorInfo{Name: "w", DType: weights.BF16, Shape: []int64{e - s}}, Data: b})
+			continue
+		}
+		in[i] = make([]float64, e-s)
+		if err := weights.Decode(weights.BF16, b, in[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return in
+}
+
+// computeChunk is a kernel's final pass over entries [s, e).
+func computeChunk(t *testing.T, k stream.PassKernel, raw [][]byte, s, e int64) []float64 {
+	t.Helper()
+	o := make([]float64, e-s)
+	if err := k.Compute(feedChunk(t, k, raw, s, e), [][]float64{o}); err != nil {
+		t.Fatal(err)
+	}
+	return o
 }
 
 // TestForksMatchTheKernelInOrder: each merge kernel that forks its last
@@ -126,16 +136,83 @@ func TestForksMatchTheKernelInOrder(t *testing.T) {
 			})
 		}
 	}
-	// What must run in order refuses: a per-tensor magnitude cut (ties by
-	// index), DELLA's selection without a cached mask.
-	for name, mk := range map[string]func() stream.PassKernel{
-		"ties":           gta(sparsify.Magnitude, sparsify.NoRescale, false),
-		"della unscaled": gta(sparsify.DellaMagprune, sparsify.NoRescale, false),
-	} {
-		k := mk()
-		runKernel(t, k, raw, n, chunk, false, 0)
-		if _, ok := k.(stream.Forker).Fork(chunk); ok {
-			t.Errorf("%s forked", name)
+	// DELLA's selection without a cached mask must run in order: it
+	// forks neither way, nor does any random mask back (drawn in index
+	// order). A per-tensor cut without ties in the data forks forward.
+	k := gta(sparsify.DellaMagprune, sparsify.NoRescale, false)()
+	runKernel(t, k, raw, n, chunk, false, 0)
+	if _, ok := k.(stream.Forker).Fork(chunk); ok {
+		t.Error("della unscaled forked")
+	}
+	for _, m := range []sparsify.Method{sparsify.Random, sparsify.DellaMagprune} {
+		for _, r := range []sparsify.Rescale{sparsify.NoRescale, sparsify.L1} {
+			k := gta(m, r, false)()
+			runKernel(t, k, raw, n, chunk, false, 0)
+			if _, ok := k.(stream.BackForker).ForkBack(); ok {
+				t.Errorf("%v (rescale %v) forked back", m, r)
+			}
+		}
+	}
+}
+
+// TestBackForksMatchTheKernelInOrder: a magnitude cut's kernel running
+// its last pass in order up to a chunk boundary, and a ForkBack taking
+// the chunks from the end down to there, compute the bits of the kernel
+// in order — on values with many ties at the cuts.
+func TestBackForksMatchTheKernelInOrder(t *testing.T) {
+	const rows, cols, chunk = 12, 50, 150
+	n := int64(rows * cols)
+	shape := []int64{rows, cols}
+	rng := rand.New(rand.NewPCG(6, 6))
+	raw := make([][]byte, 3)
+	for i := range raw {
+		v := make([]float64, n)
+		for j := range v {
+			v[j] = 0.5 + float64(rng.IntN(9))/64 // few values: deltas tie
+		}
+		raw[i] = make([]byte, 2*n)
+		if err := weights.Encode(weights.BF16, v, raw[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		m      sparsify.Method
+		perRow bool
+	}{{"ties", sparsify.Magnitude, false}, {"breadcrumbs", sparsify.MagnitudeOutliers, false}, {"ties per row", sparsify.Magnitude, true}, {"task arithmetic", sparsify.None, false}} {
+		mk := func() stream.PassKernel {
+			c := GTAConfig{Weights: []float64{0.6, 0.5}, Consensus: true, Normalize: true, Lambda: 1}
+			for _, d := range []float64{0.4, 0.7} {
+				c.Sparsify = append(c.Sparsify, sparsify.Spec{Method: tc.m, Density: d, Gamma: 0.1, PerRow: tc.perRow})
+			}
+			return NewGTAKernel("w", shape, c)
+		}
+		want := runKernel(t, mk(), raw, n, chunk, false, 0)
+		if k := mk(); !tc.perRow && tc.m != sparsify.None {
+			// Ties at the cut, some taken: only in order, or back.
+			runKernel(t, k, raw, n, chunk, false, 0)
+			if _, ok := k.(stream.Forker).Fork(chunk); ok {
+				t.Errorf("%s forked forward", tc.name)
+			}
+		}
+		for _, split := range []int64{0, chunk, 2 * chunk, n / chunk * chunk} {
+			k := mk()
+			front := runKernel(t, k, raw, n, chunk, false, 0) // pre-passes, then in order
+			b, ok := k.(stream.BackForker).ForkBack()
+			if !ok {
+				t.Fatalf("%s: no back fork", tc.name)
+			}
+			got := append([]float64(nil), front[:split]...)
+			got = append(got, make([]float64, n-split)...)
+			for s := (n - 1) / chunk * chunk; s >= split; s -= chunk {
+				e := min(n, s+chunk)
+				copy(got[s:e], computeChunk(t, b, raw, s, e))
+			}
+			for i := range want {
+				if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+					t.Fatalf("%s split at %d: entry %d: back fork %v, in order %v", tc.name, split, i, got[i], want[i])
+				}
+			}
 		}
 	}
 }

@@ -496,16 +496,28 @@ func needs(s *sparsify.TensorSparsifier, p int) bool {
 // sparsify.TensorSparsifier.Fork): not when one takes ties in index order
 // or is DELLA's without a cached mask.
 func (k *GTAKernel) Fork(first int64) (stream.PassKernel, bool) {
+	return k.fork(func(s *sparsify.TensorSparsifier) (*sparsify.TensorSparsifier, bool) { return s.Fork(first) })
+}
+
+// fork is a kernel sharing k's weights, with the sparsifiers' forks.
+func (k *GTAKernel) fork(of func(*sparsify.TensorSparsifier) (*sparsify.TensorSparsifier, bool)) (stream.PassKernel, bool) {
 	f := &GTAKernel{w: k.w, consensus: k.consensus, normalize: k.normalize, lambda: k.lambda,
 		tau: make([][]float32, len(k.sp)), scratch: make([][]float32, len(k.sp))}
 	for _, s := range k.sp {
-		fs, ok := s.Fork(first)
+		fs, ok := of(s)
 		if !ok {
 			return nil, false
 		}
 		f.sp = append(f.sp, fs)
 	}
 	return f, true
+}
+
+// ForkBack is a kernel for the final pass over chunks from the tensor's
+// end down (see stream.BackForker): a per-tensor magnitude cut counts
+// the ties after each chunk; not for a random or DELLA mask.
+func (k *GTAKernel) ForkBack() (stream.PassKernel, bool) {
+	return k.fork((*sparsify.TensorSparsifier).ForkBack)
 }
 
 // Compute mixes the sparsified task vectors of one chunk into the base.

@@ -532,7 +532,22 @@ func (h *Histogram) AddFine(keys []uint32) {
 
 // Cuts returns the Cut for each wanted rank, in the order given.
 func (h *Histogram) Cuts() []Cut {
+	out, _ := h.cutsAndTies()
+	return out
+}
+
+// Ties returns, for each wanted rank, how many entries of the tensor have
+// its cut's key V (0 for a cut that takes everything or nothing, where
+// no entry is decided by its place among ties). A cut whose Q equals its
+// ties takes every tied entry, and so does not depend on index order.
+func (h *Histogram) Ties() []int64 {
+	_, ties := h.cutsAndTies()
+	return ties
+}
+
+func (h *Histogram) cutsAndTies() ([]Cut, []int64) {
 	out := make([]Cut, len(h.ks))
+	ties := make([]int64, len(h.ks))
 	for j, k := range h.ks {
 		switch {
 		case k <= 0:
@@ -545,13 +560,14 @@ func (h *Histogram) Cuts() []Cut {
 				c := h.fine[j][lo]
 				if acc+c >= k {
 					out[j] = Cut{V: uint32(h.bins[j])<<16 | uint32(lo), Q: k - acc}
+					ties[j] = c
 					break
 				}
 				acc += c
 			}
 		}
 	}
-	return out
+	return out, ties
 }
 
 // Merge adds another histogram's counts (same wanted ranks, same pass), so

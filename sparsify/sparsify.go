@@ -170,17 +170,23 @@ type TensorSparsifier struct {
 
 	nTop, nKeep int64
 	hist        *Histogram
-	cuts        [2]Cut // top-nTop and top-(nTop+nKeep), per-tensor
+	cuts        [2]Cut   // top-nTop and top-(nTop+nKeep), per-tensor
+	ties        [2]int64 // per cut: entries with its key V (see Histogram.Ties)
 	counters    [2]Counter
-	rng         pcg.PCG // math/rand/v2's PCG stream, drawn in bulk
-	draws       []uint64
-	keys        []uint32
-	scratch     []uint32
-	keep        []bool
-	order, tmp  []uint64
-	rank        []int
-	thr         []uint64    // DELLA: keep threshold of each rank in a row
-	band        *bandRanker // DELLA, when thr never falls: decides by buckets
+	// back marks a sparsifier from ForkBack: chunks come from the
+	// tensor's end down, and tiedAfter counts each cut's tied entries past
+	// the current chunk.
+	back       bool
+	tiedAfter  [2]int64
+	rng        pcg.PCG // math/rand/v2's PCG stream, drawn in bulk
+	draws      []uint64
+	keys       []uint32
+	scratch    []uint32
+	keep       []bool
+	order, tmp []uint64
+	rank       []int
+	thr        []uint64    // DELLA: keep threshold of each rank in a row
+	band       *bandRanker // DELLA, when thr never falls: decides by buckets
 	// bits caches the keep decisions of a random mask drawn during the
 	// norm pass, so Apply neither draws nor ranks again; pos is the next
 	// entry's index.
@@ -227,14 +233,16 @@ func (t *TensorSparsifier) Release() {
 // Fork returns a sparsifier for Apply from entry first on, its pre-passes
 // done, sharing the parent's cuts, scale and cached mask (the parent must
 // outlive it and is the one to Release the mask): ok is false when Apply
-// must run in order — a per-tensor magnitude cut, whose ties are taken by
-// index, or DELLA's selection without a cached mask. first must start a
-// row for a per-row selection.
+// must run in order — a per-tensor magnitude cut that takes some but not
+// all of the entries tied at it (by index: see ForkBack), or DELLA's
+// selection without a cached mask. first must start a row for a per-row
+// selection.
 func (t *TensorSparsifier) Fork(first int64) (*TensorSparsifier, bool) {
 	if len(t.pending) > 0 {
 		return nil, false
 	}
-	f := &TensorSparsifier{spec: t.spec, n: t.n, rowLen: t.rowLen, seed: t.seed, nTop: t.nTop, nKeep: t.nKeep, cuts: t.cuts, scale: t.scale}
+	f := &TensorSparsifier{spec: t.spec, n: t.n, rowLen: t.rowLen, seed: t.seed, nTop: t.nTop, nKeep: t.nKeep, cuts: t.cuts, ties: t.ties, scale: t.scale}
+	f.reset()
 	if !t.spec.Active() {
 		return f, true
 	}
@@ -253,12 +261,45 @@ func (t *TensorSparsifier) Fork(first int64) (*TensorSparsifier, bool) {
 		f.rng.Advance(uint64(first))
 		return f, true
 	case Magnitude, MagnitudeOutliers:
-		if t.hist != nil || first%int64(max(1, t.rowLen)) != 0 {
-			return nil, false
+		if t.hist != nil {
+			// Per tensor: only where no entry is decided by its place among
+			// the ties (a model-wide cut keeps them all).
+			f.hist = t.hist
+			return f, t.orderFree(0) && t.orderFree(1)
 		}
-		return f, true
+		return f, first%int64(max(1, t.rowLen)) == 0
 	}
 	return nil, false
+}
+
+// orderFree reports whether cut j decides every entry by its key alone:
+// it takes all the entries tied at it (or there are none).
+func (t *TensorSparsifier) orderFree(j int) bool { return t.cuts[j].Q >= t.ties[j] }
+
+// ForkBack returns a sparsifier for Apply on whole-row chunks taken from
+// the tensor's end down (each chunk's entries in index order), its
+// pre-passes done, sharing the parent's cuts and scale: for a per-tensor
+// magnitude cut (which Fork refuses when it takes some of its ties), a
+// tied entry is in the cut when fewer than Q tied entries come before
+// it, that is the cut's ties less those from it to the end, so each
+// chunk's tied entries are counted before it is cut. A per-row cut, or
+// nothing to sparsify, does not depend on the order of the chunks. ok is
+// false for a random or DELLA mask, which is drawn in index order.
+func (t *TensorSparsifier) ForkBack() (*TensorSparsifier, bool) {
+	if len(t.pending) > 0 {
+		return nil, false
+	}
+	f := &TensorSparsifier{spec: t.spec, n: t.n, rowLen: t.rowLen, seed: t.seed, nTop: t.nTop, nKeep: t.nKeep, cuts: t.cuts, ties: t.ties, scale: t.scale}
+	f.reset()
+	switch {
+	case !t.spec.Active():
+		return f, true
+	case t.spec.Method != Magnitude && t.spec.Method != MagnitudeOutliers:
+		return nil, false
+	case t.hist != nil:
+		f.hist, f.back = t.hist, true
+	}
+	return f, true
 }
 
 // ForTensor prepares to sparsify a tensor of the given shape; model is the
@@ -413,12 +454,12 @@ func (t *TensorSparsifier) EndPass(p Pass) {
 			return
 		}
 		if !need {
-			t.cuts = [2]Cut(t.hist.Cuts())
+			t.cuts, t.ties = [2]Cut(t.hist.Cuts()), [2]int64(t.hist.Ties())
 			// No fine pass needed.
 			t.drop(PassFine)
 		}
 	case PassFine:
-		t.cuts = [2]Cut(t.hist.Cuts())
+		t.cuts, t.ties = [2]Cut(t.hist.Cuts()), [2]int64(t.hist.Ties())
 	case PassNorm:
 		b, a := t.before, t.after
 		if t.spec.Rescale == L2 {
@@ -586,6 +627,18 @@ func contains(ps []Pass, p Pass) bool {
 // applyCuts is Apply for per-tensor cuts in one loop (the merge hot path).
 func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 	c0, c1 := &t.counters[0], &t.counters[1]
+	if t.back {
+		// The tied entries before this chunk: all but those in it and
+		// after it.
+		for j, c := range []*Counter{c0, c1} {
+			if t.orderFree(j) {
+				continue
+			}
+			in := countKey(chunk, c.V)
+			c.seen = t.ties[j] - t.tiedAfter[j] - in
+			t.tiedAfter[j] += in
+		}
+	}
 	v0, v1 := c0.V, c1.V
 	kept := 0
 	for i := 0; i < len(chunk); {
@@ -738,4 +791,13 @@ func unpackBits(bits []uint64, pos int64, keep []bool) {
 		j := pos + int64(i)
 		keep[i] = bits[j>>6]>>(j&63)&1 == 1
 	}
+}
+
+// countKey counts the entries of chunk whose magnitude key is v.
+func countKey(chunk []float32, v uint32) int64 {
+	var n uint64
+	for _, x := range chunk {
+		n += b2u(MagBits(x) == v)
+	}
+	return int64(n)
 }

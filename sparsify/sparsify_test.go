@@ -653,3 +653,99 @@ func TestStreamBytesBoundsAllocations(t *testing.T) {
 		ts.Release()
 	}
 }
+
+// TestForkBackMatchesSortReference: a per-tensor cut applied in order up
+// to a chunk boundary and, from there, by a ForkBack sparsifier taking
+// the remaining chunks from the tensor's end down keeps what a full sort
+// keeps (ties by index) — with heavy ties at the cut, through the exact,
+// the sampled and the recounted histogram. Fork forward is taken only
+// where no entry's place among ties decides it.
+func TestForkBackMatchesSortReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 7))
+	sizes := []int{1, 2, 17, 3000, 5000}
+	for range 60 {
+		sizes = append(sizes, 1+rng.IntN(4000))
+	}
+	sizes = append(sizes, sampleKeys+70000, sampleKeys+70000) // sampled: the band, then (shifted) Again
+	forwardOK := 0
+	for trial, n := range sizes {
+		v := make([]float32, n)
+		first := 1.0
+		if trial == len(sizes)-1 {
+			first = 40 // the first rows larger: the sample misplaces the band
+		}
+		for i := range v {
+			scale := 1.0
+			if i < sampleKeys {
+				scale = first
+			}
+			switch rng.IntN(3) {
+			case 0: // heavy ties
+				v[i] = float32(float64(rng.IntN(6)-3) * 0.25 * scale)
+			default:
+				v[i] = float32(rng.NormFloat64() * scale)
+			}
+		}
+		m := MagnitudeOutliers
+		if trial%2 == 0 {
+			m = Magnitude
+		}
+		s := Spec{Method: m, Density: rng.Float64(), Gamma: rng.Float64() * 0.3}
+		if m == Magnitude {
+			s.Gamma = 0
+		}
+		nTop, nKeep := s.Counts(int64(n))
+		want := refKeep(v, int(nTop), int(nKeep))
+		got := append([]float32(nil), v...)
+		ts := s.ForTensor("x", []int64{int64(n)}, 0)
+		chunk := 1 + rng.IntN(min(n, 70000))
+		again := false
+		for len(ts.Needs()) > 0 {
+			p := ts.Needs()[0]
+			for i := 0; i < n; i += chunk {
+				ts.Observe(p, got[i:min(n, i+chunk)])
+			}
+			ts.EndPass(p)
+			again = again || ts.hist.Again()
+		}
+		if trial == len(sizes)-1 && !again {
+			t.Fatal("the shifted tensor's band held: the recount is not tested")
+		}
+		chunks := (n + chunk - 1) / chunk
+		split := rng.IntN(chunks+1) * chunk // the back fork's first entry
+		if f, ok := ts.Fork(int64(split)); ok {
+			forwardOK++
+			for j := range 2 {
+				if !ts.orderFree(j) {
+					t.Fatalf("trial %d: forked forward with cut %d taking %d of %d ties", trial, j, ts.cuts[j].Q, ts.ties[j])
+				}
+			}
+			for i := split; i < n; i += chunk {
+				f.Apply(got[i:min(n, i+chunk)])
+			}
+		} else {
+			b, ok := ts.ForkBack()
+			if !ok {
+				t.Fatalf("trial %d: no back fork of a per-tensor cut", trial)
+			}
+			for c := chunks - 1; c*chunk >= split; c-- {
+				b.Apply(got[c*chunk : min(n, (c+1)*chunk)])
+			}
+		}
+		for i := 0; i < split; i += chunk {
+			ts.Apply(got[i:min(n, i+chunk)])
+		}
+		for i := range v {
+			w := float32(0)
+			if want[i] {
+				w = v[i]
+			}
+			if got[i] != w {
+				t.Fatalf("trial %d n=%d %v density=%.3f γ=%.3f chunk=%d split=%d: entry %d = %v, want %v", trial, n, m, s.Density, s.Gamma, chunk, split, i, got[i], w)
+			}
+		}
+	}
+	if forwardOK == len(sizes) {
+		t.Fatal("every cut forked forward: no back fork was tested")
+	}
+}

@@ -169,6 +169,9 @@ type Tensor struct {
 	// first and count, for a streamed tensor computed in parts (see
 	// Job.Split), are the part's elements: count > 0 elements from first.
 	first, count int64
+	// reverse, for a part taken by a BackForker's helper, runs the final
+	// pass's chunks from the part's end down.
+	reverse bool
 }
 
 // elems is the number of elements the kernel computes: the tensor's, or

@@ -291,3 +291,118 @@ func TestFinalPassInParts(t *testing.T) {
 
 // float32x is x as the F32 the test file stores.
 func float32x(x float64) float64 { return float64(float32(x)) }
+
+// tiedPos is a BackForker for the tests, order-dependent as a cut's ties
+// are: a pre-pass counts the positive entries, the final pass writes
+// v + (positive entries before it)/1024; Fork refuses, ForkBack counts
+// from the end. failBack fails the back fork.
+type tiedPos struct {
+	job         *Job
+	total       int64
+	done, back  bool
+	seen, after int64
+	failBack    bool
+	// backRan is set by the back fork's first chunk, which the kernel
+	// in order waits for before its own, so the helper takes a part.
+	backRan *atomic.Bool
+}
+
+func (k *tiedPos) NextPass() (int, bool) { return 0, !k.done }
+func (k *tiedPos) Observe(_ int, in [][]float64) error {
+	for k.job.spare.Load() == 0 {
+		runtime.Gosched() // a core is spare when the final pass begins
+	}
+	for _, v := range in[0] {
+		k.total += int64(b2i(v > 0))
+	}
+	return nil
+}
+func (k *tiedPos) EndPass(int) error { k.done = true; return nil }
+func (k *tiedPos) Compute(in, out [][]float64) error {
+	if !k.back {
+		for !k.backRan.Load() {
+			runtime.Gosched()
+		}
+	}
+	if k.back {
+		defer k.backRan.Store(true)
+		if k.failBack {
+			return errors.New("boom")
+		}
+		var c int64
+		for _, v := range in[0] {
+			c += int64(b2i(v > 0))
+		}
+		k.seen = k.total - k.after - c
+		k.after += c
+	}
+	for e, v := range in[0] {
+		out[0][e] = v + float64(k.seen)/1024
+		k.seen += int64(b2i(v > 0))
+	}
+	return nil
+}
+func (k *tiedPos) Fork(int64) (PassKernel, bool) { return nil, false }
+func (k *tiedPos) ForkBack() (PassKernel, bool) {
+	return &tiedPos{job: k.job, total: k.total, done: true, back: true, failBack: k.failBack, backRan: k.backRan}, true
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestFinalPassFromBothEnds: a BackForker's final pass, with a core
+// spare, is computed in order from the start by the worker and from the
+// end down by a helper, and the output is a reference's; a helper's error
+// fails the job with no output left.
+func TestFinalPassFromBothEnds(t *testing.T) {
+	defer func(a, p int64) { StreamAbove, PartElems = a, p }(StreamAbove, PartElems)
+	// Four chunks of 218 rows; the helper's part is the last two, taken
+	// from the end down.
+	const rows, cols = 700, 300
+	StreamAbove, PartElems = -1, 2*218*cols
+	dir := t.TempDir()
+	v := make([]float64, rows*cols)
+	for i := range v {
+		v[i] = float64(float32(math.Sin(float64(i) * 0.7)))
+	}
+	in := testutil.Open(t, testutil.Write(t, filepath.Join(dir, "in.safetensors"), nil, testutil.Tensor{Name: "w", Shape: []int64{rows, cols}, Values: v}))[0]
+	run := func(workers int, failBack bool) (string, *Job, error) {
+		out := filepath.Join(dir, fmt.Sprintf("out-%d-%v.safetensors", workers, failBack))
+		job := &Job{Inputs: []weights.Checkpoint{in}, Tensors: in.Tensors(),
+			Outputs: []Output{CheckpointOutput(out, nil, func(weights.TensorInfo) weights.DType { return weights.F64 }, 0)},
+			Options: Options{Workers: workers}}
+		job.Kernel = func(weights.TensorInfo) (Kernel, error) {
+			return Passes(&tiedPos{job: job, failBack: failBack, backRan: new(atomic.Bool)}), nil
+		}
+		_, err := job.Run(context.Background())
+		return out, job, err
+	}
+	par, job, err := run(2, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.forked.Load() < 1 {
+		t.Fatal("no part computed from the end")
+	}
+	got := testutil.Open(t, par)[0]
+	x, _ := got.ReadTensor("w", nil)
+	vals, _ := x.Float64s()
+	var before int64
+	for i, y := range vals {
+		if want := v[i] + float64(before)/1024; y != want {
+			t.Fatalf("entry %d = %v, want %v", i, y, want)
+		}
+		before += int64(b2i(v[i] > 0))
+	}
+	out, _, err := run(2, true)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("error %v, want boom", err)
+	}
+	if _, serr := os.Stat(out); serr == nil || len(leftovers(t, dir)) > 0 {
+		t.Errorf("a failed job left output: %v", leftovers(t, dir))
+	}
+}

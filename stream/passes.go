@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 
 	"github.com/weightops/weightops/internal/parallel"
@@ -67,6 +68,18 @@ type ChunkAligner interface {
 type Forker interface {
 	PassKernel
 	Fork(first int64) (k PassKernel, ok bool)
+}
+
+// BackForker is a Forker whose final pass, where Fork refuses, can still
+// be shared: ForkBack returns a kernel for the final pass over chunks
+// taken from the tensor's end down (each chunk's entries in index order,
+// the chunks those of the pass in order), sharing what the pre-passes
+// found, while the kernel itself goes on in order from the start until
+// the two meet (a cut that takes its ties by index counts, from the end,
+// how many lie after each chunk).
+type BackForker interface {
+	Forker
+	ForkBack() (k PassKernel, ok bool)
 }
 
 // Passes adapts a PassKernel to a Kernel. Outputs are encoded to their
@@ -221,9 +234,18 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	// A streamed tensor's final pass goes to parts as soon as a core is
 	// spare, at its start or later (a worker finishing the other tensors).
 	fk, _ := kern.(Forker)
+	bk, _ := kern.(BackForker)
 	if t.sections == nil || t.count > 0 {
-		fk = nil
+		fk, bk = nil, nil
 	}
+	var back *backFork // a helper taking chunks from the end
+	defer func() {
+		if back != nil {
+			// On this worker's error, the helper stops at its next chunk.
+			back.cancel(errBackStopped)
+			back.wait()
+		}
+	}()
 	ov := make([][]float64, len(outs))
 	var enc [][]byte // a streamed tensor's encoded output chunks
 	if t.sections != nil {
@@ -233,7 +255,11 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			defer t.job.bytes.Put(enc[k])
 		}
 	}
-	for s := int64(0); s < n; s += chunk {
+	s0, ds := int64(0), chunk
+	if t.reverse {
+		s0, ds = (n-1)/chunk*chunk, -chunk
+	}
+	for s := s0; s >= 0 && s < n; s += ds {
 		if err := context.Cause(ctx); err != nil {
 			return err
 		}
@@ -245,7 +271,15 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 				return err
 			}
 		}
+		if fk == nil && bk != nil && back == nil && n-s > PartElems && t.job.spare.Load() > 0 {
+			if back = t.forkBack(ctx, bk, n, chunk); back != nil {
+				ctx = back.ctx // a helper's error stops this worker too
+			}
+		}
 		e := min(n, s+chunk)
+		if back != nil && !back.claim(s, e) {
+			break // the helper has done the rest
+		}
 		v, err := chunkAt(s, e)
 		if err != nil {
 			return err
@@ -278,7 +312,103 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			}
 		}
 	}
+	if back != nil {
+		return back.wait()
+	}
 	return nil
+}
+
+// backFork is the helper of a BackForker's final pass: it takes parts of
+// whole chunks from the tensor's end down while the worker goes on from
+// the start, until they meet or the core is wanted back.
+type backFork struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	mu     sync.Mutex
+	next   int64 // the worker's next entry
+	lo     int64 // the helper's lowest claimed entry
+	done   chan error
+	once   sync.Once
+	err    error
+}
+
+// claim takes chunk [s, e) for the worker, unless the helper has it.
+func (b *backFork) claim(s, e int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s >= b.lo {
+		return false
+	}
+	b.next = e
+	return true
+}
+
+// wait waits for the helper to stop and returns its error.
+func (b *backFork) wait() error {
+	b.once.Do(func() {
+		b.err = <-b.done
+		b.cancel(nil)
+	})
+	return b.err
+}
+
+// errBackStopped stops a BackForker's helper when its worker fails.
+var errBackStopped = errors.New("the final pass stopped")
+
+// forkBack starts a helper on a spare core computing the final pass from
+// the end down with a fork of bk; nil when no core is spare any more or
+// the kernel does not fork.
+func (t *Tensor) forkBack(ctx context.Context, bk BackForker, n, chunk int64) *backFork {
+	j := t.job
+	if !j.claimSpare() {
+		return nil
+	}
+	k, ok := bk.ForkBack()
+	if !ok {
+		j.spare.Add(1)
+		return nil
+	}
+	step := max(chunk, PartElems/chunk*chunk)
+	b := &backFork{lo: n, done: make(chan error, 1)}
+	b.ctx, b.cancel = context.WithCancelCause(ctx)
+	// take claims the next part down: [start, hi), whole chunks above
+	// what the worker has claimed.
+	take := func() (int64, int64, bool) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		start := (max(b.next, b.lo-step) + chunk - 1) / chunk * chunk
+		if start >= b.lo {
+			return 0, 0, false
+		}
+		hi := b.lo
+		b.lo = start
+		return start, hi, true
+	}
+	go func() {
+		defer j.spare.Add(1)
+		var err error
+		func() {
+			defer parallel.Recover(&err)
+			defer release(k)
+			for j.spare.Load() >= 0 {
+				start, hi, ok := take()
+				if !ok {
+					return
+				}
+				pt := *t
+				pt.first, pt.count, pt.reverse = start, hi-start, true
+				if err = pt.runPasses(b.ctx, k); err != nil {
+					return
+				}
+				j.forked.Add(1)
+			}
+		}()
+		if err != nil {
+			b.cancel(err)
+		}
+		b.done <- err
+	}()
+	return b
 }
 
 // finalInParts computes the rest of a streamed tensor's final pass, from
