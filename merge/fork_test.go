@@ -216,3 +216,123 @@ func TestBackForksMatchTheKernelInOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitPassesMatchTheKernelInOrder: a GTA kernel's histogram passes
+// counted partly by splits (from the end down, joined before each pass
+// ends) give the bits of the kernel running every pass in order; a split
+// is refused while the histograms take their sample and for a norm pass.
+func TestSplitPassesMatchTheKernelInOrder(t *testing.T) {
+	const rows, cols, chunk = 1100, 512, 64 * 512 // sampled: more than 2^19 entries
+	n := int64(rows * cols)
+	shape := []int64{rows, cols}
+	rng := rand.New(rand.NewPCG(8, 8))
+	raw := make([][]byte, 3)
+	for i := range raw {
+		v := make([]float64, n)
+		for j := range v {
+			v[j] = 0.02*rng.NormFloat64() + 0.003*float64(i)*math.Sin(float64(j))
+		}
+		raw[i] = make([]byte, 2*n)
+		if err := weights.Encode(weights.BF16, v, raw[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gta := func(specs ...sparsify.Spec) func() stream.PassKernel {
+		return func() stream.PassKernel {
+			return NewGTAKernel("w", shape, GTAConfig{Sparsify: specs, Weights: []float64{0.6, 0.5}, Consensus: true, Normalize: true, Lambda: 1})
+		}
+	}
+	ties := sparsify.Spec{Method: sparsify.Magnitude, Density: 0.5}
+	crumbs := sparsify.Spec{Method: sparsify.MagnitudeOutliers, Density: 0.9, Gamma: 0.01}
+	kernels := []struct {
+		name string
+		k    func() stream.PassKernel
+	}{
+		{"ties", gta(ties, ties)},
+		{"breadcrumbs", gta(crumbs, crumbs)},
+		{"ties and an unsparsified model", gta(ties, sparsify.Spec{})},
+		{"ties, then breadcrumbs", gta(ties, crumbs)},
+	}
+	chunks := int((n + chunk - 1) / chunk)
+	for _, tc := range kernels {
+		want := runKernel(t, tc.k(), raw, n, chunk, false, 0)
+		passes := 0 // the kernel in order's: counts lost in a join would show as a recount (Again)
+		for k := tc.k(); ; passes++ {
+			p, more := k.NextPass()
+			if !more {
+				break
+			}
+			for s := int64(0); s < n; s += chunk {
+				if err := k.Observe(p, feedChunk(t, k, raw, s, min(n, s+chunk))); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := k.EndPass(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, from := range []int{0, 16, chunks - 1} {
+			k := tc.k()
+			split, ran := 0, 0
+			for p, more := k.NextPass(); more; p, more = k.NextPass() {
+				ran++
+				var sub stream.PassKernel
+				hi := chunks
+				for c := 0; c < hi; c++ {
+					if sub == nil && c >= from {
+						var ok bool
+						if sub, ok = k.(stream.PassSplitter).SplitPass(p); ok {
+							if ran == 1 && c*chunk < 1<<19 {
+								t.Fatalf("%s: split at entry %d, inside the sample", tc.name, c*chunk)
+							}
+							split++
+							lo := c + (hi-c)/3
+							for d := hi - 1; d >= lo; d-- {
+								if err := sub.Observe(p, feedChunk(t, sub, raw, int64(d*chunk), min(n, int64((d+1)*chunk)))); err != nil {
+									t.Fatal(err)
+								}
+							}
+							hi = lo
+						}
+					}
+					if c < hi {
+						if err := k.Observe(p, feedChunk(t, k, raw, int64(c*chunk), min(n, int64((c+1)*chunk)))); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if sub != nil {
+					if err := k.(stream.PassSplitter).JoinPass(sub); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if err := k.EndPass(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if split == 0 || ran != passes {
+				t.Fatalf("%s from chunk %d: %d passes split, %d passes run, want %d", tc.name, from, split, ran, passes)
+			}
+			var got []float64
+			for s := int64(0); s < n; s += chunk {
+				got = append(got, computeChunk(t, k, raw, s, min(n, s+chunk))...)
+			}
+			for i := range want {
+				if math.Float64bits(got[i]) != math.Float64bits(want[i]) {
+					t.Fatalf("%s, split from chunk %d: entry %d = %v, want %v", tc.name, from, i, got[i], want[i])
+				}
+			}
+		}
+	}
+	// A norm pass sums floats in index order: not split.
+	dare := gta(sparsify.Spec{Method: sparsify.Random, Density: 0.5, Rescale: sparsify.L1, Seed: 1}, sparsify.Spec{Method: sparsify.Random, Density: 0.5, Rescale: sparsify.L1, Seed: 1})()
+	p, _ := dare.NextPass()
+	for c := range chunks {
+		if _, ok := dare.(stream.PassSplitter).SplitPass(p); ok {
+			t.Fatal("a norm pass split")
+		}
+		if err := dare.Observe(p, feedChunk(t, dare, raw, int64(c*chunk), min(n, int64((c+1)*chunk)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -520,6 +520,57 @@ func (k *GTAKernel) ForkBack() (stream.PassKernel, bool) {
 	return k.fork((*sparsify.TensorSparsifier).ForkBack)
 }
 
+// SplitPass is a kernel that counts pre-pass p over other chunks for
+// JoinPass (see stream.PassSplitter): it computes the task vectors and
+// feeds the models that need p a split of their histogram; not while one
+// of them cannot split (a norm pass, a histogram taking its sample).
+func (k *GTAKernel) SplitPass(p int) (stream.PassKernel, bool) {
+	var sp []*sparsify.TensorSparsifier // allocated at the first split: asked every chunk
+	for i, s := range k.sp {
+		if !needs(s, p) {
+			continue
+		}
+		fs, ok := s.SplitPass(sparsify.Pass(p))
+		if !ok {
+			k.join(sp) // hands back the splits taken so far
+			return nil, false
+		}
+		if sp == nil {
+			sp = make([]*sparsify.TensorSparsifier, len(k.sp))
+		}
+		sp[i] = fs
+	}
+	if sp == nil {
+		return nil, false
+	}
+	for i, fs := range sp {
+		if fs == nil {
+			sp[i] = &sparsify.TensorSparsifier{} // needs no pass: fed nothing
+		}
+	}
+	return &GTAKernel{sp: sp, w: k.w, tau: make([][]float32, len(sp)), scratch: make([][]float32, len(sp))}, true
+}
+
+// JoinPass adds a SplitPass kernel's counts to the models' current pass.
+func (k *GTAKernel) JoinPass(part stream.PassKernel) error {
+	f, ok := part.(*GTAKernel)
+	if !ok || len(f.sp) != len(k.sp) {
+		return fmt.Errorf("internal error: joining a %T that is not a split of this kernel", part)
+	}
+	k.join(f.sp)
+	return nil
+}
+
+// join adds the counts of splits of k's sparsifiers (nil or passless
+// entries: none).
+func (k *GTAKernel) join(sp []*sparsify.TensorSparsifier) {
+	for i, fs := range sp {
+		if fs != nil && len(fs.Needs()) > 0 {
+			k.sp[i].JoinPass(fs)
+		}
+	}
+}
+
 // Compute mixes the sparsified task vectors of one chunk into the base.
 func (k *GTAKernel) Compute(in [][]float64, out [][]float64) error {
 	return k.mix(in, out)

@@ -597,6 +597,62 @@ func (h *Histogram) FineCopy() *Histogram {
 	return c
 }
 
+// Split returns an empty histogram that counts as h does now, for a
+// worker to count another range of the same pass and Join back: the
+// counts are sums, so any split of the entries gives h's counts. Nil
+// while h is still taking its sample (the first entries, in order, place
+// the bands) or once its passes are over.
+func (h *Histogram) Split() *Histogram {
+	switch {
+	case h.pass == 1:
+		return h.FineCopy()
+	case h.banded:
+		s := &Histogram{ks: h.ks, expect: h.expect, banded: true,
+			bandLo: h.bandLo, bandW: h.bandW, keyLo: h.keyLo, keyHi: h.keyHi}
+		for j, t := range h.bandFine {
+			if t != nil {
+				s.bandPool[j] = bandTables.Get().(*[]uint32)
+				s.bandFine[j] = (*s.bandPool[j])[:len(t)]
+				clear(s.bandFine[j])
+			}
+		}
+		return s
+	case h.expect == 0:
+		return &Histogram{ks: h.ks}
+	}
+	return nil
+}
+
+// Join adds the counts of o, a Split of h that counted other entries of
+// the same pass, and releases o's tables.
+func (h *Histogram) Join(o *Histogram) {
+	switch {
+	case h.pass == 1:
+		for j := range h.fine {
+			for i, c := range o.fine[j] {
+				h.fine[j][i] += c
+			}
+		}
+	case h.banded:
+		for j, t := range h.bandFine {
+			for i, c := range o.bandFine[j] {
+				t[i] += c
+			}
+			for d, c := range o.inBin[j] {
+				h.inBin[j][d] += c
+			}
+			h.aboveBand[j] += o.aboveBand[j]
+		}
+		h.total += o.total
+	default:
+		for i, c := range o.coarse {
+			h.coarse[i] += c
+		}
+		h.total += o.total
+	}
+	o.release()
+}
+
 // Total is the number of entries seen in the coarse pass.
 func (h *Histogram) Total() int64 { return h.total }
 

@@ -302,6 +302,28 @@ func (t *TensorSparsifier) ForkBack() (*TensorSparsifier, bool) {
 	return f, true
 }
 
+// SplitPass returns a sparsifier that counts pre-pass p over other
+// entries of the tensor (any of them, in chunks of whole rows, in any
+// order) for JoinPass to add to t's: a magnitude histogram's passes,
+// whose counts are sums, once its sample is taken (see Histogram.Split).
+// ok is false for a norm pass (a float sum in index order), a pass t
+// does not need, or a histogram still sampling.
+func (t *TensorSparsifier) SplitPass(p Pass) (*TensorSparsifier, bool) {
+	if (p != PassCoarse && p != PassFine) || t.hist == nil || !contains(t.pending, p) {
+		return nil, false
+	}
+	h := t.hist.Split()
+	if h == nil {
+		return nil, false
+	}
+	return &TensorSparsifier{spec: t.spec, n: t.n, rowLen: t.rowLen, hist: h, pending: []Pass{p}}, true
+}
+
+// JoinPass adds the counts of o, from SplitPass, to t's current pass.
+func (t *TensorSparsifier) JoinPass(o *TensorSparsifier) {
+	t.hist.Join(o.hist)
+}
+
 // ForTensor prepares to sparsify a tensor of the given shape; model is the
 // model's index in the merge (for the Random stream).
 func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier {

@@ -749,3 +749,113 @@ func TestForkBackMatchesSortReference(t *testing.T) {
 		t.Fatal("every cut forked forward: no back fork was tested")
 	}
 }
+
+// TestSplitPassMatchesSortReference counts each histogram pass in two
+// parts, the first chunks in order and the rest, from the end down, in a
+// split joined back, and checks the cut against a sort: the banded first
+// pass, the unsampled one after a misplaced band, and the fine pass after
+// it each split at least once, and a histogram still sampling refuses.
+func TestSplitPassMatchesSortReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 9))
+	sizes := []int{1, 17, 3000, 40000}
+	for range 4 {
+		sizes = append(sizes, sampleKeys+1+rng.IntN(200000))
+	}
+	sizes = append(sizes, sampleKeys+90000, sampleKeys+90000) // shifted: Again, then a fine pass
+	splits := map[string]int{}
+	for trial, n := range sizes {
+		v := make([]float32, n)
+		first := 1.0
+		if trial >= len(sizes)-2 {
+			first = 40 // the first rows larger: the sample misplaces the band
+		}
+		for i := range v {
+			scale := 1.0
+			if i < sampleKeys {
+				scale = first
+			}
+			if rng.IntN(3) == 0 {
+				v[i] = float32(float64(rng.IntN(6)-3) * 0.25 * scale)
+			} else {
+				v[i] = float32(rng.NormFloat64() * scale)
+			}
+		}
+		m := MagnitudeOutliers
+		if trial%2 == 0 {
+			m = Magnitude
+		}
+		s := Spec{Method: m, Density: 0.05 + 0.9*rng.Float64(), Gamma: rng.Float64() * 0.3}
+		if m == Magnitude {
+			s.Gamma = 0
+		}
+		nTop, nKeep := s.Counts(int64(n))
+		want := refKeep(v, int(nTop), int(nKeep))
+		got := append([]float32(nil), v...)
+		ts := s.ForTensor("x", []int64{int64(n)}, 0)
+		chunk := 1 + rng.IntN(min(n, 70000))
+		chunks := (n + chunk - 1) / chunk
+		for len(ts.Needs()) > 0 {
+			p := ts.Needs()[0]
+			kind := map[Pass]string{PassCoarse: "coarse", PassFine: "fine"}[p]
+			if p == PassCoarse && ts.hist.expect == 0 {
+				kind = "unsampled"
+			}
+			// Split at the first chunk it is allowed after a random one.
+			from := rng.IntN(chunks)
+			var sub *TensorSparsifier
+			hi := chunks // the sub's lowest chunk
+			for c := 0; c < hi; c++ {
+				if sub == nil && c >= from {
+					if o, ok := ts.SplitPass(p); ok {
+						sub = o
+						splits[kind]++
+						lo := c + rng.IntN(hi-c+1)
+						for d := hi - 1; d >= lo; d-- {
+							sub.Observe(p, got[d*chunk:min(n, (d+1)*chunk)])
+						}
+						hi = lo
+						if c >= hi {
+							break
+						}
+					}
+				}
+				ts.Observe(p, got[c*chunk:min(n, (c+1)*chunk)])
+			}
+			if sub != nil {
+				ts.JoinPass(sub)
+			}
+			ts.EndPass(p)
+			if ts.hist.Again() && trial < len(sizes)-2 {
+				// Counts lost in a join would also end here, then be
+				// recounted: the band of an unshifted tensor holds.
+				t.Fatalf("trial %d: the first pass runs again", trial)
+			}
+		}
+		for i := 0; i < n; i += chunk {
+			ts.Apply(got[i:min(n, i+chunk)])
+		}
+		for i := range v {
+			w := float32(0)
+			if want[i] {
+				w = v[i]
+			}
+			if got[i] != w {
+				t.Fatalf("trial %d n=%d %v density=%.3f γ=%.3f chunk=%d: entry %d = %v, want %v", trial, n, m, s.Density, s.Gamma, chunk, i, got[i], w)
+			}
+		}
+	}
+	for _, k := range []string{"coarse", "unsampled", "fine"} {
+		if splits[k] == 0 {
+			t.Errorf("no %s pass was split (%v)", k, splits)
+		}
+	}
+	// Still sampling: the first entries place the bands, in order.
+	ts := Spec{Method: Magnitude, Density: 0.5}.ForTensor("x", []int64{sampleKeys * 2}, 0)
+	ts.Observe(PassCoarse, make([]float32, sampleKeys-1))
+	if _, ok := ts.SplitPass(PassCoarse); ok {
+		t.Error("a histogram split while taking its sample")
+	}
+	if _, ok := ts.SplitPass(PassNorm); ok {
+		t.Error("a norm pass split")
+	}
+}

@@ -172,6 +172,9 @@ type Tensor struct {
 	// reverse, for a part taken by a BackForker's helper, runs the final
 	// pass's chunks from the part's end down.
 	reverse bool
+	// observe, for a part taken by a PassSplitter's helper, is 1 + the
+	// pre-pass whose chunks the part's kernel observes (and nothing else).
+	observe int
 }
 
 // elems is the number of elements the kernel computes: the tensor's, or

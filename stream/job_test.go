@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/weightops/weightops/internal/testutil"
 	"github.com/weightops/weightops/weights"
@@ -399,6 +400,126 @@ func TestFinalPassFromBothEnds(t *testing.T) {
 		before += int64(b2i(v[i] > 0))
 	}
 	out, _, err := run(2, true)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("error %v, want boom", err)
+	}
+	if _, serr := os.Stat(out); serr == nil || len(leftovers(t, dir)) > 0 {
+		t.Errorf("a failed job left output: %v", leftovers(t, dir))
+	}
+}
+
+// posCount is a PassSplitter for the tests: pre-pass 0 counts the
+// positive entries, pre-pass 1 the negative ones, and the final pass
+// writes v + positives/1024 + negatives/4096. A pass splits once the
+// kernel in order has seen a chunk of it (as a histogram takes its
+// sample first); failPart fails the split's chunks.
+type posCount struct {
+	job      *Job
+	pass     int
+	counts   [2]int64
+	seen     int // chunks of this pass observed (in order)
+	part     bool
+	failPart bool
+	// partRan[p] is set by a split's first chunk of pass p, which the
+	// kernel in order waits for after its second chunk, so the helper
+	// surely takes a part.
+	partRan *[2]atomic.Bool
+}
+
+func (k *posCount) NextPass() (int, bool) { return k.pass, k.pass < 2 }
+func (k *posCount) Observe(p int, in [][]float64) error {
+	if p != k.pass {
+		return fmt.Errorf("chunk of pass %d during pass %d", p, k.pass)
+	}
+	for _, v := range in[0] {
+		k.counts[p] += int64(b2i(v > 0 && p == 0 || v < 0 && p == 1))
+	}
+	if k.part {
+		k.partRan[p].Store(true)
+		if k.failPart {
+			return errors.New("boom")
+		}
+		return nil
+	}
+	if k.seen++; k.seen >= 2 {
+		for t0 := time.Now(); !k.partRan[p].Load(); runtime.Gosched() {
+			if time.Since(t0) > 20*time.Second {
+				return errors.New("the split took no part")
+			}
+		}
+	}
+	return nil
+}
+func (k *posCount) EndPass(p int) error {
+	if k.part {
+		return errors.New("a split's pass ended")
+	}
+	k.pass, k.seen = p+1, 0
+	return nil
+}
+func (k *posCount) Compute(in, out [][]float64) error {
+	for e, v := range in[0] {
+		out[0][e] = v + float64(k.counts[0])/1024 + float64(k.counts[1])/4096
+	}
+	return nil
+}
+func (k *posCount) SplitPass(p int) (PassKernel, bool) {
+	if k.part || k.seen < 1 {
+		return nil, false
+	}
+	return &posCount{job: k.job, pass: p, part: true, failPart: k.failPart, partRan: k.partRan}, true
+}
+func (k *posCount) JoinPass(part PassKernel) error {
+	o := part.(*posCount)
+	k.counts[k.pass] += o.counts[k.pass]
+	return nil
+}
+
+// TestPrePassFromBothEnds: a PassSplitter's pre-passes, with a core
+// spare, are observed in order from the start by the worker and from the
+// end down by a helper once the kernel splits, the counts joined before
+// each pass ends, and the output is a reference's; a helper's error fails
+// the job with no output left.
+func TestPrePassFromBothEnds(t *testing.T) {
+	defer func(a, p int64) { StreamAbove, PartElems = a, p }(StreamAbove, PartElems)
+	const rows, cols = 700, 300 // four chunks of 218 rows; parts of two
+	StreamAbove, PartElems = -1, 2*218*cols
+	dir := t.TempDir()
+	v := make([]float64, rows*cols)
+	var pos, neg int64
+	for i := range v {
+		v[i] = float64(float32(math.Sin(float64(i)*0.7) + 0.3))
+		pos += int64(b2i(v[i] > 0))
+		neg += int64(b2i(v[i] < 0))
+	}
+	in := testutil.Open(t, testutil.Write(t, filepath.Join(dir, "in.safetensors"), nil, testutil.Tensor{Name: "w", Shape: []int64{rows, cols}, Values: v}))[0]
+	run := func(failPart bool) (string, *Job, error) {
+		out := filepath.Join(dir, fmt.Sprintf("out-%v.safetensors", failPart))
+		job := &Job{Inputs: []weights.Checkpoint{in}, Tensors: in.Tensors(),
+			Outputs: []Output{CheckpointOutput(out, nil, func(weights.TensorInfo) weights.DType { return weights.F64 }, 0)},
+			Options: Options{Workers: 2}}
+		job.Kernel = func(weights.TensorInfo) (Kernel, error) {
+			return Passes(&posCount{job: job, failPart: failPart, partRan: new([2]atomic.Bool)}), nil
+		}
+		_, err := job.Run(context.Background())
+		return out, job, err
+	}
+	par, job, err := run(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if job.forked.Load() < 2 {
+		t.Fatalf("%d parts observed from the end, want one per pass", job.forked.Load())
+	}
+	got := testutil.Open(t, par)[0]
+	x, _ := got.ReadTensor("w", nil)
+	vals, _ := x.Float64s()
+	for i, y := range vals {
+		if want := v[i] + float64(pos)/1024 + float64(neg)/4096; y != want {
+			t.Fatalf("entry %d = %v, want %v (%d positive, %d negative)", i, y, want, pos, neg)
+		}
+	}
+	out, _, err := run(true)
 	if err == nil || !strings.Contains(err.Error(), "boom") {
 		t.Fatalf("error %v, want boom", err)
 	}

@@ -82,6 +82,21 @@ type BackForker interface {
 	ForkBack() (k PassKernel, ok bool)
 }
 
+// PassSplitter is a PassKernel whose pre-passes can be shared between
+// cores: SplitPass returns a kernel that observes other chunks of pre-pass
+// p (whole chunks of the pass, any of them, in any order; never its
+// EndPass), and JoinPass adds what such a kernel saw to this one's pass
+// before its EndPass. ok is false while pass p must go on in order (a
+// histogram taking its sample from the first entries: asked again at
+// later chunks) or cannot be shared (a floating-point sum in index
+// order). A streamed tensor's pre-pass is shared with a spare core from
+// the end down, as a BackForker's final pass is.
+type PassSplitter interface {
+	PassKernel
+	SplitPass(p int) (part PassKernel, ok bool)
+	JoinPass(part PassKernel) error
+}
+
 // Passes adapts a PassKernel to a Kernel. Outputs are encoded to their
 // dtypes chunk by chunk, rounded once from float64.
 func Passes(k PassKernel) Kernel { return passes{k} }
@@ -170,29 +185,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	// A kernel with pre-passes over a tensor small enough gets its inputs
 	// decoded once for all passes instead of once per pass (a streamed
 	// tensor is read again instead).
-	p, more := kern.NextPass()
 	var full [][]float64
-	decoded := 0
-	for i := range raws {
-		if !skip[i] {
-			decoded++
-		}
-	}
-	if more && t.sections == nil && n*8*int64(decoded) <= MaterializeLimit {
-		full = make([][]float64, len(raws))
-		for i := range full {
-			if !skip[i] {
-				full[i] = F64.Get(int(n))
-				defer F64.Put(full[i])
-			}
-		}
-		if err := src.load(0, n); err != nil {
-			return err
-		}
-		if err := decode(0, n, full); err != nil {
-			return err
-		}
-	}
 	view := make([][]float64, len(in))
 	chunkAt := func(s, e int64) ([][]float64, error) {
 		if err := src.load(s, e); err != nil {
@@ -214,7 +207,9 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 		}
 		return view, decode(s, e, in)
 	}
-	for ; more; p, more = kern.NextPass() {
+	if t.observe > 0 {
+		// A PassSplitter's helper: this part's chunks of one pre-pass.
+		p := t.observe - 1
 		for s := int64(0); s < n; s += chunk {
 			if err := context.Cause(ctx); err != nil {
 				return err
@@ -227,8 +222,85 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 				return &weights.TensorError{File: file(0), Tensor: t.Name, Err: err}
 			}
 		}
+		return nil
+	}
+	p, more := kern.NextPass()
+	decoded := 0
+	for i := range raws {
+		if !skip[i] {
+			decoded++
+		}
+	}
+	if more && t.sections == nil && n*8*int64(decoded) <= MaterializeLimit {
+		full = make([][]float64, len(raws))
+		for i := range full {
+			if !skip[i] {
+				full[i] = F64.Get(int(n))
+				defer F64.Put(full[i])
+			}
+		}
+		if err := src.load(0, n); err != nil {
+			return err
+		}
+		if err := decode(0, n, full); err != nil {
+			return err
+		}
+	}
+	sk, _ := kern.(PassSplitter)
+	if t.sections == nil || t.count > 0 || full != nil {
+		sk = nil
+	}
+	// observe runs pre-pass p, shared from the end down with a spare core
+	// when the kernel splits it.
+	observe := func(p int) error {
+		var help *backFork
+		var part PassKernel
+		pctx := ctx
+		var err error
+		for s := int64(0); s < n && err == nil; s += chunk {
+			if err = context.Cause(pctx); err != nil {
+				break
+			}
+			if sk != nil && help == nil && n-s > PartElems && t.job.spare.Load() > 0 {
+				if help, part = t.splitPass(pctx, sk, p, n, chunk); help != nil {
+					pctx = help.ctx // a helper's error stops this worker too
+				}
+			}
+			e := min(n, s+chunk)
+			if help != nil && !help.claim(s, e) {
+				break // the helper has done the rest
+			}
+			var v [][]float64
+			if v, err = chunkAt(s, e); err != nil {
+				break
+			}
+			if err = kern.Observe(p, v); err != nil {
+				err = &weights.TensorError{File: file(0), Tensor: t.Name, Err: err}
+			}
+		}
+		if help != nil {
+			if err != nil {
+				help.cancel(errBackStopped)
+			}
+			if herr := help.wait(); err == nil {
+				err = herr
+			}
+			if err == nil {
+				err = sk.JoinPass(part)
+			}
+			release(part)
+		}
+		if err != nil {
+			return err
+		}
 		if err := kern.EndPass(p); err != nil {
 			return &weights.TensorError{File: file(0), Tensor: t.Name, Err: err}
+		}
+		return nil
+	}
+	for ; more; p, more = kern.NextPass() {
+		if err := observe(p); err != nil {
+			return err
 		}
 	}
 	// A streamed tensor's final pass goes to parts as soon as a core is
@@ -244,6 +316,7 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 			// On this worker's error, the helper stops at its next chunk.
 			back.cancel(errBackStopped)
 			back.wait()
+			release(back.k)
 		}
 	}()
 	ov := make([][]float64, len(outs))
@@ -318,10 +391,12 @@ func (t *Tensor) runPasses(ctx context.Context, kern PassKernel) error {
 	return nil
 }
 
-// backFork is the helper of a BackForker's final pass: it takes parts of
-// whole chunks from the tensor's end down while the worker goes on from
-// the start, until they meet or the core is wanted back.
+// backFork is the helper of a BackForker's final pass or a PassSplitter's
+// pre-pass: it takes parts of whole chunks from the tensor's end down with
+// kernel k while the worker goes on from the start, until they meet or the
+// core is wanted back.
 type backFork struct {
+	k      PassKernel
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	mu     sync.Mutex
@@ -368,8 +443,33 @@ func (t *Tensor) forkBack(ctx context.Context, bk BackForker, n, chunk int64) *b
 		j.spare.Add(1)
 		return nil
 	}
+	return t.fromTheEnd(ctx, k, n, chunk, func(pt *Tensor) { pt.reverse = true })
+}
+
+// splitPass starts a helper on a spare core observing pre-pass p from the
+// end down with a split of sk; nil when the pass does not split (yet) or
+// no core is spare any more.
+func (t *Tensor) splitPass(ctx context.Context, sk PassSplitter, p int, n, chunk int64) (*backFork, PassKernel) {
+	part, ok := sk.SplitPass(p)
+	if !ok {
+		return nil, nil
+	}
+	if !t.job.claimSpare() {
+		_ = sk.JoinPass(part) // it counted nothing: hands its tables back
+		release(part)
+		return nil, nil
+	}
+	return t.fromTheEnd(ctx, part, n, chunk, func(pt *Tensor) { pt.observe = p + 1 }), part
+}
+
+// fromTheEnd runs k on a spare core already claimed (and given back when
+// the helper stops) over parts of whole chunks taken from the tensor's
+// end down, each part's Tensor set up by setup; the worker claims its
+// chunks (backFork.claim) as it goes.
+func (t *Tensor) fromTheEnd(ctx context.Context, k PassKernel, n, chunk int64, setup func(*Tensor)) *backFork {
+	j := t.job
 	step := max(chunk, PartElems/chunk*chunk)
-	b := &backFork{lo: n, done: make(chan error, 1)}
+	b := &backFork{k: k, lo: n, done: make(chan error, 1)}
 	b.ctx, b.cancel = context.WithCancelCause(ctx)
 	// take claims the next part down: [start, hi), whole chunks above
 	// what the worker has claimed.
@@ -389,14 +489,14 @@ func (t *Tensor) forkBack(ctx context.Context, bk BackForker, n, chunk int64) *b
 		var err error
 		func() {
 			defer parallel.Recover(&err)
-			defer release(k)
 			for j.spare.Load() >= 0 {
 				start, hi, ok := take()
 				if !ok {
 					return
 				}
 				pt := *t
-				pt.first, pt.count, pt.reverse = start, hi-start, true
+				pt.first, pt.count = start, hi-start
+				setup(&pt)
 				if err = pt.runPasses(b.ctx, k); err != nil {
 					return
 				}
