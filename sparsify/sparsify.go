@@ -174,10 +174,11 @@ type TensorSparsifier struct {
 	ties        [2]int64 // per cut: entries with its key V (see Histogram.Ties)
 	counters    [2]Counter
 	// back marks a sparsifier from ForkBack: chunks come from the
-	// tensor's end down, and tiedAfter counts each cut's tied entries past
-	// the current chunk.
+	// tensor's end down, and tiedAfter counts each cut's tied entries
+	// decided so far (those after the next one to decide).
 	back       bool
 	tiedAfter  [2]int64
+	tied       []int32 // back mode: scratch for a chunk's entries on a cut
 	rng        pcg.PCG // math/rand/v2's PCG stream, drawn in bulk
 	draws      []uint64
 	keys       []uint32
@@ -282,7 +283,7 @@ func (t *TensorSparsifier) orderFree(j int) bool { return t.cuts[j].Q >= t.ties[
 // magnitude cut (which Fork refuses when it takes some of its ties), a
 // tied entry is in the cut when fewer than Q tied entries come before
 // it, that is the cut's ties less those from it to the end, so each
-// chunk's tied entries are counted before it is cut. A per-row cut, or
+// chunk's tied entries are decided last, from its end back. A per-row cut, or
 // nothing to sparsify, does not depend on the order of the chunks. ok is
 // false for a random or DELLA mask, which is drawn in index order.
 func (t *TensorSparsifier) ForkBack() (*TensorSparsifier, bool) {
@@ -649,19 +650,8 @@ func contains(ps []Pass, p Pass) bool {
 // applyCuts is Apply for per-tensor cuts in one loop (the merge hot path).
 func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 	c0, c1 := &t.counters[0], &t.counters[1]
-	if t.back {
-		// The tied entries before this chunk: all but those in it and
-		// after it.
-		for j, c := range []*Counter{c0, c1} {
-			if t.orderFree(j) {
-				continue
-			}
-			in := countKey(chunk, c.V)
-			c.seen = t.ties[j] - t.tiedAfter[j] - in
-			t.tiedAfter[j] += in
-		}
-	}
 	v0, v1 := c0.V, c1.V
+	tied := t.tied[:0] // back mode: the chunk's entries on a cut, decided after
 	kept := 0
 	for i := 0; i < len(chunk); {
 		// Eight at a time in AVX2 up to a group holding a key on a cut;
@@ -674,6 +664,10 @@ func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 			b := math.Float32bits(v)
 			k := b &^ (1 << 31)
 			if k == v0 || k == v1 {
+				if t.back {
+					tied = append(tied, int32(i))
+					continue
+				}
 				// On a cut: ties are decided by index order.
 				top := c0.In(k)
 				upto := c1.In(k)
@@ -692,9 +686,45 @@ func (t *TensorSparsifier) applyCuts(chunk []float32) int {
 			chunk[i] = math.Float32frombits(b & -in)
 		}
 	}
+	if t.back {
+		kept += t.backTies(chunk, tied)
+		t.tied = tied
+	}
 	if t.scale != 1 {
 		for i, v := range chunk {
 			chunk[i] = float32(float64(v) * t.scale)
+		}
+	}
+	return kept
+}
+
+// backTies decides a chunk's entries on a cut for a sparsifier from
+// ForkBack, from the chunk's last one back: a tied entry is in a cut that
+// takes some of its ties when fewer than Q tied entries precede it, that
+// is when the cut's ties, less those after it, are at most Q. It returns
+// how many it kept.
+func (t *TensorSparsifier) backTies(chunk []float32, tied []int32) int {
+	kept := 0
+	for x := len(tied) - 1; x >= 0; x-- {
+		i := tied[x]
+		k := MagBits(chunk[i])
+		var in [2]bool
+		for j := range in {
+			c := t.cuts[j]
+			switch {
+			case k != c.V:
+				in[j] = k > c.V
+			case t.orderFree(j):
+				in[j] = true
+			default:
+				in[j] = t.ties[j]-t.tiedAfter[j] <= c.Q
+				t.tiedAfter[j]++
+			}
+		}
+		if in[1] && !in[0] {
+			kept++
+		} else {
+			chunk[i] = 0
 		}
 	}
 	return kept
@@ -813,13 +843,4 @@ func unpackBits(bits []uint64, pos int64, keep []bool) {
 		j := pos + int64(i)
 		keep[i] = bits[j>>6]>>(j&63)&1 == 1
 	}
-}
-
-// countKey counts the entries of chunk whose magnitude key is v.
-func countKey(chunk []float32, v uint32) int64 {
-	var n uint64
-	for _, x := range chunk {
-		n += b2u(MagBits(x) == v)
-	}
-	return int64(n)
 }
