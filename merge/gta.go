@@ -295,6 +295,7 @@ func (g gta) globalCuts(ctx context.Context, p *Plan, o stream.Options) ([][2]sp
 						mu.Lock()
 						h.Merge(local)
 						mu.Unlock()
+						local.Free()
 						return nil
 					}), nil
 				},

@@ -137,10 +137,10 @@ func bitsLen(n int) int {
 // outside its band the histogram starts again without sampling (Again).
 type Histogram struct {
 	ks     []int64 // wanted ranks (k highest)
-	coarse [1 << 16]int64
+	coarse *table  // nil in a FineCopy
 	bins   []int   // per k: coarse bin holding the k-th key
 	above  []int64 // per k: entries in higher coarse bins
-	fine   [][1 << 16]int64
+	fine   []*table
 	pass   int
 	total  int64
 
@@ -163,10 +163,30 @@ type Histogram struct {
 	aboveBand [2]int64           // per k: keys above the band
 	banded    bool
 	again     bool
-	keys      []uint32 // scratch: a chunk's keys while sampling, vec.SplitBands' positions after
-	// the pooled buffers behind sample and bandFine
+	// the pooled buffers behind sample, bandFine and the positions
+	// vec.SplitBands writes
 	samplePool *[]uint32
 	bandPool   [2]*[]uint32
+	keys       *[]uint32
+}
+
+// table is a histogram's count per 16-bit key half.
+type table = [1 << 16]int64
+
+// newTable returns a cleared table from the pool.
+func newTable() *table {
+	t := tables.Get().(*table)
+	clear(t[:])
+	return t
+}
+
+// newTables returns n cleared tables.
+func newTables(n int) []*table {
+	ts := make([]*table, n)
+	for i := range ts {
+		ts[i] = newTable()
+	}
+	return ts
 }
 
 // Sampling limits: the keys kept before the bands are set; the band's
@@ -247,9 +267,7 @@ func (h *Histogram) setBands() {
 		h.bandFine[j] = t
 	}
 	h.banded = true
-	for _, k := range h.sample {
-		h.countBands(k)
-	}
+	h.countSplit(vec.KeysAsValues(h.sample))
 	h.releaseSample()
 }
 
@@ -258,6 +276,8 @@ func (h *Histogram) setBands() {
 var (
 	samples    = sync.Pool{New: func() any { b := make([]uint32, sampleKeys); return &b }}
 	bandTables = sync.Pool{New: func() any { b := make([]uint32, bandBins<<16); return &b }}
+	positions  = sync.Pool{New: func() any { b := make([]uint32, bandPiece); return &b }}
+	tables     = sync.Pool{New: func() any { return new(table) }}
 )
 
 // releaseSample returns the sample's buffer to its pool.
@@ -278,15 +298,47 @@ func (h *Histogram) release() {
 			h.bandPool[j], h.bandFine[j] = nil, nil
 		}
 	}
+	if h.keys != nil {
+		positions.Put(h.keys)
+		h.keys = nil
+	}
 }
 
-// countBands counts key k in a band or above it, one key at a time (the
-// sample's keys; AddCoarseValues counts whole slices with vec.SplitBands).
-func (h *Histogram) countBands(k uint32) {
-	h.countIn(k)
-	for j := range h.ks {
-		if k > h.keyHi[j] {
-			h.aboveBand[j]++
+// Free returns every table of h to its pool (a merge makes a histogram per
+// tensor and model: 0.5 MiB a table, and a fresh one costs its zeroing and
+// the collector's work); h must not be used after.
+func (h *Histogram) Free() {
+	h.release()
+	if h.coarse != nil {
+		tables.Put(h.coarse)
+		h.coarse = nil
+	}
+	for j, t := range h.fine {
+		tables.Put(t)
+		h.fine[j] = nil
+	}
+	h.fine = nil
+}
+
+// countSplit counts the keys of vals in a band or above it: a vector
+// compare per sixteen keys, and one at a time only those in a band. It
+// leaves total alone (the sample's keys are in it already).
+func (h *Histogram) countSplit(vals []float32) {
+	if len(vals) == 0 {
+		return
+	}
+	if h.keys == nil {
+		h.keys = positions.Get().(*[]uint32)
+	}
+	idx := *h.keys
+	for len(vals) > 0 {
+		p := vals[:min(len(vals), bandPiece)]
+		vals = vals[len(p):]
+		above, m := vec.SplitBands(p, h.keyLo, h.keyHi, idx)
+		h.aboveBand[0] += above[0]
+		h.aboveBand[1] += above[1]
+		for _, i := range idx[:m] {
+			h.countIn(MagBits(p[i]))
 		}
 	}
 }
@@ -312,7 +364,7 @@ func (h *Histogram) fromKept() bool {
 		if b < 0 {
 			continue
 		}
-		f := &h.fine[j]
+		f := h.fine[j]
 		for _, k := range h.sample {
 			if int(k>>16) == b {
 				f[k&0xffff]++
@@ -363,36 +415,13 @@ func (h *Histogram) Again() bool { return h.again }
 
 // NewHistogram prepares to find the Cut of the top k entries for each k.
 func NewHistogram(ks ...int64) *Histogram {
-	return &Histogram{ks: ks}
+	return &Histogram{ks: ks, coarse: newTable()}
 }
 
 // SetRanks sets the wanted ranks of a histogram made without them, once
 // its first pass has counted the keys (a rank that depends on what the
 // pass saw); call it before EndCoarse.
 func (h *Histogram) SetRanks(ks ...int64) { h.ks = ks }
-
-// AddCoarse feeds keys during the first pass.
-func (h *Histogram) AddCoarse(keys []uint32) {
-	h.total += int64(len(keys))
-	if h.expect != 0 && !h.banded && len(h.sample) < cap(h.sample) {
-		// The coarse table holds the sample alone when setBands reads
-		// it, or the bands would sit where the sample's ranks are not.
-		take := min(len(keys), cap(h.sample)-len(h.sample))
-		h.sample = append(h.sample, keys[:take]...)
-		h.countCoarse(keys[:take])
-		keys = keys[take:]
-		if len(h.sample) == cap(h.sample) && int64(len(h.sample)) < h.expect {
-			h.setBands()
-		}
-	}
-	if h.banded {
-		for _, k := range keys {
-			h.countBands(k)
-		}
-		return
-	}
-	h.countCoarse(keys)
-}
 
 func (h *Histogram) countCoarse(keys []uint32) {
 	for _, k := range keys {
@@ -407,12 +436,11 @@ func (h *Histogram) countCoarse(keys []uint32) {
 func (h *Histogram) EndCoarse() bool {
 	h.bins = make([]int, len(h.ks))
 	h.above = make([]int64, len(h.ks))
-	h.fine = make([][1 << 16]int64, len(h.ks))
+	h.fine = newTables(len(h.ks))
 	h.again = false
 	if h.banded {
 		ok := h.fromBands()
 		h.release()
-		h.keys = nil
 		h.pass = 1
 		if !ok {
 			// Count again, every key, without a sample.
@@ -444,39 +472,28 @@ func (h *Histogram) EndCoarse() bool {
 		need = false
 	}
 	h.release()
-	h.keys = nil
 	return need
 }
 
-// AddCoarseValues is AddCoarse on the magnitude keys of values.
+// AddCoarseValues feeds the magnitude keys of values during the first pass.
 func (h *Histogram) AddCoarseValues(vals []float32) {
-	switch {
-	case h.banded:
-		// Only the keys in a band are counted one at a time.
-		if cap(h.keys) < min(len(vals), bandPiece) {
-			h.keys = make([]uint32, min(len(vals), bandPiece))
+	if h.expect != 0 && !h.banded && len(h.sample) < cap(h.sample) {
+		// The coarse table holds the sample alone when setBands reads
+		// it, or the bands would sit where the sample's ranks are not.
+		take := min(len(vals), cap(h.sample)-len(h.sample))
+		s := h.sample[len(h.sample) : len(h.sample)+take]
+		vec.MagKeys(s, vals)
+		h.sample = h.sample[:len(h.sample)+take]
+		h.countCoarse(s)
+		h.total += int64(take)
+		vals = vals[take:]
+		if len(h.sample) == cap(h.sample) && int64(len(h.sample)) < h.expect {
+			h.setBands()
 		}
-		for len(vals) > 0 {
-			p := vals[:min(len(vals), bandPiece)]
-			vals = vals[len(p):]
-			above, m := vec.SplitBands(p, h.keyLo, h.keyHi, h.keys)
-			h.aboveBand[0] += above[0]
-			h.aboveBand[1] += above[1]
-			for _, i := range h.keys[:m] {
-				h.countIn(MagBits(p[i]))
-			}
-			h.total += int64(len(p))
-		}
-		return
-	case h.expect != 0:
-		if cap(h.keys) < len(vals) {
-			h.keys = make([]uint32, len(vals))
-		}
-		k := h.keys[:len(vals)]
-		for i, v := range vals {
-			k[i] = MagBits(v)
-		}
-		h.AddCoarse(k)
+	}
+	if h.banded {
+		h.countSplit(vals)
+		h.total += int64(len(vals))
 		return
 	}
 	for _, v := range vals {
@@ -574,8 +591,10 @@ func (h *Histogram) cutsAndTies() ([]Cut, []int64) {
 // workers can count tensors separately and combine; histograms told Expect
 // (whose bands are their own) are not merged.
 func (h *Histogram) Merge(o *Histogram) {
-	for i, c := range o.coarse {
-		h.coarse[i] += c
+	if o.coarse != nil {
+		for i, c := range o.coarse {
+			h.coarse[i] += c
+		}
 	}
 	if h.pass == 0 {
 		h.total += o.total
@@ -593,7 +612,7 @@ func (h *Histogram) Merge(o *Histogram) {
 // one's boundary bins, for a worker to fill and Merge back.
 func (h *Histogram) FineCopy() *Histogram {
 	c := &Histogram{ks: h.ks, bins: h.bins, above: h.above, total: h.total, pass: 1}
-	c.fine = make([][1 << 16]int64, len(h.ks))
+	c.fine = newTables(len(h.ks))
 	return c
 }
 
@@ -618,13 +637,13 @@ func (h *Histogram) Split() *Histogram {
 		}
 		return s
 	case h.expect == 0:
-		return &Histogram{ks: h.ks}
+		return &Histogram{ks: h.ks, coarse: newTable()}
 	}
 	return nil
 }
 
 // Join adds the counts of o, a Split of h that counted other entries of
-// the same pass, and releases o's tables.
+// the same pass, and frees o.
 func (h *Histogram) Join(o *Histogram) {
 	switch {
 	case h.pass == 1:
@@ -650,7 +669,7 @@ func (h *Histogram) Join(o *Histogram) {
 		}
 		h.total += o.total
 	}
-	o.release()
+	o.Free()
 }
 
 // Total is the number of entries seen in the coarse pass.

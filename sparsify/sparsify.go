@@ -347,7 +347,7 @@ func (s Spec) ForTensor(name string, shape []int64, model int) *TensorSparsifier
 	switch {
 	case s.Global != nil && (s.Method == Magnitude || s.Method == MagnitudeOutliers):
 		t.cuts = *s.Global
-		t.hist = NewHistogram() // cuts are known: applyCuts, no passes
+		t.hist = new(Histogram) // cuts are known: applyCuts, no passes, no tables
 	case perTensorRank:
 		t.hist = NewHistogram(t.nTop, t.nTop+t.nKeep)
 		t.hist.Expect(n)
@@ -477,12 +477,12 @@ func (t *TensorSparsifier) EndPass(p Pass) {
 			return
 		}
 		if !need {
-			t.cuts, t.ties = [2]Cut(t.hist.Cuts()), [2]int64(t.hist.Ties())
+			t.takeCuts()
 			// No fine pass needed.
 			t.drop(PassFine)
 		}
 	case PassFine:
-		t.cuts, t.ties = [2]Cut(t.hist.Cuts()), [2]int64(t.hist.Ties())
+		t.takeCuts()
 	case PassNorm:
 		b, a := t.before, t.after
 		if t.spec.Rescale == L2 {
@@ -495,6 +495,14 @@ func (t *TensorSparsifier) EndPass(p Pass) {
 	}
 	t.drop(p)
 	t.reset()
+}
+
+// takeCuts reads the cuts and their ties off the finished histogram and
+// frees its tables: from here on t.hist only marks per-tensor cuts.
+func (t *TensorSparsifier) takeCuts() {
+	cuts, ties := t.hist.cutsAndTies()
+	t.cuts, t.ties = [2]Cut(cuts), [2]int64(ties)
+	t.hist.Free()
 }
 
 func (t *TensorSparsifier) drop(p Pass) {

@@ -8,7 +8,10 @@
 // to that on special values, rounding ties and every length.
 package vec
 
-import "math"
+import (
+	"math"
+	"unsafe"
+)
 
 // useAsm chooses the assembly loops (set on amd64 with AVX2; tests turn
 // it off to compare).
@@ -400,6 +403,17 @@ func SplitBands(x []float32, lo, hi [2]uint32, idx []uint32) (above [2]int64, n 
 		}
 	}
 	return above, n
+}
+
+// KeysAsValues views magnitude keys (the bits of |v|) as the float32
+// values whose bits they are, so the functions here that key values by
+// magnitude (SplitBands, MagKeys) take keys as well: a key is its own
+// magnitude key.
+func KeysAsValues(keys []uint32) []float32 {
+	if len(keys) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*float32)(unsafe.Pointer(&keys[0])), len(keys))
 }
 
 // CountBelow returns how many of keys are below k, unsigned; the assembly
