@@ -90,9 +90,12 @@ func bucketOf(k, base uint32) uint32 { return max(k>>bandShift, base) - base }
 // bits of draws[i], rank by key then index; top is the row's largest key;
 // thr must be non-decreasing and as long as the row.
 func (br *bandRanker) bandRow(keys []uint32, top uint32, keep []bool, thr, draws []uint64) {
+	// Buckets cost per row as entries do: a short row takes as many as
+	// its entries (8 binades for 1024), the keys below sharing bucket 0.
+	span := uint32(min(bandBuckets, max(len(keys), bandMinRow)))
 	base := uint32(0)
-	if tb := top >> bandShift; tb >= bandBuckets {
-		base = tb - (bandBuckets - 1)
+	if tb := top >> bandShift; tb >= span {
+		base = tb - (span - 1)
 	}
 	nb := top>>bandShift - base + 1
 	pos := br.pos[:nb+1]

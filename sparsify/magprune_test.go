@@ -135,7 +135,7 @@ func testBandRow(t *testing.T) {
 func BenchmarkDellaMask(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 2))
 	const rows = 16
-	for _, l := range []int{4096, 11008} {
+	for _, l := range []int{bandMinRow, 4096, 11008} {
 		for name := range rowsFor(r, l) {
 			if name != "gauss" && name != "bf16-finetune" {
 				continue
