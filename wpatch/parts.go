@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/weightops/weightops/internal/vec"
 	"github.com/weightops/weightops/weights"
 )
 
@@ -116,14 +117,18 @@ func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
 			p.raw = 3*nz >= len(data)/4
 		}
 	}
+	idxp := positions.Get().(*[]uint32)
+	defer positions.Put(idxp)
+	idx := *idxp
 	if p.raw {
-		for _, v := range weights.Float32View(data) {
-			if v != 0 {
-				if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-					return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
-				}
-				p.nnz++
+		for vals := weights.Float32View(data); len(vals) > 0; {
+			x := vals[:min(len(vals), len(idx))]
+			vals = vals[len(x):]
+			bad, m := vec.SplitBands(x, nonZeroFinite[0], nonZeroFinite[1], idx)
+			if bad[0] > 0 {
+				return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
 			}
+			p.nnz += int64(m)
 		}
 		if _, err := p.vw.Write(data); err != nil {
 			return w.failPart(name, p, fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err))
@@ -143,17 +148,21 @@ func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
 	}
 	base := p.got / 4
 	b, nz := p.varb[:0], p.nzb[:0]
-	for i, v := range weights.Float32View(data) {
-		if v != 0 {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
-			}
+	for vals := weights.Float32View(data); len(vals) > 0; {
+		x := vals[:min(len(vals), len(idx))]
+		vals = vals[len(x):]
+		bad, m := vec.SplitBands(x, nonZeroFinite[0], nonZeroFinite[1], idx)
+		if bad[0] > 0 {
+			return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
+		}
+		for _, i := range idx[:m] {
 			at := base + int64(i)
 			b = binary.AppendUvarint(b, uint64(at-p.prev))
-			nz = binary.LittleEndian.AppendUint32(nz, math.Float32bits(v))
+			nz = binary.LittleEndian.AppendUint32(nz, math.Float32bits(x[i]))
 			p.prev = at
-			p.nnz++
 		}
+		p.nnz += int64(m)
+		base += int64(len(x))
 	}
 	p.varb, p.nzb = b, nz
 	spoolErr := func(err error) error {
@@ -246,6 +255,16 @@ func dropSpool(f **os.File, w **bufio.Writer) {
 
 // spoolWriters buffer writes to spools: reused, since a patch's hundreds
 // of tensors would otherwise each leave a megabyte for the collector.
+// nonZeroFinite is the pair of bands (lows, highs) vec.SplitBands finds a
+// part's stored values with: magnitude keys 1 to the largest finite
+// float32's, so the positions it gives are the non-zero values (−0 is a
+// zero) and the keys above the band are the infinities and NaNs. The
+// second band holds no key.
+var nonZeroFinite = [2][2]uint32{{1, math.MaxUint32}, {0x7f7fffff, math.MaxUint32}}
+
+// positions is the scratch of vec.SplitBands' positions, a chunk's worth.
+var positions = sync.Pool{New: func() any { b := make([]uint32, 1<<16); return &b }}
+
 var spoolWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 1<<20) }}
 
 // copyBuf is the scratch of copyValues, writeGaps and densify: a chunk's

@@ -172,6 +172,41 @@ func TestPartsRefused(t *testing.T) {
 	q.Abort()
 }
 
+// TestPartsRefuseNonFinite: an infinity or a NaN anywhere in a part, dense
+// or sparse (the vector scan's body and its tail), is refused.
+func TestPartsRefuseNonFinite(t *testing.T) {
+	dir := t.TempDir()
+	bad := map[string]float32{"+inf": float32(math.Inf(1)), "-inf": float32(math.Inf(-1)),
+		"nan": float32(math.NaN()), "-nan": math.Float32frombits(0xffc00001)}
+	for name, v := range bad {
+		for _, dense := range []bool{true, false} {
+			for _, at := range []int{0, 777, 999} {
+				vals := make([]float32, 1000)
+				for i := range vals {
+					if dense || i%50 == 0 {
+						vals[i] = float32(i%7) - 3.5
+					}
+				}
+				vals[at] = v
+				w, err := Create(filepath.Join(dir, "x.wpatch"), "rws", nil, Encoding{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Declare([]weights.TensorInfo{{Name: "a", DType: weights.F32, Shape: []int64{1000}}})
+				// In two parts: the first sets the encoding.
+				err = w.WriteTensorAt("a", f32Bytes(vals[:500]...), 0)
+				if err == nil {
+					err = w.WriteTensorAt("a", f32Bytes(vals[500:]...), 2000)
+				}
+				if err == nil || !strings.Contains(err.Error(), "finite") {
+					t.Errorf("%s at %d (dense %v): %v", name, at, dense, err)
+				}
+				w.Abort()
+			}
+		}
+	}
+}
+
 // TestValueStreamCorruption: a dense payload read a chunk at a time (as
 // patch apply reads a large one) gives Load's values, and every truncation
 // or flipped byte of it is an error by the last chunk at the latest.
