@@ -250,8 +250,24 @@ func prepare(cmds []*cli.Command) {
 	}
 }
 
+// requiredFlags remembers the flags unrequire cleared: a flag variable
+// shared by several commands (the output flag of add, diff, scale, …) is
+// cleared at the first, and must still count as required at the rest.
+var requiredFlags = map[cli.Flag]bool{}
+
 // unrequire clears a flag's Required and reports whether it was set.
 func unrequire(f cli.Flag) bool {
+	if requiredFlags[f] {
+		return true
+	}
+	r := clearRequired(f)
+	if r {
+		requiredFlags[f] = true
+	}
+	return r
+}
+
+func clearRequired(f cli.Flag) bool {
 	switch f := f.(type) {
 	case *cli.StringFlag:
 		r := f.Required

@@ -624,3 +624,19 @@ func TestSynthTiedEmbeddings(t *testing.T) {
 		t.Errorf("tied perplexity %v, untied twin %v", ppl[0], ppl[1])
 	}
 }
+
+// TestSharedRequiredFlag: a required flag shared by several commands (the
+// arithmetic commands' -o) is required at each of them, not only at the
+// first one prepared.
+func TestSharedRequiredFlag(t *testing.T) {
+	d := t.TempDir()
+	a, b := filepath.Join(d, "a.safetensors"), filepath.Join(d, "b.safetensors")
+	writeModel(t, a)
+	writeModel(t, b)
+	for _, args := range [][]string{{"diff", a, b}, {"add", a, b}, {"interpolate", a, b}, {"scale", "--by", "2", a}, {"negate", a}} {
+		_, e, code := run(t, args...)
+		if code != 2 || !strings.Contains(e, "missing -o/--output") {
+			t.Errorf("%s without -o: exit %d, stderr %q", args[0], code, e)
+		}
+	}
+}
