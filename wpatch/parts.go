@@ -120,15 +120,12 @@ func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
 	idxp := positions.Get().(*[]uint32)
 	defer positions.Put(idxp)
 	idx := *idxp
+	notFinite := func() error {
+		return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
+	}
 	if p.raw {
-		for vals := weights.Float32View(data); len(vals) > 0; {
-			x := vals[:min(len(vals), len(idx))]
-			vals = vals[len(x):]
-			bad, m := vec.SplitBands(x, nonZeroFinite[0], nonZeroFinite[1], idx)
-			if bad[0] > 0 {
-				return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
-			}
-			p.nnz += int64(m)
+		if !storedValues(data, idx, func(_ []float32, pos []uint32) { p.nnz += int64(len(pos)) }) {
+			return notFinite()
 		}
 		if _, err := p.vw.Write(data); err != nil {
 			return w.failPart(name, p, fmt.Errorf("%s: tensor %q: spool: %w", w.path, name, err))
@@ -148,21 +145,18 @@ func (w *Writer) WriteTensorAt(name string, data []byte, off int64) error {
 	}
 	base := p.got / 4
 	b, nz := p.varb[:0], p.nzb[:0]
-	for vals := weights.Float32View(data); len(vals) > 0; {
-		x := vals[:min(len(vals), len(idx))]
-		vals = vals[len(x):]
-		bad, m := vec.SplitBands(x, nonZeroFinite[0], nonZeroFinite[1], idx)
-		if bad[0] > 0 {
-			return w.failPart(name, p, fmt.Errorf("%s: tensor %q: patch values must be finite", w.path, name))
-		}
-		for _, i := range idx[:m] {
+	finite := storedValues(data, idx, func(x []float32, pos []uint32) {
+		for _, i := range pos {
 			at := base + int64(i)
 			b = binary.AppendUvarint(b, uint64(at-p.prev))
 			nz = binary.LittleEndian.AppendUint32(nz, math.Float32bits(x[i]))
 			p.prev = at
 		}
-		p.nnz += int64(m)
+		p.nnz += int64(len(pos))
 		base += int64(len(x))
+	})
+	if !finite {
+		return notFinite()
 	}
 	p.varb, p.nzb = b, nz
 	spoolErr := func(err error) error {
@@ -261,6 +255,22 @@ func dropSpool(f **os.File, w **bufio.Writer) {
 // zero) and the keys above the band are the infinities and NaNs. The
 // second band holds no key.
 var nonZeroFinite = [2][2]uint32{{1, math.MaxUint32}, {0x7f7fffff, math.MaxUint32}}
+
+// storedValues calls f on data's float32 values a piece of len(idx) at a
+// time, with the positions of the piece's non-zero values; it reports
+// false, at once, for a piece holding an infinity or a NaN.
+func storedValues(data []byte, idx []uint32, f func(x []float32, pos []uint32)) bool {
+	for vals := weights.Float32View(data); len(vals) > 0; {
+		x := vals[:min(len(vals), len(idx))]
+		vals = vals[len(x):]
+		bad, m := vec.SplitBands(x, nonZeroFinite[0], nonZeroFinite[1], idx)
+		if bad[0] > 0 {
+			return false
+		}
+		f(x, idx[:m])
+	}
+	return true
+}
 
 // positions is the scratch of vec.SplitBands' positions, a chunk's worth.
 var positions = sync.Pool{New: func() any { b := make([]uint32, 1<<16); return &b }}
