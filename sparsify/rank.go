@@ -313,9 +313,8 @@ func (h *Histogram) Free() {
 		tables.Put(h.coarse)
 		h.coarse = nil
 	}
-	for j, t := range h.fine {
+	for _, t := range h.fine {
 		tables.Put(t)
-		h.fine[j] = nil
 	}
 	h.fine = nil
 }
