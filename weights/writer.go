@@ -150,6 +150,9 @@ type writeEntry struct {
 // header. The file's final size is reserved up front, so tensors can be
 // written in any order, concurrently, with positioned writes.
 func CreateSafetensors(path string, infos []TensorInfo, metadata map[string]string) (*SafetensorsWriter, error) {
+	if path == "" {
+		return nil, errNoOutput
+	}
 	hdr, tensors, err := EncodeSafetensorsHeader(infos, metadata)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -320,9 +323,16 @@ func PlanShards(infos []TensorInfo, maxBytes int64) [][]TensorInfo {
 	return groups
 }
 
+// errNoOutput refuses an empty output path, which would otherwise fail
+// as "mkdir : no such file or directory".
+var errNoOutput = fmt.Errorf("no output path given")
+
 // CreateSharded prepares a sharded checkpoint in dir (created if needed).
 // Every shard carries the same metadata.
 func CreateSharded(dir string, infos []TensorInfo, metadata map[string]string, maxShardBytes int64) (*ShardedWriter, error) {
+	if dir == "" {
+		return nil, errNoOutput
+	}
 	_, statErr := os.Stat(dir)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
