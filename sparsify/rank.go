@@ -167,7 +167,7 @@ type Histogram struct {
 	// vec.SplitBands writes
 	samplePool *[]uint32
 	bandPool   [2]*[]uint32
-	keys       *[]uint32
+	idx        *[]uint32
 }
 
 // table is a histogram's count per 16-bit key half.
@@ -298,9 +298,9 @@ func (h *Histogram) release() {
 			h.bandPool[j], h.bandFine[j] = nil, nil
 		}
 	}
-	if h.keys != nil {
-		positions.Put(h.keys)
-		h.keys = nil
+	if h.idx != nil {
+		positions.Put(h.idx)
+		h.idx = nil
 	}
 }
 
@@ -326,10 +326,10 @@ func (h *Histogram) countSplit(vals []float32) {
 	if len(vals) == 0 {
 		return
 	}
-	if h.keys == nil {
-		h.keys = positions.Get().(*[]uint32)
+	if h.idx == nil {
+		h.idx = positions.Get().(*[]uint32)
 	}
-	idx := *h.keys
+	idx := *h.idx
 	for len(vals) > 0 {
 		p := vals[:min(len(vals), bandPiece)]
 		vals = vals[len(p):]
@@ -435,6 +435,9 @@ func (h *Histogram) countCoarse(keys []uint32) {
 func (h *Histogram) EndCoarse() bool {
 	h.bins = make([]int, len(h.ks))
 	h.above = make([]int64, len(h.ks))
+	for _, t := range h.fine { // a first pass counted again (Again)
+		tables.Put(t)
+	}
 	h.fine = newTables(len(h.ks))
 	h.again = false
 	if h.banded {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -325,7 +326,7 @@ func PlanShards(infos []TensorInfo, maxBytes int64) [][]TensorInfo {
 
 // errNoOutput refuses an empty output path, which would otherwise fail
 // as "mkdir : no such file or directory".
-var errNoOutput = fmt.Errorf("no output path given")
+var errNoOutput = errors.New("no output path given")
 
 // CreateSharded prepares a sharded checkpoint in dir (created if needed).
 // Every shard carries the same metadata.
